@@ -1,0 +1,7 @@
+//! talix: the Talos cluster-bootstrap runbook as a reproducible, content-addressed workflow.
+//!
+//! Architecture: profile → derivation graph → store ← steps (exec, discovery, proxmox, secrets).
+
+pub mod cli;
+pub mod secrets;
+pub mod sim;
