@@ -3,5 +3,6 @@
 //! Architecture: profile → derivation graph → store ← steps (exec, discovery, proxmox, secrets).
 
 pub mod cli;
+pub mod digest;
 pub mod secrets;
 pub mod sim;
