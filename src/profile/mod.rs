@@ -1,0 +1,10 @@
+//! Profiles: one YAML file per cluster, parsed strictly, validated with field paths and line
+//! numbers, and resolved into the typed [`Profile`] the rest of talix reads.
+
+pub mod locate;
+pub mod model;
+pub mod raw;
+pub mod validate;
+
+pub use model::*;
+pub use validate::{Finding, Loaded, ProfileError, load, workspace_root};
