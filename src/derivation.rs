@@ -150,7 +150,7 @@ impl fmt::Display for Change {
 }
 
 /// How a step touches the world.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Effect {
     /// Output depends only on inputs: cached by key.

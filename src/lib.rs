@@ -8,3 +8,4 @@ pub mod digest;
 pub mod secrets;
 pub mod sim;
 pub mod profile;
+pub mod store;

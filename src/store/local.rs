@@ -1,0 +1,357 @@
+//! The on-disk store: `<root>/v1/objects/<key>/{manifest.json,out/<name>}`, refs under
+//! `<root>/v1/refs/<profile>/`, a writer lock at `<root>/v1/lock`, scratch in `<root>/v1/tmp/`
+//! (same filesystem, so publishing an object is one `rename`).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fs_err as fs;
+
+use super::{LAYOUT_VERSION, Manifest, Store, StoreError, WriteLock};
+use crate::derivation::StepId;
+use crate::digest::Digest;
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A store rooted at a directory.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+    /// Test hook: stop a `put` after writing everything but before publishing it, as a crash
+    /// would.
+    #[cfg(test)]
+    pub(crate) crash_before_publish: bool,
+}
+
+struct FileLock(#[allow(dead_code)] File);
+impl WriteLock for FileLock {}
+
+impl LocalStore {
+    /// Open (creating the layout if needed) the store at `root`.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        let versioned = root.join(format!("v{LAYOUT_VERSION}"));
+        for dir in ["objects", "refs", "tmp"] {
+            fs::create_dir_all(versioned.join(dir))?;
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            #[cfg(test)]
+            crash_before_publish: false,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn base(&self) -> PathBuf {
+        self.root.join(format!("v{LAYOUT_VERSION}"))
+    }
+
+    fn object_dir(&self, key: &Digest) -> PathBuf {
+        self.base().join("objects").join(key.to_string())
+    }
+
+    fn ref_path(&self, profile: &str, step: &StepId) -> PathBuf {
+        // `/` in step ids becomes `~` (not allowed in node names), one file per step.
+        self.base().join("refs").join(profile).join(step.as_str().replace('/', "~"))
+    }
+
+    fn tmp_path(&self, label: &str) -> PathBuf {
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        self.base().join("tmp").join(format!("{label}.{}.{n}.{nanos}", std::process::id()))
+    }
+
+    /// Path of an output as stored, for materialising copies.
+    pub fn output_path(&self, key: &Digest, output: &str) -> PathBuf {
+        self.object_dir(key).join("out").join(output)
+    }
+
+    /// Remove what the store does not recognise: scratch left by interrupted writes and
+    /// object directories without a readable manifest. Returns the removed paths. Call with the
+    /// writer lock held.
+    pub fn prune(&self) -> Result<Vec<PathBuf>, StoreError> {
+        let mut removed = Vec::new();
+        for entry in fs::read_dir(self.base().join("tmp"))? {
+            let path = entry?.path();
+            remove_any(&path)?;
+            removed.push(path);
+        }
+        for entry in fs::read_dir(self.base().join("objects"))? {
+            let path = entry?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let known = name.parse::<Digest>().is_ok() && path.join("manifest.json").is_file();
+            if !known {
+                remove_any(&path)?;
+                removed.push(path);
+            }
+        }
+        for entry in fs::read_dir(&self.root)? {
+            let path = entry?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if name.starts_with('v') && name != format!("v{LAYOUT_VERSION}") && path.is_dir() {
+                // An older or newer layout: not ours to read; leave it, but say so.
+                tracing::warn!("store layout {} left in place (this talix uses v{LAYOUT_VERSION})", path.display());
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Check every object: manifest parses, its key matches its name, every output's stored
+    /// bytes match their recorded hash. Returns problems, one line each.
+    pub fn verify(&self) -> Result<Vec<String>, StoreError> {
+        let mut problems = Vec::new();
+        for key in self.keys()? {
+            let m = match self.manifest(&key) {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(e) => {
+                    problems.push(e.to_string());
+                    continue;
+                }
+            };
+            if m.key != key || m.inputs.key() != key {
+                problems.push(format!("object {key}: manifest key does not match its inputs"));
+            }
+            for (name, info) in &m.outputs {
+                match self.read_output(&key, name) {
+                    Ok(bytes) => {
+                        let h = Digest::of_domain(crate::digest::domain::OBJECT, &bytes);
+                        if h != info.stored_hash {
+                            problems.push(format!("object {key} ({}): output {name} does not match its hash", m.step));
+                        } else if !info.encrypted && h != info.hash {
+                            problems.push(format!("object {key} ({}): output {name} content hash mismatch", m.step));
+                        }
+                    }
+                    Err(e) => problems.push(e.to_string()),
+                }
+            }
+        }
+        Ok(problems)
+    }
+}
+
+fn remove_any(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    fs::File::open(path)?.sync_all()
+}
+
+/// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
+pub fn atomic_write(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(".talix-tmp-").tempfile_in(dir)?;
+    #[cfg(unix)]
+    if let Some(mode) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| std::io::Error::new(e.error.kind(), format!("{}: {}", path.display(), e.error)))?;
+    sync_dir(dir)
+}
+
+impl Store for LocalStore {
+    fn manifest(&self, key: &Digest) -> Result<Option<Manifest>, StoreError> {
+        let path = self.object_dir(key).join("manifest.json");
+        let Some(bytes) = read_optional(&path)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt { path: path.display().to_string(), reason: e.to_string() })
+    }
+
+    fn read_output(&self, key: &Digest, output: &str) -> Result<Vec<u8>, StoreError> {
+        let path = self.output_path(key, output);
+        read_optional(&path)?.ok_or_else(|| StoreError::MissingOutput { key: *key, output: output.to_string() })
+    }
+
+    fn put(&self, manifest: &Manifest, stored: &BTreeMap<String, Vec<u8>>) -> Result<(), StoreError> {
+        let target = self.object_dir(&manifest.key);
+        if target.join("manifest.json").is_file() {
+            return Ok(()); // immutable: the first realisation stays
+        }
+        let tmp = self.tmp_path(&manifest.key.short());
+        fs::create_dir_all(tmp.join("out"))?;
+        for (name, bytes) in stored {
+            if name.contains('/') || name.starts_with('.') {
+                return Err(StoreError::Corrupt { path: tmp.display().to_string(), reason: format!("bad output name {name:?}") });
+            }
+            write_synced(&tmp.join("out").join(name), bytes)?;
+        }
+        let json = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
+        write_synced(&tmp.join("manifest.json"), &json)?;
+        sync_dir(&tmp.join("out"))?;
+        sync_dir(&tmp)?;
+        #[cfg(test)]
+        if self.crash_before_publish {
+            return Err(StoreError::Io(std::io::Error::other("simulated crash before publish")));
+        }
+        match std::fs::rename(&tmp, &target) {
+            Ok(()) => {}
+            Err(_) if target.join("manifest.json").is_file() => {
+                // Another writer published the same key first; identical by construction.
+                remove_any(&tmp)?;
+            }
+            Err(_) => fs::rename(&tmp, &target)?,
+        }
+        sync_dir(&self.base().join("objects"))?;
+        Ok(())
+    }
+
+    fn set_ref(&self, profile: &str, step: &StepId, key: &Digest) -> Result<(), StoreError> {
+        atomic_write(&self.ref_path(profile, step), format!("{key}\n").as_bytes(), None)?;
+        Ok(())
+    }
+
+    fn get_ref(&self, profile: &str, step: &StepId) -> Result<Option<Digest>, StoreError> {
+        let path = self.ref_path(profile, step);
+        let Some(bytes) = read_optional(&path)? else {
+            return Ok(None);
+        };
+        String::from_utf8_lossy(&bytes)
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e: crate::digest::DigestParseError| StoreError::Corrupt { path: path.display().to_string(), reason: e.to_string() })
+    }
+
+    fn lock(&self, wait: bool) -> Result<Box<dyn WriteLock>, StoreError> {
+        let path = self.base().join("lock");
+        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?.into_parts().0;
+        match file.try_lock() {
+            Ok(()) => Ok(Box::new(FileLock(file))),
+            Err(std::fs::TryLockError::WouldBlock) if wait => {
+                eprintln!("talix: waiting for another talix process to release the store lock {}", path.display());
+                file.lock().map_err(|e| StoreError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?;
+                Ok(Box::new(FileLock(file)))
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked { path: path.display().to_string() }),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(StoreError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))
+            }
+        }
+    }
+
+    fn keys(&self) -> Result<Vec<Digest>, StoreError> {
+        let mut keys = Vec::new();
+        for entry in fs::read_dir(self.base().join("objects"))? {
+            let entry = entry?;
+            if let Ok(k) = entry.file_name().to_string_lossy().parse::<Digest>() {
+                keys.push(k);
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+/// Read a file that may legitimately be absent; other errors name the path.
+pub fn read_optional(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance;
+
+    #[test]
+    fn conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        conformance::run_all(&store);
+    }
+
+    #[test]
+    fn crash_before_publish_leaves_no_object_and_prune_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LocalStore::open(dir.path()).unwrap();
+        store.crash_before_publish = true;
+        let (m, out) = conformance::manifest_for("render/cp1", "x", &[("config", b"data")]);
+        assert!(store.put(&m, &out).is_err());
+        assert_eq!(store.manifest(&m.key).unwrap(), None, "a crashed write must be invisible");
+        assert!(matches!(store.read_output(&m.key, "config"), Err(StoreError::MissingOutput { .. })));
+        let removed = store.prune().unwrap();
+        assert_eq!(removed.len(), 1, "the scratch directory is pruned: {removed:?}");
+        store.crash_before_publish = false;
+        store.put(&m, &out).unwrap();
+        assert_eq!(store.read_output(&m.key, "config").unwrap(), b"data");
+    }
+
+    #[test]
+    fn prune_removes_unrecognised_objects_and_keeps_good_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let (m, out) = conformance::manifest_for("patch/a", "x", &[("patch", b"p")]);
+        store.put(&m, &out).unwrap();
+        fs::create_dir_all(dir.path().join("v1/objects/not-a-key")).unwrap();
+        let removed = store.prune().unwrap();
+        assert_eq!(removed.len(), 1);
+        assert!(store.manifest(&m.key).unwrap().is_some());
+        assert!(store.verify().unwrap().is_empty());
+    }
+
+    #[test]
+    fn verify_detects_tampering() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let (m, out) = conformance::manifest_for("patch/a", "x", &[("patch", b"p")]);
+        store.put(&m, &out).unwrap();
+        fs::write(store.output_path(&m.key, "patch"), b"tampered").unwrap();
+        let problems = store.verify().unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("does not match its hash"));
+    }
+
+    #[test]
+    fn lock_contention_across_processes_style_handles() {
+        // Two independent opens of the same directory behave like two processes: the second
+        // writer is refused while the first holds the lock.
+        let dir = tempfile::tempdir().unwrap();
+        let a = LocalStore::open(dir.path()).unwrap();
+        let b = LocalStore::open(dir.path()).unwrap();
+        let held = a.lock(false).unwrap();
+        let err = b.lock(false).err().expect("second writer must be refused");
+        assert!(err.to_string().contains("locked by another talix process"), "{err}");
+        let waiter = std::thread::spawn(move || b.lock(true).map(|_| ()).is_ok());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(held);
+        assert!(waiter.join().unwrap(), "a waiting writer gets the lock once it is released");
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_file_with_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        atomic_write(&p, b"one", Some(0o600)).unwrap();
+        atomic_write(&p, b"two", Some(0o600)).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temp files left");
+    }
+}
