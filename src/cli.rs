@@ -1,7 +1,117 @@
-//! The talix command line (placeholder, filled by the foundation work).
+//! The talix command line: flags are parsed here (clap types only) and resolved into actions in
+//! `commands`; errors are mapped to exit codes in one place.
+
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub fn run(_args: Vec<OsString>) -> ExitCode {
-    ExitCode::SUCCESS
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands;
+
+#[derive(Debug, Parser)]
+#[command(name = "talix", version, about = "Talos cluster bootstrap as a reproducible, content-addressed workflow")]
+pub struct Cli {
+    /// The store directory (default: <workspace>/store, where the workspace holds profiles/).
+    #[arg(long, global = true, env = "TALIX_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Log more (repeat for more detail); logs go to stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileArg {
+    /// The profile (YAML under profiles/).
+    #[arg(value_name = "PROFILE")]
+    pub profile: PathBuf,
+}
+
+#[derive(Debug, Args, Default, Clone)]
+pub struct ContractArgs {
+    /// Accept a talos.contract that differs from the one pinned in the lock file (dangerous on
+    /// a live cluster).
+    #[arg(long)]
+    pub allow_contract_change: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a profile; every problem is reported with file, field and line.
+    Validate(ProfileArg),
+    /// Show every step: cached, run (and why), or blocked. Changes nothing.
+    Plan {
+        #[command(flatten)]
+        profile: ProfileArg,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        contract: ContractArgs,
+    },
+    /// Show one step's inputs (secrets as hashes) and what changed since its last realisation.
+    Why {
+        #[command(flatten)]
+        profile: ProfileArg,
+        /// Step id, e.g. render/cp1.
+        step: String,
+        #[command(flatten)]
+        contract: ContractArgs,
+    },
+    /// Realise the configuration steps (secrets, base-config, talosconfig, patch/*, render/*)
+    /// without touching the network.
+    Build {
+        #[command(flatten)]
+        profile: ProfileArg,
+        #[command(flatten)]
+        contract: ContractArgs,
+    },
+    /// Inspect or clean the store.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreAction {
+    /// Check every object against its recorded hashes.
+    Verify {
+        /// A profile whose workspace store to use (else --store / TALIX_STORE / ./store).
+        profile: Option<PathBuf>,
+    },
+    /// Remove what the store does not recognise (interrupted writes, unknown entries).
+    Prune { profile: Option<PathBuf> },
+}
+
+/// Parse `args` and run; the exit code: 0 success, 2 bad input (usage, profile), 1 failure.
+pub fn run(args: Vec<OsString>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_tracing(cli.verbose);
+    match commands::dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", e.message.trim_end());
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TALIX_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }

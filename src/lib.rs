@@ -3,9 +3,15 @@
 //! Architecture: profile → derivation graph → store ← steps (exec, discovery, proxmox, secrets).
 
 pub mod cli;
+pub mod commands;
 pub mod derivation;
 pub mod digest;
 pub mod secrets;
 pub mod sim;
+pub mod engine;
+pub mod exec;
+pub mod graph;
+pub mod lockfile;
 pub mod profile;
+pub mod steps;
 pub mod store;

@@ -30,12 +30,9 @@ struct FileLock(#[allow(dead_code)] File);
 impl WriteLock for FileLock {}
 
 impl LocalStore {
-    /// Open (creating the layout if needed) the store at `root`.
+    /// The store at `root`. Nothing is created until the first write, so read-only commands
+    /// (`plan`, `why`) leave no trace.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        let versioned = root.join(format!("v{LAYOUT_VERSION}"));
-        for dir in ["objects", "refs", "tmp"] {
-            fs::create_dir_all(versioned.join(dir))?;
-        }
         Ok(Self {
             root: root.to_path_buf(),
             #[cfg(test)]
@@ -79,6 +76,9 @@ impl LocalStore {
     /// writer lock held.
     pub fn prune(&self) -> Result<Vec<PathBuf>, StoreError> {
         let mut removed = Vec::new();
+        for dir in ["objects", "refs", "tmp"] {
+            fs::create_dir_all(self.base().join(dir))?;
+        }
         for entry in fs::read_dir(self.base().join("tmp"))? {
             let path = entry?.path();
             remove_any(&path)?;
@@ -189,6 +189,7 @@ impl Store for LocalStore {
         if target.join("manifest.json").is_file() {
             return Ok(()); // immutable: the first realisation stays
         }
+        fs::create_dir_all(self.base().join("objects"))?;
         let tmp = self.tmp_path(&manifest.key.short());
         fs::create_dir_all(tmp.join("out"))?;
         for (name, bytes) in stored {
@@ -236,6 +237,7 @@ impl Store for LocalStore {
 
     fn lock(&self, wait: bool) -> Result<Box<dyn WriteLock>, StoreError> {
         let path = self.base().join("lock");
+        fs::create_dir_all(self.base())?;
         let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?.into_parts().0;
         match file.try_lock() {
             Ok(()) => Ok(Box::new(FileLock(file))),
@@ -253,7 +255,11 @@ impl Store for LocalStore {
 
     fn keys(&self) -> Result<Vec<Digest>, StoreError> {
         let mut keys = Vec::new();
-        for entry in fs::read_dir(self.base().join("objects"))? {
+        let objects = self.base().join("objects");
+        if !objects.is_dir() {
+            return Ok(keys);
+        }
+        for entry in fs::read_dir(objects)? {
             let entry = entry?;
             if let Ok(k) = entry.file_name().to_string_lossy().parse::<Digest>() {
                 keys.push(k);

@@ -1,0 +1,310 @@
+//! What each command does: resolves the parsed flags (profile, store, lock file) and calls the
+//! engine. This is the edge: errors become one message and an exit code here.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::cli::{Cli, Command, ContractArgs, StoreAction};
+use crate::derivation::{Step, StepId};
+use crate::engine::{Engine, Planned, Status};
+use crate::exec::ToolVersions;
+use crate::graph::{self, EffectiveContract};
+use crate::lockfile::LockFile;
+use crate::profile::{self, Finding, Profile};
+use crate::store::Store;
+use crate::store::local::{LocalStore, atomic_write};
+
+/// A failure at the edge: what to print and the exit code.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl CliError {
+    /// Bad input from the operator (exit 2).
+    pub fn input(message: impl Into<String>) -> Self {
+        Self { code: 2, message: message.into() }
+    }
+}
+
+impl<E: std::fmt::Display> From<E> for CliError {
+    fn from(e: E) -> Self {
+        Self { code: 1, message: format!("error: {e}") }
+    }
+}
+
+type Result<T> = std::result::Result<T, CliError>;
+
+/// Everything a profile command needs, resolved once.
+pub struct Session {
+    pub profile: Profile,
+    pub lock: LockFile,
+    pub contract: EffectiveContract,
+    pub store: LocalStore,
+    pub tools: ToolVersions,
+}
+
+fn print_warnings(warnings: &[Finding]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
+/// Load and validate a profile; errors exit 2.
+pub fn load_profile(path: &Path) -> Result<Profile> {
+    match profile::load(path) {
+        Ok(loaded) => {
+            print_warnings(&loaded.warnings);
+            Ok(loaded.profile)
+        }
+        Err(e) => {
+            print_warnings(&e.warnings);
+            Err(CliError::input(e.to_string()))
+        }
+    }
+}
+
+/// The store for a command: `--store`/`TALIX_STORE`, else `<workspace>/store`.
+pub fn store_dir(flag: Option<&Path>, profile_path: Option<&Path>) -> PathBuf {
+    match (flag, profile_path) {
+        (Some(dir), _) => dir.to_path_buf(),
+        (None, Some(p)) => profile::workspace_root(&std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())).join("store"),
+        (None, None) => PathBuf::from("store"),
+    }
+}
+
+impl Session {
+    pub fn open(cli_store: Option<&Path>, profile_path: &Path, contract: &ContractArgs) -> Result<Self> {
+        let profile = load_profile(profile_path)?;
+        let lock = LockFile::load(&profile.lock_path()).map_err(|e| CliError::input(format!("error: {e}")))?;
+        let contract = graph::effective_contract(&profile, &lock, contract.allow_contract_change).map_err(|e| CliError::input(format!("error: {e}")))?;
+        if contract.source == graph::ContractSource::Profile
+            && lock.contract.as_deref().is_some_and(|c| c != contract.contract.to_string())
+        {
+            eprintln!(
+                "warning: changing the config contract of {} from {} to {} (--allow-contract-change)",
+                profile.name,
+                lock.contract.as_deref().unwrap_or("?"),
+                contract.contract
+            );
+        }
+        let store = LocalStore::open(&store_dir(cli_store, Some(profile_path)))?;
+        Ok(Self { profile, lock, contract, store, tools: ToolVersions::default() })
+    }
+
+    pub fn steps(&self) -> Vec<Step> {
+        graph::steps(&self.profile, self.contract.contract)
+    }
+
+    pub fn engine(&self) -> Engine<'_> {
+        Engine { profile: &self.profile, store: &self.store, tools: &self.tools, cipher: None }
+    }
+}
+
+pub fn dispatch(cli: Cli) -> Result<()> {
+    let store_flag = cli.store.as_deref();
+    match &cli.command {
+        Command::Validate(p) => validate(&p.profile),
+        Command::Plan { profile, json, contract } => plan(store_flag, &profile.profile, *json, contract),
+        Command::Why { profile, step, contract } => why(store_flag, &profile.profile, step, contract),
+        Command::Build { profile, contract } => build(store_flag, &profile.profile, contract),
+        Command::Store { action } => store_cmd(store_flag, action),
+    }
+}
+
+fn validate(path: &Path) -> Result<()> {
+    let profile = load_profile(path)?;
+    let cps = profile.controlplanes().count();
+    println!(
+        "{}: profile {} is valid ({} control-plane, {} worker nodes)",
+        path.display(),
+        profile.name,
+        cps,
+        profile.nodes.len() - cps
+    );
+    Ok(())
+}
+
+fn status_counts(planned: &[Planned]) -> (usize, usize, usize) {
+    let count = |w: &str| planned.iter().filter(|p| p.status.word() == w).count();
+    (count("cached"), count("run"), count("blocked"))
+}
+
+fn plan(store: Option<&Path>, path: &Path, as_json: bool, contract: &ContractArgs) -> Result<()> {
+    let s = Session::open(store, path, contract)?;
+    let planned = s.engine().plan(&s.steps())?;
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        let steps: Vec<_> = planned
+            .iter()
+            .map(|p| {
+                json!({
+                    "id": p.step.id,
+                    "status": p.status.word(),
+                    "reason": p.status.reason(),
+                    "key": p.key.map(|k| k.to_string()),
+                    "inputs": p.inputs.as_ref().map(|i| i.flat()),
+                })
+            })
+            .collect();
+        let doc = json!({"profile": s.profile.name, "contract": s.contract.contract.to_string(), "steps": steps});
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        return Ok(());
+    }
+    writeln!(out, "plan for {} ({}), contract {}", s.profile.name, path.display(), s.contract.contract)?;
+    let width = planned.iter().map(|p| p.step.id.as_str().len()).max().unwrap_or(0);
+    for p in &planned {
+        let reason = match &p.status {
+            Status::Run { changes, new: false } if changes.is_empty() => "not in the store".to_string(),
+            other => other.reason(),
+        };
+        writeln!(out, "  {:<8} {:<width$}  {}", p.status.word(), p.step.id.as_str(), reason)?;
+    }
+    let (c, r, b) = status_counts(&planned);
+    writeln!(out, "{} steps: {c} cached, {r} run, {b} blocked", planned.len())?;
+    Ok(())
+}
+
+fn why(store: Option<&Path>, path: &Path, step: &str, contract: &ContractArgs) -> Result<()> {
+    let s = Session::open(store, path, contract)?;
+    let planned = s.engine().plan(&s.steps())?;
+    let Some(p) = planned.iter().find(|p| p.step.id.as_str() == step) else {
+        let ids: Vec<&str> = planned.iter().map(|p| p.step.id.as_str()).collect();
+        return Err(CliError::input(format!("error: {}: no step {step:?}; steps are: {}", path.display(), ids.join(", "))));
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "step {} ({}): {}", p.step.id, if p.step.secret { "secret outputs" } else { "plain outputs" }, p.status.word())?;
+    match &p.key {
+        Some(k) => writeln!(out, "key {k}")?,
+        None => writeln!(out, "key unknown until {} run", p.status.reason().trim_start_matches("waits for "))?,
+    }
+    writeln!(out, "inputs:")?;
+    let flat = match &p.inputs {
+        Some(i) => i.flat(),
+        None => p.step.values.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+    };
+    let width = flat.keys().map(String::len).max().unwrap_or(0);
+    for (k, v) in &flat {
+        writeln!(out, "  {k:<width$}  {v}")?;
+    }
+    let previous = match s.store.get_ref(&s.profile.name, &p.step.id)? {
+        Some(k) => s.store.manifest(&k)?,
+        None => None,
+    };
+    match (previous, &p.inputs) {
+        (None, _) => writeln!(out, "never realised in this store")?,
+        (Some(m), Some(inputs)) => {
+            writeln!(out, "last realised {} (key {}, {} ms)", m.created, m.key.short(), m.duration_ms)?;
+            let changes = inputs.diff(&m.inputs);
+            if changes.is_empty() {
+                writeln!(out, "no input changed since")?;
+            } else {
+                writeln!(out, "changed since:")?;
+                for c in changes {
+                    writeln!(out, "  {c}")?;
+                }
+            }
+            for (name, info) in &m.outputs {
+                writeln!(out, "output {name}: {}{}", info.hash.short(), if info.encrypted { " (encrypted)" } else { "" })?;
+            }
+        }
+        (Some(m), None) => {
+            writeln!(out, "last realised {} (key {}); upstream steps must run before the new key is known", m.created, m.key.short())?;
+        }
+    }
+    Ok(())
+}
+
+fn build(store: Option<&Path>, path: &Path, contract: &ContractArgs) -> Result<()> {
+    let s = Session::open(store, path, contract)?;
+    let _lock = s.store.lock(true)?;
+    let builders = crate::steps::builders();
+    let all = s.steps();
+    let buildable: Vec<Step> = all
+        .iter()
+        .filter(|st| graph::BUILD_KINDS.contains(&st.id.kind()) && crate::steps::has_builder(st.id.kind()))
+        .cloned()
+        .collect();
+    let missing: Vec<&StepId> = all
+        .iter()
+        .filter(|st| graph::BUILD_KINDS.contains(&st.id.kind()) && !crate::steps::has_builder(st.id.kind()))
+        .map(|st| &st.id)
+        .collect();
+    let mut ran = 0;
+    let mut cached = 0;
+    let engine = s.engine();
+    engine.realise(&buildable, &builders, |r, status| {
+        if r.ran {
+            ran += 1;
+            let why = match status {
+                Status::Run { new: true, .. } => "new".to_string(),
+                other => other.reason(),
+            };
+            println!("  built    {:<16} {} ms  ({why})", r.id.as_str(), r.duration_ms);
+        } else {
+            cached += 1;
+            println!("  cached   {}", r.id.as_str());
+        }
+    })?;
+    materialise_patches(&s, &buildable)?;
+    pin_lock(&s)?;
+    println!("{}: {ran} built, {cached} cached", s.profile.name);
+    if !missing.is_empty() {
+        let ids: Vec<&str> = missing.iter().map(|i| i.as_str()).collect();
+        return Err(CliError { code: 1, message: format!("error: not built (no builder in this talix yet): {}", ids.join(", ")) });
+    }
+    Ok(())
+}
+
+/// Write each node patch in plaintext to `<config_dir>/<patches_dir>/<node>.yaml` (no secrets).
+fn materialise_patches(s: &Session, steps: &[Step]) -> Result<()> {
+    let planned = s.engine().plan(steps)?;
+    for p in planned.iter().filter(|p| p.step.id.kind() == "patch") {
+        let (Some(key), Some(node)) = (p.key, p.step.id.node()) else { continue };
+        let bytes = s.store.read_output(&key, "patch")?;
+        let target = s.profile.talos.patches_dir.join(format!("{node}.yaml"));
+        if std::fs::read(&target).ok().as_deref() != Some(&bytes[..]) {
+            atomic_write(&target, &bytes, Some(0o644))?;
+        }
+    }
+    Ok(())
+}
+
+/// Record the contract (and talosctl version) in the lock file the first time configs are built.
+fn pin_lock(s: &Session) -> Result<()> {
+    let mut lock = s.lock.clone();
+    if lock.contract.is_none() || s.contract.source == graph::ContractSource::Profile {
+        lock.contract = Some(s.contract.contract.to_string());
+    }
+    if lock != s.lock {
+        lock.save(&s.profile.lock_path())?;
+    }
+    Ok(())
+}
+
+fn store_cmd(flag: Option<&Path>, action: &StoreAction) -> Result<()> {
+    let (profile, verify) = match action {
+        StoreAction::Verify { profile } => (profile, true),
+        StoreAction::Prune { profile } => (profile, false),
+    };
+    let store = LocalStore::open(&store_dir(flag, profile.as_deref()))?;
+    if verify {
+        let problems = store.verify()?;
+        let n = store.keys()?.len();
+        if problems.is_empty() {
+            println!("{}: {n} objects verified", store.root().display());
+            return Ok(());
+        }
+        return Err(CliError { code: 1, message: problems.iter().map(|p| format!("error: {p}")).collect::<Vec<_>>().join("\n") });
+    }
+    let _lock = store.lock(true)?;
+    let removed = store.prune()?;
+    for r in &removed {
+        println!("removed {}", r.display());
+    }
+    println!("{}: pruned {} entries", store.root().display(), removed.len());
+    Ok(())
+}

@@ -1,0 +1,297 @@
+//! The engine: walks a profile's steps in order, computes each key from its inputs and its
+//! upstream *output* hashes, and either finds the object in the store (cached), explains why it
+//! must run (plan), or runs its builder and stores the result atomically (realise).
+//!
+//! A later step only declares itself (graph.rs) and registers a [`Builder`]; hashing, caching,
+//! receipts, encryption of secret outputs, locking and explanation all live here.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::derivation::{Change, DrvInputs, KEY_FORMAT, Step, StepId};
+use crate::digest::Digest;
+use crate::exec::ToolVersions;
+use crate::profile::Profile;
+use crate::store::{LAYOUT_VERSION, Manifest, Store, StoreError, now_rfc3339, output_info};
+
+/// What `plan` says about one step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "status")]
+pub enum Status {
+    /// Its object is in the store.
+    Cached,
+    /// It must run; `changes` is empty for a step never built before.
+    Run { changes: Vec<Change>, new: bool },
+    /// Its key cannot be known until these upstream steps run.
+    Blocked { waits_for: Vec<StepId> },
+}
+
+impl Status {
+    pub fn word(&self) -> &'static str {
+        match self {
+            Status::Cached => "cached",
+            Status::Run { .. } => "run",
+            Status::Blocked { .. } => "blocked",
+        }
+    }
+    /// One-line reason.
+    pub fn reason(&self) -> String {
+        match self {
+            Status::Cached => String::new(),
+            Status::Run { new: true, .. } => "new".to_string(),
+            Status::Run { changes, .. } => changes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("; "),
+            Status::Blocked { waits_for } => {
+                format!("waits for {}", waits_for.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+            }
+        }
+    }
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub step: Step,
+    pub status: Status,
+    pub key: Option<Digest>,
+    pub inputs: Option<DrvInputs>,
+    /// Output hashes when known (cached or realised).
+    pub outputs: Option<BTreeMap<String, Digest>>,
+}
+
+/// A builder's result: outputs by name. `Hash` outputs record only an identity (the secrets
+/// bundle: its plaintext is never stored).
+pub enum BuiltOutput {
+    Content(Vec<u8>),
+    HashOnly(Digest),
+}
+
+/// Failures of a builder, with a message for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {message}")]
+pub struct StepError {
+    pub step: StepId,
+    pub message: String,
+}
+
+/// Engine failures.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Step(#[from] StepError),
+    #[error("{step}: no builder for steps of kind {kind:?} yet")]
+    NoBuilder { step: StepId, kind: String },
+    #[error("{step}: {message}")]
+    Cipher { step: StepId, message: String },
+}
+
+/// Encrypts secret outputs for the store and decrypts them for dependants.
+pub trait ObjectCipher: Send + Sync {
+    fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>, String>;
+    fn decrypt(&self, stored: &[u8]) -> Result<Vec<u8>, String>;
+}
+
+/// What a builder can read while it runs.
+pub struct BuildContext<'a> {
+    pub step: &'a Step,
+    pub profile: &'a Profile,
+    pub tools: &'a ToolVersions,
+    store: &'a dyn Store,
+    cipher: Option<&'a dyn ObjectCipher>,
+    dep_keys: &'a BTreeMap<StepId, Digest>,
+}
+
+impl BuildContext<'_> {
+    /// The plaintext of an upstream output (decrypted if the upstream is secret).
+    pub fn dep_output(&self, step: &StepId, output: &str) -> Result<Vec<u8>, StepError> {
+        let err = |message: String| StepError { step: self.step.id.clone(), message };
+        let key = self.dep_keys.get(step).ok_or_else(|| err(format!("{step} is not an input of this step")))?;
+        let manifest = self.store.manifest(key).map_err(|e| err(e.to_string()))?.ok_or_else(|| err(format!("{step} is not in the store")))?;
+        let stored = self.store.read_output(key, output).map_err(|e| err(e.to_string()))?;
+        let info = manifest.outputs.get(output).ok_or_else(|| err(format!("{step} has no output {output}")))?;
+        if info.encrypted {
+            let cipher = self.cipher.ok_or_else(|| err("no age identity to decrypt secret outputs".to_string()))?;
+            cipher.decrypt(&stored).map_err(err)
+        } else {
+            Ok(stored)
+        }
+    }
+
+    pub fn fail(&self, message: impl Into<String>) -> StepError {
+        StepError { step: self.step.id.clone(), message: message.into() }
+    }
+}
+
+/// Runs one kind of step.
+pub trait Builder: Send + Sync {
+    fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError>;
+}
+
+/// Builders by step kind.
+#[derive(Default)]
+pub struct Builders {
+    by_kind: BTreeMap<String, Box<dyn Builder>>,
+}
+
+impl Builders {
+    pub fn register(&mut self, kind: &str, builder: Box<dyn Builder>) {
+        self.by_kind.insert(kind.to_string(), builder);
+    }
+    fn get(&self, kind: &str) -> Option<&dyn Builder> {
+        self.by_kind.get(kind).map(|b| b.as_ref())
+    }
+}
+
+/// What happened to one step during realisation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Realised {
+    pub id: StepId,
+    pub ran: bool,
+    pub key: Digest,
+    pub duration_ms: u64,
+}
+
+pub struct Engine<'a> {
+    pub profile: &'a Profile,
+    pub store: &'a dyn Store,
+    pub tools: &'a ToolVersions,
+    pub cipher: Option<&'a dyn ObjectCipher>,
+}
+
+impl<'a> Engine<'a> {
+    fn inputs_for(&self, step: &Step, known: &BTreeMap<StepId, BTreeMap<String, Digest>>) -> Result<DrvInputs, Vec<StepId>> {
+        let mut deps = BTreeMap::new();
+        let mut missing = Vec::new();
+        for dep in &step.deps {
+            match known.get(&dep.step) {
+                Some(outputs) => {
+                    for (name, hash) in outputs {
+                        if dep.outputs.is_empty() || dep.outputs.contains(&name.as_str()) {
+                            deps.insert(format!("{}:{name}", dep.step), *hash);
+                        }
+                    }
+                }
+                None => missing.push(dep.step.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(missing);
+        }
+        let tools = step
+            .tools
+            .iter()
+            .map(|t| (t.name().to_string(), self.tools.get(*t).unwrap_or_else(|_| "unavailable".to_string())))
+            .collect();
+        Ok(DrvInputs { format: KEY_FORMAT.into(), kind: step.id.kind().into(), schema: step.schema, values: step.values.clone(), deps, tools })
+    }
+
+    fn status_for_miss(&self, step: &Step, inputs: &DrvInputs) -> Result<Status, StoreError> {
+        let previous = match self.store.get_ref(&self.profile.name, &step.id)? {
+            Some(k) => self.store.manifest(&k)?,
+            None => None,
+        };
+        Ok(match previous {
+            Some(m) => Status::Run { changes: inputs.diff(&m.inputs), new: false },
+            None => Status::Run { changes: vec![], new: true },
+        })
+    }
+
+    /// Explain every step without changing anything.
+    pub fn plan(&self, steps: &[Step]) -> Result<Vec<Planned>, StoreError> {
+        let mut known: BTreeMap<StepId, BTreeMap<String, Digest>> = BTreeMap::new();
+        let mut out = Vec::new();
+        for step in steps {
+            let planned = match self.inputs_for(step, &known) {
+                Err(waits_for) => Planned { step: step.clone(), status: Status::Blocked { waits_for }, key: None, inputs: None, outputs: None },
+                Ok(inputs) => {
+                    let key = inputs.key();
+                    match self.store.manifest(&key)? {
+                        Some(m) => {
+                            let outputs = m.output_hashes();
+                            known.insert(step.id.clone(), outputs.clone());
+                            Planned { step: step.clone(), status: Status::Cached, key: Some(key), inputs: Some(inputs), outputs: Some(outputs) }
+                        }
+                        None => {
+                            let status = self.status_for_miss(step, &inputs)?;
+                            Planned { step: step.clone(), status, key: Some(key), inputs: Some(inputs), outputs: None }
+                        }
+                    }
+                }
+            };
+            out.push(planned);
+        }
+        Ok(out)
+    }
+
+    /// Realise `steps` in order (the caller holds the store's writer lock): cached steps are
+    /// reused, the others built and stored. `report` is told about each step as it finishes.
+    pub fn realise(&self, steps: &[Step], builders: &Builders, mut report: impl FnMut(&Realised, &Status)) -> Result<Vec<Realised>, EngineError> {
+        let mut known: BTreeMap<StepId, BTreeMap<String, Digest>> = BTreeMap::new();
+        let mut keys: BTreeMap<StepId, Digest> = BTreeMap::new();
+        let mut done = Vec::new();
+        for step in steps {
+            let inputs = self.inputs_for(step, &known).map_err(|missing| StepError {
+                step: step.id.clone(),
+                message: format!("inputs not realised: {}", missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+            })?;
+            let key = inputs.key();
+            if let Some(m) = self.store.manifest(&key)? {
+                known.insert(step.id.clone(), m.output_hashes());
+                keys.insert(step.id.clone(), key);
+                self.store.set_ref(&self.profile.name, &step.id, &key)?;
+                let r = Realised { id: step.id.clone(), ran: false, key, duration_ms: 0 };
+                report(&r, &Status::Cached);
+                done.push(r);
+                continue;
+            }
+            let status = self.status_for_miss(step, &inputs)?;
+            let builder = builders.get(step.id.kind()).ok_or_else(|| EngineError::NoBuilder { step: step.id.clone(), kind: step.id.kind().to_string() })?;
+            let started = Instant::now();
+            let dep_keys: BTreeMap<StepId, Digest> = step.deps.iter().filter_map(|d| keys.get(&d.step).map(|k| (d.step.clone(), *k))).collect();
+            let cx = BuildContext { step, profile: self.profile, tools: self.tools, store: self.store, cipher: self.cipher, dep_keys: &dep_keys };
+            let built = builder.build(&cx)?;
+            let mut stored = BTreeMap::new();
+            let mut infos = BTreeMap::new();
+            for (name, output) in built {
+                match output {
+                    BuiltOutput::Content(bytes) => {
+                        let bytes_stored = if step.secret {
+                            let cipher = self.cipher.ok_or_else(|| EngineError::Cipher { step: step.id.clone(), message: "secret output but no age recipients configured".into() })?;
+                            cipher.encrypt(&bytes).map_err(|message| EngineError::Cipher { step: step.id.clone(), message })?
+                        } else {
+                            bytes.clone()
+                        };
+                        infos.insert(name.clone(), output_info(&bytes, &bytes_stored, step.secret));
+                        stored.insert(name, bytes_stored);
+                    }
+                    BuiltOutput::HashOnly(hash) => {
+                        infos.insert(name, crate::store::OutputInfo { hash, size: 0, encrypted: step.secret, stored_hash: hash });
+                    }
+                }
+            }
+            let duration_ms = started.elapsed().as_millis() as u64;
+            let manifest = Manifest {
+                layout: LAYOUT_VERSION,
+                key,
+                step: step.id.clone(),
+                profile: self.profile.name.clone(),
+                effect: step.effect,
+                inputs,
+                outputs: infos,
+                created: now_rfc3339(),
+                duration_ms,
+            };
+            self.store.put(&manifest, &stored)?;
+            self.store.set_ref(&self.profile.name, &step.id, &key)?;
+            known.insert(step.id.clone(), manifest.output_hashes());
+            keys.insert(step.id.clone(), key);
+            let r = Realised { id: step.id.clone(), ran: true, key, duration_ms };
+            report(&r, &status);
+            done.push(r);
+        }
+        Ok(done)
+    }
+}

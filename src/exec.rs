@@ -1,0 +1,117 @@
+//! Running external programs (talosctl, kubectl): where they are, which version they are (part
+//! of every key that uses them), and running them so a failure carries the child's stderr.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+
+use crate::derivation::Tool;
+
+/// A child process failure, with what it said.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("{tool} not found: set {env} or put it on PATH")]
+    NotFound { tool: &'static str, env: &'static str },
+    #[error("could not start {program}: {source}")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("{program} {args} failed ({status}):\n{stderr}")]
+    Failed { program: String, args: String, status: String, stderr: String },
+}
+
+/// The program to run for `tool`: `TALIX_TALOSCTL` / `TALIX_KUBECTL`, else the first match on
+/// `PATH`.
+pub fn locate(tool: Tool) -> Result<PathBuf, ExecError> {
+    let (name, env) = match tool {
+        Tool::Talosctl => ("talosctl", "TALIX_TALOSCTL"),
+        Tool::Kubectl => ("kubectl", "TALIX_KUBECTL"),
+    };
+    if let Some(p) = std::env::var_os(env).filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .ok_or(ExecError::NotFound { tool: name, env })
+}
+
+/// Run `program args`, capturing stdout; a non-zero exit is an error carrying stderr (with any
+/// secret text the caller lists redacted).
+pub fn run_capture<I, S>(program: &Path, args: I, configure: impl FnOnce(&mut Command)) -> Result<Output, ExecError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
+    let mut cmd = Command::new(program);
+    cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    configure(&mut cmd);
+    let output = cmd.output().map_err(|source| ExecError::Spawn { program: program.display().to_string(), source })?;
+    if !output.status.success() {
+        return Err(ExecError::Failed {
+            program: program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            args: args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "),
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim_end().to_string(),
+        });
+    }
+    Ok(output)
+}
+
+/// Tool versions, resolved once per process and only for tools a step actually uses.
+#[derive(Debug, Default)]
+pub struct ToolVersions {
+    cache: Mutex<BTreeMap<Tool, Result<String, String>>>,
+}
+
+impl ToolVersions {
+    /// The version string of `tool` (`v1.11.5`), or why it is unavailable.
+    pub fn get(&self, tool: Tool) -> Result<String, String> {
+        let mut cache = self.cache.lock().unwrap();
+        cache.entry(tool).or_insert_with(|| probe(tool).map_err(|e| e.to_string())).clone()
+    }
+}
+
+fn probe(tool: Tool) -> Result<String, ExecError> {
+    let program = locate(tool)?;
+    let args: &[&str] = match tool {
+        Tool::Talosctl => &["version", "--client", "--short"],
+        Tool::Kubectl => &["version", "--client", "-o", "json"],
+    };
+    let out = run_capture(&program, args, |_| {})?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(first_version(&text).unwrap_or_else(|| text.trim().to_string()))
+}
+
+/// The first `vX.Y.Z` token in `text`.
+pub fn first_version(text: &str) -> Option<String> {
+    text.split(|c: char| c.is_whitespace() || c == '"' || c == ',')
+        .find(|w| {
+            let body = w.strip_prefix('v').unwrap_or("");
+            let parts: Vec<&str> = body.split(['.', '-', '+']).collect();
+            parts.len() >= 3 && parts[..3].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_versions_in_tool_output() {
+        assert_eq!(first_version("Client:\n\tTag:         v1.11.5\n").as_deref(), Some("v1.11.5"));
+        assert_eq!(first_version("Talos v1.13.9").as_deref(), Some("v1.13.9"));
+        assert_eq!(first_version("{\"gitVersion\": \"v1.34.1\",").as_deref(), Some("v1.34.1"));
+        assert_eq!(first_version("no version"), None);
+    }
+
+    #[test]
+    fn failure_carries_stderr() {
+        let err = run_capture(Path::new("/bin/sh"), ["-c", "echo boom >&2; exit 3"], |_| {}).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("boom") && text.contains("exit status: 3"), "{text}");
+    }
+}

@@ -1,0 +1,135 @@
+//! The lock file: machine-written facts that must survive a lost store and travel with the
+//! profile in git (`profiles/<name>.lock`). Versions and hashes only, never a secret.
+//!
+//! - `contract`: the machine-config contract pinned at the first build; later `talos.version`
+//!   bumps leave it alone (trap 5 of the runbook).
+//! - `talosctl_version`: the talosctl that produced the pinned configs.
+//! - `secrets`: the plaintext bundle hash (domain-separated blake3) and the ciphertext hash.
+//! - `bootstrap`: which node bootstrapped etcd, when, with which secrets (never bootstrap twice).
+//! - `nodes`: the config hash applied to each node, and when.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::store::local::{atomic_write, read_optional};
+
+pub const LOCK_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsLock {
+    /// Domain-separated blake3 of the plaintext bundle.
+    pub bundle_hash: Digest,
+    /// blake3 of the encrypted file as committed.
+    pub ciphertext_hash: Digest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapLock {
+    pub node: String,
+    pub at: String,
+    pub secrets_hash: Digest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeLock {
+    pub applied_config: Digest,
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub talos_version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockFile {
+    pub format: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub talosctl_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<SecretsLock>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<BootstrapLock>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub nodes: BTreeMap<String, NodeLock>,
+}
+
+impl Default for LockFile {
+    fn default() -> Self {
+        Self { format: LOCK_FORMAT, contract: None, talosctl_version: None, secrets: None, bootstrap: None, nodes: BTreeMap::new() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockFileError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{path}: not a talix lock file: {reason}\nhint: it is machine-written; restore it from git rather than editing it")]
+    Parse { path: PathBuf, reason: String },
+    #[error("{path}: lock file format {found} is newer than this talix understands ({LOCK_FORMAT})")]
+    Format { path: PathBuf, found: u32 },
+}
+
+const HEADER: &str = "# Machine-written by talix. Commit it beside the profile; do not edit.\n# It pins the config contract and records what was done to the cluster (hashes only).\n";
+
+impl LockFile {
+    /// Read the lock file; absent means "nothing recorded yet".
+    pub fn load(path: &Path) -> Result<Self, LockFileError> {
+        let Some(bytes) = read_optional(path)? else {
+            return Ok(Self::default());
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let lock: LockFile = serde_saphyr::from_str(&text).map_err(|e| LockFileError::Parse {
+            path: path.to_path_buf(),
+            reason: e.to_string().lines().next().unwrap_or_default().to_string(),
+        })?;
+        if lock.format > LOCK_FORMAT {
+            return Err(LockFileError::Format { path: path.to_path_buf(), found: lock.format });
+        }
+        Ok(lock)
+    }
+
+    /// Write atomically (temp + rename).
+    pub fn save(&self, path: &Path) -> Result<(), LockFileError> {
+        let body = serde_saphyr::to_string(self).map_err(|e| LockFileError::Parse { path: path.to_path_buf(), reason: e.to_string() })?;
+        atomic_write(path, format!("{HEADER}{body}").as_bytes(), Some(0o644))?;
+        Ok(())
+    }
+
+    /// Whether the lock file says a cluster exists (etcd was bootstrapped).
+    pub fn cluster_exists(&self) -> bool {
+        self.bootstrap.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_missing_is_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.lock");
+        assert_eq!(LockFile::load(&p).unwrap(), LockFile::default());
+        let mut lock = LockFile { contract: Some("v1.11".into()), ..Default::default() };
+        lock.nodes.insert("cp1".into(), NodeLock { applied_config: Digest::from_bytes([7; 32]), at: "2026-01-01T00:00:00Z".into(), talos_version: None });
+        lock.save(&p).unwrap();
+        assert_eq!(LockFile::load(&p).unwrap(), lock);
+        assert!(fs_err::read_to_string(&p).unwrap().starts_with("# Machine-written by talix"));
+    }
+
+    #[test]
+    fn garbage_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.lock");
+        fs_err::write(&p, "format: 1\nsurprise: true\n").unwrap();
+        let e = LockFile::load(&p).unwrap_err().to_string();
+        assert!(e.contains("not a talix lock file"), "{e}");
+    }
+}
