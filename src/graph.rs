@@ -221,3 +221,260 @@ pub fn role_output(role: Role) -> &'static str {
 
 /// The step kinds `talix build` realises (no network, no cluster).
 pub const BUILD_KINDS: &[&str] = &["secrets", "base-config", "talosconfig", "patch", "render"];
+
+#[cfg(test)]
+mod invalidation_table {
+    //! Changing each profile field invalidates exactly the steps that use it (and what follows
+    //! from them), and nothing else. Builders here are stand-ins whose output is a function of
+    //! their key, so every input change propagates exactly as far as the declarations say.
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+    use crate::engine::{BuildContext, BuiltOutput, Builder, Builders, Engine, StepError};
+    use crate::exec::ToolVersions;
+    use crate::store::memory::MemoryStore;
+
+    const PROFILE: &str = r#"
+name: table
+network:
+  api_endpoint: 10.0.0.10
+  subnet: 10.0.0.0/24
+  pod_cidr: 10.244.0.0/16
+  service_cidr: 10.96.0.0/12
+talos:
+  version: v1.11.5
+  kubernetes_version: 1.34.1
+  factory:
+    schematic_id: 376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba
+  vip: { interface: eth0, ip: 10.0.0.10 }
+  extensions: [siderolabs/qemu-guest-agent]
+secrets:
+  recipients: [age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p]
+discovery:
+  concurrency: 256
+nodes:
+  controlplane:
+    assignments:
+      - { name: cp1, ip: 10.0.0.11, mac: "02:54:00:00:01:51" }
+      - { name: cp2, ip: 10.0.0.12 }
+      - { name: cp3, ip: 10.0.0.13 }
+  worker:
+    assignments:
+      - { name: w1, ip: 10.0.0.21 }
+      - { name: w2, ip: 10.0.0.22 }
+patches:
+  nodes: { cp1: [cp1-extra.yaml] }
+"#;
+
+    struct KeyEcho;
+    impl Builder for KeyEcho {
+        fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
+            let names: &[&str] = match cx.step.id.kind() {
+                "secrets" => &["bundle"],
+                "base-config" => &["controlplane", "worker"],
+                "render" => &["config"],
+                "patch" => &["patch"],
+                _ => &["receipt"],
+            };
+            // Output depends on every value and dep output: derived from the step's own values
+            // and upstream outputs (read through the context, as real builders do).
+            let mut seed = serde_json::to_string(&cx.step.values).unwrap();
+            for dep in &cx.step.deps {
+                for out in &dep.outputs {
+                    seed.push_str(&String::from_utf8_lossy(&cx.dep_output(&dep.step, out)?));
+                }
+            }
+            Ok(names.iter().map(|n| (n.to_string(), BuiltOutput::Content(format!("{n}:{}", blake3::hash(seed.as_bytes())).into_bytes()))).collect())
+        }
+    }
+
+    /// Stand-in for age at this boundary (the real cipher has its own tests).
+    struct Reverse;
+    impl crate::engine::ObjectCipher for Reverse {
+        fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>, String> {
+            Ok(plaintext.iter().rev().copied().collect())
+        }
+        fn decrypt(&self, stored: &[u8]) -> Result<Vec<u8>, String> {
+            Ok(stored.iter().rev().copied().collect())
+        }
+    }
+
+    fn builders() -> Builders {
+        let mut b = Builders::default();
+        for kind in ["secrets", "base-config", "talosconfig", "patch", "render", "discover", "apply", "ready", "bootstrap", "health", "kubeconfig", "verify"] {
+            b.register(kind, Box::new(KeyEcho));
+        }
+        b
+    }
+
+    fn write(dir: &std::path::Path, text: &str) -> Profile {
+        std::fs::write(dir.join("table.yaml"), text).unwrap();
+        crate::profile::load(&dir.join("table.yaml")).unwrap().profile
+    }
+
+    /// Steps not `cached` after applying `edit` to a fully realised profile.
+    fn invalidated(edit: impl Fn(&str) -> String, files: &[(&str, &str)]) -> BTreeSet<String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cp1-extra.yaml"), "machine: {}\n").unwrap();
+        std::fs::write(dir.path().join("table.secrets.age"), "ciphertext-1").unwrap();
+        let store = MemoryStore::default();
+        let tools = ToolVersions::default();
+        let profile = write(dir.path(), PROFILE);
+        // The contract is pinned at the first build (as the lock file does).
+        let contract = profile.talos.version.contract();
+        let engine = Engine { profile: &profile, store: &store, tools: &tools, cipher: Some(&Reverse) };
+        engine.realise(&steps(&profile, contract), &builders(), |_, _| {}).unwrap();
+        assert!(engine.plan(&steps(&profile, contract)).unwrap().iter().all(|p| p.status.word() == "cached"));
+
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        let changed = write(dir.path(), &edit(PROFILE));
+        let engine = Engine { profile: &changed, store: &store, tools: &tools, cipher: Some(&Reverse) };
+        engine
+            .plan(&steps(&changed, contract))
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.status.word() != "cached")
+            .map(|p| p.step.id.to_string())
+            .collect()
+    }
+
+    fn set(ids: &[&str]) -> BTreeSet<String> {
+        ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    const ALL_NODES: [&str; 5] = ["cp1", "cp2", "cp3", "w1", "w2"];
+    fn per_node(kinds: &[&str], nodes: &[&str]) -> Vec<String> {
+        kinds.iter().flat_map(|k| nodes.iter().map(move |n| format!("{k}/{n}"))).collect()
+    }
+    fn with(mut base: Vec<String>, extra: &[&str]) -> BTreeSet<String> {
+        base.extend(extra.iter().map(|s| s.to_string()));
+        base.into_iter().collect()
+    }
+
+    #[test]
+    fn no_change_invalidates_nothing() {
+        assert_eq!(invalidated(|p| p.to_string(), &[]), set(&[]));
+    }
+
+    #[test]
+    fn worker_ip_changes_only_that_worker_and_the_talosconfig() {
+        let got = invalidated(|p| p.replace("10.0.0.21", "10.0.0.31"), &[]);
+        assert_eq!(got, set(&["talosconfig", "patch/w1", "render/w1", "apply/w1", "ready/w1", "health", "verify"]));
+    }
+
+    #[test]
+    fn kubernetes_version_changes_base_config_and_every_render() {
+        let got = invalidated(|p| p.replace("kubernetes_version: 1.34.1", "kubernetes_version: 1.34.2"), &[]);
+        assert_eq!(got, with(per_node(&["render", "apply", "ready"], &ALL_NODES), &["base-config", "health", "verify"]));
+    }
+
+    #[test]
+    fn talos_version_bump_keeps_patches_and_contract() {
+        let got = invalidated(|p| p.replace("version: v1.11.5", "version: v1.11.6"), &[]);
+        assert_eq!(got, with(per_node(&["render", "apply", "ready"], &ALL_NODES), &["base-config", "health", "verify"]));
+    }
+
+    #[test]
+    fn gateway_changes_every_patch() {
+        let got = invalidated(|p| p.replace("  subnet: 10.0.0.0/24\n", "  subnet: 10.0.0.0/24\n  gateway: 10.0.0.254\n"), &[]);
+        assert_eq!(got, with(per_node(&["patch", "render", "apply", "ready"], &ALL_NODES), &["health", "verify"]));
+    }
+
+    #[test]
+    fn vip_changes_only_control_plane_patches() {
+        let got = invalidated(|p| p.replace("ip: 10.0.0.10 }", "ip: 10.0.0.9 }"), &[]);
+        assert_eq!(got, with(per_node(&["patch", "render", "apply", "ready"], &["cp1", "cp2", "cp3"]), &["health", "verify"]));
+    }
+
+    #[test]
+    fn api_endpoint_changes_configs_talosconfig_and_kubeconfig() {
+        let got = invalidated(|p| p.replace("api_endpoint: 10.0.0.10", "api_endpoint: 10.0.0.11"), &[]);
+        assert_eq!(
+            got,
+            with(per_node(&["render", "apply", "ready"], &ALL_NODES), &["base-config", "talosconfig", "kubeconfig", "health", "verify"])
+        );
+    }
+
+    #[test]
+    fn pod_cidr_changes_base_config() {
+        let got = invalidated(|p| p.replace("10.244.0.0/16", "10.245.0.0/16"), &[]);
+        assert_eq!(got, with(per_node(&["render", "apply", "ready"], &ALL_NODES), &["base-config", "health", "verify"]));
+    }
+
+    #[test]
+    fn extensions_change_only_verify() {
+        let got = invalidated(|p| p.replace("[siderolabs/qemu-guest-agent]", "[siderolabs/qemu-guest-agent, siderolabs/iscsi-tools]"), &[]);
+        assert_eq!(got, set(&["verify"]));
+    }
+
+    #[test]
+    fn discovery_tuning_changes_nothing_but_subnet_changes_discover() {
+        assert_eq!(invalidated(|p| p.replace("concurrency: 256", "concurrency: 64"), &[]), set(&[]));
+        let got = invalidated(|p| p.replace("concurrency: 256", "concurrency: 64\n  subnet: 10.0.0.0/25"), &[]);
+        assert_eq!(got, set(&["discover"]));
+    }
+
+    #[test]
+    fn user_patch_content_changes_only_its_node() {
+        let got = invalidated(|p| p.to_string(), &[("cp1-extra.yaml", "machine: {sysctls: {a: b}}\n")]);
+        assert_eq!(got, set(&["render/cp1", "apply/cp1", "ready/cp1", "health", "verify"]));
+    }
+
+    #[test]
+    fn adding_a_worker_adds_its_steps_rediscovers_and_updates_the_talosconfig() {
+        let got = invalidated(|p| p.replace("      - { name: w2, ip: 10.0.0.22 }\n", "      - { name: w2, ip: 10.0.0.22 }\n      - { name: w3, ip: 10.0.0.23 }\n"), &[]);
+        assert_eq!(got, set(&["discover", "talosconfig", "patch/w3", "render/w3", "apply/w3", "ready/w3", "health", "verify"]));
+    }
+
+    #[test]
+    fn new_secrets_file_blocks_everything_that_uses_the_secrets() {
+        let got = invalidated(|p| p.to_string(), &[("table.secrets.age", "ciphertext-2")]);
+        assert_eq!(
+            got,
+            with(per_node(&["render", "apply", "ready"], &ALL_NODES), &["secrets", "base-config", "talosconfig", "bootstrap", "kubeconfig", "health", "verify"])
+        );
+    }
+
+    #[test]
+    fn early_cut_off_identical_upstream_output_invalidates_nothing_below() {
+        // A new talosctl version re-runs base-config; if it yields identical bytes, no render runs.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cp1-extra.yaml"), "machine: {}\n").unwrap();
+        let profile = write(dir.path(), PROFILE);
+        let contract = profile.talos.version.contract();
+        let store = MemoryStore::default();
+        let tools = ToolVersions::default();
+        struct Constant;
+        impl Builder for Constant {
+            fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
+                let names: &[&str] = match cx.step.id.kind() {
+                    "base-config" => &["controlplane", "worker"],
+                    "secrets" => &["bundle"],
+                    "render" => &["config"],
+                    "patch" => &["patch"],
+                    _ => &["out"],
+                };
+                Ok(names.iter().map(|n| (n.to_string(), BuiltOutput::Content(n.as_bytes().to_vec()))).collect())
+            }
+        }
+        let mut b = Builders::default();
+        for kind in ["secrets", "base-config", "patch", "render"] {
+            b.register(kind, Box::new(Constant));
+        }
+        let config_steps: Vec<Step> = steps(&profile, contract).into_iter().filter(|s| BUILD_KINDS.contains(&s.id.kind()) && s.id.kind() != "talosconfig").collect();
+        let engine = Engine { profile: &profile, store: &store, tools: &tools, cipher: Some(&Reverse) };
+        engine.realise(&config_steps, &b, |_, _| {}).unwrap();
+        // Simulate "talosctl changed" by bumping the base-config schema: a new key, same bytes.
+        let bumped: Vec<Step> = config_steps.iter().cloned().map(|mut s| {
+            if s.id.kind() == "base-config" {
+                s.schema += 1;
+            }
+            s
+        }).collect();
+        let mut ran = Vec::new();
+        engine.realise(&bumped, &b, |r, _| if r.ran { ran.push(r.id.to_string()) }).unwrap();
+        assert_eq!(ran, vec!["base-config".to_string()], "only base-config re-ran; renders were cut off");
+    }
+}
