@@ -152,6 +152,7 @@ pub fn load(path: &Path) -> Result<Loaded, ProfileError> {
     })?;
     let mut checker = Checker { file: path, lines: LineIndex::build(&text), errors: vec![], warnings: vec![] };
     let profile = resolve(&mut checker, raw, &absolute);
+    checker.errors.sort_by(|a, b| (a.line, &a.field).cmp(&(b.line, &b.field)));
     match profile {
         Some(profile) if checker.errors.is_empty() => Ok(Loaded { profile, warnings: checker.warnings }),
         _ => Err(ProfileError { errors: checker.errors, warnings: checker.warnings }),
@@ -161,7 +162,12 @@ pub fn load(path: &Path) -> Result<Loaded, ProfileError> {
 fn first_line(message: &str) -> String {
     // serde-saphyr renders a snippet after the message; keep the message itself.
     let msg = message.lines().next().unwrap_or(message).trim();
-    msg.strip_prefix("error: ").unwrap_or(msg).to_string()
+    let msg = msg.strip_prefix("error: ").unwrap_or(msg);
+    // The line is already in the prefix we print; drop the parser's own "line N column M: ".
+    match msg.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+        Some((position, rest)) if position.contains("column") => rest.to_string(),
+        _ => msg.to_string(),
+    }
 }
 
 fn is_dns_label(s: &str) -> bool {
@@ -404,8 +410,10 @@ fn resolve(c: &mut Checker, raw: RawProfile, absolute: &Path) -> Option<Profile>
                 } else if !host_address(ip) {
                     c.error(&format!("{path}.ip"), format!("{ip} is the network or broadcast address of the subnet"));
                 }
-                if let Some(first) = ips.insert(ip, path.clone()) {
+                if let Some(first) = ips.get(&ip) {
                     c.error(&format!("{path}.ip"), format!("{ip} is already assigned to {first}"));
+                } else {
+                    ips.insert(ip, path.clone());
                 }
                 if Some(ip) == gateway {
                     c.error(&format!("{path}.ip"), format!("{ip} is the gateway address"));

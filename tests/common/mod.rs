@@ -1,0 +1,98 @@
+//! Shared test harness: a temporary workspace with `profiles/`, and the talix binary run the way
+//! a user runs it, with the environment pinned (loopback-only networks, no stray store).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    /// A workspace with copies of the example profiles (and their patch files).
+    pub fn with_examples() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
+        copy_dir(&src, &dir.path().join("profiles"));
+        Self { dir }
+    }
+
+    pub fn empty() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("profiles")).unwrap();
+        Self { dir }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn profile(&self, name: &str) -> PathBuf {
+        self.root().join("profiles").join(format!("{name}.yaml"))
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.root().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn edit(&self, rel: &str, from: &str, to: &str) {
+        let p = self.root().join(rel);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "{rel} does not contain {from:?}");
+        std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+    }
+
+    /// `talix ARGS` in this workspace.
+    pub fn talix(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_talix"));
+        cmd.current_dir(self.root())
+            .env_remove("TALIX_STORE")
+            .env_remove("TALIX_TALOSCTL")
+            .env_remove("TALIX_KUBECTL")
+            .env("TALIX_ALLOW_NETS", "127.0.0.0/8")
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", self.root());
+        cmd
+    }
+
+    /// Every file below the workspace, relative, sorted.
+    pub fn files(&self) -> Vec<String> {
+        let mut out: Vec<String> = walkdir::WalkDir::new(self.root())
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.path().strip_prefix(self.root()).unwrap().display().to_string())
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+pub fn copy_dir(src: &Path, dst: &Path) {
+    for entry in walkdir::WalkDir::new(src) {
+        let entry = entry.unwrap();
+        let rel = entry.path().strip_prefix(src).unwrap();
+        let target = dst.join(rel);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Parse `talix plan --json` output into (id, status, reason) triples.
+pub fn plan_statuses(stdout: &[u8]) -> Vec<(String, String, String)> {
+    let v: serde_json::Value = serde_json::from_slice(stdout).expect("plan --json is JSON");
+    v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["id"].as_str().unwrap().to_string(), s["status"].as_str().unwrap().to_string(), s["reason"].as_str().unwrap().to_string()))
+        .collect()
+}
