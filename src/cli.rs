@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::commands;
 
 #[derive(Debug, Parser)]
-#[command(name = "talix", version, about = "Talos cluster bootstrap as a reproducible, content-addressed workflow")]
+#[command(
+    name = "talix",
+    version,
+    about = "Talos cluster bootstrap as a reproducible, content-addressed workflow"
+)]
 pub struct Cli {
     /// The store directory (default: <workspace>/store, where the workspace holds profiles/).
     #[arg(long, global = true, env = "TALIX_STORE", value_name = "DIR")]
@@ -112,6 +116,11 @@ fn init_tracing(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TALIX_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TALIX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }

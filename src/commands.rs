@@ -26,13 +26,19 @@ pub struct CliError {
 impl CliError {
     /// Bad input from the operator (exit 2).
     pub fn input(message: impl Into<String>) -> Self {
-        Self { code: 2, message: message.into() }
+        Self {
+            code: 2,
+            message: message.into(),
+        }
     }
 }
 
 impl<E: std::fmt::Display> From<E> for CliError {
     fn from(e: E) -> Self {
-        Self { code: 1, message: format!("error: {e}") }
+        Self {
+            code: 1,
+            message: format!("error: {e}"),
+        }
     }
 }
 
@@ -71,18 +77,30 @@ pub fn load_profile(path: &Path) -> Result<Profile> {
 pub fn store_dir(flag: Option<&Path>, profile_path: Option<&Path>) -> PathBuf {
     match (flag, profile_path) {
         (Some(dir), _) => dir.to_path_buf(),
-        (None, Some(p)) => profile::workspace_root(&std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())).join("store"),
+        (None, Some(p)) => {
+            profile::workspace_root(&std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
+                .join("store")
+        }
         (None, None) => PathBuf::from("store"),
     }
 }
 
 impl Session {
-    pub fn open(cli_store: Option<&Path>, profile_path: &Path, contract: &ContractArgs) -> Result<Self> {
+    pub fn open(
+        cli_store: Option<&Path>,
+        profile_path: &Path,
+        contract: &ContractArgs,
+    ) -> Result<Self> {
         let profile = load_profile(profile_path)?;
-        let lock = LockFile::load(&profile.lock_path()).map_err(|e| CliError::input(format!("error: {e}")))?;
-        let contract = graph::effective_contract(&profile, &lock, contract.allow_contract_change).map_err(|e| CliError::input(format!("error: {e}")))?;
+        let lock = LockFile::load(&profile.lock_path())
+            .map_err(|e| CliError::input(format!("error: {e}")))?;
+        let contract = graph::effective_contract(&profile, &lock, contract.allow_contract_change)
+            .map_err(|e| CliError::input(format!("error: {e}")))?;
         if contract.source == graph::ContractSource::Profile
-            && lock.contract.as_deref().is_some_and(|c| c != contract.contract.to_string())
+            && lock
+                .contract
+                .as_deref()
+                .is_some_and(|c| c != contract.contract.to_string())
         {
             eprintln!(
                 "warning: changing the config contract of {} from {} to {} (--allow-contract-change)",
@@ -92,7 +110,13 @@ impl Session {
             );
         }
         let store = LocalStore::open(&store_dir(cli_store, Some(profile_path)))?;
-        Ok(Self { profile, lock, contract, store, tools: ToolVersions::default() })
+        Ok(Self {
+            profile,
+            lock,
+            contract,
+            store,
+            tools: ToolVersions::default(),
+        })
     }
 
     pub fn steps(&self) -> Vec<Step> {
@@ -100,7 +124,12 @@ impl Session {
     }
 
     pub fn engine(&self) -> Engine<'_> {
-        Engine { profile: &self.profile, store: &self.store, tools: &self.tools, cipher: None }
+        Engine {
+            profile: &self.profile,
+            store: &self.store,
+            tools: &self.tools,
+            cipher: None,
+        }
     }
 }
 
@@ -108,8 +137,16 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     let store_flag = cli.store.as_deref();
     match &cli.command {
         Command::Validate(p) => validate(&p.profile),
-        Command::Plan { profile, json, contract } => plan(store_flag, &profile.profile, *json, contract),
-        Command::Why { profile, step, contract } => why(store_flag, &profile.profile, step, contract),
+        Command::Plan {
+            profile,
+            json,
+            contract,
+        } => plan(store_flag, &profile.profile, *json, contract),
+        Command::Why {
+            profile,
+            step,
+            contract,
+        } => why(store_flag, &profile.profile, step, contract),
         Command::Build { profile, contract } => build(store_flag, &profile.profile, contract),
         Command::Store { action } => store_cmd(store_flag, action),
     }
@@ -154,17 +191,40 @@ fn plan(store: Option<&Path>, path: &Path, as_json: bool, contract: &ContractArg
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         return Ok(());
     }
-    writeln!(out, "plan for {} ({}), contract {}", s.profile.name, path.display(), s.contract.contract)?;
-    let width = planned.iter().map(|p| p.step.id.as_str().len()).max().unwrap_or(0);
+    writeln!(
+        out,
+        "plan for {} ({}), contract {}",
+        s.profile.name,
+        path.display(),
+        s.contract.contract
+    )?;
+    let width = planned
+        .iter()
+        .map(|p| p.step.id.as_str().len())
+        .max()
+        .unwrap_or(0);
     for p in &planned {
         let reason = match &p.status {
-            Status::Run { changes, new: false } if changes.is_empty() => "not in the store".to_string(),
+            Status::Run {
+                changes,
+                new: false,
+            } if changes.is_empty() => "not in the store".to_string(),
             other => other.reason(),
         };
-        writeln!(out, "  {:<8} {:<width$}  {}", p.status.word(), p.step.id.as_str(), reason)?;
+        writeln!(
+            out,
+            "  {:<8} {:<width$}  {}",
+            p.status.word(),
+            p.step.id.as_str(),
+            reason
+        )?;
     }
     let (c, r, b) = status_counts(&planned);
-    writeln!(out, "{} steps: {c} cached, {r} run, {b} blocked", planned.len())?;
+    writeln!(
+        out,
+        "{} steps: {c} cached, {r} run, {b} blocked",
+        planned.len()
+    )?;
     Ok(())
 }
 
@@ -173,18 +233,41 @@ fn why(store: Option<&Path>, path: &Path, step: &str, contract: &ContractArgs) -
     let planned = s.engine().plan(&s.steps())?;
     let Some(p) = planned.iter().find(|p| p.step.id.as_str() == step) else {
         let ids: Vec<&str> = planned.iter().map(|p| p.step.id.as_str()).collect();
-        return Err(CliError::input(format!("error: {}: no step {step:?}; steps are: {}", path.display(), ids.join(", "))));
+        return Err(CliError::input(format!(
+            "error: {}: no step {step:?}; steps are: {}",
+            path.display(),
+            ids.join(", ")
+        )));
     };
     let mut out = std::io::stdout().lock();
-    writeln!(out, "step {} ({}): {}", p.step.id, if p.step.secret { "secret outputs" } else { "plain outputs" }, p.status.word())?;
+    writeln!(
+        out,
+        "step {} ({}): {}",
+        p.step.id,
+        if p.step.secret {
+            "secret outputs"
+        } else {
+            "plain outputs"
+        },
+        p.status.word()
+    )?;
     match &p.key {
         Some(k) => writeln!(out, "key {k}")?,
-        None => writeln!(out, "key unknown until {} run", p.status.reason().trim_start_matches("waits for "))?,
+        None => writeln!(
+            out,
+            "key unknown until {} run",
+            p.status.reason().trim_start_matches("waits for ")
+        )?,
     }
     writeln!(out, "inputs:")?;
     let flat = match &p.inputs {
         Some(i) => i.flat(),
-        None => p.step.values.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+        None => p
+            .step
+            .values
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect(),
     };
     let width = flat.keys().map(String::len).max().unwrap_or(0);
     for (k, v) in &flat {
@@ -197,7 +280,13 @@ fn why(store: Option<&Path>, path: &Path, step: &str, contract: &ContractArgs) -
     match (previous, &p.inputs) {
         (None, _) => writeln!(out, "never realised in this store")?,
         (Some(m), Some(inputs)) => {
-            writeln!(out, "last realised {} (key {}, {} ms)", m.created, m.key.short(), m.duration_ms)?;
+            writeln!(
+                out,
+                "last realised {} (key {}, {} ms)",
+                m.created,
+                m.key.short(),
+                m.duration_ms
+            )?;
             let changes = inputs.diff(&m.inputs);
             if changes.is_empty() {
                 writeln!(out, "no input changed since")?;
@@ -208,11 +297,21 @@ fn why(store: Option<&Path>, path: &Path, step: &str, contract: &ContractArgs) -
                 }
             }
             for (name, info) in &m.outputs {
-                writeln!(out, "output {name}: {}{}", info.hash.short(), if info.encrypted { " (encrypted)" } else { "" })?;
+                writeln!(
+                    out,
+                    "output {name}: {}{}",
+                    info.hash.short(),
+                    if info.encrypted { " (encrypted)" } else { "" }
+                )?;
             }
         }
         (Some(m), None) => {
-            writeln!(out, "last realised {} (key {}); upstream steps must run before the new key is known", m.created, m.key.short())?;
+            writeln!(
+                out,
+                "last realised {} (key {}); upstream steps must run before the new key is known",
+                m.created,
+                m.key.short()
+            )?;
         }
     }
     Ok(())
@@ -225,12 +324,16 @@ fn build(store: Option<&Path>, path: &Path, contract: &ContractArgs) -> Result<(
     let all = s.steps();
     let buildable: Vec<Step> = all
         .iter()
-        .filter(|st| graph::BUILD_KINDS.contains(&st.id.kind()) && crate::steps::has_builder(st.id.kind()))
+        .filter(|st| {
+            graph::BUILD_KINDS.contains(&st.id.kind()) && crate::steps::has_builder(st.id.kind())
+        })
         .cloned()
         .collect();
     let missing: Vec<&StepId> = all
         .iter()
-        .filter(|st| graph::BUILD_KINDS.contains(&st.id.kind()) && !crate::steps::has_builder(st.id.kind()))
+        .filter(|st| {
+            graph::BUILD_KINDS.contains(&st.id.kind()) && !crate::steps::has_builder(st.id.kind())
+        })
         .map(|st| &st.id)
         .collect();
     let mut ran = 0;
@@ -243,7 +346,11 @@ fn build(store: Option<&Path>, path: &Path, contract: &ContractArgs) -> Result<(
                 Status::Run { new: true, .. } => "new".to_string(),
                 other => other.reason(),
             };
-            println!("  built    {:<16} {} ms  ({why})", r.id.as_str(), r.duration_ms);
+            println!(
+                "  built    {:<16} {} ms  ({why})",
+                r.id.as_str(),
+                r.duration_ms
+            );
         } else {
             cached += 1;
             println!("  cached   {}", r.id.as_str());
@@ -254,7 +361,13 @@ fn build(store: Option<&Path>, path: &Path, contract: &ContractArgs) -> Result<(
     println!("{}: {ran} built, {cached} cached", s.profile.name);
     if !missing.is_empty() {
         let ids: Vec<&str> = missing.iter().map(|i| i.as_str()).collect();
-        return Err(CliError { code: 1, message: format!("error: not built (no builder in this talix yet): {}", ids.join(", ")) });
+        return Err(CliError {
+            code: 1,
+            message: format!(
+                "error: not built (no builder in this talix yet): {}",
+                ids.join(", ")
+            ),
+        });
     }
     Ok(())
 }
@@ -263,7 +376,9 @@ fn build(store: Option<&Path>, path: &Path, contract: &ContractArgs) -> Result<(
 fn materialise_patches(s: &Session, steps: &[Step]) -> Result<()> {
     let planned = s.engine().plan(steps)?;
     for p in planned.iter().filter(|p| p.step.id.kind() == "patch") {
-        let (Some(key), Some(node)) = (p.key, p.step.id.node()) else { continue };
+        let (Some(key), Some(node)) = (p.key, p.step.id.node()) else {
+            continue;
+        };
         let bytes = s.store.read_output(&key, "patch")?;
         let target = s.profile.talos.patches_dir.join(format!("{node}.yaml"));
         if std::fs::read(&target).ok().as_deref() != Some(&bytes[..]) {
@@ -298,13 +413,24 @@ fn store_cmd(flag: Option<&Path>, action: &StoreAction) -> Result<()> {
             println!("{}: {n} objects verified", store.root().display());
             return Ok(());
         }
-        return Err(CliError { code: 1, message: problems.iter().map(|p| format!("error: {p}")).collect::<Vec<_>>().join("\n") });
+        return Err(CliError {
+            code: 1,
+            message: problems
+                .iter()
+                .map(|p| format!("error: {p}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        });
     }
     let _lock = store.lock(true)?;
     let removed = store.prune()?;
     for r in &removed {
         println!("removed {}", r.display());
     }
-    println!("{}: pruned {} entries", store.root().display(), removed.len());
+    println!(
+        "{}: pruned {} entries",
+        store.root().display(),
+        removed.len()
+    );
     Ok(())
 }

@@ -105,7 +105,10 @@ impl DrvInputs {
     /// All inputs flattened to `name -> printable value`, for diffs and `why`.
     pub fn flat(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
-        out.insert("step schema".to_string(), format!("{}#{}", self.kind, self.schema));
+        out.insert(
+            "step schema".to_string(),
+            format!("{}#{}", self.kind, self.schema),
+        );
         for (k, v) in &self.values {
             out.insert(k.clone(), v.to_string());
         }
@@ -128,7 +131,11 @@ impl DrvInputs {
             .into_iter()
             .filter_map(|name| {
                 let (o, n) = (old.get(name), new.get(name));
-                (o != n).then(|| Change { input: name.clone(), old: o.cloned(), new: n.cloned() })
+                (o != n).then(|| Change {
+                    input: name.clone(),
+                    old: o.cloned(),
+                    new: n.cloned(),
+                })
             })
             .collect()
     }
@@ -145,7 +152,13 @@ pub struct Change {
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".to_string());
-        write!(f, "{} {} -> {}", self.input, show(&self.old), show(&self.new))
+        write!(
+            f,
+            "{} {} -> {}",
+            self.input,
+            show(&self.old),
+            show(&self.new)
+        )
     }
 }
 
@@ -201,7 +214,15 @@ pub struct Step {
 
 impl Step {
     pub fn new(id: StepId, schema: u32, effect: Effect) -> Self {
-        Self { id, schema, values: BTreeMap::new(), deps: vec![], tools: vec![], secret: false, effect }
+        Self {
+            id,
+            schema,
+            values: BTreeMap::new(),
+            deps: vec![],
+            tools: vec![],
+            secret: false,
+            effect,
+        }
     }
     pub fn value(mut self, name: &str, v: impl Serialize) -> Self {
         self.values.insert(name.to_string(), InputValue::of(v));
@@ -212,7 +233,10 @@ impl Step {
         self
     }
     pub fn dep(mut self, step: StepId, outputs: &[&'static str]) -> Self {
-        self.deps.push(Dep { step, outputs: outputs.to_vec() });
+        self.deps.push(Dep {
+            step,
+            outputs: outputs.to_vec(),
+        });
         self
     }
     pub fn tool(mut self, tool: Tool) -> Self {
@@ -234,7 +258,10 @@ mod tests {
             format: KEY_FORMAT.into(),
             kind: "render".into(),
             schema: 1,
-            values: values.iter().map(|(k, v)| (k.to_string(), InputValue::of(v))).collect(),
+            values: values
+                .iter()
+                .map(|(k, v)| (k.to_string(), InputValue::of(v)))
+                .collect(),
             deps: BTreeMap::new(),
             tools: BTreeMap::new(),
         }
@@ -251,8 +278,14 @@ mod tests {
     fn key_is_stable_across_runs() {
         // A fixed vector: if this changes, every store key changes; bump KEY_FORMAT on purpose.
         let k = inputs(&[("talos.version", "v1.11.5")]).key();
-        assert_eq!(k.to_string(), inputs(&[("talos.version", "v1.11.5")]).key().to_string());
-        assert_eq!(k.to_string(), "b3dbe3df3ccf19ec941c9d7b50d9cb483a4a13879a059cd48a795c99252c4005");
+        assert_eq!(
+            k.to_string(),
+            inputs(&[("talos.version", "v1.11.5")]).key().to_string()
+        );
+        assert_eq!(
+            k.to_string(),
+            "b3dbe3df3ccf19ec941c9d7b50d9cb483a4a13879a059cd48a795c99252c4005"
+        );
     }
 
     #[test]
@@ -272,7 +305,10 @@ mod tests {
         let old = inputs(&[("talos.version", "v1.11.5"), ("gone", "x")]);
         let new = inputs(&[("talos.version", "v1.11.6")]);
         let d: Vec<String> = new.diff(&old).iter().map(|c| c.to_string()).collect();
-        assert_eq!(d, vec!["gone x -> (none)", "talos.version v1.11.5 -> v1.11.6"]);
+        assert_eq!(
+            d,
+            vec!["gone x -> (none)", "talos.version v1.11.5 -> v1.11.6"]
+        );
     }
 
     #[test]

@@ -41,9 +41,20 @@ impl Status {
         match self {
             Status::Cached => String::new(),
             Status::Run { new: true, .. } => "new".to_string(),
-            Status::Run { changes, .. } => changes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("; "),
+            Status::Run { changes, .. } => changes
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
             Status::Blocked { waits_for } => {
-                format!("waits for {}", waits_for.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+                format!(
+                    "waits for {}",
+                    waits_for
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             }
         }
     }
@@ -107,13 +118,31 @@ pub struct BuildContext<'a> {
 impl BuildContext<'_> {
     /// The plaintext of an upstream output (decrypted if the upstream is secret).
     pub fn dep_output(&self, step: &StepId, output: &str) -> Result<Vec<u8>, StepError> {
-        let err = |message: String| StepError { step: self.step.id.clone(), message };
-        let key = self.dep_keys.get(step).ok_or_else(|| err(format!("{step} is not an input of this step")))?;
-        let manifest = self.store.manifest(key).map_err(|e| err(e.to_string()))?.ok_or_else(|| err(format!("{step} is not in the store")))?;
-        let stored = self.store.read_output(key, output).map_err(|e| err(e.to_string()))?;
-        let info = manifest.outputs.get(output).ok_or_else(|| err(format!("{step} has no output {output}")))?;
+        let err = |message: String| StepError {
+            step: self.step.id.clone(),
+            message,
+        };
+        let key = self
+            .dep_keys
+            .get(step)
+            .ok_or_else(|| err(format!("{step} is not an input of this step")))?;
+        let manifest = self
+            .store
+            .manifest(key)
+            .map_err(|e| err(e.to_string()))?
+            .ok_or_else(|| err(format!("{step} is not in the store")))?;
+        let stored = self
+            .store
+            .read_output(key, output)
+            .map_err(|e| err(e.to_string()))?;
+        let info = manifest
+            .outputs
+            .get(output)
+            .ok_or_else(|| err(format!("{step} has no output {output}")))?;
         if info.encrypted {
-            let cipher = self.cipher.ok_or_else(|| err("no age identity to decrypt secret outputs".to_string()))?;
+            let cipher = self
+                .cipher
+                .ok_or_else(|| err("no age identity to decrypt secret outputs".to_string()))?;
             cipher.decrypt(&stored).map_err(err)
         } else {
             Ok(stored)
@@ -121,7 +150,10 @@ impl BuildContext<'_> {
     }
 
     pub fn fail(&self, message: impl Into<String>) -> StepError {
-        StepError { step: self.step.id.clone(), message: message.into() }
+        StepError {
+            step: self.step.id.clone(),
+            message: message.into(),
+        }
     }
 }
 
@@ -162,7 +194,11 @@ pub struct Engine<'a> {
 }
 
 impl<'a> Engine<'a> {
-    fn inputs_for(&self, step: &Step, known: &BTreeMap<StepId, BTreeMap<String, Digest>>) -> Result<DrvInputs, Vec<StepId>> {
+    fn inputs_for(
+        &self,
+        step: &Step,
+        known: &BTreeMap<StepId, BTreeMap<String, Digest>>,
+    ) -> Result<DrvInputs, Vec<StepId>> {
         let mut deps = BTreeMap::new();
         let mut missing = Vec::new();
         for dep in &step.deps {
@@ -183,9 +219,23 @@ impl<'a> Engine<'a> {
         let tools = step
             .tools
             .iter()
-            .map(|t| (t.name().to_string(), self.tools.get(*t).unwrap_or_else(|_| "unavailable".to_string())))
+            .map(|t| {
+                (
+                    t.name().to_string(),
+                    self.tools
+                        .get(*t)
+                        .unwrap_or_else(|_| "unavailable".to_string()),
+                )
+            })
             .collect();
-        Ok(DrvInputs { format: KEY_FORMAT.into(), kind: step.id.kind().into(), schema: step.schema, values: step.values.clone(), deps, tools })
+        Ok(DrvInputs {
+            format: KEY_FORMAT.into(),
+            kind: step.id.kind().into(),
+            schema: step.schema,
+            values: step.values.clone(),
+            deps,
+            tools,
+        })
     }
 
     fn status_for_miss(&self, step: &Step, inputs: &DrvInputs) -> Result<Status, StoreError> {
@@ -194,8 +244,14 @@ impl<'a> Engine<'a> {
             None => None,
         };
         Ok(match previous {
-            Some(m) => Status::Run { changes: inputs.diff(&m.inputs), new: false },
-            None => Status::Run { changes: vec![], new: true },
+            Some(m) => Status::Run {
+                changes: inputs.diff(&m.inputs),
+                new: false,
+            },
+            None => Status::Run {
+                changes: vec![],
+                new: true,
+            },
         })
     }
 
@@ -205,18 +261,36 @@ impl<'a> Engine<'a> {
         let mut out = Vec::new();
         for step in steps {
             let planned = match self.inputs_for(step, &known) {
-                Err(waits_for) => Planned { step: step.clone(), status: Status::Blocked { waits_for }, key: None, inputs: None, outputs: None },
+                Err(waits_for) => Planned {
+                    step: step.clone(),
+                    status: Status::Blocked { waits_for },
+                    key: None,
+                    inputs: None,
+                    outputs: None,
+                },
                 Ok(inputs) => {
                     let key = inputs.key();
                     match self.store.manifest(&key)? {
                         Some(m) => {
                             let outputs = m.output_hashes();
                             known.insert(step.id.clone(), outputs.clone());
-                            Planned { step: step.clone(), status: Status::Cached, key: Some(key), inputs: Some(inputs), outputs: Some(outputs) }
+                            Planned {
+                                step: step.clone(),
+                                status: Status::Cached,
+                                key: Some(key),
+                                inputs: Some(inputs),
+                                outputs: Some(outputs),
+                            }
                         }
                         None => {
                             let status = self.status_for_miss(step, &inputs)?;
-                            Planned { step: step.clone(), status, key: Some(key), inputs: Some(inputs), outputs: None }
+                            Planned {
+                                step: step.clone(),
+                                status,
+                                key: Some(key),
+                                inputs: Some(inputs),
+                                outputs: None,
+                            }
                         }
                     }
                 }
@@ -228,30 +302,63 @@ impl<'a> Engine<'a> {
 
     /// Realise `steps` in order (the caller holds the store's writer lock): cached steps are
     /// reused, the others built and stored. `report` is told about each step as it finishes.
-    pub fn realise(&self, steps: &[Step], builders: &Builders, mut report: impl FnMut(&Realised, &Status)) -> Result<Vec<Realised>, EngineError> {
+    pub fn realise(
+        &self,
+        steps: &[Step],
+        builders: &Builders,
+        mut report: impl FnMut(&Realised, &Status),
+    ) -> Result<Vec<Realised>, EngineError> {
         let mut known: BTreeMap<StepId, BTreeMap<String, Digest>> = BTreeMap::new();
         let mut keys: BTreeMap<StepId, Digest> = BTreeMap::new();
         let mut done = Vec::new();
         for step in steps {
             let inputs = self.inputs_for(step, &known).map_err(|missing| StepError {
                 step: step.id.clone(),
-                message: format!("inputs not realised: {}", missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+                message: format!(
+                    "inputs not realised: {}",
+                    missing
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             })?;
             let key = inputs.key();
             if let Some(m) = self.store.manifest(&key)? {
                 known.insert(step.id.clone(), m.output_hashes());
                 keys.insert(step.id.clone(), key);
                 self.store.set_ref(&self.profile.name, &step.id, &key)?;
-                let r = Realised { id: step.id.clone(), ran: false, key, duration_ms: 0 };
+                let r = Realised {
+                    id: step.id.clone(),
+                    ran: false,
+                    key,
+                    duration_ms: 0,
+                };
                 report(&r, &Status::Cached);
                 done.push(r);
                 continue;
             }
             let status = self.status_for_miss(step, &inputs)?;
-            let builder = builders.get(step.id.kind()).ok_or_else(|| EngineError::NoBuilder { step: step.id.clone(), kind: step.id.kind().to_string() })?;
+            let builder = builders
+                .get(step.id.kind())
+                .ok_or_else(|| EngineError::NoBuilder {
+                    step: step.id.clone(),
+                    kind: step.id.kind().to_string(),
+                })?;
             let started = Instant::now();
-            let dep_keys: BTreeMap<StepId, Digest> = step.deps.iter().filter_map(|d| keys.get(&d.step).map(|k| (d.step.clone(), *k))).collect();
-            let cx = BuildContext { step, profile: self.profile, tools: self.tools, store: self.store, cipher: self.cipher, dep_keys: &dep_keys };
+            let dep_keys: BTreeMap<StepId, Digest> = step
+                .deps
+                .iter()
+                .filter_map(|d| keys.get(&d.step).map(|k| (d.step.clone(), *k)))
+                .collect();
+            let cx = BuildContext {
+                step,
+                profile: self.profile,
+                tools: self.tools,
+                store: self.store,
+                cipher: self.cipher,
+                dep_keys: &dep_keys,
+            };
             let built = builder.build(&cx)?;
             let mut stored = BTreeMap::new();
             let mut infos = BTreeMap::new();
@@ -259,16 +366,35 @@ impl<'a> Engine<'a> {
                 match output {
                     BuiltOutput::Content(bytes) => {
                         let bytes_stored = if step.secret {
-                            let cipher = self.cipher.ok_or_else(|| EngineError::Cipher { step: step.id.clone(), message: "secret output but no age recipients configured".into() })?;
-                            cipher.encrypt(&bytes).map_err(|message| EngineError::Cipher { step: step.id.clone(), message })?
+                            let cipher = self.cipher.ok_or_else(|| EngineError::Cipher {
+                                step: step.id.clone(),
+                                message: "secret output but no age recipients configured".into(),
+                            })?;
+                            cipher
+                                .encrypt(&bytes)
+                                .map_err(|message| EngineError::Cipher {
+                                    step: step.id.clone(),
+                                    message,
+                                })?
                         } else {
                             bytes.clone()
                         };
-                        infos.insert(name.clone(), output_info(&bytes, &bytes_stored, step.secret));
+                        infos.insert(
+                            name.clone(),
+                            output_info(&bytes, &bytes_stored, step.secret),
+                        );
                         stored.insert(name, bytes_stored);
                     }
                     BuiltOutput::HashOnly(hash) => {
-                        infos.insert(name, crate::store::OutputInfo { hash, size: 0, encrypted: step.secret, stored_hash: hash });
+                        infos.insert(
+                            name,
+                            crate::store::OutputInfo {
+                                hash,
+                                size: 0,
+                                encrypted: step.secret,
+                                stored_hash: hash,
+                            },
+                        );
                     }
                 }
             }
@@ -288,7 +414,12 @@ impl<'a> Engine<'a> {
             self.store.set_ref(&self.profile.name, &step.id, &key)?;
             known.insert(step.id.clone(), manifest.output_hashes());
             keys.insert(step.id.clone(), key);
-            let r = Realised { id: step.id.clone(), ran: true, key, duration_ms };
+            let r = Realised {
+                id: step.id.clone(),
+                ran: true,
+                key,
+                duration_ms,
+            };
             report(&r, &status);
             done.push(r);
         }

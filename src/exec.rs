@@ -13,11 +13,22 @@ use crate::derivation::Tool;
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     #[error("{tool} not found: set {env} or put it on PATH")]
-    NotFound { tool: &'static str, env: &'static str },
+    NotFound {
+        tool: &'static str,
+        env: &'static str,
+    },
     #[error("could not start {program}: {source}")]
-    Spawn { program: String, source: std::io::Error },
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
     #[error("{program} {args} failed ({status}):\n{stderr}")]
-    Failed { program: String, args: String, status: String, stderr: String },
+    Failed {
+        program: String,
+        args: String,
+        status: String,
+        stderr: String,
+    },
 }
 
 /// The program to run for `tool`: `TALIX_TALOSCTL` / `TALIX_KUBECTL`, else the first match on
@@ -39,22 +50,44 @@ pub fn locate(tool: Tool) -> Result<PathBuf, ExecError> {
 
 /// Run `program args`, capturing stdout; a non-zero exit is an error carrying stderr (with any
 /// secret text the caller lists redacted).
-pub fn run_capture<I, S>(program: &Path, args: I, configure: impl FnOnce(&mut Command)) -> Result<Output, ExecError>
+pub fn run_capture<I, S>(
+    program: &Path,
+    args: I,
+    configure: impl FnOnce(&mut Command),
+) -> Result<Output, ExecError>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
+    let args: Vec<std::ffi::OsString> = args
+        .into_iter()
+        .map(|a| a.as_ref().to_os_string())
+        .collect();
     let mut cmd = Command::new(program);
-    cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     configure(&mut cmd);
-    let output = cmd.output().map_err(|source| ExecError::Spawn { program: program.display().to_string(), source })?;
+    let output = cmd.output().map_err(|source| ExecError::Spawn {
+        program: program.display().to_string(),
+        source,
+    })?;
     if !output.status.success() {
         return Err(ExecError::Failed {
-            program: program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            args: args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "),
+            program: program
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            args: args
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" "),
             status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim_end().to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr)
+                .trim_end()
+                .to_string(),
         });
     }
     Ok(output)
@@ -70,7 +103,10 @@ impl ToolVersions {
     /// The version string of `tool` (`v1.11.5`), or why it is unavailable.
     pub fn get(&self, tool: Tool) -> Result<String, String> {
         let mut cache = self.cache.lock().unwrap();
-        cache.entry(tool).or_insert_with(|| probe(tool).map_err(|e| e.to_string())).clone()
+        cache
+            .entry(tool)
+            .or_insert_with(|| probe(tool).map_err(|e| e.to_string()))
+            .clone()
     }
 }
 
@@ -91,7 +127,10 @@ pub fn first_version(text: &str) -> Option<String> {
         .find(|w| {
             let body = w.strip_prefix('v').unwrap_or("");
             let parts: Vec<&str> = body.split(['.', '-', '+']).collect();
-            parts.len() >= 3 && parts[..3].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            parts.len() >= 3
+                && parts[..3]
+                    .iter()
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
         })
         .map(str::to_string)
 }
@@ -102,16 +141,30 @@ mod tests {
 
     #[test]
     fn finds_versions_in_tool_output() {
-        assert_eq!(first_version("Client:\n\tTag:         v1.11.5\n").as_deref(), Some("v1.11.5"));
+        assert_eq!(
+            first_version("Client:\n\tTag:         v1.11.5\n").as_deref(),
+            Some("v1.11.5")
+        );
         assert_eq!(first_version("Talos v1.13.9").as_deref(), Some("v1.13.9"));
-        assert_eq!(first_version("{\"gitVersion\": \"v1.34.1\",").as_deref(), Some("v1.34.1"));
+        assert_eq!(
+            first_version("{\"gitVersion\": \"v1.34.1\",").as_deref(),
+            Some("v1.34.1")
+        );
         assert_eq!(first_version("no version"), None);
     }
 
     #[test]
     fn failure_carries_stderr() {
-        let err = run_capture(Path::new("/bin/sh"), ["-c", "echo boom >&2; exit 3"], |_| {}).unwrap_err();
+        let err = run_capture(
+            Path::new("/bin/sh"),
+            ["-c", "echo boom >&2; exit 3"],
+            |_| {},
+        )
+        .unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("boom") && text.contains("exit status: 3"), "{text}");
+        assert!(
+            text.contains("boom") && text.contains("exit status: 3"),
+            "{text}"
+        );
     }
 }

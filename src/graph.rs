@@ -44,38 +44,64 @@ pub enum ContractError {
     #[error(
         "{profile}: talos.contract {wanted} differs from the contract {pinned} pinned in {lock}\nhint: changing the contract of an existing cluster can break it (etcd encryption, config shape); if you really mean it, pass --allow-contract-change"
     )]
-    Changed { profile: String, lock: String, wanted: Contract, pinned: Contract },
+    Changed {
+        profile: String,
+        lock: String,
+        wanted: Contract,
+        pinned: Contract,
+    },
     #[error("{lock}: contract {text:?} is not of the form vMAJOR.MINOR")]
     BadPinned { lock: String, text: String },
 }
 
 /// Resolve the contract: the lock file's pin wins over the talos.version default; a profile
 /// contract that differs from the pin needs `allow_change`.
-pub fn effective_contract(profile: &Profile, lock: &LockFile, allow_change: bool) -> Result<EffectiveContract, ContractError> {
+pub fn effective_contract(
+    profile: &Profile,
+    lock: &LockFile,
+    allow_change: bool,
+) -> Result<EffectiveContract, ContractError> {
     let pinned = match &lock.contract {
-        Some(text) => Some(text.parse::<Contract>().map_err(|_| ContractError::BadPinned {
-            lock: profile.lock_path().display().to_string(),
-            text: text.clone(),
-        })?),
+        Some(text) => Some(
+            text.parse::<Contract>()
+                .map_err(|_| ContractError::BadPinned {
+                    lock: profile.lock_path().display().to_string(),
+                    text: text.clone(),
+                })?,
+        ),
         None => None,
     };
     match (profile.talos.contract, pinned) {
-        (Some(wanted), Some(pinned)) if wanted != pinned && !allow_change => Err(ContractError::Changed {
-            profile: profile.source.display().to_string(),
-            lock: profile.lock_path().display().to_string(),
-            wanted,
-            pinned,
+        (Some(wanted), Some(pinned)) if wanted != pinned && !allow_change => {
+            Err(ContractError::Changed {
+                profile: profile.source.display().to_string(),
+                lock: profile.lock_path().display().to_string(),
+                wanted,
+                pinned,
+            })
+        }
+        (Some(wanted), _) => Ok(EffectiveContract {
+            contract: wanted,
+            source: ContractSource::Profile,
         }),
-        (Some(wanted), _) => Ok(EffectiveContract { contract: wanted, source: ContractSource::Profile }),
-        (None, Some(pinned)) => Ok(EffectiveContract { contract: pinned, source: ContractSource::LockFile }),
-        (None, None) => Ok(EffectiveContract { contract: profile.talos.version.contract(), source: ContractSource::TalosVersion }),
+        (None, Some(pinned)) => Ok(EffectiveContract {
+            contract: pinned,
+            source: ContractSource::LockFile,
+        }),
+        (None, None) => Ok(EffectiveContract {
+            contract: profile.talos.version.contract(),
+            source: ContractSource::TalosVersion,
+        }),
     }
 }
 
 /// A file input by content hash (absent files hash as absent, so creating one is a change).
 pub fn file_input(path: &std::path::Path, shown: &str) -> InputValue {
     match std::fs::read(path) {
-        Ok(bytes) => InputValue::File { path: shown.to_string(), hash: Digest::of_domain(domain::FILE, &bytes) },
+        Ok(bytes) => InputValue::File {
+            path: shown.to_string(),
+            hash: Digest::of_domain(domain::FILE, &bytes),
+        },
         Err(_) => InputValue::Value(serde_json::Value::String(format!("{shown} (missing)"))),
     }
 }
@@ -88,7 +114,9 @@ pub fn base_config_id() -> StepId {
 }
 
 fn node_values(step: Step, node: &Node) -> Step {
-    step.value("node.name", &node.name).value("node.role", node.role).value("node.ip", node.ip.to_string())
+    step.value("node.name", &node.name)
+        .value("node.role", node.role)
+        .value("node.ip", node.ip.to_string())
 }
 
 /// Every step of the profile, in dependency order.
@@ -96,7 +124,12 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
     let p = profile;
     let t = &p.talos;
     let net = &p.network;
-    let shown_secrets = p.talos.secrets_file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let shown_secrets = p
+        .talos
+        .secrets_file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut out = Vec::new();
 
     out.push(
@@ -121,92 +154,159 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
     let cp_ips: Vec<String> = p.controlplanes().map(|n| n.ip.to_string()).collect();
     let all_ips: Vec<String> = p.nodes.iter().map(|n| n.ip.to_string()).collect();
     out.push(
-        Step::new(StepId::new("talosconfig", None), schema::TALOSCONFIG, Effect::Pure)
-            .value("name", &p.name)
-            .value("network.api_endpoint", &net.api_endpoint)
-            .value("talos.contract", contract.to_string())
-            .value("endpoints", &cp_ips)
-            .value("nodes", &all_ips)
-            .dep(secrets_id(), &["bundle"])
-            .tool(Tool::Talosctl)
-            .secret(),
+        Step::new(
+            StepId::new("talosconfig", None),
+            schema::TALOSCONFIG,
+            Effect::Pure,
+        )
+        .value("name", &p.name)
+        .value("network.api_endpoint", &net.api_endpoint)
+        .value("talos.contract", contract.to_string())
+        .value("endpoints", &cp_ips)
+        .value("nodes", &all_ips)
+        .dep(secrets_id(), &["bundle"])
+        .tool(Tool::Talosctl)
+        .secret(),
     );
     for node in &p.nodes {
-        let mut patch = node_values(Step::new(StepId::new("patch", Some(&node.name)), schema::PATCH, Effect::Pure), node)
-            .value("network.subnet_prefix", net.subnet.prefix_len())
-            .value("network.gateway", net.gateway.to_string())
-            .value("network.nameservers", net.nameservers.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .value("node.interface", &node.interface)
-            .value("talos.contract", contract.to_string());
+        let mut patch = node_values(
+            Step::new(
+                StepId::new("patch", Some(&node.name)),
+                schema::PATCH,
+                Effect::Pure,
+            ),
+            node,
+        )
+        .value("network.subnet_prefix", net.subnet.prefix_len())
+        .value("network.gateway", net.gateway.to_string())
+        .value(
+            "network.nameservers",
+            net.nameservers
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .value("node.interface", &node.interface)
+        .value("talos.contract", contract.to_string());
         if node.role == Role::Controlplane {
-            patch = patch.value("talos.vip", t.vip.as_ref().map(|v| format!("{} on {}", v.ip, v.interface)));
+            patch = patch.value(
+                "talos.vip",
+                t.vip
+                    .as_ref()
+                    .map(|v| format!("{} on {}", v.ip, v.interface)),
+            );
         }
         out.push(patch);
     }
     for node in &p.nodes {
-        let mut render = Step::new(StepId::new("render", Some(&node.name)), schema::RENDER, Effect::Pure)
-            .dep(base_config_id(), &[role_output(node.role)])
-            .dep(StepId::new("patch", Some(&node.name)), &["patch"])
-            .tool(Tool::Talosctl)
-            .secret();
+        let mut render = Step::new(
+            StepId::new("render", Some(&node.name)),
+            schema::RENDER,
+            Effect::Pure,
+        )
+        .dep(base_config_id(), &[role_output(node.role)])
+        .dep(StepId::new("patch", Some(&node.name)), &["patch"])
+        .tool(Tool::Talosctl)
+        .secret();
         for (i, patch) in p.patches.for_node(node).into_iter().enumerate() {
-            render = render.input(&format!("user_patch[{i}]"), file_input(&patch.path, &patch.written));
+            render = render.input(
+                &format!("user_patch[{i}]"),
+                file_input(&patch.path, &patch.written),
+            );
         }
         out.push(render);
     }
-    let expected_macs: Vec<String> = p.nodes.iter().map(|n| format!("{}={}", n.name, n.mac.as_deref().unwrap_or("?"))).collect();
+    let expected_macs: Vec<String> = p
+        .nodes
+        .iter()
+        .map(|n| format!("{}={}", n.name, n.mac.as_deref().unwrap_or("?")))
+        .collect();
     out.push(
-        Step::new(StepId::new("discover", None), schema::DISCOVER, Effect::Observe)
-            .value("discovery.subnet", p.discovery.subnet.to_string())
-            .value("talos.api_port", t.api_port)
-            .value("expected_macs", expected_macs)
-            .value("proxmox.url", p.proxmox.as_ref().map(|x| &x.url))
-            .tool(Tool::Talosctl),
+        Step::new(
+            StepId::new("discover", None),
+            schema::DISCOVER,
+            Effect::Observe,
+        )
+        .value("discovery.subnet", p.discovery.subnet.to_string())
+        .value("talos.api_port", t.api_port)
+        .value("expected_macs", expected_macs)
+        .value("proxmox.url", p.proxmox.as_ref().map(|x| &x.url))
+        .tool(Tool::Talosctl),
     );
     for node in &p.nodes {
         out.push(
-            node_values(Step::new(StepId::new("apply", Some(&node.name)), schema::APPLY, Effect::SideEffect), node)
-                .dep(StepId::new("render", Some(&node.name)), &["config"])
-                .tool(Tool::Talosctl),
+            node_values(
+                Step::new(
+                    StepId::new("apply", Some(&node.name)),
+                    schema::APPLY,
+                    Effect::SideEffect,
+                ),
+                node,
+            )
+            .dep(StepId::new("render", Some(&node.name)), &["config"])
+            .tool(Tool::Talosctl),
         );
     }
     for node in &p.nodes {
         out.push(
-            Step::new(StepId::new("ready", Some(&node.name)), schema::READY, Effect::SideEffect)
-                .value("node.ip", node.ip.to_string())
-                .dep(StepId::new("apply", Some(&node.name)), &[]),
+            Step::new(
+                StepId::new("ready", Some(&node.name)),
+                schema::READY,
+                Effect::SideEffect,
+            )
+            .value("node.ip", node.ip.to_string())
+            .dep(StepId::new("apply", Some(&node.name)), &[]),
         );
     }
     let first_cp = p.controlplanes().next().map(|n| n.name.clone());
     out.push(
-        Step::new(StepId::new("bootstrap", None), schema::BOOTSTRAP, Effect::SideEffect)
-            .value("bootstrap_node", &first_cp)
-            .dep(secrets_id(), &["bundle"])
-            .tool(Tool::Talosctl),
+        Step::new(
+            StepId::new("bootstrap", None),
+            schema::BOOTSTRAP,
+            Effect::SideEffect,
+        )
+        .value("bootstrap_node", &first_cp)
+        .dep(secrets_id(), &["bundle"])
+        .tool(Tool::Talosctl),
     );
-    let mut health = Step::new(StepId::new("health", None), schema::HEALTH, Effect::SideEffect)
-        .dep(StepId::new("bootstrap", None), &[])
-        .tool(Tool::Talosctl);
+    let mut health = Step::new(
+        StepId::new("health", None),
+        schema::HEALTH,
+        Effect::SideEffect,
+    )
+    .dep(StepId::new("bootstrap", None), &[])
+    .tool(Tool::Talosctl);
     for node in &p.nodes {
         health = health.dep(StepId::new("ready", Some(&node.name)), &[]);
     }
     out.push(health);
     out.push(
-        Step::new(StepId::new("kubeconfig", None), schema::KUBECONFIG, Effect::Pure)
-            .value("network.api_endpoint", &net.api_endpoint)
-            .dep(StepId::new("bootstrap", None), &[])
-            .dep(secrets_id(), &["bundle"])
-            .tool(Tool::Talosctl)
-            .secret(),
+        Step::new(
+            StepId::new("kubeconfig", None),
+            schema::KUBECONFIG,
+            Effect::Pure,
+        )
+        .value("network.api_endpoint", &net.api_endpoint)
+        .dep(StepId::new("bootstrap", None), &[])
+        .dep(secrets_id(), &["bundle"])
+        .tool(Tool::Talosctl)
+        .secret(),
     );
     out.push(
-        Step::new(StepId::new("verify", None), schema::VERIFY, Effect::SideEffect)
-            .value("talos.extensions", &t.extensions)
-            .value("nodes", p.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>())
-            .dep(StepId::new("health", None), &[])
-            .dep(StepId::new("kubeconfig", None), &[])
-            .tool(Tool::Kubectl)
-            .tool(Tool::Talosctl),
+        Step::new(
+            StepId::new("verify", None),
+            schema::VERIFY,
+            Effect::SideEffect,
+        )
+        .value("talos.extensions", &t.extensions)
+        .value(
+            "nodes",
+            p.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>(),
+        )
+        .dep(StepId::new("health", None), &[])
+        .dep(StepId::new("kubeconfig", None), &[])
+        .tool(Tool::Kubectl)
+        .tool(Tool::Talosctl),
     );
     out
 }
@@ -230,7 +330,7 @@ mod invalidation_table {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
-    use crate::engine::{BuildContext, BuiltOutput, Builder, Builders, Engine, StepError};
+    use crate::engine::{BuildContext, Builder, Builders, BuiltOutput, Engine, StepError};
     use crate::exec::ToolVersions;
     use crate::store::memory::MemoryStore;
 
@@ -284,7 +384,17 @@ patches:
                     seed.push_str(&String::from_utf8_lossy(&cx.dep_output(&dep.step, out)?));
                 }
             }
-            Ok(names.iter().map(|n| (n.to_string(), BuiltOutput::Content(format!("{n}:{}", blake3::hash(seed.as_bytes())).into_bytes()))).collect())
+            Ok(names
+                .iter()
+                .map(|n| {
+                    (
+                        n.to_string(),
+                        BuiltOutput::Content(
+                            format!("{n}:{}", blake3::hash(seed.as_bytes())).into_bytes(),
+                        ),
+                    )
+                })
+                .collect())
         }
     }
 
@@ -301,7 +411,20 @@ patches:
 
     fn builders() -> Builders {
         let mut b = Builders::default();
-        for kind in ["secrets", "base-config", "talosconfig", "patch", "render", "discover", "apply", "ready", "bootstrap", "health", "kubeconfig", "verify"] {
+        for kind in [
+            "secrets",
+            "base-config",
+            "talosconfig",
+            "patch",
+            "render",
+            "discover",
+            "apply",
+            "ready",
+            "bootstrap",
+            "health",
+            "kubeconfig",
+            "verify",
+        ] {
             b.register(kind, Box::new(KeyEcho));
         }
         b
@@ -309,7 +432,9 @@ patches:
 
     fn write(dir: &std::path::Path, text: &str) -> Profile {
         std::fs::write(dir.join("table.yaml"), text).unwrap();
-        crate::profile::load(&dir.join("table.yaml")).unwrap().profile
+        crate::profile::load(&dir.join("table.yaml"))
+            .unwrap()
+            .profile
     }
 
     /// Steps not `cached` after applying `edit` to a fully realised profile.
@@ -322,15 +447,33 @@ patches:
         let profile = write(dir.path(), PROFILE);
         // The contract is pinned at the first build (as the lock file does).
         let contract = profile.talos.version.contract();
-        let engine = Engine { profile: &profile, store: &store, tools: &tools, cipher: Some(&Reverse) };
-        engine.realise(&steps(&profile, contract), &builders(), |_, _| {}).unwrap();
-        assert!(engine.plan(&steps(&profile, contract)).unwrap().iter().all(|p| p.status.word() == "cached"));
+        let engine = Engine {
+            profile: &profile,
+            store: &store,
+            tools: &tools,
+            cipher: Some(&Reverse),
+        };
+        engine
+            .realise(&steps(&profile, contract), &builders(), |_, _| {})
+            .unwrap();
+        assert!(
+            engine
+                .plan(&steps(&profile, contract))
+                .unwrap()
+                .iter()
+                .all(|p| p.status.word() == "cached")
+        );
 
         for (name, content) in files {
             std::fs::write(dir.path().join(name), content).unwrap();
         }
         let changed = write(dir.path(), &edit(PROFILE));
-        let engine = Engine { profile: &changed, store: &store, tools: &tools, cipher: Some(&Reverse) };
+        let engine = Engine {
+            profile: &changed,
+            store: &store,
+            tools: &tools,
+            cipher: Some(&Reverse),
+        };
         engine
             .plan(&steps(&changed, contract))
             .unwrap()
@@ -346,7 +489,10 @@ patches:
 
     const ALL_NODES: [&str; 5] = ["cp1", "cp2", "cp3", "w1", "w2"];
     fn per_node(kinds: &[&str], nodes: &[&str]) -> Vec<String> {
-        kinds.iter().flat_map(|k| nodes.iter().map(move |n| format!("{k}/{n}"))).collect()
+        kinds
+            .iter()
+            .flat_map(|k| nodes.iter().map(move |n| format!("{k}/{n}")))
+            .collect()
     }
     fn with(mut base: Vec<String>, extra: &[&str]) -> BTreeSet<String> {
         base.extend(extra.iter().map(|s| s.to_string()));
@@ -361,71 +507,178 @@ patches:
     #[test]
     fn worker_ip_changes_only_that_worker_and_the_talosconfig() {
         let got = invalidated(|p| p.replace("10.0.0.21", "10.0.0.31"), &[]);
-        assert_eq!(got, set(&["talosconfig", "patch/w1", "render/w1", "apply/w1", "ready/w1", "health", "verify"]));
+        assert_eq!(
+            got,
+            set(&[
+                "talosconfig",
+                "patch/w1",
+                "render/w1",
+                "apply/w1",
+                "ready/w1",
+                "health",
+                "verify"
+            ])
+        );
     }
 
     #[test]
     fn kubernetes_version_changes_base_config_and_every_render() {
-        let got = invalidated(|p| p.replace("kubernetes_version: 1.34.1", "kubernetes_version: 1.34.2"), &[]);
-        assert_eq!(got, with(per_node(&["render", "apply", "ready"], &ALL_NODES), &["base-config", "health", "verify"]));
+        let got = invalidated(
+            |p| p.replace("kubernetes_version: 1.34.1", "kubernetes_version: 1.34.2"),
+            &[],
+        );
+        assert_eq!(
+            got,
+            with(
+                per_node(&["render", "apply", "ready"], &ALL_NODES),
+                &["base-config", "health", "verify"]
+            )
+        );
     }
 
     #[test]
     fn talos_version_bump_keeps_patches_and_contract() {
         let got = invalidated(|p| p.replace("version: v1.11.5", "version: v1.11.6"), &[]);
-        assert_eq!(got, with(per_node(&["render", "apply", "ready"], &ALL_NODES), &["base-config", "health", "verify"]));
+        assert_eq!(
+            got,
+            with(
+                per_node(&["render", "apply", "ready"], &ALL_NODES),
+                &["base-config", "health", "verify"]
+            )
+        );
     }
 
     #[test]
     fn gateway_changes_every_patch() {
-        let got = invalidated(|p| p.replace("  subnet: 10.0.0.0/24\n", "  subnet: 10.0.0.0/24\n  gateway: 10.0.0.254\n"), &[]);
-        assert_eq!(got, with(per_node(&["patch", "render", "apply", "ready"], &ALL_NODES), &["health", "verify"]));
+        let got = invalidated(
+            |p| {
+                p.replace(
+                    "  subnet: 10.0.0.0/24\n",
+                    "  subnet: 10.0.0.0/24\n  gateway: 10.0.0.254\n",
+                )
+            },
+            &[],
+        );
+        assert_eq!(
+            got,
+            with(
+                per_node(&["patch", "render", "apply", "ready"], &ALL_NODES),
+                &["health", "verify"]
+            )
+        );
     }
 
     #[test]
     fn vip_changes_only_control_plane_patches() {
         let got = invalidated(|p| p.replace("ip: 10.0.0.10 }", "ip: 10.0.0.9 }"), &[]);
-        assert_eq!(got, with(per_node(&["patch", "render", "apply", "ready"], &["cp1", "cp2", "cp3"]), &["health", "verify"]));
+        assert_eq!(
+            got,
+            with(
+                per_node(
+                    &["patch", "render", "apply", "ready"],
+                    &["cp1", "cp2", "cp3"]
+                ),
+                &["health", "verify"]
+            )
+        );
     }
 
     #[test]
     fn api_endpoint_changes_configs_talosconfig_and_kubeconfig() {
-        let got = invalidated(|p| p.replace("api_endpoint: 10.0.0.10", "api_endpoint: 10.0.0.11"), &[]);
+        let got = invalidated(
+            |p| p.replace("api_endpoint: 10.0.0.10", "api_endpoint: 10.0.0.11"),
+            &[],
+        );
         assert_eq!(
             got,
-            with(per_node(&["render", "apply", "ready"], &ALL_NODES), &["base-config", "talosconfig", "kubeconfig", "health", "verify"])
+            with(
+                per_node(&["render", "apply", "ready"], &ALL_NODES),
+                &[
+                    "base-config",
+                    "talosconfig",
+                    "kubeconfig",
+                    "health",
+                    "verify"
+                ]
+            )
         );
     }
 
     #[test]
     fn pod_cidr_changes_base_config() {
         let got = invalidated(|p| p.replace("10.244.0.0/16", "10.245.0.0/16"), &[]);
-        assert_eq!(got, with(per_node(&["render", "apply", "ready"], &ALL_NODES), &["base-config", "health", "verify"]));
+        assert_eq!(
+            got,
+            with(
+                per_node(&["render", "apply", "ready"], &ALL_NODES),
+                &["base-config", "health", "verify"]
+            )
+        );
     }
 
     #[test]
     fn extensions_change_only_verify() {
-        let got = invalidated(|p| p.replace("[siderolabs/qemu-guest-agent]", "[siderolabs/qemu-guest-agent, siderolabs/iscsi-tools]"), &[]);
+        let got = invalidated(
+            |p| {
+                p.replace(
+                    "[siderolabs/qemu-guest-agent]",
+                    "[siderolabs/qemu-guest-agent, siderolabs/iscsi-tools]",
+                )
+            },
+            &[],
+        );
         assert_eq!(got, set(&["verify"]));
     }
 
     #[test]
     fn discovery_tuning_changes_nothing_but_subnet_changes_discover() {
-        assert_eq!(invalidated(|p| p.replace("concurrency: 256", "concurrency: 64"), &[]), set(&[]));
-        let got = invalidated(|p| p.replace("concurrency: 256", "concurrency: 64\n  subnet: 10.0.0.0/25"), &[]);
+        assert_eq!(
+            invalidated(|p| p.replace("concurrency: 256", "concurrency: 64"), &[]),
+            set(&[])
+        );
+        let got = invalidated(
+            |p| p.replace("concurrency: 256", "concurrency: 64\n  subnet: 10.0.0.0/25"),
+            &[],
+        );
         assert_eq!(got, set(&["discover"]));
     }
 
     #[test]
     fn user_patch_content_changes_only_its_node() {
-        let got = invalidated(|p| p.to_string(), &[("cp1-extra.yaml", "machine: {sysctls: {a: b}}\n")]);
-        assert_eq!(got, set(&["render/cp1", "apply/cp1", "ready/cp1", "health", "verify"]));
+        let got = invalidated(
+            |p| p.to_string(),
+            &[("cp1-extra.yaml", "machine: {sysctls: {a: b}}\n")],
+        );
+        assert_eq!(
+            got,
+            set(&["render/cp1", "apply/cp1", "ready/cp1", "health", "verify"])
+        );
     }
 
     #[test]
     fn adding_a_worker_adds_its_steps_rediscovers_and_updates_the_talosconfig() {
-        let got = invalidated(|p| p.replace("      - { name: w2, ip: 10.0.0.22 }\n", "      - { name: w2, ip: 10.0.0.22 }\n      - { name: w3, ip: 10.0.0.23 }\n"), &[]);
-        assert_eq!(got, set(&["discover", "talosconfig", "patch/w3", "render/w3", "apply/w3", "ready/w3", "health", "verify"]));
+        let got = invalidated(
+            |p| {
+                p.replace(
+                    "      - { name: w2, ip: 10.0.0.22 }\n",
+                    "      - { name: w2, ip: 10.0.0.22 }\n      - { name: w3, ip: 10.0.0.23 }\n",
+                )
+            },
+            &[],
+        );
+        assert_eq!(
+            got,
+            set(&[
+                "discover",
+                "talosconfig",
+                "patch/w3",
+                "render/w3",
+                "apply/w3",
+                "ready/w3",
+                "health",
+                "verify"
+            ])
+        );
     }
 
     #[test]
@@ -433,7 +686,18 @@ patches:
         let got = invalidated(|p| p.to_string(), &[("table.secrets.age", "ciphertext-2")]);
         assert_eq!(
             got,
-            with(per_node(&["render", "apply", "ready"], &ALL_NODES), &["secrets", "base-config", "talosconfig", "bootstrap", "kubeconfig", "health", "verify"])
+            with(
+                per_node(&["render", "apply", "ready"], &ALL_NODES),
+                &[
+                    "secrets",
+                    "base-config",
+                    "talosconfig",
+                    "bootstrap",
+                    "kubeconfig",
+                    "health",
+                    "verify"
+                ]
+            )
         );
     }
 
@@ -448,7 +712,10 @@ patches:
         let tools = ToolVersions::default();
         struct Constant;
         impl Builder for Constant {
-            fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
+            fn build(
+                &self,
+                cx: &BuildContext<'_>,
+            ) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
                 let names: &[&str] = match cx.step.id.kind() {
                     "base-config" => &["controlplane", "worker"],
                     "secrets" => &["bundle"],
@@ -456,25 +723,50 @@ patches:
                     "patch" => &["patch"],
                     _ => &["out"],
                 };
-                Ok(names.iter().map(|n| (n.to_string(), BuiltOutput::Content(n.as_bytes().to_vec()))).collect())
+                Ok(names
+                    .iter()
+                    .map(|n| (n.to_string(), BuiltOutput::Content(n.as_bytes().to_vec())))
+                    .collect())
             }
         }
         let mut b = Builders::default();
         for kind in ["secrets", "base-config", "patch", "render"] {
             b.register(kind, Box::new(Constant));
         }
-        let config_steps: Vec<Step> = steps(&profile, contract).into_iter().filter(|s| BUILD_KINDS.contains(&s.id.kind()) && s.id.kind() != "talosconfig").collect();
-        let engine = Engine { profile: &profile, store: &store, tools: &tools, cipher: Some(&Reverse) };
+        let config_steps: Vec<Step> = steps(&profile, contract)
+            .into_iter()
+            .filter(|s| BUILD_KINDS.contains(&s.id.kind()) && s.id.kind() != "talosconfig")
+            .collect();
+        let engine = Engine {
+            profile: &profile,
+            store: &store,
+            tools: &tools,
+            cipher: Some(&Reverse),
+        };
         engine.realise(&config_steps, &b, |_, _| {}).unwrap();
         // Simulate "talosctl changed" by bumping the base-config schema: a new key, same bytes.
-        let bumped: Vec<Step> = config_steps.iter().cloned().map(|mut s| {
-            if s.id.kind() == "base-config" {
-                s.schema += 1;
-            }
-            s
-        }).collect();
+        let bumped: Vec<Step> = config_steps
+            .iter()
+            .cloned()
+            .map(|mut s| {
+                if s.id.kind() == "base-config" {
+                    s.schema += 1;
+                }
+                s
+            })
+            .collect();
         let mut ran = Vec::new();
-        engine.realise(&bumped, &b, |r, _| if r.ran { ran.push(r.id.to_string()) }).unwrap();
-        assert_eq!(ran, vec!["base-config".to_string()], "only base-config re-ran; renders were cut off");
+        engine
+            .realise(&bumped, &b, |r, _| {
+                if r.ran {
+                    ran.push(r.id.to_string())
+                }
+            })
+            .unwrap();
+        assert_eq!(
+            ran,
+            vec!["base-config".to_string()],
+            "only base-config re-ran; renders were cut off"
+        );
     }
 }

@@ -62,7 +62,14 @@ pub struct LockFile {
 
 impl Default for LockFile {
     fn default() -> Self {
-        Self { format: LOCK_FORMAT, contract: None, talosctl_version: None, secrets: None, bootstrap: None, nodes: BTreeMap::new() }
+        Self {
+            format: LOCK_FORMAT,
+            contract: None,
+            talosctl_version: None,
+            secrets: None,
+            bootstrap: None,
+            nodes: BTreeMap::new(),
+        }
     }
 }
 
@@ -70,9 +77,13 @@ impl Default for LockFile {
 pub enum LockFileError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("{path}: not a talix lock file: {reason}\nhint: it is machine-written; restore it from git rather than editing it")]
+    #[error(
+        "{path}: not a talix lock file: {reason}\nhint: it is machine-written; restore it from git rather than editing it"
+    )]
     Parse { path: PathBuf, reason: String },
-    #[error("{path}: lock file format {found} is newer than this talix understands ({LOCK_FORMAT})")]
+    #[error(
+        "{path}: lock file format {found} is newer than this talix understands ({LOCK_FORMAT})"
+    )]
     Format { path: PathBuf, found: u32 },
 }
 
@@ -90,14 +101,20 @@ impl LockFile {
             reason: e.to_string().lines().next().unwrap_or_default().to_string(),
         })?;
         if lock.format > LOCK_FORMAT {
-            return Err(LockFileError::Format { path: path.to_path_buf(), found: lock.format });
+            return Err(LockFileError::Format {
+                path: path.to_path_buf(),
+                found: lock.format,
+            });
         }
         Ok(lock)
     }
 
     /// Write atomically (temp + rename).
     pub fn save(&self, path: &Path) -> Result<(), LockFileError> {
-        let body = serde_saphyr::to_string(self).map_err(|e| LockFileError::Parse { path: path.to_path_buf(), reason: e.to_string() })?;
+        let body = serde_saphyr::to_string(self).map_err(|e| LockFileError::Parse {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
         atomic_write(path, format!("{HEADER}{body}").as_bytes(), Some(0o644))?;
         Ok(())
     }
@@ -117,11 +134,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.lock");
         assert_eq!(LockFile::load(&p).unwrap(), LockFile::default());
-        let mut lock = LockFile { contract: Some("v1.11".into()), ..Default::default() };
-        lock.nodes.insert("cp1".into(), NodeLock { applied_config: Digest::from_bytes([7; 32]), at: "2026-01-01T00:00:00Z".into(), talos_version: None });
+        let mut lock = LockFile {
+            contract: Some("v1.11".into()),
+            ..Default::default()
+        };
+        lock.nodes.insert(
+            "cp1".into(),
+            NodeLock {
+                applied_config: Digest::from_bytes([7; 32]),
+                at: "2026-01-01T00:00:00Z".into(),
+                talos_version: None,
+            },
+        );
         lock.save(&p).unwrap();
         assert_eq!(LockFile::load(&p).unwrap(), lock);
-        assert!(fs_err::read_to_string(&p).unwrap().starts_with("# Machine-written by talix"));
+        assert!(
+            fs_err::read_to_string(&p)
+                .unwrap()
+                .starts_with("# Machine-written by talix")
+        );
     }
 
     #[test]

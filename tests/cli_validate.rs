@@ -12,13 +12,17 @@ fn example_profiles_are_valid() {
         .args(["validate", "profiles/homelab.yaml"])
         .assert()
         .success()
-        .stdout("profiles/homelab.yaml: profile homelab is valid (3 control-plane, 2 worker nodes)\n")
+        .stdout(
+            "profiles/homelab.yaml: profile homelab is valid (3 control-plane, 2 worker nodes)\n",
+        )
         .stderr("");
     ws.talix()
         .args(["validate", "profiles/single.yaml"])
         .assert()
         .success()
-        .stdout("profiles/single.yaml: profile single is valid (1 control-plane, 0 worker nodes)\n");
+        .stdout(
+            "profiles/single.yaml: profile single is valid (1 control-plane, 0 worker nodes)\n",
+        );
 }
 
 const BAD: &str = r#"name: Bad_Name
@@ -78,7 +82,11 @@ error: profiles/bad.yaml:26: patches.nodes.ghost: no node is named ghost
 #[test]
 fn unknown_key_is_rejected_with_its_line() {
     let ws = Workspace::with_examples();
-    ws.edit("profiles/homelab.yaml", "  gateway: 10.0.0.1\n", "  gateway: 10.0.0.1\n  gatway: 10.0.0.1\n");
+    ws.edit(
+        "profiles/homelab.yaml",
+        "  gateway: 10.0.0.1\n",
+        "  gateway: 10.0.0.1\n  gatway: 10.0.0.1\n",
+    );
     ws.talix()
         .args(["validate", "profiles/homelab.yaml"])
         .assert()
@@ -90,12 +98,35 @@ fn unknown_key_is_rejected_with_its_line() {
 fn more_network_checks() {
     let ws = Workspace::with_examples();
     let p = "profiles/homelab.yaml";
-    ws.edit(p, "service_cidr: 10.96.0.0/12", "service_cidr: 10.244.0.0/20");
+    ws.edit(
+        p,
+        "service_cidr: 10.96.0.0/12",
+        "service_cidr: 10.244.0.0/20",
+    );
     ws.edit(p, "subnet: 10.0.0.0/24", "subnet: 10.0.0.5/24");
-    ws.edit(p, "vip: { interface: eth0, ip: 10.0.0.10 }", "vip: { interface: eth0, ip: 10.0.9.10 }");
-    ws.edit(p, "mac: \"02:54:00:00:01:52\"", "mac: \"02:54:00:00:01:51\"");
-    ws.edit(p, "schematic_id: 376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba", "schematic_id: 376567988AD370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba");
-    let out = ws.talix().args(["validate", p]).assert().code(2).get_output().stderr.clone();
+    ws.edit(
+        p,
+        "vip: { interface: eth0, ip: 10.0.0.10 }",
+        "vip: { interface: eth0, ip: 10.0.9.10 }",
+    );
+    ws.edit(
+        p,
+        "mac: \"02:54:00:00:01:52\"",
+        "mac: \"02:54:00:00:01:51\"",
+    );
+    ws.edit(
+        p,
+        "schematic_id: 376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba",
+        "schematic_id: 376567988AD370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba",
+    );
+    let out = ws
+        .talix()
+        .args(["validate", p])
+        .assert()
+        .code(2)
+        .get_output()
+        .stderr
+        .clone();
     let text = String::from_utf8(out).unwrap();
     for needle in [
         "profiles/homelab.yaml:7: network.subnet: \"10.0.0.5/24\" has host bits set; the network is 10.0.0.0/24",
@@ -110,7 +141,11 @@ fn more_network_checks() {
 #[test]
 fn even_control_plane_count_warns_but_passes() {
     let ws = Workspace::with_examples();
-    ws.edit("profiles/homelab.yaml", "      - { name: cp3, ip: 10.0.0.13, mac: \"02:54:00:00:01:53\", vmid: 153 }\n", "");
+    ws.edit(
+        "profiles/homelab.yaml",
+        "      - { name: cp3, ip: 10.0.0.13, mac: \"02:54:00:00:01:53\", vmid: 153 }\n",
+        "",
+    );
     ws.talix()
         .args(["validate", "profiles/homelab.yaml"])
         .assert()
@@ -125,11 +160,26 @@ fn missing_and_unparsable_profiles() {
         .args(["validate", "profiles/nope.yaml"])
         .assert()
         .code(2)
-        .stderr(predicates::str::contains("error: profiles/nope.yaml: cannot read profile:"));
+        .stderr(predicates::str::contains(
+            "error: profiles/nope.yaml: cannot read profile:",
+        ));
     ws.write("profiles/broken.yaml", "name: [x\n");
-    ws.talix().args(["validate", "profiles/broken.yaml"]).assert().code(2).stderr(predicates::str::starts_with("error: profiles/broken.yaml:1: "));
-    ws.write("profiles/short.yaml", "name: x\nnetwork:\n  api_endpoint: a\n");
-    ws.talix().args(["validate", "profiles/short.yaml"]).assert().code(2).stderr("error: profiles/short.yaml:3: missing field `subnet`\n");
+    ws.talix()
+        .args(["validate", "profiles/broken.yaml"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::starts_with(
+            "error: profiles/broken.yaml:1: ",
+        ));
+    ws.write(
+        "profiles/short.yaml",
+        "name: x\nnetwork:\n  api_endpoint: a\n",
+    );
+    ws.talix()
+        .args(["validate", "profiles/short.yaml"])
+        .assert()
+        .code(2)
+        .stderr("error: profiles/short.yaml:3: missing field `subnet`\n");
 }
 
 #[test]
@@ -138,13 +188,23 @@ fn no_recipients_anywhere_is_an_error_but_a_recipients_file_counts() {
     let text = std::fs::read_to_string(ws.profile("single")).unwrap();
     let start = text.find("secrets:").unwrap();
     let end = text.find("nodes:").unwrap();
-    let stripped = format!("{}secrets:\n  recipients: []\n{}", &text[..start], &text[end..]);
+    let stripped = format!(
+        "{}secrets:\n  recipients: []\n{}",
+        &text[..start],
+        &text[end..]
+    );
     std::fs::write(ws.profile("single"), stripped).unwrap();
     ws.talix()
         .args(["validate", "profiles/single.yaml"])
         .assert()
         .code(2)
         .stderr(predicates::str::contains("secrets.recipients: no age recipients: list at least one here or in single.recipients beside the profile"));
-    ws.write("profiles/single.recipients", "# team keys\nage1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\n");
-    ws.talix().args(["validate", "profiles/single.yaml"]).assert().success();
+    ws.write(
+        "profiles/single.recipients",
+        "# team keys\nage1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\n",
+    );
+    ws.talix()
+        .args(["validate", "profiles/single.yaml"])
+        .assert()
+        .success();
 }

@@ -23,13 +23,25 @@ impl FromStr for Version {
     fn from_str(s: &str) -> Result<Self, String> {
         let body = s.strip_prefix('v').unwrap_or(s);
         let parts: Vec<&str> = body.split('.').collect();
-        let num = |p: &str| p.parse::<u32>().ok().filter(|_| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        let num = |p: &str| {
+            p.parse::<u32>()
+                .ok()
+                .filter(|_| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        };
         match parts.as_slice() {
             [a, b, c] => match (num(a), num(b), num(c)) {
-                (Some(major), Some(minor), Some(patch)) => Ok(Self { major, minor, patch }),
-                _ => Err(format!("{s:?} is not a version of the form vMAJOR.MINOR.PATCH")),
+                (Some(major), Some(minor), Some(patch)) => Ok(Self {
+                    major,
+                    minor,
+                    patch,
+                }),
+                _ => Err(format!(
+                    "{s:?} is not a version of the form vMAJOR.MINOR.PATCH"
+                )),
             },
-            _ => Err(format!("{s:?} is not a version of the form vMAJOR.MINOR.PATCH")),
+            _ => Err(format!(
+                "{s:?} is not a version of the form vMAJOR.MINOR.PATCH"
+            )),
         }
     }
 }
@@ -37,7 +49,10 @@ impl FromStr for Version {
 impl Version {
     /// The config contract this release defaults to (its major.minor).
     pub fn contract(&self) -> Contract {
-        Contract { major: self.major, minor: self.minor }
+        Contract {
+            major: self.major,
+            minor: self.minor,
+        }
     }
     /// `v1.11.5`.
     pub fn with_v(&self) -> String {
@@ -69,7 +84,10 @@ impl FromStr for Contract {
                 .then(|| p.parse::<u32>().ok())
                 .flatten()
         };
-        Ok(Self { major: num(a).ok_or_else(bad)?, minor: num(b).ok_or_else(bad)? })
+        Ok(Self {
+            major: num(a).ok_or_else(bad)?,
+            minor: num(b).ok_or_else(bad)?,
+        })
     }
 }
 
@@ -155,7 +173,11 @@ pub struct Talos {
 impl Talos {
     /// `factory.talos.dev/installer/<schematic>:v<version>`.
     pub fn installer_image(&self) -> String {
-        format!("factory.talos.dev/installer/{}:{}", self.schematic_id, self.version.with_v())
+        format!(
+            "factory.talos.dev/installer/{}:{}",
+            self.schematic_id,
+            self.version.with_v()
+        )
     }
 }
 

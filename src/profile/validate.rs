@@ -106,7 +106,10 @@ impl Checker<'_> {
             }
             Ok(net) => Some(net),
             Err(_) => {
-                self.error(field, format!("{text:?} is not a CIDR (expected ADDRESS/PREFIX, e.g. 10.0.0.0/24)"));
+                self.error(
+                    field,
+                    format!("{text:?} is not a CIDR (expected ADDRESS/PREFIX, e.g. 10.0.0.0/24)"),
+                );
                 None
             }
         }
@@ -125,8 +128,15 @@ impl Checker<'_> {
 /// The workspace root for a profile file: the folder holding `profiles/`, or the profile's own
 /// folder when it is not inside a `profiles/` folder.
 pub fn workspace_root(profile_path: &Path) -> PathBuf {
-    let dir = profile_path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+    let dir = profile_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
     if dir.file_name().is_some_and(|n| n == "profiles") {
         dir.parent().map(Path::to_path_buf).unwrap_or(dir)
     } else {
@@ -137,25 +147,50 @@ pub fn workspace_root(profile_path: &Path) -> PathBuf {
 /// Read, parse and validate the profile at `path`.
 pub fn load(path: &Path) -> Result<Loaded, ProfileError> {
     let file_error = |message: String| ProfileError {
-        errors: vec![Finding { file: path.to_path_buf(), line: None, field: String::new(), message }],
+        errors: vec![Finding {
+            file: path.to_path_buf(),
+            line: None,
+            field: String::new(),
+            message,
+        }],
         warnings: vec![],
     };
-    let text = fs_err::read_to_string(path).map_err(|e| file_error(format!("cannot read profile: {e}")))?;
-    let absolute = std::path::absolute(path).map_err(|e| file_error(format!("cannot resolve path: {e}")))?;
+    let text = fs_err::read_to_string(path)
+        .map_err(|e| file_error(format!("cannot read profile: {e}")))?;
+    let absolute =
+        std::path::absolute(path).map_err(|e| file_error(format!("cannot resolve path: {e}")))?;
     let raw: RawProfile = serde_saphyr::from_str(&text).map_err(|e| {
         let line = e.location().map(|l| l.line());
         let message = first_line(&e.to_string());
         ProfileError {
-            errors: vec![Finding { file: path.to_path_buf(), line, field: String::new(), message }],
+            errors: vec![Finding {
+                file: path.to_path_buf(),
+                line,
+                field: String::new(),
+                message,
+            }],
             warnings: vec![],
         }
     })?;
-    let mut checker = Checker { file: path, lines: LineIndex::build(&text), errors: vec![], warnings: vec![] };
+    let mut checker = Checker {
+        file: path,
+        lines: LineIndex::build(&text),
+        errors: vec![],
+        warnings: vec![],
+    };
     let profile = resolve(&mut checker, raw, &absolute);
-    checker.errors.sort_by(|a, b| (a.line, &a.field).cmp(&(b.line, &b.field)));
+    checker
+        .errors
+        .sort_by(|a, b| (a.line, &a.field).cmp(&(b.line, &b.field)));
     match profile {
-        Some(profile) if checker.errors.is_empty() => Ok(Loaded { profile, warnings: checker.warnings }),
-        _ => Err(ProfileError { errors: checker.errors, warnings: checker.warnings }),
+        Some(profile) if checker.errors.is_empty() => Ok(Loaded {
+            profile,
+            warnings: checker.warnings,
+        }),
+        _ => Err(ProfileError {
+            errors: checker.errors,
+            warnings: checker.warnings,
+        }),
     }
 }
 
@@ -164,7 +199,10 @@ fn first_line(message: &str) -> String {
     let msg = message.lines().next().unwrap_or(message).trim();
     let msg = msg.strip_prefix("error: ").unwrap_or(msg);
     // The line is already in the prefix we print; drop the parser's own "line N column M: ".
-    match msg.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+    match msg
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": "))
+    {
         Some((position, rest)) if position.contains("column") => rest.to_string(),
         _ => msg.to_string(),
     }
@@ -173,14 +211,19 @@ fn first_line(message: &str) -> String {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
 
 fn normalize_mac(s: &str) -> Option<String> {
     let parts: Vec<&str> = s.split([':', '-']).collect();
-    if parts.len() != 6 || parts.iter().any(|p| p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit())) {
+    if parts.len() != 6
+        || parts
+            .iter()
+            .any(|p| p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
         return None;
     }
     Some(parts.join(":").to_ascii_lowercase())
@@ -202,18 +245,26 @@ fn resolve(c: &mut Checker, raw: RawProfile, absolute: &Path) -> Option<Profile>
     if let (Some(p), Some(s)) = (pod, service)
         && (p.contains(&s.network()) || s.contains(&p.network()))
     {
-        c.error("network.service_cidr", format!("{s} overlaps network.pod_cidr {p}"));
+        c.error(
+            "network.service_cidr",
+            format!("{s} overlaps network.pod_cidr {p}"),
+        );
     }
     for (field, net) in [("network.pod_cidr", pod), ("network.service_cidr", service)] {
         if let (Some(net), Some(sub)) = (net, subnet)
             && (net.contains(&sub.network()) || sub.contains(&net.network()))
         {
-            c.error(field, format!("{net} overlaps the node subnet network.subnet {sub}"));
+            c.error(
+                field,
+                format!("{net} overlaps the node subnet network.subnet {sub}"),
+            );
         }
     }
     let in_subnet = |ip: IpAddr| subnet.is_none_or(|s| s.contains(&ip));
     let host_address = |ip: IpAddr| {
-        subnet.is_none_or(|s| s.prefix_len() >= s.max_prefix_len() - 1 || (ip != s.network() && ip != s.broadcast()))
+        subnet.is_none_or(|s| {
+            s.prefix_len() >= s.max_prefix_len() - 1 || (ip != s.network() && ip != s.broadcast())
+        })
     };
     let gateway = match &n.gateway {
         Some(g) => c.ip("network.gateway", g),
@@ -223,9 +274,15 @@ fn resolve(c: &mut Checker, raw: RawProfile, absolute: &Path) -> Option<Profile>
         && n.gateway.is_some()
     {
         if !in_subnet(g) {
-            c.error("network.gateway", format!("{g} is outside network.subnet {}", subnet.unwrap()));
+            c.error(
+                "network.gateway",
+                format!("{g} is outside network.subnet {}", subnet.unwrap()),
+            );
         } else if !host_address(g) {
-            c.error("network.gateway", format!("{g} is the network or broadcast address of the subnet"));
+            c.error(
+                "network.gateway",
+                format!("{g} is the network or broadcast address of the subnet"),
+            );
         }
     }
     let nameservers: Vec<IpAddr> = match &n.nameservers {
@@ -233,42 +290,79 @@ fn resolve(c: &mut Checker, raw: RawProfile, absolute: &Path) -> Option<Profile>
             if list.is_empty() {
                 c.error("network.nameservers", "must list at least one nameserver (omit the key for the default 1.1.1.1, 8.8.8.8)");
             }
-            list.iter().enumerate().filter_map(|(i, s)| c.ip(&format!("network.nameservers[{i}]"), s)).collect()
+            list.iter()
+                .enumerate()
+                .filter_map(|(i, s)| c.ip(&format!("network.nameservers[{i}]"), s))
+                .collect()
         }
         None => vec!["1.1.1.1".parse().unwrap(), "8.8.8.8".parse().unwrap()],
     };
-    if n.api_endpoint.trim().is_empty() || n.api_endpoint.contains('/') || n.api_endpoint.contains("://") {
-        c.error("network.api_endpoint", format!("{:?} must be a host name or IP address (no scheme, no port)", n.api_endpoint));
+    if n.api_endpoint.trim().is_empty()
+        || n.api_endpoint.contains('/')
+        || n.api_endpoint.contains("://")
+    {
+        c.error(
+            "network.api_endpoint",
+            format!(
+                "{:?} must be a host name or IP address (no scheme, no port)",
+                n.api_endpoint
+            ),
+        );
     }
 
     // --- talos
     let t = &raw.talos;
     let version = c.parse::<Version>("talos.version", &t.version);
     let kubernetes_version = c.parse::<Version>("talos.kubernetes_version", &t.kubernetes_version);
-    let contract = t.contract.as_deref().and_then(|s| c.parse::<Contract>("talos.contract", s));
+    let contract = t
+        .contract
+        .as_deref()
+        .and_then(|s| c.parse::<Contract>("talos.contract", s));
     if let (Some(ct), Some(v)) = (contract, version)
         && ct > v.contract()
     {
-        c.error("talos.contract", format!("{ct} is newer than talos.version {}; a contract can only be older or equal", v.with_v()));
+        c.error(
+            "talos.contract",
+            format!(
+                "{ct} is newer than talos.version {}; a contract can only be older or equal",
+                v.with_v()
+            ),
+        );
     }
     let schematic = t.factory.schematic_id.trim();
-    if schematic.len() != 64 || !schematic.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+    if schematic.len() != 64
+        || !schematic
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
         c.error("talos.factory.schematic_id", format!("must be 64 lower-case hex characters (an Image Factory schematic id); got {} characters", schematic.len()));
     }
     let vip = t.vip.as_ref().and_then(|v| {
         if v.interface.trim().is_empty() {
-            c.error("talos.vip.interface", "must name the interface the VIP is announced on (e.g. eth0)");
+            c.error(
+                "talos.vip.interface",
+                "must name the interface the VIP is announced on (e.g. eth0)",
+            );
         }
         let ip = c.ip("talos.vip.ip", &v.ip)?;
         if !in_subnet(ip) {
-            c.error("talos.vip.ip", format!("{ip} is outside network.subnet {}", subnet.unwrap()));
+            c.error(
+                "talos.vip.ip",
+                format!("{ip} is outside network.subnet {}", subnet.unwrap()),
+            );
         } else if !host_address(ip) {
-            c.error("talos.vip.ip", format!("{ip} is the network or broadcast address of the subnet"));
+            c.error(
+                "talos.vip.ip",
+                format!("{ip} is the network or broadcast address of the subnet"),
+            );
         }
         if Some(ip) == gateway {
             c.error("talos.vip.ip", format!("{ip} is the gateway address"));
         }
-        Some(Vip { interface: v.interface.trim().to_string(), ip })
+        Some(Vip {
+            interface: v.interface.trim().to_string(),
+            ip,
+        })
     });
     if t.api_port == Some(0) {
         c.error("talos.api_port", "must be a TCP port between 1 and 65535");
@@ -276,21 +370,44 @@ fn resolve(c: &mut Checker, raw: RawProfile, absolute: &Path) -> Option<Profile>
     if let Some(disk) = &t.install_disk
         && !disk.starts_with("/dev/")
     {
-        c.error("talos.install_disk", format!("{disk:?} must be a device path under /dev/"));
+        c.error(
+            "talos.install_disk",
+            format!("{disk:?} must be a device path under /dev/"),
+        );
     }
     let mut ext_seen = BTreeSet::new();
     for (i, e) in t.extensions.iter().enumerate() {
         if e.trim().is_empty() || e.contains(char::is_whitespace) {
-            c.error(&format!("talos.extensions[{i}]"), format!("{e:?} is not an extension name (e.g. siderolabs/qemu-guest-agent)"));
+            c.error(
+                &format!("talos.extensions[{i}]"),
+                format!("{e:?} is not an extension name (e.g. siderolabs/qemu-guest-agent)"),
+            );
         } else if !ext_seen.insert(e) {
-            c.error(&format!("talos.extensions[{i}]"), format!("{e} is listed twice"));
+            c.error(
+                &format!("talos.extensions[{i}]"),
+                format!("{e} is listed twice"),
+            );
         }
     }
-    let config_dir = t.config_dir.as_deref().map_or_else(|| root.join("clusters").join(&raw.name), |d| root.join(d));
-    let secrets_file = profile_dir.join(t.secrets_file.clone().unwrap_or_else(|| format!("{}.secrets.age", raw.name)));
-    let patches_dir_text = t.patches_dir.clone().unwrap_or_else(|| "patches".to_string());
-    if Path::new(&patches_dir_text).is_absolute() || patches_dir_text.split('/').any(|p| p == "..") {
-        c.error("talos.patches_dir", format!("{patches_dir_text:?} must be a relative path inside talos.config_dir"));
+    let config_dir = t
+        .config_dir
+        .as_deref()
+        .map_or_else(|| root.join("clusters").join(&raw.name), |d| root.join(d));
+    let secrets_file = profile_dir.join(
+        t.secrets_file
+            .clone()
+            .unwrap_or_else(|| format!("{}.secrets.age", raw.name)),
+    );
+    let patches_dir_text = t
+        .patches_dir
+        .clone()
+        .unwrap_or_else(|| "patches".to_string());
+    if Path::new(&patches_dir_text).is_absolute() || patches_dir_text.split('/').any(|p| p == "..")
+    {
+        c.error(
+            "talos.patches_dir",
+            format!("{patches_dir_text:?} must be a relative path inside talos.config_dir"),
+        );
     }
     let patches_dir = config_dir.join(&patches_dir_text);
 
@@ -298,21 +415,37 @@ fn resolve(c: &mut Checker, raw: RawProfile, absolute: &Path) -> Option<Profile>
     let recipients_file = profile_dir.join(format!("{}.recipients", raw.name));
     let recipients_file = recipients_file.is_file().then_some(recipients_file);
     if raw.secrets.recipients.is_empty() && recipients_file.is_none() {
-        c.error("secrets.recipients", format!("no age recipients: list at least one here or in {}.recipients beside the profile", raw.name));
+        c.error(
+            "secrets.recipients",
+            format!(
+                "no age recipients: list at least one here or in {}.recipients beside the profile",
+                raw.name
+            ),
+        );
     }
     for (i, r) in raw.secrets.recipients.iter().enumerate() {
         let r = r.trim();
         if r.starts_with("age1pq") {
             c.error(&format!("secrets.recipients[{i}]"), "post-quantum (age1pq...) recipients are not supported; use an X25519 age1... or ssh-ed25519 recipient");
-        } else if !(r.starts_with("age1") || r.starts_with("ssh-ed25519 ") || r.starts_with("ssh-rsa ")) {
+        } else if !(r.starts_with("age1")
+            || r.starts_with("ssh-ed25519 ")
+            || r.starts_with("ssh-rsa "))
+        {
             let shown: String = r.chars().take(20).collect();
-            c.error(&format!("secrets.recipients[{i}]"), format!("{shown:?} is not an age recipient (age1... or ssh-ed25519 ...)"));
+            c.error(
+                &format!("secrets.recipients[{i}]"),
+                format!("{shown:?} is not an age recipient (age1... or ssh-ed25519 ...)"),
+            );
         }
     }
 
     // --- discovery
     let d = raw.discovery.clone().unwrap_or(RawDiscovery {
-        subnet: None, concurrency: None, connect_timeout_ms: None, attempts: None, retry_wait_s: None,
+        subnet: None,
+        concurrency: None,
+        connect_timeout_ms: None,
+        attempts: None,
+        retry_wait_s: None,
     });
     let discovery_subnet = match &d.subnet {
         Some(s) => c.net("discovery.subnet", s),
@@ -320,7 +453,10 @@ fn resolve(c: &mut Checker, raw: RawProfile, absolute: &Path) -> Option<Profile>
     };
     let concurrency = d.concurrency.unwrap_or(256);
     if !(1..=4096).contains(&concurrency) {
-        c.error("discovery.concurrency", format!("{concurrency} must be between 1 and 4096"));
+        c.error(
+            "discovery.concurrency",
+            format!("{concurrency} must be between 1 and 4096"),
+        );
     }
     let connect_timeout_ms = d.connect_timeout_ms.unwrap_or(1000);
     if connect_timeout_ms == 0 {
@@ -389,7 +525,11 @@ fn resolve(c: &mut Checker, raw: RawProfile, absolute: &Path) -> Option<Profile>
             Role::Controlplane => vip.as_ref().map(|v| v.interface.clone()),
             Role::Worker => None,
         };
-        let interface = group.interface.clone().or(default_iface).unwrap_or_else(|| "eth0".to_string());
+        let interface = group
+            .interface
+            .clone()
+            .or(default_iface)
+            .unwrap_or_else(|| "eth0".to_string());
         if let (Role::Controlplane, Some(v), Some(i)) = (role, &vip, &group.interface)
             && &v.interface != i
         {
@@ -398,25 +538,43 @@ fn resolve(c: &mut Checker, raw: RawProfile, absolute: &Path) -> Option<Profile>
         for (i, a) in group.assignments.iter().enumerate() {
             let path = format!("nodes.{role}.assignments[{i}]");
             if !is_dns_label(&a.name) {
-                c.error(&format!("{path}.name"), format!("{:?} must be a DNS label (it becomes the hostname)", a.name));
+                c.error(
+                    &format!("{path}.name"),
+                    format!("{:?} must be a DNS label (it becomes the hostname)", a.name),
+                );
             }
             if let Some(first) = names.insert(a.name.clone(), path.clone()) {
-                c.error(&format!("{path}.name"), format!("node name {} is already used by {first}", a.name));
+                c.error(
+                    &format!("{path}.name"),
+                    format!("node name {} is already used by {first}", a.name),
+                );
             }
             let ip = c.ip(&format!("{path}.ip"), &a.ip);
             if let Some(ip) = ip {
                 if !in_subnet(ip) {
-                    c.error(&format!("{path}.ip"), format!("{ip} is outside network.subnet {}", subnet.unwrap()));
+                    c.error(
+                        &format!("{path}.ip"),
+                        format!("{ip} is outside network.subnet {}", subnet.unwrap()),
+                    );
                 } else if !host_address(ip) {
-                    c.error(&format!("{path}.ip"), format!("{ip} is the network or broadcast address of the subnet"));
+                    c.error(
+                        &format!("{path}.ip"),
+                        format!("{ip} is the network or broadcast address of the subnet"),
+                    );
                 }
                 if let Some(first) = ips.get(&ip) {
-                    c.error(&format!("{path}.ip"), format!("{ip} is already assigned to {first}"));
+                    c.error(
+                        &format!("{path}.ip"),
+                        format!("{ip} is already assigned to {first}"),
+                    );
                 } else {
                     ips.insert(ip, path.clone());
                 }
                 if Some(ip) == gateway {
-                    c.error(&format!("{path}.ip"), format!("{ip} is the gateway address"));
+                    c.error(
+                        &format!("{path}.ip"),
+                        format!("{ip} is the gateway address"),
+                    );
                 }
                 if vip.as_ref().is_some_and(|v| v.ip == ip) {
                     c.error("talos.vip.ip", format!("{ip} is also the address of node {} ({path}.ip); the VIP must be a free address", a.name));
@@ -425,29 +583,49 @@ fn resolve(c: &mut Checker, raw: RawProfile, absolute: &Path) -> Option<Profile>
             let mac = a.mac.as_ref().and_then(|m| match normalize_mac(m) {
                 Some(norm) => {
                     if let Some(first) = macs.insert(norm.clone(), path.clone()) {
-                        c.error(&format!("{path}.mac"), format!("{m} is already the MAC of {first}"));
+                        c.error(
+                            &format!("{path}.mac"),
+                            format!("{m} is already the MAC of {first}"),
+                        );
                     }
                     Some(norm)
                 }
                 None => {
-                    c.error(&format!("{path}.mac"), format!("{m:?} is not a MAC address (expected aa:bb:cc:dd:ee:ff)"));
+                    c.error(
+                        &format!("{path}.mac"),
+                        format!("{m:?} is not a MAC address (expected aa:bb:cc:dd:ee:ff)"),
+                    );
                     None
                 }
             });
             if let Some(vmid) = a.vmid
                 && let Some(first) = vmids.insert(vmid, path.clone())
             {
-                c.error(&format!("{path}.vmid"), format!("vmid {vmid} is already used by {first}"));
+                c.error(
+                    &format!("{path}.vmid"),
+                    format!("vmid {vmid} is already used by {first}"),
+                );
             }
             if let Some(ip) = ip {
-                nodes.push(Node { name: a.name.clone(), role, ip, mac, vmid: a.vmid, interface: interface.clone(), index: i });
+                nodes.push(Node {
+                    name: a.name.clone(),
+                    role,
+                    ip,
+                    mac,
+                    vmid: a.vmid,
+                    interface: interface.clone(),
+                    index: i,
+                });
             }
         }
     }
     let cp_count = raw.nodes.controlplane.assignments.len();
     if cp_count == 0 {
-        c.error("nodes.controlplane.assignments", "at least one control-plane node is required");
-    } else if cp_count % 2 == 0 {
+        c.error(
+            "nodes.controlplane.assignments",
+            "at least one control-plane node is required",
+        );
+    } else if cp_count.is_multiple_of(2) {
         c.warn("nodes.controlplane.assignments", format!("{cp_count} control-plane nodes: an odd number is recommended (etcd quorum tolerates no more failures with {cp_count} than with {})", cp_count - 1));
     }
     if let Ok(ip) = n.api_endpoint.parse::<IpAddr>() {
@@ -456,13 +634,15 @@ fn resolve(c: &mut Checker, raw: RawProfile, absolute: &Path) -> Option<Profile>
             Some(path) if path.starts_with("nodes.worker") => {
                 c.error("network.api_endpoint", format!("{ip} is a worker's address ({path}); the API endpoint must be the VIP or a control-plane node"));
             }
-            Some(_) => {
-                if vip.is_some() {
-                    c.warn("network.api_endpoint", format!("{ip} is a control-plane node address although a VIP is configured; the endpoint fails with that node"));
-                }
+            Some(_) if vip.is_some() => {
+                c.warn("network.api_endpoint", format!("{ip} is a control-plane node address although a VIP is configured; the endpoint fails with that node"));
             }
+            Some(_) => {}
             None if !is_vip => {
-                c.warn("network.api_endpoint", format!("{ip} is neither the VIP nor a control-plane node address"));
+                c.warn(
+                    "network.api_endpoint",
+                    format!("{ip} is neither the VIP nor a control-plane node address"),
+                );
             }
             None => {}
         }
@@ -479,9 +659,16 @@ fn resolve(c: &mut Checker, raw: RawProfile, absolute: &Path) -> Option<Profile>
                 let path = profile_dir.join(w);
                 let field = format!("{field}[{i}]");
                 if !path.is_file() {
-                    c.error(&field, format!("patch file {} does not exist", path.display()));
+                    c.error(
+                        &field,
+                        format!("patch file {} does not exist", path.display()),
+                    );
                 }
-                PatchFile { written: w.clone(), path, field }
+                PatchFile {
+                    written: w.clone(),
+                    path,
+                    field,
+                }
             })
             .collect()
     };
@@ -497,7 +684,10 @@ fn resolve(c: &mut Checker, raw: RawProfile, absolute: &Path) -> Option<Profile>
     }
     for node in raw.patches.nodes.keys() {
         if !names.contains_key(node) {
-            c.error(&format!("patches.nodes.{node}"), format!("no node is named {node}"));
+            c.error(
+                &format!("patches.nodes.{node}"),
+                format!("no node is named {node}"),
+            );
         }
     }
 
@@ -526,7 +716,12 @@ fn resolve(c: &mut Checker, raw: RawProfile, absolute: &Path) -> Option<Profile>
             patches_dir,
             extensions: t.extensions.clone(),
         },
-        recipients: raw.secrets.recipients.iter().map(|r| r.trim().to_string()).collect(),
+        recipients: raw
+            .secrets
+            .recipients
+            .iter()
+            .map(|r| r.trim().to_string())
+            .collect(),
         recipients_file,
         discovery: Discovery {
             subnet: discovery_subnet?,

@@ -7,20 +7,26 @@
 
 use std::collections::BTreeMap;
 
-use crate::engine::{BuildContext, BuiltOutput, Builder, StepError};
+use crate::engine::{BuildContext, Builder, BuiltOutput, StepError};
 use crate::profile::{Contract, Node, Profile, Role};
 
 pub struct PatchBuilder;
 
 /// First contract whose generated configs carry a `HostnameConfig` document.
-pub const HOSTNAME_CONFIG_CONTRACT: Contract = Contract { major: 1, minor: 12 };
+pub const HOSTNAME_CONFIG_CONTRACT: Contract = Contract {
+    major: 1,
+    minor: 12,
+};
 
 /// The patch YAML for `node` under `contract`.
 pub fn node_patch(profile: &Profile, node: &Node, contract: Contract) -> String {
     let net = &profile.network;
     let legacy_hostname = contract < HOSTNAME_CONFIG_CONTRACT;
     let mut y = String::new();
-    y.push_str(&format!("# talix patch for {} ({}), contract {contract}\n", node.name, node.role));
+    y.push_str(&format!(
+        "# talix patch for {} ({}), contract {contract}\n",
+        node.name, node.role
+    ));
     y.push_str("machine:\n  network:\n");
     if legacy_hostname {
         y.push_str(&format!("    hostname: {}\n", node.name));
@@ -28,9 +34,20 @@ pub fn node_patch(profile: &Profile, node: &Node, contract: Contract) -> String 
     y.push_str("    interfaces:\n");
     y.push_str(&format!("      - interface: {}\n", node.interface));
     y.push_str("        dhcp: false\n");
-    y.push_str(&format!("        addresses:\n          - {}/{}\n", node.ip, net.subnet.prefix_len()));
-    let default_route = if net.gateway.is_ipv4() { "0.0.0.0/0" } else { "::/0" };
-    y.push_str(&format!("        routes:\n          - network: {default_route}\n            gateway: {}\n", net.gateway));
+    y.push_str(&format!(
+        "        addresses:\n          - {}/{}\n",
+        node.ip,
+        net.subnet.prefix_len()
+    ));
+    let default_route = if net.gateway.is_ipv4() {
+        "0.0.0.0/0"
+    } else {
+        "::/0"
+    };
+    y.push_str(&format!(
+        "        routes:\n          - network: {default_route}\n            gateway: {}\n",
+        net.gateway
+    ));
     if node.role == Role::Controlplane
         && let Some(vip) = &profile.talos.vip
     {
@@ -49,8 +66,15 @@ pub fn node_patch(profile: &Profile, node: &Node, contract: Contract) -> String 
 
 impl Builder for PatchBuilder {
     fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
-        let name = cx.step.id.node().ok_or_else(|| cx.fail("patch step without a node"))?;
-        let node = cx.profile.node(name).ok_or_else(|| cx.fail(format!("no node {name} in the profile")))?;
+        let name = cx
+            .step
+            .id
+            .node()
+            .ok_or_else(|| cx.fail("patch step without a node"))?;
+        let node = cx
+            .profile
+            .node(name)
+            .ok_or_else(|| cx.fail(format!("no node {name} in the profile")))?;
         let contract: Contract = cx
             .step
             .values

@@ -54,7 +54,10 @@ impl LocalStore {
 
     fn ref_path(&self, profile: &str, step: &StepId) -> PathBuf {
         // `/` in step ids becomes `~` (not allowed in node names), one file per step.
-        self.base().join("refs").join(profile).join(step.as_str().replace('/', "~"))
+        self.base()
+            .join("refs")
+            .join(profile)
+            .join(step.as_str().replace('/', "~"))
     }
 
     fn tmp_path(&self, label: &str) -> PathBuf {
@@ -63,7 +66,9 @@ impl LocalStore {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        self.base().join("tmp").join(format!("{label}.{}.{n}.{nanos}", std::process::id()))
+        self.base()
+            .join("tmp")
+            .join(format!("{label}.{}.{n}.{nanos}", std::process::id()))
     }
 
     /// Path of an output as stored, for materialising copies.
@@ -86,7 +91,10 @@ impl LocalStore {
         }
         for entry in fs::read_dir(self.base().join("objects"))? {
             let path = entry?.path();
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let known = name.parse::<Digest>().is_ok() && path.join("manifest.json").is_file();
             if !known {
                 remove_any(&path)?;
@@ -95,10 +103,16 @@ impl LocalStore {
         }
         for entry in fs::read_dir(&self.root)? {
             let path = entry?.path();
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             if name.starts_with('v') && name != format!("v{LAYOUT_VERSION}") && path.is_dir() {
                 // An older or newer layout: not ours to read; leave it, but say so.
-                tracing::warn!("store layout {} left in place (this talix uses v{LAYOUT_VERSION})", path.display());
+                tracing::warn!(
+                    "store layout {} left in place (this talix uses v{LAYOUT_VERSION})",
+                    path.display()
+                );
             }
         }
         Ok(removed)
@@ -118,16 +132,24 @@ impl LocalStore {
                 }
             };
             if m.key != key || m.inputs.key() != key {
-                problems.push(format!("object {key}: manifest key does not match its inputs"));
+                problems.push(format!(
+                    "object {key}: manifest key does not match its inputs"
+                ));
             }
             for (name, info) in &m.outputs {
                 match self.read_output(&key, name) {
                     Ok(bytes) => {
                         let h = Digest::of_domain(crate::digest::domain::OBJECT, &bytes);
                         if h != info.stored_hash {
-                            problems.push(format!("object {key} ({}): output {name} does not match its hash", m.step));
+                            problems.push(format!(
+                                "object {key} ({}): output {name} does not match its hash",
+                                m.step
+                            ));
                         } else if !info.encrypted && h != info.hash {
-                            problems.push(format!("object {key} ({}): output {name} content hash mismatch", m.step));
+                            problems.push(format!(
+                                "object {key} ({}): output {name} content hash mismatch",
+                                m.step
+                            ));
                         }
                     }
                     Err(e) => problems.push(e.to_string()),
@@ -139,7 +161,11 @@ impl LocalStore {
 }
 
 fn remove_any(path: &Path) -> std::io::Result<()> {
-    if path.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) }
+    if path.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    }
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -156,15 +182,20 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
 pub fn atomic_write(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new().prefix(".talix-tmp-").tempfile_in(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".talix-tmp-")
+        .tempfile_in(dir)?;
     #[cfg(unix)]
     if let Some(mode) = mode {
         use std::os::unix::fs::PermissionsExt;
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))?;
     }
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| std::io::Error::new(e.error.kind(), format!("{}: {}", path.display(), e.error)))?;
+    tmp.persist(path).map_err(|e| {
+        std::io::Error::new(e.error.kind(), format!("{}: {}", path.display(), e.error))
+    })?;
     sync_dir(dir)
 }
 
@@ -176,15 +207,25 @@ impl Store for LocalStore {
         };
         serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| StoreError::Corrupt { path: path.display().to_string(), reason: e.to_string() })
+            .map_err(|e| StoreError::Corrupt {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })
     }
 
     fn read_output(&self, key: &Digest, output: &str) -> Result<Vec<u8>, StoreError> {
         let path = self.output_path(key, output);
-        read_optional(&path)?.ok_or_else(|| StoreError::MissingOutput { key: *key, output: output.to_string() })
+        read_optional(&path)?.ok_or_else(|| StoreError::MissingOutput {
+            key: *key,
+            output: output.to_string(),
+        })
     }
 
-    fn put(&self, manifest: &Manifest, stored: &BTreeMap<String, Vec<u8>>) -> Result<(), StoreError> {
+    fn put(
+        &self,
+        manifest: &Manifest,
+        stored: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<(), StoreError> {
         let target = self.object_dir(&manifest.key);
         if target.join("manifest.json").is_file() {
             return Ok(()); // immutable: the first realisation stays
@@ -194,7 +235,10 @@ impl Store for LocalStore {
         fs::create_dir_all(tmp.join("out"))?;
         for (name, bytes) in stored {
             if name.contains('/') || name.starts_with('.') {
-                return Err(StoreError::Corrupt { path: tmp.display().to_string(), reason: format!("bad output name {name:?}") });
+                return Err(StoreError::Corrupt {
+                    path: tmp.display().to_string(),
+                    reason: format!("bad output name {name:?}"),
+                });
             }
             write_synced(&tmp.join("out").join(name), bytes)?;
         }
@@ -204,7 +248,9 @@ impl Store for LocalStore {
         sync_dir(&tmp)?;
         #[cfg(test)]
         if self.crash_before_publish {
-            return Err(StoreError::Io(std::io::Error::other("simulated crash before publish")));
+            return Err(StoreError::Io(std::io::Error::other(
+                "simulated crash before publish",
+            )));
         }
         match std::fs::rename(&tmp, &target) {
             Ok(()) => {}
@@ -219,7 +265,11 @@ impl Store for LocalStore {
     }
 
     fn set_ref(&self, profile: &str, step: &StepId, key: &Digest) -> Result<(), StoreError> {
-        atomic_write(&self.ref_path(profile, step), format!("{key}\n").as_bytes(), None)?;
+        atomic_write(
+            &self.ref_path(profile, step),
+            format!("{key}\n").as_bytes(),
+            None,
+        )?;
         Ok(())
     }
 
@@ -232,24 +282,44 @@ impl Store for LocalStore {
             .trim()
             .parse()
             .map(Some)
-            .map_err(|e: crate::digest::DigestParseError| StoreError::Corrupt { path: path.display().to_string(), reason: e.to_string() })
+            .map_err(|e: crate::digest::DigestParseError| StoreError::Corrupt {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })
     }
 
     fn lock(&self, wait: bool) -> Result<Box<dyn WriteLock>, StoreError> {
         let path = self.base().join("lock");
         fs::create_dir_all(self.base())?;
-        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?.into_parts().0;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?
+            .into_parts()
+            .0;
         match file.try_lock() {
             Ok(()) => Ok(Box::new(FileLock(file))),
             Err(std::fs::TryLockError::WouldBlock) if wait => {
-                eprintln!("talix: waiting for another talix process to release the store lock {}", path.display());
-                file.lock().map_err(|e| StoreError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?;
+                eprintln!(
+                    "talix: waiting for another talix process to release the store lock {}",
+                    path.display()
+                );
+                file.lock().map_err(|e| {
+                    StoreError::Io(std::io::Error::new(
+                        e.kind(),
+                        format!("{}: {e}", path.display()),
+                    ))
+                })?;
                 Ok(Box::new(FileLock(file)))
             }
-            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked { path: path.display().to_string() }),
-            Err(std::fs::TryLockError::Error(e)) => {
-                Err(StoreError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))
-            }
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+                path: path.display().to_string(),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Io(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", path.display()),
+            ))),
         }
     }
 
@@ -298,10 +368,21 @@ mod tests {
         store.crash_before_publish = true;
         let (m, out) = conformance::manifest_for("render/cp1", "x", &[("config", b"data")]);
         assert!(store.put(&m, &out).is_err());
-        assert_eq!(store.manifest(&m.key).unwrap(), None, "a crashed write must be invisible");
-        assert!(matches!(store.read_output(&m.key, "config"), Err(StoreError::MissingOutput { .. })));
+        assert_eq!(
+            store.manifest(&m.key).unwrap(),
+            None,
+            "a crashed write must be invisible"
+        );
+        assert!(matches!(
+            store.read_output(&m.key, "config"),
+            Err(StoreError::MissingOutput { .. })
+        ));
         let removed = store.prune().unwrap();
-        assert_eq!(removed.len(), 1, "the scratch directory is pruned: {removed:?}");
+        assert_eq!(
+            removed.len(),
+            1,
+            "the scratch directory is pruned: {removed:?}"
+        );
         store.crash_before_publish = false;
         store.put(&m, &out).unwrap();
         assert_eq!(store.read_output(&m.key, "config").unwrap(), b"data");
@@ -341,11 +422,17 @@ mod tests {
         let b = LocalStore::open(dir.path()).unwrap();
         let held = a.lock(false).unwrap();
         let err = b.lock(false).err().expect("second writer must be refused");
-        assert!(err.to_string().contains("locked by another talix process"), "{err}");
+        assert!(
+            err.to_string().contains("locked by another talix process"),
+            "{err}"
+        );
         let waiter = std::thread::spawn(move || b.lock(true).map(|_| ()).is_ok());
         std::thread::sleep(std::time::Duration::from_millis(100));
         drop(held);
-        assert!(waiter.join().unwrap(), "a waiting writer gets the lock once it is released");
+        assert!(
+            waiter.join().unwrap(),
+            "a waiting writer gets the lock once it is released"
+        );
     }
 
     #[test]
@@ -356,7 +443,10 @@ mod tests {
         atomic_write(&p, b"two", Some(0o600)).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp files left");
     }

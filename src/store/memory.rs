@@ -27,7 +27,12 @@ impl Drop for MemLock {
 
 impl Store for MemoryStore {
     fn manifest(&self, key: &Digest) -> Result<Option<Manifest>, StoreError> {
-        Ok(self.objects.lock().unwrap().get(key).map(|(m, _)| m.clone()))
+        Ok(self
+            .objects
+            .lock()
+            .unwrap()
+            .get(key)
+            .map(|(m, _)| m.clone()))
     }
     fn read_output(&self, key: &Digest, output: &str) -> Result<Vec<u8>, StoreError> {
         self.objects
@@ -35,18 +40,37 @@ impl Store for MemoryStore {
             .unwrap()
             .get(key)
             .and_then(|(_, o)| o.get(output).cloned())
-            .ok_or_else(|| StoreError::MissingOutput { key: *key, output: output.to_string() })
+            .ok_or_else(|| StoreError::MissingOutput {
+                key: *key,
+                output: output.to_string(),
+            })
     }
-    fn put(&self, manifest: &Manifest, stored: &BTreeMap<String, Vec<u8>>) -> Result<(), StoreError> {
-        self.objects.lock().unwrap().entry(manifest.key).or_insert_with(|| (manifest.clone(), stored.clone()));
+    fn put(
+        &self,
+        manifest: &Manifest,
+        stored: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        self.objects
+            .lock()
+            .unwrap()
+            .entry(manifest.key)
+            .or_insert_with(|| (manifest.clone(), stored.clone()));
         Ok(())
     }
     fn set_ref(&self, profile: &str, step: &StepId, key: &Digest) -> Result<(), StoreError> {
-        self.refs.lock().unwrap().insert((profile.to_string(), step.clone()), *key);
+        self.refs
+            .lock()
+            .unwrap()
+            .insert((profile.to_string(), step.clone()), *key);
         Ok(())
     }
     fn get_ref(&self, profile: &str, step: &StepId) -> Result<Option<Digest>, StoreError> {
-        Ok(self.refs.lock().unwrap().get(&(profile.to_string(), step.clone())).copied())
+        Ok(self
+            .refs
+            .lock()
+            .unwrap()
+            .get(&(profile.to_string(), step.clone()))
+            .copied())
     }
     fn lock(&self, wait: bool) -> Result<Box<dyn WriteLock>, StoreError> {
         loop {
@@ -58,7 +82,9 @@ impl Store for MemoryStore {
                 }
             }
             if !wait {
-                return Err(StoreError::Locked { path: "memory".into() });
+                return Err(StoreError::Locked {
+                    path: "memory".into(),
+                });
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }

@@ -49,7 +49,10 @@ pub struct Manifest {
 impl Manifest {
     /// The output hashes by name (what dependants hash).
     pub fn output_hashes(&self) -> BTreeMap<String, Digest> {
-        self.outputs.iter().map(|(k, v)| (k.clone(), v.hash)).collect()
+        self.outputs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.hash))
+            .collect()
     }
 }
 
@@ -82,7 +85,11 @@ pub trait WriteLock: Send {}
 pub trait Store: Send + Sync {
     fn manifest(&self, key: &Digest) -> Result<Option<Manifest>, StoreError>;
     fn read_output(&self, key: &Digest, output: &str) -> Result<Vec<u8>, StoreError>;
-    fn put(&self, manifest: &Manifest, stored: &BTreeMap<String, Vec<u8>>) -> Result<(), StoreError>;
+    fn put(
+        &self,
+        manifest: &Manifest,
+        stored: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<(), StoreError>;
     fn set_ref(&self, profile: &str, step: &StepId, key: &Digest) -> Result<(), StoreError>;
     fn get_ref(&self, profile: &str, step: &StepId) -> Result<Option<Digest>, StoreError>;
     /// Take the exclusive writer lock, waiting for another writer if `wait`.
@@ -115,7 +122,11 @@ pub(crate) mod conformance {
     use super::*;
     use crate::derivation::{InputValue, KEY_FORMAT};
 
-    pub fn manifest_for(step: &str, value: &str, outputs: &[(&str, &[u8])]) -> (Manifest, BTreeMap<String, Vec<u8>>) {
+    pub fn manifest_for(
+        step: &str,
+        value: &str,
+        outputs: &[(&str, &[u8])],
+    ) -> (Manifest, BTreeMap<String, Vec<u8>>) {
         let inputs = DrvInputs {
             format: KEY_FORMAT.into(),
             kind: step.split('/').next().unwrap().into(),
@@ -131,11 +142,20 @@ pub(crate) mod conformance {
             profile: "test".into(),
             effect: Effect::Pure,
             inputs,
-            outputs: outputs.iter().map(|(n, c)| (n.to_string(), output_info(c, c, false))).collect(),
+            outputs: outputs
+                .iter()
+                .map(|(n, c)| (n.to_string(), output_info(c, c, false)))
+                .collect(),
             created: now_rfc3339(),
             duration_ms: 1,
         };
-        (manifest, outputs.iter().map(|(n, c)| (n.to_string(), c.to_vec())).collect())
+        (
+            manifest,
+            outputs
+                .iter()
+                .map(|(n, c)| (n.to_string(), c.to_vec()))
+                .collect(),
+        )
     }
 
     pub fn run_all(store: &dyn Store) {
@@ -150,9 +170,15 @@ pub(crate) mod conformance {
         let (m, out) = manifest_for("patch/cp1", "a", &[("patch", b"machine: {}\n")]);
         store.put(&m, &out).unwrap();
         assert_eq!(store.manifest(&m.key).unwrap().as_ref(), Some(&m));
-        assert_eq!(store.read_output(&m.key, "patch").unwrap(), b"machine: {}\n");
+        assert_eq!(
+            store.read_output(&m.key, "patch").unwrap(),
+            b"machine: {}\n"
+        );
         assert!(store.keys().unwrap().contains(&m.key));
-        assert!(matches!(store.read_output(&m.key, "nope"), Err(StoreError::MissingOutput { .. })));
+        assert!(matches!(
+            store.read_output(&m.key, "nope"),
+            Err(StoreError::MissingOutput { .. })
+        ));
     }
 
     fn put_is_immutable(store: &dyn Store) {
@@ -160,7 +186,9 @@ pub(crate) mod conformance {
         store.put(&m, &out).unwrap();
         let (mut m2, _) = manifest_for("patch/cp2", "b", &[("patch", b"second")]);
         m2.key = m.key;
-        store.put(&m2, &[("patch".to_string(), b"second".to_vec())].into()).unwrap();
+        store
+            .put(&m2, &[("patch".to_string(), b"second".to_vec())].into())
+            .unwrap();
         assert_eq!(store.read_output(&m.key, "patch").unwrap(), b"first");
     }
 

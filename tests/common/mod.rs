@@ -66,7 +66,13 @@ impl Workspace {
             .into_iter()
             .filter_map(Result::ok)
             .filter(|e| e.file_type().is_file())
-            .map(|e| e.path().strip_prefix(self.root()).unwrap().display().to_string())
+            .map(|e| {
+                e.path()
+                    .strip_prefix(self.root())
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
             .collect();
         out.sort();
         out
@@ -93,6 +99,12 @@ pub fn plan_statuses(stdout: &[u8]) -> Vec<(String, String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["id"].as_str().unwrap().to_string(), s["status"].as_str().unwrap().to_string(), s["reason"].as_str().unwrap().to_string()))
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().to_string(),
+                s["status"].as_str().unwrap().to_string(),
+                s["reason"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
