@@ -129,3 +129,29 @@ fn key_file_with_several_keys_and_comments() {
         );
     }
 }
+
+#[test]
+fn passphrase_protected_ssh_key_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("id_locked");
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "correct horse", "-f"])
+            .arg(&path),
+    );
+    let err = talix::secrets::Identities::from_file(
+        &path,
+        talix::secrets::IdentitySource::Explicit(path.clone()),
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "--identity {}: a passphrase-protected OpenSSH key is not supported\n\
+             hint: use an unencrypted key file (e.g. a dedicated `ssh-keygen -t ed25519 -N ''` key) \
+             or an age key",
+            path.display()
+        )
+    );
+}

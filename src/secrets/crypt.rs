@@ -172,3 +172,70 @@ pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), Secre
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipients_and_ids(dir: &Path) -> (Recipients, Identities) {
+        let key = dir.join("key.txt");
+        let public = super::super::identities::generate_identity_file(&key).unwrap();
+        let recipients =
+            Recipients::from_sources(&[public], "test: secrets.recipients", None).unwrap();
+        let ids = Identities::from_file(
+            &key,
+            super::super::identities::IdentitySource::Explicit(key.clone()),
+        )
+        .unwrap();
+        (recipients, ids)
+    }
+
+    #[test]
+    fn new_file_is_0644_and_replaced_file_keeps_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let (recipients, ids) = recipients_and_ids(dir.path());
+        let path = dir.path().join("s.age");
+        let secret = SecretBytes::new(b"bundle".to_vec());
+        write_encrypted_atomically(&path, &secret, &recipients).unwrap();
+        let mode = |p: &Path| fs_err::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o644);
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write_encrypted_atomically(&path, &secret, &recipients).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(decrypt_file(&path, &ids).unwrap(), secret);
+    }
+
+    #[test]
+    fn failed_rename_leaves_target_and_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (recipients, _ids) = recipients_and_ids(dir.path());
+        // The target is a non-empty directory: rename(2) over it fails.
+        let target = dir.path().join("occupied");
+        fs_err::create_dir(&target).unwrap();
+        fs_err::write(target.join("keep"), b"x").unwrap();
+        let err =
+            write_encrypted_atomically(&target, &SecretBytes::new(b"bundle".to_vec()), &recipients)
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.starts_with(&format!("write {}: rename temp file", target.display())),
+            "{err}"
+        );
+        assert_eq!(fs_err::read(target.join("keep")).unwrap(), b"x");
+        let names: Vec<String> = fs_err::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    }
+
+    #[test]
+    fn crlf_armor_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (recipients, ids) = recipients_and_ids(dir.path());
+        let secret = SecretBytes::new(b"bundle".to_vec());
+        let armored = encrypt_armored(&secret, &recipients).unwrap();
+        let crlf = String::from_utf8(armored).unwrap().replace('\n', "\r\n");
+        assert_eq!(decrypt(crlf.as_bytes(), &ids, "f").unwrap(), secret);
+    }
+}
