@@ -155,3 +155,14 @@ fn passphrase_protected_ssh_key_is_refused_clearly() {
         )
     );
 }
+
+#[test]
+fn talix_binary_output_decrypts_with_age_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, recipient) = age_keygen(dir.path(), "key.txt");
+    let ct = talix::secrets::encrypt_binary(&sample(), &recipients(&[&recipient])).unwrap();
+    let file = dir.path().join("obj.age");
+    fs_err::write(&file, ct).unwrap();
+    let plain = run_ok(Command::new("age").arg("-d").arg("-i").arg(&key).arg(&file));
+    assert_eq!(plain, SAMPLE_BUNDLE.as_bytes());
+}

@@ -39,6 +39,26 @@ pub fn encrypt_armored(
     Ok(out)
 }
 
+/// Encrypt `plaintext` to every recipient as binary age (for store objects, where armor only
+/// costs space). [`decrypt`] reads both forms.
+pub fn encrypt_binary(
+    plaintext: &SecretBytes,
+    recipients: &Recipients,
+) -> Result<Vec<u8>, SecretsError> {
+    let encrypt_err = |detail: String| SecretsError::Encrypt { detail };
+    let encryptor = age::Encryptor::with_recipients(recipients.as_age())
+        .map_err(|e| encrypt_err(e.to_string()))?;
+    let mut out = Vec::with_capacity(plaintext.len() + 1024);
+    let mut writer = encryptor
+        .wrap_output(&mut out)
+        .map_err(|e| encrypt_err(e.to_string()))?;
+    writer
+        .write_all(plaintext.expose_secret())
+        .and_then(|()| writer.finish().map(|_| ()))
+        .map_err(|e| encrypt_err(e.to_string()))?;
+    Ok(out)
+}
+
 /// Decrypt an age file (armored or binary). `file_label` names the file in errors.
 ///
 /// Distinct errors: [`SecretsError::NotAgeFile`], [`SecretsError::Truncated`],
@@ -227,6 +247,16 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    }
+
+    #[test]
+    fn binary_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let (recipients, ids) = recipients_and_ids(dir.path());
+        let secret = SecretBytes::new(vec![0u8, 1, 2, 255]);
+        let ct = encrypt_binary(&secret, &recipients).unwrap();
+        assert!(ct.starts_with(b"age-encryption.org/v1\n"));
+        assert_eq!(decrypt(&ct, &ids, "f").unwrap(), secret);
     }
 
     #[test]

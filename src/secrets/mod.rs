@@ -14,7 +14,9 @@ mod talosctl_gen;
 
 pub use bundle::{bundle_hash, validate_bundle};
 pub use commands::{BundleSource, EditOutcome, InitOptions, SecretsCommands};
-pub use crypt::{decrypt, decrypt_file, encrypt_armored, write_encrypted_atomically};
+pub use crypt::{
+    decrypt, decrypt_file, encrypt_armored, encrypt_binary, write_encrypted_atomically,
+};
 pub use error::SecretsError;
 pub use identities::{
     ENV_SOPS_KEY, ENV_SOPS_KEY_FILE, ENV_TALIX_KEY_FILE, Identities, IdentitySource,

@@ -37,7 +37,8 @@ impl std::fmt::Debug for PipeFeeder {
 impl SecretPipe {
     /// Create a pipe carrying `secret`, make its read end visible to `cmd`'s child as
     /// `/dev/fd/N` (the returned path), and start the writer thread. Several pipes can be
-    /// attached to one command.
+    /// attached to one command. Spawn the command once per attach: the hook refers to this
+    /// pipe's descriptor, which is closed after [`PipeFeeder::child_spawned`].
     ///
     /// Both ends are close-on-exec in talix; only the child clears the flag on its copy of the
     /// read end (in `pre_exec`), so no other child started concurrently inherits it.

@@ -230,6 +230,29 @@ mod tests {
     }
 
     #[test]
+    fn malformed_ssh_key_and_labelled_entries() {
+        let err = Recipients::from_labelled(&[
+            ("a".to_string(), X25519.to_string()),
+            (
+                "--recipient[2]".to_string(),
+                "ssh-ed25519 AAAAnotbase64!!".to_string(),
+            ),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(
+                "--recipient[2]: not a usable age recipient: \"ssh-ed25519 AAAAnotb…\" \
+                 (malformed SSH public key)"
+            ),
+            "{err}"
+        );
+        let ok = Recipients::from_labelled(&[("a".to_string(), X25519.to_string())]).unwrap();
+        assert_eq!(ok.len(), 1);
+        assert!(Recipients::from_labelled(&[]).is_err());
+    }
+
+    #[test]
     fn empty_list_is_an_error() {
         let err = Recipients::from_sources(&[], "p.yaml: secrets.recipients", None)
             .unwrap_err()

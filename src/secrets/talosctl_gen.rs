@@ -92,11 +92,11 @@ fn generate_to_stdout(talosctl: &Path, contract: &str) -> Result<SecretBytes, Se
         .stderr(Stdio::piped())
         .output()
         .map_err(|e| spawn_error(talosctl, e))?;
-    let stdout = Zeroizing::new(output.stdout);
+    let stdout = SecretBytes::new(output.stdout);
     if !output.status.success() {
         return Err(failure(talosctl, output.status, &output.stderr));
     }
-    Ok(SecretBytes::new(stdout.to_vec()))
+    Ok(stdout)
 }
 
 fn generate_through_fifo(talosctl: &Path, contract: &str) -> Result<SecretBytes, SecretsError> {
@@ -128,7 +128,7 @@ fn generate_through_fifo(talosctl: &Path, contract: &str) -> Result<SecretBytes,
         return Err(failure(talosctl, output.status, &output.stderr));
     }
     match data {
-        Ok(Ok(data)) => Ok(SecretBytes::new(data.to_vec())),
+        Ok(Ok(mut data)) => Ok(SecretBytes::new(std::mem::take(&mut *data))),
         Ok(Err(e)) => Err(SecretsError::io(
             format!("read {} (FIFO)", fifo.display()),
             e,
