@@ -19,6 +19,10 @@ pub struct Cli {
     /// The store directory (default: <workspace>/store, where the workspace holds profiles/).
     #[arg(long, global = true, env = "TALIX_STORE", value_name = "DIR")]
     pub store: Option<PathBuf>,
+    /// age identity file for decrypting secrets (else TALIX_AGE_KEY_FILE, SOPS_AGE_KEY_FILE,
+    /// SOPS_AGE_KEY, ~/.config/sops/age/keys.txt).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
     /// Log more (repeat for more detail); logs go to stderr.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -72,11 +76,40 @@ pub enum Command {
         #[command(flatten)]
         contract: ContractArgs,
     },
+    /// Manage the age-encrypted secrets bundle beside the profile.
+    Secrets {
+        #[command(subcommand)]
+        action: SecretsAction,
+    },
     /// Inspect or clean the store.
     Store {
         #[command(subcommand)]
         action: StoreAction,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsAction {
+    /// Generate a new bundle with `talosctl gen secrets` (pinned contract) and encrypt it.
+    Init {
+        #[command(flatten)]
+        profile: ProfileArg,
+        /// Replace an existing secrets file.
+        #[arg(long)]
+        force: bool,
+        /// With --force: replace even the bundle the cluster was bootstrapped with. The running
+        /// cluster will no longer accept configs made from the new bundle.
+        #[arg(long, requires = "force")]
+        i_know_this_breaks_the_cluster: bool,
+    },
+    /// Print the plaintext bundle to stdout.
+    Show(ProfileArg),
+    /// Re-encrypt to the current recipients (the bundle, and so every key, is unchanged).
+    Rekey(ProfileArg),
+    /// Edit the bundle in $EDITOR (on tmpfs), validate it and re-encrypt it.
+    Edit(ProfileArg),
+    /// Decrypt, check the bundle's structure and print its hash.
+    Verify(ProfileArg),
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,7 +6,13 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::cli::{Cli, Command, ContractArgs, StoreAction};
+use std::sync::Arc;
+
+use crate::cli::{Cli, Command, ContractArgs, SecretsAction, StoreAction};
+use crate::digest::{Digest, domain};
+use crate::lockfile::SecretsLock;
+use crate::secrets::{AgeObjectCipher, LazyIdentities, Recipients, SecretsCommands};
+use crate::steps::StepEnv;
 use crate::derivation::{Step, StepId};
 use crate::engine::{Engine, Planned, Status};
 use crate::exec::ToolVersions;
@@ -51,6 +57,8 @@ pub struct Session {
     pub contract: EffectiveContract,
     pub store: LocalStore,
     pub tools: ToolVersions,
+    pub identities: Arc<LazyIdentities>,
+    pub cipher: AgeObjectCipher,
 }
 
 fn print_warnings(warnings: &[Finding]) {
@@ -86,22 +94,11 @@ pub fn store_dir(flag: Option<&Path>, profile_path: Option<&Path>) -> PathBuf {
 }
 
 impl Session {
-    pub fn open(
-        cli_store: Option<&Path>,
-        profile_path: &Path,
-        contract: &ContractArgs,
-    ) -> Result<Self> {
+    pub fn open(cli_store: Option<&Path>, identity: Option<&Path>, profile_path: &Path, contract: &ContractArgs) -> Result<Self> {
         let profile = load_profile(profile_path)?;
-        let lock = LockFile::load(&profile.lock_path())
-            .map_err(|e| CliError::input(format!("error: {e}")))?;
-        let contract = graph::effective_contract(&profile, &lock, contract.allow_contract_change)
-            .map_err(|e| CliError::input(format!("error: {e}")))?;
-        if contract.source == graph::ContractSource::Profile
-            && lock
-                .contract
-                .as_deref()
-                .is_some_and(|c| c != contract.contract.to_string())
-        {
+        let lock = LockFile::load(&profile.lock_path()).map_err(|e| CliError::input(format!("error: {e}")))?;
+        let contract = graph::effective_contract(&profile, &lock, contract.allow_contract_change).map_err(|e| CliError::input(format!("error: {e}")))?;
+        if contract.source == graph::ContractSource::Profile && lock.contract.as_deref().is_some_and(|c| c != contract.contract.to_string()) {
             eprintln!(
                 "warning: changing the config contract of {} from {} to {} (--allow-contract-change)",
                 profile.name,
@@ -109,14 +106,30 @@ impl Session {
                 contract.contract
             );
         }
+        if !profile.talos.secrets_file.exists() && lock.cluster_exists() {
+            return Err(CliError::input(format!(
+                "error: {} is missing, but {} records that the cluster was bootstrapped with secrets {}\nhint: restore the secrets file from git or a backup; new secrets would lock you out of the running cluster",
+                profile.talos.secrets_file.display(),
+                profile.lock_path().display(),
+                lock.bootstrap.as_ref().map(|b| b.secrets_hash.short()).unwrap_or_default()
+            )));
+        }
         let store = LocalStore::open(&store_dir(cli_store, Some(profile_path)))?;
-        Ok(Self {
-            profile,
-            lock,
-            contract,
-            store,
-            tools: ToolVersions::default(),
-        })
+        let recipients = recipients_of(&profile)?;
+        let identities = Arc::new(LazyIdentities::new(identity.map(Path::to_path_buf)));
+        let cipher = AgeObjectCipher { recipients, identities: identities.clone() };
+        Ok(Self { profile, lock, contract, store, tools: ToolVersions::default(), identities, cipher })
+    }
+
+    pub fn step_env(&self) -> StepEnv {
+        StepEnv { identities: self.identities.clone() }
+    }
+
+    /// Record the current secrets file (ciphertext hash -> bundle hash) in `lock`.
+    pub fn record_secrets(&self, lock: &mut LockFile, bundle_hash: Digest) -> Result<()> {
+        let ciphertext = fs_err::read(&self.profile.talos.secrets_file)?;
+        lock.secrets = Some(SecretsLock { bundle_hash, ciphertext_hash: Digest::of_domain(domain::FILE, &ciphertext) });
+        Ok(())
     }
 
     pub fn steps(&self) -> Vec<Step> {
@@ -124,30 +137,26 @@ impl Session {
     }
 
     pub fn engine(&self) -> Engine<'_> {
-        Engine {
-            profile: &self.profile,
-            store: &self.store,
-            tools: &self.tools,
-            cipher: None,
-        }
+        Engine { profile: &self.profile, store: &self.store, tools: &self.tools, cipher: Some(&self.cipher) }
     }
+}
+
+/// The profile's recipients: `secrets.recipients` plus `<name>.recipients` beside it.
+pub fn recipients_of(profile: &Profile) -> Result<Recipients> {
+    let origin = format!("{}: secrets.recipients", profile.source.display());
+    Recipients::from_sources(&profile.recipients, &origin, profile.recipients_file.as_deref()).map_err(|e| CliError::input(format!("error: {e}")))
 }
 
 pub fn dispatch(cli: Cli) -> Result<()> {
     let store_flag = cli.store.as_deref();
+    let identity = cli.identity.as_deref();
+    let open = |path: &Path, contract: &ContractArgs| Session::open(store_flag, identity, path, contract);
     match &cli.command {
         Command::Validate(p) => validate(&p.profile),
-        Command::Plan {
-            profile,
-            json,
-            contract,
-        } => plan(store_flag, &profile.profile, *json, contract),
-        Command::Why {
-            profile,
-            step,
-            contract,
-        } => why(store_flag, &profile.profile, step, contract),
-        Command::Build { profile, contract } => build(store_flag, &profile.profile, contract),
+        Command::Plan { profile, json, contract } => plan(open(&profile.profile, contract)?, &profile.profile, *json),
+        Command::Why { profile, step, contract } => why(open(&profile.profile, contract)?, &profile.profile, step),
+        Command::Build { profile, contract } => build(open(&profile.profile, contract)?),
+        Command::Secrets { action } => secrets_cmd(&open, action),
         Command::Store { action } => store_cmd(store_flag, action),
     }
 }
@@ -170,8 +179,7 @@ fn status_counts(planned: &[Planned]) -> (usize, usize, usize) {
     (count("cached"), count("run"), count("blocked"))
 }
 
-fn plan(store: Option<&Path>, path: &Path, as_json: bool, contract: &ContractArgs) -> Result<()> {
-    let s = Session::open(store, path, contract)?;
+fn plan(s: Session, path: &Path, as_json: bool) -> Result<()> {
     let planned = s.engine().plan(&s.steps())?;
     let mut out = std::io::stdout().lock();
     if as_json {
@@ -228,8 +236,7 @@ fn plan(store: Option<&Path>, path: &Path, as_json: bool, contract: &ContractArg
     Ok(())
 }
 
-fn why(store: Option<&Path>, path: &Path, step: &str, contract: &ContractArgs) -> Result<()> {
-    let s = Session::open(store, path, contract)?;
+fn why(s: Session, path: &Path, step: &str) -> Result<()> {
     let planned = s.engine().plan(&s.steps())?;
     let Some(p) = planned.iter().find(|p| p.step.id.as_str() == step) else {
         let ids: Vec<&str> = planned.iter().map(|p| p.step.id.as_str()).collect();
@@ -317,10 +324,9 @@ fn why(store: Option<&Path>, path: &Path, step: &str, contract: &ContractArgs) -
     Ok(())
 }
 
-fn build(store: Option<&Path>, path: &Path, contract: &ContractArgs) -> Result<()> {
-    let s = Session::open(store, path, contract)?;
+fn build(s: Session) -> Result<()> {
     let _lock = s.store.lock(true)?;
-    let builders = crate::steps::builders();
+    let builders = crate::steps::builders(&s.step_env());
     let all = s.steps();
     let buildable: Vec<Step> = all
         .iter()
@@ -388,11 +394,15 @@ fn materialise_patches(s: &Session, steps: &[Step]) -> Result<()> {
     Ok(())
 }
 
-/// Record the contract (and talosctl version) in the lock file the first time configs are built.
+/// Record the contract (and talosctl version) in the lock file the first time configs are built,
+/// and the secrets hashes.
 fn pin_lock(s: &Session) -> Result<()> {
     let mut lock = s.lock.clone();
     if lock.contract.is_none() || s.contract.source == graph::ContractSource::Profile {
         lock.contract = Some(s.contract.contract.to_string());
+    }
+    if let Some(bundle) = s.engine().plan(&s.steps()[..1])?.first().and_then(|p| p.outputs.as_ref()).and_then(|o| o.get("bundle")) {
+        s.record_secrets(&mut lock, *bundle)?;
     }
     if lock != s.lock {
         lock.save(&s.profile.lock_path())?;
@@ -433,4 +443,85 @@ fn store_cmd(flag: Option<&Path>, action: &StoreAction) -> Result<()> {
         removed.len()
     );
     Ok(())
+}
+
+fn secrets_cmd(open: &dyn Fn(&Path, &ContractArgs) -> Result<Session>, action: &SecretsAction) -> Result<()> {
+    let no_contract_change = ContractArgs::default();
+    let (profile_path, s) = match action {
+        SecretsAction::Init { profile, .. }
+        | SecretsAction::Show(profile)
+        | SecretsAction::Rekey(profile)
+        | SecretsAction::Edit(profile)
+        | SecretsAction::Verify(profile) => (&profile.profile, open(&profile.profile, &no_contract_change)?),
+    };
+    let _ = profile_path;
+    let file = s.profile.talos.secrets_file.clone();
+    let secrets_err = |e: crate::secrets::SecretsError| CliError { code: 1, message: format!("error: {e}") };
+    let ids = || s.identities.get().map_err(|e| CliError { code: 1, message: format!("error: {e}") });
+    let mut lock = s.lock.clone();
+    match action {
+        SecretsAction::Init { force, i_know_this_breaks_the_cluster, .. } => {
+            let talosctl = crate::exec::locate(crate::derivation::Tool::Talosctl)?;
+            let talosctl_version = s.tools.get(crate::derivation::Tool::Talosctl).map_err(|e| CliError { code: 1, message: format!("error: {e}") })?;
+            let bootstrapped_with = lock.bootstrap.as_ref().map(|b| b.secrets_hash);
+            let identities = if *force && bootstrapped_with.is_some() { Some(ids()?) } else { s.identities.get().ok() };
+            let hash = SecretsCommands::init(
+                &file,
+                &s.cipher.recipients,
+                crate::secrets::BundleSource::Talosctl { program: talosctl, contract: s.contract.contract.to_string(), talosctl_version },
+                crate::secrets::InitOptions { force: *force, bootstrapped_with, i_know_this_breaks_the_cluster: *i_know_this_breaks_the_cluster },
+                identities,
+            )
+            .map_err(secrets_err)?;
+            s.record_secrets(&mut lock, hash)?;
+            lock.save(&s.profile.lock_path())?;
+            realise_secrets_step(&s);
+            println!("{}: new secrets bundle {} encrypted to {} recipient(s)", file.display(), hash.short(), s.cipher.recipients.len());
+        }
+        SecretsAction::Show(_) => {
+            let bundle = SecretsCommands::show(&file, ids()?).map_err(secrets_err)?;
+            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                eprintln!("warning: printing the plaintext secrets bundle to a terminal");
+            }
+            std::io::stdout().write_all(bundle.expose_secret())?;
+        }
+        SecretsAction::Rekey(_) => {
+            let hash = SecretsCommands::rekey(&file, ids()?, &s.cipher.recipients).map_err(secrets_err)?;
+            s.record_secrets(&mut lock, hash)?;
+            lock.save(&s.profile.lock_path())?;
+            realise_secrets_step(&s);
+            println!("{}: re-encrypted to {} recipient(s); bundle {} unchanged", file.display(), s.cipher.recipients.len(), hash.short());
+        }
+        SecretsAction::Edit(_) => {
+            let editor = std::env::var("VISUAL").or_else(|_| std::env::var("EDITOR")).unwrap_or_else(|_| "vi".to_string());
+            match SecretsCommands::edit(&file, ids()?, &s.cipher.recipients, &editor).map_err(secrets_err)? {
+                crate::secrets::EditOutcome::Unchanged(h) => println!("{}: unchanged (bundle {})", file.display(), h.short()),
+                crate::secrets::EditOutcome::Changed { before, after } => {
+                    s.record_secrets(&mut lock, after)?;
+                    lock.save(&s.profile.lock_path())?;
+                    realise_secrets_step(&s);
+                    println!("{}: bundle {} -> {}", file.display(), before.short(), after.short());
+                }
+            }
+        }
+        SecretsAction::Verify(_) => {
+            let hash = SecretsCommands::verify(&file, ids()?).map_err(secrets_err)?;
+            println!("{}: valid secrets bundle {hash}", file.display());
+        }
+    }
+    Ok(())
+}
+
+/// Realise the `secrets` step for the file as it is now, so `plan` knows its output hash without
+/// decrypting (rekey: same hash, everything downstream stays cached). Best effort: an operator
+/// who encrypted to others' keys only may not be able to decrypt.
+fn realise_secrets_step(s: &Session) {
+    let steps = s.steps();
+    let builders = crate::steps::builders(&s.step_env());
+    let result = s.store.lock(true).map_err(|e| e.to_string()).and_then(|_guard| {
+        s.engine().realise(&steps[..1], &builders, |_, _| {}).map(|_| ()).map_err(|e| e.to_string())
+    });
+    if let Err(e) = result {
+        eprintln!("note: the secrets step was not recorded in the store ({e}); `talix build` will do it");
+    }
 }

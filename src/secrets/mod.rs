@@ -5,6 +5,7 @@ mod bundle;
 mod commands;
 mod crypt;
 mod error;
+mod object_cipher;
 mod identities;
 mod pipe;
 mod private_dir;
@@ -18,6 +19,7 @@ pub use crypt::{
     decrypt, decrypt_file, encrypt_armored, encrypt_binary, write_encrypted_atomically,
 };
 pub use error::SecretsError;
+pub use object_cipher::{AgeObjectCipher, LazyIdentities};
 pub use identities::{
     ENV_SOPS_KEY, ENV_SOPS_KEY_FILE, ENV_TALIX_KEY_FILE, Identities, IdentitySource,
     generate_identity_file,
