@@ -1,0 +1,1 @@
+//! Simulated Proxmox VE API (owned by the nodes helper; stub for now).
