@@ -55,6 +55,8 @@ fn append_invocation_log(path: &std::path::Path, argv: &[String], exit: i32) {
 pub fn sim_main(args: Vec<OsString>) -> i32 {
     match args.first().and_then(|a| a.to_str()) {
         Some("talosctl") => talosctl_main(args[1..].to_vec()),
+        Some("serve") => node::serve_main(args[1..].to_vec()),
+        Some("proxmox") => proxmox::serve_main(args[1..].to_vec()),
         _ => {
             eprintln!("usage: talix sim talosctl ARGS...");
             2

@@ -5,7 +5,7 @@
 
 pub mod config;
 mod handlers;
-pub(crate) use handlers::cluster_k8s_version;
+pub(crate) use handlers::{canonical_type, cluster_k8s_version};
 pub mod spec;
 pub mod tls;
 pub mod wire;
