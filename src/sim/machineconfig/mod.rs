@@ -2,6 +2,8 @@
 //! multi-document), a summary the simulated nodes act on, and the validation real Talos applies.
 
 pub mod contract;
+pub mod generate;
+pub mod schema;
 pub mod yaml;
 
 use std::fmt;
