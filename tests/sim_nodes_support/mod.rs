@@ -162,3 +162,126 @@ pub fn stderr(out: &Output) -> String {
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// One machine of a test cluster.
+pub struct Machine {
+    pub name: &'static str,
+    pub controlplane: bool,
+    /// Last octet of the maintenance (DHCP) address.
+    pub dhcp: u8,
+    /// Last octet of the static address set by its config.
+    pub static_ip: u8,
+}
+
+/// The files a test cluster needs: per-node machine configs and a talosconfig.
+pub struct ClusterFiles {
+    pub subnet: String,
+    pub talosconfig: PathBuf,
+    pub configs: BTreeMap<String, PathBuf>,
+}
+
+impl ClusterFiles {
+    pub fn dhcp(&self, m: &Machine) -> String {
+        format!("{}.{}", self.subnet, m.dhcp)
+    }
+    pub fn static_addr(&self, m: &Machine) -> String {
+        format!("{}.{}", self.subnet, m.static_ip)
+    }
+    pub fn config(&self, m: &Machine) -> String {
+        self.configs[m.name].display().to_string()
+    }
+}
+
+/// Node patch: hostname and static address on eth0 (contract v1.11 layout).
+pub fn node_patch(name: &str, address: &str) -> String {
+    format!(
+        "machine:\n    network:\n        hostname: {name}\n        interfaces:\n            - interface: eth0\n              addresses:\n                  - {address}/24\n"
+    )
+}
+
+/// The simulator spec for `machines` (+ optional extra YAML per node, keyed by name).
+pub fn serve_spec(subnet: &str, machines: &[Machine], reboot_ms: u64, extra: &[(&str, &str)]) -> String {
+    let mut s = String::from("nodes:\n");
+    for m in machines {
+        s.push_str(&format!(
+            "  - name: {}\n    mac: \"bc:24:11:00:00:{:02x}\"\n    address: {subnet}.{}\n    role: {}\n    reboot_delay_ms: {reboot_ms}\n",
+            m.name,
+            m.dhcp,
+            m.dhcp,
+            if m.controlplane { "controlplane" } else { "worker" }
+        ));
+        for (name, yaml) in extra {
+            if *name == m.name {
+                s.push_str(yaml);
+            }
+        }
+    }
+    for (name, yaml) in extra {
+        if *name == "*cluster*" {
+            s.push_str(yaml);
+        }
+    }
+    s
+}
+
+/// Generates secrets and configs with the simulated talosctl (`gen secrets`, `gen config`,
+/// `machineconfig patch`, `config endpoints`), exactly as an operator would.
+pub fn generate_cluster(
+    work: &Workdir,
+    subnet: &str,
+    machines: &[Machine],
+    endpoint: &str,
+    gen_flags: &[&str],
+) -> ClusterFiles {
+    work.talosctl_ok(&["gen", "secrets", "-o", "secrets.yaml"]);
+    let mut args = vec![
+        "gen",
+        "config",
+        "demo",
+        endpoint,
+        "--with-secrets",
+        "secrets.yaml",
+        "--with-docs=false",
+        "--with-examples=false",
+        "--install-image",
+        "ghcr.io/siderolabs/installer:v1.11.5",
+        "-o",
+        "gen",
+    ];
+    args.extend_from_slice(gen_flags);
+    work.talosctl_ok(&args);
+    let mut configs = BTreeMap::new();
+    for m in machines {
+        let patch = work.write(
+            &format!("{}-patch.yaml", m.name),
+            &node_patch(m.name, &format!("{subnet}.{}", m.static_ip)),
+        );
+        let base = if m.controlplane { "gen/controlplane.yaml" } else { "gen/worker.yaml" };
+        let out = format!("{}.yaml", m.name);
+        work.talosctl_ok(&[
+            "machineconfig",
+            "patch",
+            base,
+            "-p",
+            &format!("@{}", patch.display()),
+            "-o",
+            &out,
+        ]);
+        configs.insert(m.name.to_string(), work.file(&out));
+    }
+    let talosconfig = work.file("gen/talosconfig");
+    let endpoints: Vec<String> = machines
+        .iter()
+        .filter(|m| m.controlplane)
+        .map(|m| format!("{subnet}.{}", m.static_ip))
+        .collect();
+    let mut args = vec!["--talosconfig".to_string(), talosconfig.display().to_string(), "config".into(), "endpoints".into()];
+    args.extend(endpoints);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    work.talosctl_ok(&args);
+    ClusterFiles {
+        subnet: subnet.to_string(),
+        talosconfig,
+        configs,
+    }
+}

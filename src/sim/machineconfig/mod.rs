@@ -3,6 +3,7 @@
 
 pub mod contract;
 pub mod generate;
+pub mod merge;
 pub mod schema;
 pub mod yaml;
 

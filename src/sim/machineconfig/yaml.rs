@@ -249,8 +249,13 @@ pub fn parse_documents(text: &str) -> Result<Vec<Yaml>, YamlError> {
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let docs: Vec<Yaml> =
-        serde_saphyr::from_multiple(text).map_err(|e| YamlError::Parse(first_line(&e)))?;
+    // YAML 1.2 booleans only (go-yaml v3 reads `y`/`on` as strings), no input snippets in
+    // errors (documents carry key material).
+    let mut options = serde_saphyr::Options::default();
+    options.strict_booleans = true;
+    options.with_snippet = false;
+    let docs: Vec<Yaml> = serde_saphyr::from_multiple_with_options(text, options)
+        .map_err(|e| YamlError::Parse(first_line(&e)))?;
     Ok(docs.into_iter().filter(|d| *d != Yaml::Null).collect())
 }
 
@@ -269,12 +274,47 @@ fn first_line(e: &impl fmt::Display) -> String {
     e.to_string().lines().next().unwrap_or_default().to_string()
 }
 
+/// Output flavour: go-yaml v3 as Talos configures it, or go-yaml v2 (what ghodss/yaml, used
+/// after JSON6902 patches, produces).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// 4-space steps, sequences indented under their key.
+    GoYamlV3,
+    /// 2-space steps, sequences at the indentation of their key.
+    GoYamlV2,
+}
+
+impl Style {
+    /// Indentation of a mapping nested under a key at `indent`.
+    fn map_child(self, indent: usize) -> usize {
+        match self {
+            // go-yaml v3 rounds up to the next multiple of the 4-space step.
+            Style::GoYamlV3 => 4 * ((indent + 4) / 4),
+            Style::GoYamlV2 => indent + 2,
+        }
+    }
+
+    /// Indentation of a sequence nested under a key at `indent`.
+    fn seq_child(self, indent: usize) -> usize {
+        match self {
+            Style::GoYamlV3 => 4 * ((indent + 4) / 4),
+            Style::GoYamlV2 => indent,
+        }
+    }
+}
+
 /// Encodes one document like go-yaml v3 with 4-space indentation (ends with a newline).
 pub fn emit(doc: &Yaml) -> String {
+    emit_with(doc, Style::GoYamlV3)
+}
+
+/// Encodes one document in the given style.
+pub fn emit_with(doc: &Yaml, style: Style) -> String {
     let mut out = String::new();
+    let w = Writer { style };
     match doc {
-        Yaml::Map(entries) if !entries.is_empty() => write_map(&mut out, entries, 0, false),
-        Yaml::Seq(items) if !items.is_empty() => write_seq(&mut out, items, 0, false),
+        Yaml::Map(entries) if !entries.is_empty() => w.map(&mut out, entries, 0, false),
+        Yaml::Seq(items) if !items.is_empty() => w.seq(&mut out, items, 0, false),
         other => {
             out.push_str(&scalar_inline(other));
             out.push('\n');
@@ -288,62 +328,66 @@ pub fn emit_documents(docs: &[Yaml]) -> String {
     docs.iter().map(emit).collect::<Vec<_>>().join("---\n")
 }
 
-/// The indentation of a block nested under a mapping key at `indent` (go-yaml v3 rounds up to
-/// the next multiple of the 4-space step).
-fn nested_indent(indent: usize) -> usize {
-    4 * ((indent + 4) / 4)
-}
-
 fn pad(out: &mut String, n: usize) {
     out.extend(std::iter::repeat_n(' ', n));
 }
 
-fn write_map(out: &mut String, entries: &[(String, Yaml)], indent: usize, first_inline: bool) {
-    for (i, (key, value)) in entries.iter().enumerate() {
-        if i > 0 || !first_inline {
-            pad(out, indent);
-        }
-        out.push_str(&format_string(key, true));
-        out.push(':');
-        write_value_after_key(out, value, indent);
-    }
+struct Writer {
+    style: Style,
 }
 
-fn write_value_after_key(out: &mut String, value: &Yaml, indent: usize) {
-    match value {
-        Yaml::Map(entries) if !entries.is_empty() => {
-            out.push('\n');
-            write_map(out, entries, nested_indent(indent), false);
-        }
-        Yaml::Seq(items) if !items.is_empty() => {
-            out.push('\n');
-            write_seq(out, items, nested_indent(indent), false);
-        }
-        Yaml::Str(s) if is_block_literal(s) => write_literal(out, s, nested_indent(indent)),
-        other => {
-            out.push(' ');
-            out.push_str(&scalar_inline(other));
-            out.push('\n');
+impl Writer {
+    fn map(&self, out: &mut String, entries: &[(String, Yaml)], indent: usize, first_inline: bool) {
+        for (i, (key, value)) in entries.iter().enumerate() {
+            if i > 0 || !first_inline {
+                pad(out, indent);
+            }
+            out.push_str(&format_string(key, true));
+            out.push(':');
+            self.value_after_key(out, value, indent);
         }
     }
-}
 
-fn write_seq(out: &mut String, items: &[Yaml], indent: usize, first_inline: bool) {
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 || !first_inline {
-            pad(out, indent);
-        }
-        out.push_str("- ");
-        match item {
-            Yaml::Map(entries) if !entries.is_empty() => write_map(out, entries, indent + 2, true),
-            Yaml::Seq(inner) if !inner.is_empty() => write_seq(out, inner, indent + 2, true),
+    fn value_after_key(&self, out: &mut String, value: &Yaml, indent: usize) {
+        match value {
+            Yaml::Map(entries) if !entries.is_empty() => {
+                out.push('\n');
+                self.map(out, entries, self.style.map_child(indent), false);
+            }
+            Yaml::Seq(items) if !items.is_empty() => {
+                out.push('\n');
+                self.seq(out, items, self.style.seq_child(indent), false);
+            }
             Yaml::Str(s) if is_block_literal(s) => {
-                out.pop();
-                write_literal(out, s, nested_indent(indent));
+                write_literal(out, s, self.style.map_child(indent))
             }
             other => {
+                out.push(' ');
                 out.push_str(&scalar_inline(other));
                 out.push('\n');
+            }
+        }
+    }
+
+    fn seq(&self, out: &mut String, items: &[Yaml], indent: usize, first_inline: bool) {
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 || !first_inline {
+                pad(out, indent);
+            }
+            out.push_str("- ");
+            match item {
+                Yaml::Map(entries) if !entries.is_empty() => {
+                    self.map(out, entries, indent + 2, true)
+                }
+                Yaml::Seq(inner) if !inner.is_empty() => self.seq(out, inner, indent + 2, true),
+                Yaml::Str(s) if is_block_literal(s) => {
+                    out.pop();
+                    write_literal(out, s, self.style.map_child(indent));
+                }
+                other => {
+                    out.push_str(&scalar_inline(other));
+                    out.push('\n');
+                }
             }
         }
     }
@@ -528,6 +572,15 @@ mod tests {
         );
         let back = parse_one(&emit(&doc)).unwrap();
         assert_eq!(back, doc);
+    }
+
+    #[test]
+    fn go_yaml_v2_style_keeps_sequences_at_key_indent() {
+        let doc = parse_one("a:\n    b:\n        - x: 1\n          z: [p]\n    c: |\n        l1\n").unwrap();
+        assert_eq!(
+            emit_with(&doc, Style::GoYamlV2),
+            "a:\n  b:\n  - x: 1\n    z:\n    - p\n  c: |\n    l1\n"
+        );
     }
 
     #[test]
