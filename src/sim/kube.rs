@@ -112,6 +112,7 @@ where
         }
         let mut content_length = 0usize;
         let mut close = false;
+        let mut wants_table = false;
         loop {
             let mut header = String::new();
             if reader.read_line(&mut header).await? == 0 {
@@ -127,6 +128,8 @@ where
                     content_length = value.trim().parse().unwrap_or(0);
                 } else if name == "connection" && value.trim().eq_ignore_ascii_case("close") {
                     close = true;
+                } else if name == "accept" && value.contains("as=Table") {
+                    wants_table = true;
                 }
             }
         }
@@ -139,7 +142,12 @@ where
         let target = parts.next().unwrap_or_default().to_string();
         let path = target.split('?').next().unwrap_or_default();
         let (status, body) = if method == "GET" {
-            route(path, shared, key, addr)
+            let (status, body) = route(path, shared, key, addr);
+            if wants_table && status == 200 && path.starts_with("/api/v1/nodes") {
+                (status, node_table(&body))
+            } else {
+                (status, body)
+            }
         } else {
             (405, status_body(405, "MethodNotAllowed", "the server does not allow this method on the requested resource"))
         };
@@ -200,6 +208,64 @@ fn route(path: &str, shared: &Shared, key: &str, addr: SocketAddr) -> (u16, Valu
             }
             (404, status_body(404, "NotFound", "the server could not find the requested resource"))
         }
+    }
+}
+
+/// The server-side printing kubectl asks for by default (`NAME STATUS ROLES AGE VERSION`).
+fn node_table(body: &Value) -> Value {
+    let items: Vec<Value> = match body.get("items").and_then(Value::as_array) {
+        Some(list) => list.clone(),
+        None => vec![body.clone()],
+    };
+    let column = |name: &str, priority: u8| {
+        json!({"name": name, "type": "string", "format": if name == "Name" { "name" } else { "" },
+               "description": "", "priority": priority})
+    };
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|n| {
+            let s = |p: &str| n.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+            let roles = if n.pointer("/metadata/labels/node-role.kubernetes.io~1control-plane").is_some() {
+                "control-plane"
+            } else {
+                "<none>"
+            };
+            let internal_ip = n
+                .pointer("/status/addresses")
+                .and_then(Value::as_array)
+                .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
+                .and_then(|x| x["address"].as_str())
+                .unwrap_or("<none>")
+                .to_string();
+            json!({
+                "cells": [s("/metadata/name"), "Ready", roles, age(&s("/metadata/creationTimestamp")),
+                          s("/status/nodeInfo/kubeletVersion"), internal_ip, "<none>",
+                          s("/status/nodeInfo/osImage"), s("/status/nodeInfo/kernelVersion"),
+                          s("/status/nodeInfo/containerRuntimeVersion")],
+                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                           "metadata": n.get("metadata").cloned().unwrap_or(Value::Null)},
+            })
+        })
+        .collect();
+    json!({
+        "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": "1"},
+        "columnDefinitions": [column("Name", 0), column("Status", 0), column("Roles", 0), column("Age", 0),
+                              column("Version", 0), column("Internal-IP", 1), column("External-IP", 1),
+                              column("OS-Image", 1), column("Kernel-Version", 1), column("Container-Runtime", 1)],
+        "rows": rows,
+    })
+}
+
+/// kubectl-style short age (`42s`, `5m`, `3h`) of an RFC 3339 timestamp.
+fn age(timestamp: &str) -> String {
+    let Ok(t) = time::OffsetDateTime::parse(timestamp, &time::format_description::well_known::Rfc3339) else {
+        return "<unknown>".into();
+    };
+    let secs = (time::OffsetDateTime::now_utc() - t).whole_seconds().max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 3 * 3600 => format!("{}m", s / 60),
+        s => format!("{}h", s / 3600),
     }
 }
 
