@@ -1,0 +1,480 @@
+//! Simulated Talos nodes on loopback: each machine listens on its own 127.x address, starts in
+//! maintenance mode at its "DHCP" address, installs and reboots after `apply-config --insecure`,
+//! then serves the authenticated API at the static address from its config, so discovery,
+//! bootstrap and health logic can be exercised against real sockets.
+
+pub mod config;
+mod handlers;
+pub(crate) use handlers::{canonical_type, cluster_k8s_version};
+pub mod spec;
+pub mod tls;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::io::BufReader;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+
+pub use config::ConfigFacts;
+pub use spec::{ClusterSpec, ExtensionSpec, Faults, NodeSpec, RoleHint, SpecError};
+
+/// Errors starting or running the simulated cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("simulated nodes did not come up within {0:?}")]
+    StartTimeout(Duration),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Where a node is in its life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Unconfigured, maintenance API at the DHCP address.
+    Maintenance,
+    /// Installing / rebooting: unreachable.
+    Rebooting,
+    /// Configured, authenticated API at its (static) address.
+    Running,
+    /// Never came back (fault knob).
+    Gone,
+}
+
+/// A snapshot of one node, for tests and the ready file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub foreign: bool,
+    pub phase: Phase,
+    pub address: Ipv4Addr,
+    pub api_port: u16,
+    pub talos_version: String,
+    pub machine_type: Option<String>,
+    pub etcd_member: bool,
+}
+
+pub(crate) struct AppliedConfig {
+    pub facts: ConfigFacts,
+}
+
+pub(crate) struct NodeState {
+    pub spec: NodeSpec,
+    pub foreign: bool,
+    pub phase: Phase,
+    pub address: Ipv4Addr,
+    pub talos_version: String,
+    pub config: Option<Arc<AppliedConfig>>,
+    pub apply_failures_left: u32,
+    pub bootstrap_not_ready_left: u32,
+    /// TLS configuration of the current listener (maintenance or authenticated).
+    pub tls: Option<Arc<ServerConfig>>,
+    /// True while a listener is bound for the current phase.
+    pub listening: bool,
+    pub member_id: u64,
+    pub booted_at: time::OffsetDateTime,
+}
+
+impl NodeState {
+    pub fn hostname(&self) -> String {
+        self.config
+            .as_ref()
+            .and_then(|c| c.facts.hostname.clone())
+            .unwrap_or_else(|| format!("talos-{}", self.address.to_string().replace('.', "-")))
+    }
+
+    pub fn cluster_key(&self) -> Option<&str> {
+        self.config.as_ref().map(|c| c.facts.os_ca_cert.as_str())
+    }
+}
+
+/// etcd of one simulated cluster (keyed by its OS CA certificate).
+#[derive(Default)]
+pub(crate) struct EtcdCluster {
+    pub bootstrapped: bool,
+    /// Node indices of members, in join order.
+    pub members: Vec<usize>,
+    /// Kubernetes version after `upgrade-k8s`, overriding the configs' kubelet version.
+    pub kubernetes_version: Option<String>,
+}
+
+pub(crate) struct ClusterState {
+    pub nodes: Vec<NodeState>,
+    pub etcd: HashMap<String, EtcdCluster>,
+    pub kube: HashMap<String, crate::sim::kube::KubeApi>,
+}
+
+pub(crate) struct Shared {
+    state: Mutex<ClusterState>,
+    generations: Vec<watch::Sender<u64>>,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, ClusterState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells node `idx`'s listener task that its phase or address changed.
+    pub fn bump(&self, idx: usize) {
+        self.generations[idx].send_modify(|g| *g += 1);
+    }
+}
+
+/// A running simulated cluster. Dropping it without [`SimCluster::shutdown`] aborts its tasks.
+pub struct SimCluster {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+}
+
+impl SimCluster {
+    /// Starts one listener per node and returns once every maintenance API is accepting.
+    pub async fn start(spec: ClusterSpec) -> Result<SimCluster, SimError> {
+        spec.check()?;
+        let now = time::OffsetDateTime::now_utc();
+        let mut nodes = Vec::new();
+        for (node, foreign) in spec.all_nodes() {
+            let cert = tls::self_signed(&[IpAddr::V4(node.address)], &[])?;
+            nodes.push(NodeState {
+                spec: node.clone(),
+                foreign,
+                phase: Phase::Maintenance,
+                address: node.address,
+                talos_version: node.maintenance_version.clone(),
+                config: None,
+                apply_failures_left: u32::from(node.faults.apply_fails_once),
+                bootstrap_not_ready_left: node.faults.bootstrap_not_ready_times,
+                tls: Some(tls::server_config(&cert, None, &[])?),
+                listening: false,
+                member_id: member_id_for(&node.name),
+                booted_at: now,
+            });
+        }
+        let count = nodes.len();
+        let generations = (0..count).map(|_| watch::channel(0u64).0).collect();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(ClusterState {
+                nodes,
+                etcd: HashMap::new(),
+                kube: HashMap::new(),
+            }),
+            generations,
+        });
+        let (stop, _) = watch::channel(false);
+        let (bound_tx, mut bound_rx) = tokio::sync::mpsc::channel::<Result<(), SimError>>(count.max(1));
+        let mut tasks = Vec::new();
+        for idx in 0..count {
+            let gen_rx = shared.generations[idx].subscribe();
+            tasks.push(tokio::spawn(run_listener(
+                shared.clone(),
+                idx,
+                gen_rx,
+                stop.subscribe(),
+                Some(bound_tx.clone()),
+            )));
+        }
+        drop(bound_tx);
+        let cluster = SimCluster { shared, tasks, stop };
+        let limit = Duration::from_secs(10);
+        for _ in 0..count {
+            match tokio::time::timeout(limit, bound_rx.recv()).await {
+                Ok(Some(Ok(()))) => {}
+                Ok(Some(Err(e))) => {
+                    cluster.shutdown().await;
+                    return Err(e);
+                }
+                Ok(None) | Err(_) => {
+                    cluster.shutdown().await;
+                    return Err(SimError::StartTimeout(limit));
+                }
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// Snapshot of every node (own nodes first, then foreign ones, in spec order).
+    pub fn statuses(&self) -> Vec<NodeStatus> {
+        let state = self.shared.lock();
+        state
+            .nodes
+            .iter()
+            .map(|n| NodeStatus {
+                name: n.spec.name.clone(),
+                foreign: n.foreign,
+                phase: n.phase,
+                address: n.address,
+                api_port: n.spec.api_port,
+                talos_version: n.talos_version.clone(),
+                machine_type: n.config.as_ref().map(|c| c.facts.machine_type.clone()),
+                etcd_member: n.cluster_key().is_some_and(|k| {
+                    state.etcd.get(k).is_some_and(|e| {
+                        e.members
+                            .iter()
+                            .any(|&m| state.nodes[m].spec.name == n.spec.name)
+                    })
+                }),
+            })
+            .collect()
+    }
+
+    /// Status of the node called `name`.
+    pub fn status(&self, name: &str) -> Option<NodeStatus> {
+        self.statuses().into_iter().find(|s| s.name == name)
+    }
+
+    /// Waits until `name` reaches `phase` (polling), up to `limit`.
+    pub async fn wait_for_phase(&self, name: &str, phase: Phase, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.status(name).is_some_and(|s| s.phase == phase && (phase != Phase::Running || self.is_listening(name))) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn is_listening(&self, name: &str) -> bool {
+        self.shared
+            .lock()
+            .nodes
+            .iter()
+            .any(|n| n.spec.name == name && n.listening)
+    }
+
+    /// Node name → current `address` (the ready-file content).
+    pub fn addresses(&self) -> std::collections::BTreeMap<String, String> {
+        self.statuses()
+            .into_iter()
+            .map(|s| (s.name, s.address.to_string()))
+            .collect()
+    }
+
+    /// Stops every listener and background task.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        let kube: Vec<_> = self.shared.lock().kube.drain().map(|(_, k)| k).collect();
+        for k in kube {
+            k.shutdown().await;
+        }
+        for t in std::mem::take(&mut self.tasks) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
+    }
+}
+
+impl Drop for SimCluster {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn member_id_for(name: &str) -> u64 {
+    let hash = blake3::hash(name.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&hash.as_bytes()[..8]);
+    u64::from_be_bytes(bytes)
+}
+
+/// Keeps node `idx`'s listener in step with its phase: bound while in maintenance or running,
+/// closed while rebooting or gone, re-bound at the new address after a change.
+async fn run_listener(
+    shared: Arc<Shared>,
+    idx: usize,
+    mut generation: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+    mut first_bind: Option<tokio::sync::mpsc::Sender<Result<(), SimError>>>,
+) {
+    loop {
+        generation.borrow_and_update();
+        let plan = {
+            let mut state = shared.lock();
+            let node = &mut state.nodes[idx];
+            node.listening = false;
+            match node.phase {
+                Phase::Maintenance | Phase::Running => node
+                    .tls
+                    .clone()
+                    .map(|t| (SocketAddr::new(IpAddr::V4(node.address), node.spec.api_port), t)),
+                Phase::Rebooting | Phase::Gone => None,
+            }
+        };
+        let Some((addr, tls)) = plan else {
+            tokio::select! {
+                r = generation.changed() => if r.is_err() { return },
+                _ = stop.changed() => return,
+            }
+            continue;
+        };
+        let listener = match bind_with_retry(addr).await {
+            Ok(l) => l,
+            Err(source) => {
+                tracing::error!(%addr, error = %source, "simulated node cannot listen");
+                if let Some(tx) = first_bind.take() {
+                    let _ = tx.send(Err(SimError::Bind { addr, source })).await;
+                }
+                tokio::select! {
+                    r = generation.changed() => if r.is_err() { return },
+                    _ = stop.changed() => return,
+                }
+                continue;
+            }
+        };
+        shared.lock().nodes[idx].listening = true;
+        if let Some(tx) = first_bind.take() {
+            let _ = tx.send(Ok(())).await;
+        }
+        let acceptor = TlsAcceptor::from(tls);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    if let Ok((stream, _)) = accepted {
+                        let shared = shared.clone();
+                        let acceptor = acceptor.clone();
+                        tokio::spawn(async move {
+                            if let Ok(Ok(tls_stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                                serve_connection(shared, idx, tls_stream).await;
+                            }
+                        });
+                    }
+                }
+                r = generation.changed() => { if r.is_err() { return } break; }
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+async fn bind_with_retry(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for _ in 0..20 {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                last = Some(e);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("bind failed")))
+}
+
+async fn serve_connection<S>(shared: Arc<Shared>, idx: usize, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut reader = BufReader::new(stream);
+    let request: wire::Request = match wire::read_json(&mut reader).await {
+        Ok(Some(r)) => r,
+        _ => return,
+    };
+    let Some(response) = handlers::dispatch(&shared, idx, request) else {
+        // Fault: drop the connection without answering.
+        return;
+    };
+    let _ = wire::write_json(reader.get_mut(), &response).await;
+    let _ = tokio::io::AsyncWriteExt::shutdown(reader.get_mut()).await;
+}
+
+/// `talix sim serve --spec FILE [--ready-file PATH]`: runs the nodes until SIGTERM, SIGINT or
+/// EOF on stdin. Returns the process exit status.
+pub fn serve_main(args: Vec<std::ffi::OsString>) -> i32 {
+    let mut spec_path = None;
+    let mut ready_path = None;
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("--spec") => spec_path = it.next(),
+            Some("--ready-file") => ready_path = it.next(),
+            _ => {
+                eprintln!("usage: talix sim serve --spec FILE [--ready-file PATH]");
+                return 2;
+            }
+        }
+    }
+    let Some(spec_path) = spec_path else {
+        eprintln!("usage: talix sim serve --spec FILE [--ready-file PATH]");
+        return 2;
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(serve(Path::new(&spec_path), ready_path.as_deref().map(Path::new))) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("talix sim serve: {e}");
+            1
+        }
+    }
+}
+
+async fn serve(spec_path: &Path, ready_path: Option<&Path>) -> Result<(), SimError> {
+    let spec = ClusterSpec::load(spec_path)?;
+    let cluster = SimCluster::start(spec).await?;
+    let ready_path_owned = ready_path.map(Path::to_path_buf);
+    if let Some(path) = &ready_path_owned {
+        write_ready_file(path, &cluster)?;
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let stdin_eof = tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+    });
+    let mut refresh = tokio::time::interval(Duration::from_millis(100));
+    let mut last = cluster.addresses();
+    tokio::pin!(stdin_eof);
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = &mut stdin_eof => break,
+            _ = refresh.tick() => {
+                let now = cluster.addresses();
+                if now != last {
+                    if let Some(path) = &ready_path_owned {
+                        write_ready_file(path, &cluster)?;
+                    }
+                    last = now;
+                }
+            }
+        }
+    }
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// Writes the ready file atomically (temp file + rename) so readers never see half of it.
+fn write_ready_file(path: &Path, cluster: &SimCluster) -> Result<(), SimError> {
+    let body = serde_json::to_vec_pretty(&cluster.addresses()).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("tmp");
+    fs_err::write(&tmp, body)?;
+    fs_err::rename(&tmp, path)?;
+    Ok(())
+}
