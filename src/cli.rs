@@ -76,6 +76,17 @@ pub enum Command {
         #[command(flatten)]
         contract: ContractArgs,
     },
+    /// Write the plaintext configs (controlplane.yaml, worker.yaml, one per node, talosconfig)
+    /// to a directory, each file 0600. Builds first if needed.
+    Export {
+        #[command(flatten)]
+        profile: ProfileArg,
+        /// Target directory (created 0700 if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        contract: ContractArgs,
+    },
     /// Manage the age-encrypted secrets bundle beside the profile.
     Secrets {
         #[command(subcommand)]

@@ -132,6 +132,17 @@ impl Session {
         Ok(())
     }
 
+    /// An output's plaintext (decrypted when the object is secret).
+    pub fn read_plain(&self, key: &Digest, output: &str) -> Result<Vec<u8>> {
+        let manifest = self.store.manifest(key)?.ok_or_else(|| CliError::from(format!("object {key} is not in the store")))?;
+        let stored = self.store.read_output(key, output)?;
+        if manifest.outputs.get(output).is_some_and(|o| o.encrypted) {
+            use crate::engine::ObjectCipher;
+            return self.cipher.decrypt(&stored).map_err(CliError::from);
+        }
+        Ok(stored)
+    }
+
     pub fn steps(&self) -> Vec<Step> {
         graph::steps(&self.profile, self.contract.contract)
     }
@@ -156,6 +167,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Plan { profile, json, contract } => plan(open(&profile.profile, contract)?, &profile.profile, *json),
         Command::Why { profile, step, contract } => why(open(&profile.profile, contract)?, &profile.profile, step),
         Command::Build { profile, contract } => build(open(&profile.profile, contract)?),
+        Command::Export { profile, out, contract } => export(open(&profile.profile, contract)?, out),
         Command::Secrets { action } => secrets_cmd(&open, action),
         Command::Store { action } => store_cmd(store_flag, action),
     }
@@ -324,6 +336,40 @@ fn why(s: Session, path: &Path, step: &str) -> Result<()> {
     Ok(())
 }
 
+fn export(s: Session, out: &Path) -> Result<()> {
+    let steps: Vec<Step> = s.steps().into_iter().filter(|st| graph::BUILD_KINDS.contains(&st.id.kind())).collect();
+    let planned = s.engine().plan(&steps)?;
+    if planned.iter().any(|p| p.status != Status::Cached) {
+        return Err(CliError { code: 1, message: format!("error: configs of {} are not built; run `talix build {}` first", s.profile.name, s.profile.source.display()) });
+    }
+    if !out.exists() {
+        fs_err::create_dir_all(out)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs_err::set_permissions(out, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    let mut written = Vec::new();
+    for p in &planned {
+        let key = p.key.expect("cached steps have keys");
+        let files: Vec<(String, &str)> = match (p.step.id.kind(), p.step.id.node()) {
+            ("base-config", _) => vec![("controlplane.yaml".into(), "controlplane"), ("worker.yaml".into(), "worker")],
+            ("talosconfig", _) => vec![("talosconfig".into(), "talosconfig")],
+            ("render", Some(node)) => vec![(format!("{node}.yaml"), "config")],
+            _ => vec![],
+        };
+        for (name, output) in files {
+            let bytes = s.read_plain(&key, output)?;
+            let target = out.join(&name);
+            atomic_write(&target, &bytes, Some(0o600))?;
+            written.push(name);
+        }
+    }
+    println!("{}: wrote {} (mode 0600)", out.display(), written.join(", "));
+    Ok(())
+}
+
 fn build(s: Session) -> Result<()> {
     let _lock = s.store.lock(true)?;
     let builders = crate::steps::builders(&s.step_env());
@@ -362,7 +408,7 @@ fn build(s: Session) -> Result<()> {
             println!("  cached   {}", r.id.as_str());
         }
     })?;
-    materialise_patches(&s, &buildable)?;
+    materialise(&s, &buildable)?;
     pin_lock(&s)?;
     println!("{}: {ran} built, {cached} cached", s.profile.name);
     if !missing.is_empty() {
@@ -378,17 +424,23 @@ fn build(s: Session) -> Result<()> {
     Ok(())
 }
 
-/// Write each node patch in plaintext to `<config_dir>/<patches_dir>/<node>.yaml` (no secrets).
-fn materialise_patches(s: &Session, steps: &[Step]) -> Result<()> {
+/// Write what operators read to the config dir: each node patch in plaintext (no secrets) to
+/// `<config_dir>/<patches_dir>/<node>.yaml`, and the talosconfig 0600 to
+/// `<config_dir>/talosconfig`. Files are rewritten only when their content differs.
+fn materialise(s: &Session, steps: &[Step]) -> Result<()> {
     let planned = s.engine().plan(steps)?;
-    for p in planned.iter().filter(|p| p.step.id.kind() == "patch") {
-        let (Some(key), Some(node)) = (p.key, p.step.id.node()) else {
+    for p in &planned {
+        let Some(key) = p.key.filter(|_| p.status == Status::Cached) else {
             continue;
         };
-        let bytes = s.store.read_output(&key, "patch")?;
-        let target = s.profile.talos.patches_dir.join(format!("{node}.yaml"));
+        let (target, output, mode) = match (p.step.id.kind(), p.step.id.node()) {
+            ("patch", Some(node)) => (s.profile.talos.patches_dir.join(format!("{node}.yaml")), "patch", 0o644),
+            ("talosconfig", None) => (s.profile.talos.config_dir.join("talosconfig"), "talosconfig", 0o600),
+            _ => continue,
+        };
+        let bytes = s.read_plain(&key, output)?;
         if std::fs::read(&target).ok().as_deref() != Some(&bytes[..]) {
-            atomic_write(&target, &bytes, Some(0o644))?;
+            atomic_write(&target, &bytes, Some(mode))?;
         }
     }
     Ok(())
@@ -401,7 +453,13 @@ fn pin_lock(s: &Session) -> Result<()> {
     if lock.contract.is_none() || s.contract.source == graph::ContractSource::Profile {
         lock.contract = Some(s.contract.contract.to_string());
     }
-    if let Some(bundle) = s.engine().plan(&s.steps()[..1])?.first().and_then(|p| p.outputs.as_ref()).and_then(|o| o.get("bundle")) {
+    let planned = s.engine().plan(&s.steps())?;
+    if planned.iter().any(|p| p.step.id.kind() == "base-config" && p.status == Status::Cached)
+        && let Ok(v) = s.tools.get(crate::derivation::Tool::Talosctl)
+    {
+        lock.talosctl_version = Some(v);
+    }
+    if let Some(bundle) = planned.first().and_then(|p| p.outputs.as_ref()).and_then(|o| o.get("bundle")) {
         s.record_secrets(&mut lock, *bundle)?;
     }
     if lock != s.lock {
