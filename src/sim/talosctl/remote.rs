@@ -645,11 +645,20 @@ async fn apply_config(global: &Global, args: ApplyArgs) -> CliResult {
     if data.is_empty() {
         return Err(CliError("no configuration data read".to_string()));
     }
-    if !args.config_patch.is_empty() {
-        return Err(CliError(
-            "--config-patch is not supported by the simulator; patch with `talosctl machineconfig patch` first".to_string(),
-        ));
-    }
+    let data = if args.config_patch.is_empty() {
+        data
+    } else {
+        use crate::sim::machineconfig::{merge, yaml};
+        let patches =
+            merge::load_patches(&args.config_patch).map_err(|e| CliError(e.to_string()))?;
+        let text = String::from_utf8(data)
+            .map_err(|_| CliError("config is not valid UTF-8".to_string()))?;
+        let docs = yaml::parse_documents(&text).map_err(|e| CliError(e.to_string()))?;
+        merge::apply_patches(docs, &patches)
+            .map_err(|e| CliError(e.to_string()))?
+            .render()
+            .into_bytes()
+    };
     let conn = connect(global, args.insecure)?;
     let params = json!({
         "data": base64::engine::general_purpose::STANDARD.encode(&data),
