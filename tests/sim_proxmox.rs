@@ -78,8 +78,14 @@ async fn proxmox_api_shapes_auth_and_errors() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let cfg: Value = resp.json().await.unwrap();
-    assert_eq!(cfg["data"]["net0"], "virtio=BC:24:11:5E:2A:01,bridge=vmbr0,firewall=1");
-    assert_eq!(cfg["data"]["net2"], "e1000=bc:24:11:7f:00:3c,bridge=vmbr1,tag=20");
+    assert_eq!(
+        cfg["data"]["net0"],
+        "virtio=BC:24:11:5E:2A:01,bridge=vmbr0,firewall=1"
+    );
+    assert_eq!(
+        cfg["data"]["net2"],
+        "e1000=bc:24:11:7f:00:3c,bridge=vmbr1,tag=20"
+    );
     assert!(cfg["data"].get("net1").is_none());
     assert_eq!(cfg["data"]["cores"], 4);
     assert_eq!(cfg["data"]["memory"], "8192");
@@ -107,7 +113,11 @@ async fn proxmox_api_shapes_auth_and_errors() {
     let err = resp.error_for_status_ref().unwrap_err().to_string();
     assert!(err.contains("401 Authentication failed!"), "{err}");
     assert!(resp.bytes().await.unwrap().is_empty());
-    let resp = http.get(format!("{url}/api2/json/version")).send().await.unwrap();
+    let resp = http
+        .get(format!("{url}/api2/json/version"))
+        .send()
+        .await
+        .unwrap();
     let err = resp.error_for_status_ref().unwrap_err().to_string();
     assert!(err.contains("401 No ticket"), "{err}");
 
@@ -122,7 +132,13 @@ async fn proxmox_api_shapes_auth_and_errors() {
 
     // A client that does not trust the cluster CA is refused.
     let untrusting = reqwest::Client::builder().build().unwrap();
-    assert!(untrusting.get(format!("{url}/api2/json/version")).send().await.is_err());
+    assert!(
+        untrusting
+            .get(format!("{url}/api2/json/version"))
+            .send()
+            .await
+            .is_err()
+    );
 
     assert!(service.stop().success());
 }

@@ -64,12 +64,13 @@ impl KubeApi {
             },
         )?;
         let server = tls::server_config(&cert, Some(ca), &[b"http/1.1"])?;
-        let std_listener = std::net::TcpListener::bind(addr).map_err(|source| KubeError::Bind { addr, source })?;
+        let std_listener =
+            std::net::TcpListener::bind(addr).map_err(|source| KubeError::Bind { addr, source })?;
         std_listener
             .set_nonblocking(true)
             .map_err(|source| KubeError::Bind { addr, source })?;
-        let listener =
-            tokio::net::TcpListener::from_std(std_listener).map_err(|source| KubeError::Bind { addr, source })?;
+        let listener = tokio::net::TcpListener::from_std(std_listener)
+            .map_err(|source| KubeError::Bind { addr, source })?;
         let (stop, mut stop_rx) = watch::channel(false);
         let acceptor = TlsAcceptor::from(server);
         let task = tokio::spawn(async move {
@@ -100,7 +101,12 @@ impl KubeApi {
     }
 }
 
-async fn serve_http<S>(stream: S, shared: &Shared, key: &str, addr: SocketAddr) -> std::io::Result<()>
+async fn serve_http<S>(
+    stream: S,
+    shared: &Shared,
+    key: &str,
+    addr: SocketAddr,
+) -> std::io::Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -149,7 +155,14 @@ where
                 (status, body)
             }
         } else {
-            (405, status_body(405, "MethodNotAllowed", "the server does not allow this method on the requested resource"))
+            (
+                405,
+                status_body(
+                    405,
+                    "MethodNotAllowed",
+                    "the server does not allow this method on the requested resource",
+                ),
+            )
         };
         let body = serde_json::to_vec(&body).unwrap_or_default();
         let reason = match status {
@@ -182,31 +195,58 @@ fn route(path: &str, shared: &Shared, key: &str, addr: SocketAddr) -> (u16, Valu
         "/version" => {
             let v = cluster_version(shared, key);
             let minor = v.split('.').nth(1).unwrap_or("0").to_string();
-            (200, json!({"major": "1", "minor": minor, "gitVersion": format!("v{v}"),
+            (
+                200,
+                json!({"major": "1", "minor": minor, "gitVersion": format!("v{v}"),
                          "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
                          "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.24.0",
-                         "compiler": "gc", "platform": "linux/amd64"}))
+                         "compiler": "gc", "platform": "linux/amd64"}),
+            )
         }
-        "/api" => (200, json!({"kind": "APIVersions", "versions": ["v1"],
-                               "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": addr.to_string()}]})),
-        "/apis" => (200, json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})),
-        "/api/v1" => (200, json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
-            {"name": "nodes", "singularName": "node", "namespaced": false, "kind": "Node",
-             "verbs": ["get", "list", "watch"], "shortNames": ["no"]},
-            {"name": "nodes/status", "singularName": "", "namespaced": false, "kind": "Node", "verbs": ["get"]}
-        ]})),
-        "/api/v1/nodes" => (200, json!({"kind": "NodeList", "apiVersion": "v1",
-                                        "metadata": {"resourceVersion": "1"}, "items": nodes(shared, key)})),
+        "/api" => (
+            200,
+            json!({"kind": "APIVersions", "versions": ["v1"],
+                               "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": addr.to_string()}]}),
+        ),
+        "/apis" => (
+            200,
+            json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
+        ),
+        "/api/v1" => (
+            200,
+            json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+                {"name": "nodes", "singularName": "node", "namespaced": false, "kind": "Node",
+                 "verbs": ["get", "list", "watch"], "shortNames": ["no"]},
+                {"name": "nodes/status", "singularName": "", "namespaced": false, "kind": "Node", "verbs": ["get"]}
+            ]}),
+        ),
+        "/api/v1/nodes" => (
+            200,
+            json!({"kind": "NodeList", "apiVersion": "v1",
+                                        "metadata": {"resourceVersion": "1"}, "items": nodes(shared, key)}),
+        ),
         _ => {
             if let Some(name) = path.strip_prefix("/api/v1/nodes/")
-                && let Some(node) = nodes(shared, key).into_iter().find(|n| n.pointer("/metadata/name").and_then(Value::as_str) == Some(name))
+                && let Some(node) = nodes(shared, key)
+                    .into_iter()
+                    .find(|n| n.pointer("/metadata/name").and_then(Value::as_str) == Some(name))
             {
                 return (200, node);
             }
             if let Some(name) = path.strip_prefix("/api/v1/nodes/") {
-                return (404, status_body(404, "NotFound", &format!("nodes \"{name}\" not found")));
+                return (
+                    404,
+                    status_body(404, "NotFound", &format!("nodes \"{name}\" not found")),
+                );
             }
-            (404, status_body(404, "NotFound", "the server could not find the requested resource"))
+            (
+                404,
+                status_body(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                ),
+            )
         }
     }
 }
@@ -258,7 +298,9 @@ fn node_table(body: &Value) -> Value {
 
 /// kubectl-style short age (`42s`, `5m`, `3h`) of an RFC 3339 timestamp.
 fn age(timestamp: &str) -> String {
-    let Ok(t) = time::OffsetDateTime::parse(timestamp, &time::format_description::well_known::Rfc3339) else {
+    let Ok(t) =
+        time::OffsetDateTime::parse(timestamp, &time::format_description::well_known::Rfc3339)
+    else {
         return "<unknown>".into();
     };
     let secs = (time::OffsetDateTime::now_utc() - t).whole_seconds().max(0);

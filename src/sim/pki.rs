@@ -7,8 +7,8 @@ use std::io::Read as _;
 
 use base64::Engine as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SignatureAlgorithm,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SignatureAlgorithm,
 };
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
 use serde::{Deserialize, Serialize};
@@ -146,10 +146,7 @@ impl SecretsBundle {
         let pair = |c: &CertAndKey| {
             Yaml::from_pairs([("crt", Yaml::str(&c.crt)), ("key", Yaml::str(&c.key))])
         };
-        let mut secrets = vec![(
-            "bootstraptoken",
-            Yaml::str(&self.secrets.bootstraptoken),
-        )];
+        let mut secrets = vec![("bootstraptoken", Yaml::str(&self.secrets.bootstraptoken))];
         if !self.secrets.secretboxencryptionsecret.is_empty() {
             secrets.push((
                 "secretboxencryptionsecret",
@@ -468,7 +465,10 @@ fn certificate_spki(pem: &str) -> Result<Vec<u8>, PkiError> {
     Ok(cert.tbs_certificate.subject_pki.raw.to_vec())
 }
 
-fn ca_params(organization: Option<&str>, common_name: Option<&str>) -> Result<CertificateParams, PkiError> {
+fn ca_params(
+    organization: Option<&str>,
+    common_name: Option<&str>,
+) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     if let Some(org) = organization {
@@ -479,7 +479,10 @@ fn ca_params(organization: Option<&str>, common_name: Option<&str>) -> Result<Ce
     }
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyCertSign];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyCertSign,
+    ];
     params.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,
@@ -752,7 +755,10 @@ mod der {
         }
         if !fields.iter().any(|(t, _)| *t == 0xa0) {
             let params = (0xa0, encode(0x06, P256_OID));
-            let at = fields.iter().position(|(t, _)| *t == 0xa1).unwrap_or(fields.len());
+            let at = fields
+                .iter()
+                .position(|(t, _)| *t == 0xa1)
+                .unwrap_or(fields.len());
             fields.insert(at, params);
         }
         let mut out = Vec::new();
@@ -795,15 +801,13 @@ mod tests {
         ));
         assert!(messages.contains(&"certs.os is required".to_string()));
         assert!(
-            messages.contains(&"certs.k8s is invalid: private key does not match the certificate".to_string()),
+            messages.contains(
+                &"certs.k8s is invalid: private key does not match the certificate".to_string()
+            ),
             "{messages:?}"
         );
         let empty = SecretsBundle::default();
-        assert!(
-            empty
-                .validate()
-                .contains(&BundleError::NoEncryptionSecret)
-        );
+        assert!(empty.validate().contains(&BundleError::NoEncryptionSecret));
     }
 
     #[test]
@@ -813,7 +817,12 @@ mod tests {
         let (os_crt, os_key) = bundle.ca_pem("os");
         assert!(os_key.starts_with("-----BEGIN ED25519 PRIVATE KEY-----"));
         assert!(os_crt.starts_with("-----BEGIN CERTIFICATE-----"));
-        assert!(bundle.ca_pem("k8s").1.starts_with("-----BEGIN EC PRIVATE KEY-----"));
+        assert!(
+            bundle
+                .ca_pem("k8s")
+                .1
+                .starts_with("-----BEGIN EC PRIVATE KEY-----")
+        );
         let sa = decode_b64_text(&bundle.certs.k8sserviceaccount.as_ref().unwrap().key).unwrap();
         assert!(sa.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
         let token = &bundle.secrets.bootstraptoken;
@@ -833,11 +842,18 @@ mod tests {
         let facts = certificate_facts(&crt).unwrap();
         assert_eq!(facts.organizations, ["os:admin"]);
         assert!(key.contains("ED25519 PRIVATE KEY"));
-        assert!(key_pem_as_pkcs8(&key).unwrap().contains("BEGIN PRIVATE KEY"));
+        assert!(
+            key_pem_as_pkcs8(&key)
+                .unwrap()
+                .contains("BEGIN PRIVATE KEY")
+        );
         let (k8s_crt, k8s_key) = bundle.ca_pem("k8s");
-        let (srv, srv_key) =
-            issue_server_cert(&k8s_crt, &k8s_key, &["127.0.0.1".to_string(), "base".to_string()])
-                .unwrap();
+        let (srv, srv_key) = issue_server_cert(
+            &k8s_crt,
+            &k8s_key,
+            &["127.0.0.1".to_string(), "base".to_string()],
+        )
+        .unwrap();
         assert!(srv.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(srv_key.contains("EC PRIVATE KEY"));
         let (_, again) = issue_client_cert(&os_crt, &os_key, "", "os:admin").unwrap();

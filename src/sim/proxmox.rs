@@ -106,7 +106,10 @@ impl ProxmoxSim {
     /// Starts the server and writes the CA certificate to `ca_file`.
     pub async fn start(spec: ProxmoxSpec, ca_file: &Path) -> Result<ProxmoxSim, ProxmoxError> {
         if !spec.address.is_loopback() {
-            return Err(ProxmoxError::Invalid(format!("{} is not in 127.0.0.0/8", spec.address)));
+            return Err(ProxmoxError::Invalid(format!(
+                "{} is not in 127.0.0.0/8",
+                spec.address
+            )));
         }
         let (ca, issuer) = tls::self_signed_ca("PVE Cluster Manager CA")?;
         let ip = IpAddr::V4(spec.address);
@@ -114,7 +117,8 @@ impl ProxmoxSim {
         dns.extend(spec.guests.iter().map(|g| g.node.clone()));
         dns.sort();
         dns.dedup();
-        let server_cert = tls::issue_server_from(&issuer, &[ip, IpAddr::V4(Ipv4Addr::LOCALHOST)], &dns)?;
+        let server_cert =
+            tls::issue_server_from(&issuer, &[ip, IpAddr::V4(Ipv4Addr::LOCALHOST)], &dns)?;
         let server = tls::server_config(&server_cert, None, &[b"http/1.1"])?;
         fs_err::write(ca_file, &ca.cert_pem)?;
         let addr = SocketAddr::new(ip, spec.port);
@@ -310,16 +314,19 @@ fn respond(spec: &ProxmoxSpec, method: &str, target: &str, auth: Option<&str>) -
         };
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let not_implemented = || HttpResponse::error(501, format!("Method '{method} {path}' not implemented"));
+    let not_implemented =
+        || HttpResponse::error(501, format!("Method '{method} {path}' not implemented"));
     if method != "GET" {
         return not_implemented();
     }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segments.as_slice() {
-        ["api2", "json", "version"] => {
-            HttpResponse::ok(json!({"version": "8.3.0", "release": "8.3", "repoid": "c1689ccb1065a83b"}))
+        ["api2", "json", "version"] => HttpResponse::ok(
+            json!({"version": "8.3.0", "release": "8.3", "repoid": "c1689ccb1065a83b"}),
+        ),
+        ["api2", "json", "cluster", "resources"] => {
+            cluster_resources(spec, query_param(query, "type"))
         }
-        ["api2", "json", "cluster", "resources"] => cluster_resources(spec, query_param(query, "type")),
         ["api2", "json", "nodes", node, "qemu", vmid, "config"] => vm_config(spec, node, vmid),
         _ => not_implemented(),
     }
@@ -380,7 +387,9 @@ fn cluster_resources(spec: &ProxmoxSpec, kind: Option<&str>) -> HttpResponse {
         nodes.sort();
         nodes.dedup();
         for n in nodes {
-            data.push(json!({"id": format!("node/{n}"), "type": "node", "node": n, "status": "online"}));
+            data.push(
+                json!({"id": format!("node/{n}"), "type": "node", "node": n, "status": "online"}),
+            );
         }
     }
     HttpResponse::ok(Value::Array(data))
@@ -423,9 +432,18 @@ fn vm_config(spec: &ProxmoxSpec, node: &str, vmid: &str) -> HttpResponse {
         ("agent", json!("enabled=1")),
         ("boot", json!("order=scsi0;ide2;net0")),
         ("scsihw", json!("virtio-scsi-single")),
-        ("scsi0", json!(format!("local-lvm:vm-{id}-disk-0,iothread=1,size=32G"))),
-        ("ide2", json!("local:iso/metal-amd64.iso,media=cdrom,size=100M")),
-        ("smbios1", json!(format!("uuid=6c1f1f0e-2b59-4d0b-9a55-{id:012}"))),
+        (
+            "scsi0",
+            json!(format!("local-lvm:vm-{id}-disk-0,iothread=1,size=32G")),
+        ),
+        (
+            "ide2",
+            json!("local:iso/metal-amd64.iso,media=cdrom,size=100M"),
+        ),
+        (
+            "smbios1",
+            json!(format!("uuid=6c1f1f0e-2b59-4d0b-9a55-{id:012}")),
+        ),
     ] {
         data.insert(k.into(), v);
     }
@@ -436,7 +454,10 @@ fn vm_config(spec: &ProxmoxSpec, node: &str, vmid: &str) -> HttpResponse {
         data.insert("tags".into(), json!(tags));
     }
     let digest = blake3::hash(serde_json::to_string(&data).unwrap_or_default().as_bytes());
-    data.insert("digest".into(), json!(hex::encode(&digest.as_bytes()[..20])));
+    data.insert(
+        "digest".into(),
+        json!(hex::encode(&digest.as_bytes()[..20])),
+    );
     HttpResponse::ok(Value::Object(data))
 }
 

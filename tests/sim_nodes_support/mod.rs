@@ -29,7 +29,8 @@ pub struct Workdir {
 impl Workdir {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_talix"), dir.path().join("talosctl")).unwrap();
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_talix"), dir.path().join("talosctl"))
+            .unwrap();
         Workdir { dir }
     }
 
@@ -99,13 +100,19 @@ impl Workdir {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let mut service = Service { child, ready: ready.clone() };
+        let mut service = Service {
+            child,
+            ready: ready.clone(),
+        };
         let start = Instant::now();
         while !ready.exists() {
             if let Ok(Some(status)) = service.child.try_wait() {
                 panic!("talix sim {subcommand} exited early: {status}");
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "sim {subcommand} not ready");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "sim {subcommand} not ready"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         service
@@ -200,7 +207,12 @@ pub fn node_patch(name: &str, address: &str) -> String {
 }
 
 /// The simulator spec for `machines` (+ optional extra YAML per node, keyed by name).
-pub fn serve_spec(subnet: &str, machines: &[Machine], reboot_ms: u64, extra: &[(&str, &str)]) -> String {
+pub fn serve_spec(
+    subnet: &str,
+    machines: &[Machine],
+    reboot_ms: u64,
+    extra: &[(&str, &str)],
+) -> String {
     let mut s = String::from("nodes:\n");
     for m in machines {
         s.push_str(&format!(
@@ -256,7 +268,11 @@ pub fn generate_cluster(
             &format!("{}-patch.yaml", m.name),
             &node_patch(m.name, &format!("{subnet}.{}", m.static_ip)),
         );
-        let base = if m.controlplane { "gen/controlplane.yaml" } else { "gen/worker.yaml" };
+        let base = if m.controlplane {
+            "gen/controlplane.yaml"
+        } else {
+            "gen/worker.yaml"
+        };
         let out = format!("{}.yaml", m.name);
         work.talosctl_ok(&[
             "machineconfig",
@@ -275,7 +291,12 @@ pub fn generate_cluster(
         .filter(|m| m.controlplane)
         .map(|m| format!("{subnet}.{}", m.static_ip))
         .collect();
-    let mut args = vec!["--talosconfig".to_string(), talosconfig.display().to_string(), "config".into(), "endpoints".into()];
+    let mut args = vec![
+        "--talosconfig".to_string(),
+        talosconfig.display().to_string(),
+        "config".into(),
+        "endpoints".into(),
+    ];
     args.extend(endpoints);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     work.talosctl_ok(&args);

@@ -297,10 +297,7 @@ fn classic_document(bundle: &SecretsBundle, input: &GenerateInput, t: MachineTyp
         ] {
             cluster.push((
                 key,
-                map([(
-                    "image",
-                    s(&format!("registry.k8s.io/{component}:v{k8s}")),
-                )]),
+                map([("image", s(&format!("registry.k8s.io/{component}:v{k8s}")))]),
             ));
         }
     }
@@ -577,7 +574,10 @@ fn multidoc(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Ve
                 ("backendPort", Yaml::Int(4789)),
             ],
         ));
-        docs.push(typed("KubeCoreDNSConfig", vec![("enabled", Yaml::Bool(true))]));
+        docs.push(typed(
+            "KubeCoreDNSConfig",
+            vec![("enabled", Yaml::Bool(true))],
+        ));
     }
     if !input.install_disk.is_empty() {
         docs.push(typed(
@@ -688,7 +688,10 @@ mod tests {
         let input = fixture_input(Contract::parse("v1.12").unwrap());
         let docs = generate(&bundle, &input, MachineType::ControlPlane);
         assert_eq!(docs.len(), 2);
-        assert_eq!(docs[1].get("kind").and_then(Yaml::as_str), Some("HostnameConfig"));
+        assert_eq!(
+            docs[1].get("kind").and_then(Yaml::as_str),
+            Some("HostnameConfig")
+        );
         assert!(docs[0].path("machine.features.rbac").is_none());
         assert!(docs[0].path("machine.network").is_some());
         assert!(docs[0].path("cluster.apiServer.certSANs").is_none());

@@ -61,7 +61,12 @@ pub fn read_patch_argument(arg: &str) -> Result<String, PatchError> {
 
 /// Identity of a document for matching: (apiVersion, kind, name).
 fn document_id(doc: &Yaml) -> (String, String, String) {
-    let text = |k: &str| doc.get(k).and_then(Yaml::as_str).unwrap_or_default().to_string();
+    let text = |k: &str| {
+        doc.get(k)
+            .and_then(Yaml::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     if crate::sim::machineconfig::is_v1alpha1_document(doc) {
         return (String::new(), "v1alpha1".to_string(), String::new());
     }
@@ -224,9 +229,11 @@ pub fn strategic_merge(base: &mut Vec<Yaml>, patch_docs: &[Yaml]) -> Result<(), 
         let id = document_id(patch_doc);
         let position = base.iter().position(|d| document_id(d) == id);
         let whole_document_delete = is_delete_marker(patch_doc)
-            && patch_doc.as_map().unwrap_or_default().iter().all(|(k, _)| {
-                ["apiVersion", "kind", "name", "$patch"].contains(&k.as_str())
-            });
+            && patch_doc
+                .as_map()
+                .unwrap_or_default()
+                .iter()
+                .all(|(k, _)| ["apiVersion", "kind", "name", "$patch"].contains(&k.as_str()));
         if whole_document_delete {
             if id.1 == "v1alpha1" {
                 return Err(PatchError::DeleteRoot);
@@ -426,9 +433,9 @@ fn merge_node(base: &mut Yaml, patch: &Yaml, kind: &str, schema_path: &str, path
             match list_merge_key(kind, schema_path) {
                 Some(merge_key) => {
                     for item in patch_items {
-                        let target = base_items.iter_mut().find(|b| {
-                            list_items_match(b, item, merge_key, schema_path)
-                        });
+                        let target = base_items
+                            .iter_mut()
+                            .find(|b| list_items_match(b, item, merge_key, schema_path));
                         match target {
                             Some(target) => merge_node(target, item, kind, &item_schema, path),
                             None => base_items.push(item.clone()),
@@ -553,7 +560,9 @@ fn apply_json_op(doc: &mut Value, op: &Value) -> Result<(), String> {
         "replace" => {
             let tokens = pointer_tokens(path)?;
             let slot = get_at_mut(doc, &tokens).ok_or_else(|| {
-                format!("replace operation does not apply: doc is missing key: {path}: missing value")
+                format!(
+                    "replace operation does not apply: doc is missing key: {path}: missing value"
+                )
             })?;
             *slot = value()?;
             Ok(())
@@ -630,7 +639,11 @@ mod tests {
         );
         let out = apply_patches(docs(&base_text), &[p]).unwrap();
         let main = &out.docs[0];
-        let interfaces = main.path("machine.network.interfaces").unwrap().as_seq().unwrap();
+        let interfaces = main
+            .path("machine.network.interfaces")
+            .unwrap()
+            .as_seq()
+            .unwrap();
         assert_eq!(interfaces.len(), 2);
         let eth0_addresses: Vec<&str> = interfaces[0]
             .get("addresses")
@@ -647,7 +660,11 @@ mod tests {
         );
         assert_eq!(interfaces[1].get("dhcp"), Some(&Yaml::Bool(true)));
         assert_eq!(
-            main.path("machine.certSANs").unwrap().as_seq().unwrap().len(),
+            main.path("machine.certSANs")
+                .unwrap()
+                .as_seq()
+                .unwrap()
+                .len(),
             1
         );
         let rendered = out.render();
@@ -658,9 +675,7 @@ mod tests {
 
     #[test]
     fn replaces_subnets_and_ignores_zero_values() {
-        let p = patch(
-            "cluster:\n  network:\n    podSubnets: [10.1.0.0/16]\n    dnsDomain: \"\"\n",
-        );
+        let p = patch("cluster:\n  network:\n    podSubnets: [10.1.0.0/16]\n    dnsDomain: \"\"\n");
         let out = apply_patches(docs(CP_V111), &[p]).unwrap();
         let net = out.docs[0].path("cluster.network").unwrap();
         assert_eq!(
@@ -713,7 +728,10 @@ mod tests {
         let out = apply_patches(docs(CP_V111), std::slice::from_ref(&p)).unwrap();
         assert!(out.last_was_json);
         let rendered = out.render();
-        assert!(rendered.starts_with("cluster:\n  aggregatorCA:\n"), "{rendered}");
+        assert!(
+            rendered.starts_with("cluster:\n  aggregatorCA:\n"),
+            "{rendered}"
+        );
         assert!(rendered.contains("  network:\n    hostname: cp1\n"));
         let err = apply_patches(docs(CP_V114), &[p]).unwrap_err();
         assert_eq!(

@@ -288,7 +288,11 @@ pub fn summarize_documents(config: &ConfigDocuments) -> Result<MachineConfigSumm
             .find_map(|d| str_at(d, "endpoint"))
     });
     let kubernetes_version = str_at(main, "machine.kubelet.image")
-        .or_else(|| config.of_kind("KubeletConfig").find_map(|d| str_at(d, "image")))
+        .or_else(|| {
+            config
+                .of_kind("KubeletConfig")
+                .find_map(|d| str_at(d, "image"))
+        })
         .and_then(|image| image_tag_version(&image));
     let install_image = str_at(main, "machine.install.image").or_else(|| {
         config
@@ -359,7 +363,11 @@ pub fn validate(bytes: &[u8]) -> Result<MachineConfigSummary, Vec<String>> {
     let config = ConfigDocuments::parse(bytes).map_err(|e| vec![e.to_string()])?;
     let mut errors = Vec::new();
 
-    let legacy_count = config.docs.iter().filter(|d| is_v1alpha1_document(d)).count();
+    let legacy_count = config
+        .docs
+        .iter()
+        .filter(|d| is_v1alpha1_document(d))
+        .count();
     if legacy_count == 0 {
         return Err(vec![MISSING_V1ALPHA1.to_string()]);
     }
@@ -370,14 +378,24 @@ pub fn validate(bytes: &[u8]) -> Result<MachineConfigSummary, Vec<String>> {
             continue;
         }
         let kind = schema::document_kind(doc);
-        let name = doc.get("name").and_then(Yaml::as_str).unwrap_or_default().to_string();
+        let name = doc
+            .get("name")
+            .and_then(Yaml::as_str)
+            .unwrap_or_default()
+            .to_string();
         if seen.contains(&(kind.clone(), name.clone())) {
-            let api = doc.get("apiVersion").and_then(Yaml::as_str).unwrap_or_default();
+            let api = doc
+                .get("apiVersion")
+                .and_then(Yaml::as_str)
+                .unwrap_or_default();
             errors.push(format!("duplicate document: {api}/{kind} is not allowed"));
         }
         seen.push((kind.clone(), name));
         if !schema::FieldTable::get().knows_kind(&kind) {
-            let api = doc.get("apiVersion").and_then(Yaml::as_str).unwrap_or_default();
+            let api = doc
+                .get("apiVersion")
+                .and_then(Yaml::as_str)
+                .unwrap_or_default();
             errors.push(format!("unknown document type \"{api}/{kind}\""));
             continue;
         }
@@ -408,10 +426,19 @@ pub fn validate(bytes: &[u8]) -> Result<MachineConfigSummary, Vec<String>> {
         .unwrap_or_default()
     {
         devices.push(device);
-        devices.extend(device.get("vlans").and_then(Yaml::as_seq).unwrap_or_default());
+        devices.extend(
+            device
+                .get("vlans")
+                .and_then(Yaml::as_seq)
+                .unwrap_or_default(),
+        );
     }
     for device in devices {
-        for address in device.get("addresses").and_then(Yaml::as_seq).unwrap_or_default() {
+        for address in device
+            .get("addresses")
+            .and_then(Yaml::as_seq)
+            .unwrap_or_default()
+        {
             let text = address.as_str().unwrap_or_default();
             if text.parse::<IpNet>().is_err() {
                 errors.push(format!(
@@ -433,7 +460,11 @@ pub fn validate(bytes: &[u8]) -> Result<MachineConfigSummary, Vec<String>> {
     }
     for link in config.of_kind("LinkConfig") {
         let name = str_at(link, "name").unwrap_or_default();
-        for address in link.get("addresses").and_then(Yaml::as_seq).unwrap_or_default() {
+        for address in link
+            .get("addresses")
+            .and_then(Yaml::as_seq)
+            .unwrap_or_default()
+        {
             let text = str_at(address, "address").unwrap_or_default();
             if text.parse::<IpNet>().is_err() {
                 errors.push(format!(
@@ -533,17 +564,23 @@ mod tests {
 
     #[test]
     fn validation_catches_what_talos_rejects() {
-        let unknown = CP_V111.replace("    network: {}\n", "    network:\n        interfacez: []\n");
+        let unknown = CP_V111.replace(
+            "    network: {}\n",
+            "    network:\n        interfacez: []\n",
+        );
         assert_eq!(
             validation_errors(&unknown),
-            ["unknown keys found during decoding:\nmachine:\n    network:\n        interfacez: []\n"]
+            [
+                "unknown keys found during decoding:\nmachine:\n    network:\n        interfacez: []\n"
+            ]
         );
         let vip_on_worker = WORKER_V111.replace(
             "    network: {}\n",
             "    network:\n        interfaces:\n            - interface: eth0\n              vip:\n                ip: 10.5.0.10\n",
         );
         assert_eq!(validation_errors(&vip_on_worker), [VIP_ON_WORKER]);
-        let hostname_twice = CP_V111.replace("    network: {}\n", "    network:\n        hostname: cp1\n")
+        let hostname_twice = CP_V111
+            .replace("    network: {}\n", "    network:\n        hostname: cp1\n")
             + "---\napiVersion: v1alpha1\nkind: HostnameConfig\nauto: stable\n";
         assert_eq!(validation_errors(&hostname_twice), [HOSTNAME_CONFLICT]);
         assert_eq!(

@@ -48,7 +48,8 @@ impl FieldTable {
     }
 
     fn has(&self, kind: &str, path: &str) -> bool {
-        self.order.contains_key(&(kind.to_string(), path.to_string()))
+        self.order
+            .contains_key(&(kind.to_string(), path.to_string()))
     }
 
     /// How the mapping at schema path `path` is keyed.

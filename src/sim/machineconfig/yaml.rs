@@ -265,7 +265,9 @@ pub fn parse_one(text: &str) -> Result<Yaml, YamlError> {
     match docs.len() {
         0 => Ok(Yaml::Null),
         1 => Ok(docs.remove(0)),
-        n => Err(YamlError::Parse(format!("expected one document, found {n}"))),
+        n => Err(YamlError::Parse(format!(
+            "expected one document, found {n}"
+        ))),
     }
 }
 
@@ -576,7 +578,8 @@ mod tests {
 
     #[test]
     fn go_yaml_v2_style_keeps_sequences_at_key_indent() {
-        let doc = parse_one("a:\n    b:\n        - x: 1\n          z: [p]\n    c: |\n        l1\n").unwrap();
+        let doc = parse_one("a:\n    b:\n        - x: 1\n          z: [p]\n    c: |\n        l1\n")
+            .unwrap();
         assert_eq!(
             emit_with(&doc, Style::GoYamlV2),
             "a:\n  b:\n  - x: 1\n    z:\n    - p\n  c: |\n    l1\n"
@@ -586,7 +589,12 @@ mod tests {
     #[test]
     fn keeps_key_order_and_rejects_duplicates() {
         let doc = parse_one("z: 1\na: 2\n").unwrap();
-        let keys: Vec<&str> = doc.as_map().unwrap().iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<&str> = doc
+            .as_map()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
         assert_eq!(keys, ["z", "a"]);
         assert!(parse_one("a: 1\na: 2\n").is_err());
     }

@@ -50,8 +50,12 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 
 fn b64_pem(v: &Value, path: &[&str]) -> Option<String> {
     let raw = str_at(v, path)?;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(raw.trim()).ok()?;
-    String::from_utf8(bytes).ok().filter(|s| s.contains("-----BEGIN"))
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .ok()?;
+    String::from_utf8(bytes)
+        .ok()
+        .filter(|s| s.contains("-----BEGIN"))
 }
 
 /// The tag of an image reference (`repo/name:tag` → `tag`), if any.
@@ -78,7 +82,8 @@ impl ConfigFacts {
         let main = docs
             .iter()
             .find(|d| {
-                d.get("kind").is_none() && (d.get("machine").is_some() || d.get("cluster").is_some())
+                d.get("kind").is_none()
+                    && (d.get("machine").is_some() || d.get("cluster").is_some())
             })
             .ok_or("the machine configuration doesn't contain v1alpha1 config")?;
         let by_kind = |kind: &'static str| of_kind(&docs, kind);
@@ -86,13 +91,25 @@ impl ConfigFacts {
         let machine_type = str_at(main, &["machine", "type"])
             .ok_or("machine.type is not set")?
             .to_string();
-        let machine_type = if machine_type == "init" { "controlplane".into() } else { machine_type };
+        let machine_type = if machine_type == "init" {
+            "controlplane".into()
+        } else {
+            machine_type
+        };
 
         let mut static_addresses = Vec::new();
         let mut vip = None;
-        if let Some(ifaces) = main.pointer("/machine/network/interfaces").and_then(Value::as_array) {
+        if let Some(ifaces) = main
+            .pointer("/machine/network/interfaces")
+            .and_then(Value::as_array)
+        {
             for iface in ifaces {
-                for a in iface.get("addresses").and_then(Value::as_array).into_iter().flatten() {
+                for a in iface
+                    .get("addresses")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(ip) = a.as_str().and_then(first_ipv4_of_cidr) {
                         static_addresses.push(ip);
                     }
@@ -103,7 +120,12 @@ impl ConfigFacts {
             }
         }
         for link in by_kind("LinkConfig") {
-            for a in link.get("addresses").and_then(Value::as_array).into_iter().flatten() {
+            for a in link
+                .get("addresses")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(ip) = str_at(a, &["address"]).and_then(first_ipv4_of_cidr) {
                     static_addresses.push(ip);
                 }
@@ -140,7 +162,8 @@ impl ConfigFacts {
             .and_then(Value::as_bool)
             .unwrap_or(false);
 
-        let os_ca_cert = b64_pem(main, &["machine", "ca", "crt"]).ok_or("machine.ca.crt is missing")?;
+        let os_ca_cert =
+            b64_pem(main, &["machine", "ca", "crt"]).ok_or("machine.ca.crt is missing")?;
         Ok(ConfigFacts {
             machine_type,
             hostname,
@@ -165,7 +188,12 @@ impl ConfigFacts {
         if let Some(stripped) = hostport.strip_prefix('[') {
             return stripped.split(']').next().map(str::to_string);
         }
-        Some(hostport.rsplit_once(':').map_or(hostport, |(h, _)| h).to_string())
+        Some(
+            hostport
+                .rsplit_once(':')
+                .map_or(hostport, |(h, _)| h)
+                .to_string(),
+        )
     }
 
     /// Port of the Kubernetes endpoint URL (6443 when absent).
@@ -211,27 +239,42 @@ mod tests {
         let server = crate::sim::node::tls::issue_leaf(
             &f.os_ca_cert,
             f.os_ca_key.as_deref().unwrap(),
-            crate::sim::node::tls::LeafUsage::Server { ips: &[ip], dns: &[] },
+            crate::sim::node::tls::LeafUsage::Server {
+                ips: &[ip],
+                dns: &[],
+            },
         )
         .expect("OS CA (Ed25519) signs");
         crate::sim::node::tls::server_config(&server, Some(&f.os_ca_cert), &[]).unwrap();
         crate::sim::node::tls::issue_leaf(
             f.k8s_ca_cert.as_deref().unwrap(),
             f.k8s_ca_key.as_deref().unwrap(),
-            crate::sim::node::tls::LeafUsage::Client { common_name: "admin", organizations: &["system:masters"] },
+            crate::sim::node::tls::LeafUsage::Client {
+                common_name: "admin",
+                organizations: &["system:masters"],
+            },
         )
         .expect("Kubernetes CA (ECDSA) signs");
     }
 
     #[test]
     fn image_tags() {
-        assert_eq!(image_tag("ghcr.io/siderolabs/installer:v1.11.5"), Some("v1.11.5"));
+        assert_eq!(
+            image_tag("ghcr.io/siderolabs/installer:v1.11.5"),
+            Some("v1.11.5")
+        );
         assert_eq!(image_tag("localhost:5000/installer"), None);
-        assert_eq!(image_tag("localhost:5000/installer:v1.13.0"), Some("v1.13.0"));
+        assert_eq!(
+            image_tag("localhost:5000/installer:v1.13.0"),
+            Some("v1.13.0")
+        );
     }
 
     #[test]
     fn rejects_config_without_main_document() {
-        assert!(ConfigFacts::extract(b"apiVersion: v1alpha1\nkind: HostnameConfig\nauto: stable\n").is_err());
+        assert!(
+            ConfigFacts::extract(b"apiVersion: v1alpha1\nkind: HostnameConfig\nauto: stable\n")
+                .is_err()
+        );
     }
 }

@@ -28,7 +28,10 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, me: usize, request: Request) -> Opt
             let result = match resolved {
                 Ok(idx) => match handle(shared, idx, &request) {
                     Outcome::Reply(r) => r,
-                    Outcome::Drop => Err(RpcError::new("Unavailable", "error reading from server: EOF")),
+                    Outcome::Drop => Err(RpcError::new(
+                        "Unavailable",
+                        "error reading from server: EOF",
+                    )),
                 },
                 Err(e) => Err(e),
             };
@@ -86,10 +89,9 @@ fn resolve_target(state: &ClusterState, me: usize, target: &str) -> Result<usize
     if state.nodes[me].phase == Phase::Maintenance {
         return Ok(me);
     }
-    let found = state
-        .nodes
-        .iter()
-        .position(|n| n.address == ip && n.listening && matches!(n.phase, Phase::Running | Phase::Maintenance));
+    let found = state.nodes.iter().position(|n| {
+        n.address == ip && n.listening && matches!(n.phase, Phase::Running | Phase::Maintenance)
+    });
     let Some(idx) = found else {
         return Err(unreachable());
     };
@@ -113,7 +115,10 @@ fn handle(shared: &Arc<Shared>, idx: usize, request: &Request) -> Outcome {
             if version_at_least(&node.talos_version, 1, 13) {
                 Ok(version_info(&node.talos_version))
             } else {
-                Err(RpcError::new("Unimplemented", "API is not implemented in maintenance mode"))
+                Err(RpcError::new(
+                    "Unimplemented",
+                    "API is not implemented in maintenance mode",
+                ))
             }
         }
         (Phase::Maintenance, "get") => get_resources(&shared.lock(), idx, params),
@@ -122,7 +127,10 @@ fn handle(shared: &Arc<Shared>, idx: usize, request: &Request) -> Outcome {
             if version_at_least(&state.nodes[idx].talos_version, 1, 13) {
                 Err(RpcError::new("PermissionDenied", "not authorized"))
             } else {
-                Err(RpcError::new("Unimplemented", format!("method {} not implemented", grpc_method(other))))
+                Err(RpcError::new(
+                    "Unimplemented",
+                    format!("method {} not implemented", grpc_method(other)),
+                ))
             }
         }
         (Phase::Running, "version") => Ok(version_info(&shared.lock().nodes[idx].talos_version)),
@@ -134,7 +142,10 @@ fn handle(shared: &Arc<Shared>, idx: usize, request: &Request) -> Outcome {
         (Phase::Running, "health") => Ok(health(&shared.lock(), idx, params)),
         (Phase::Running, "upgrade") => upgrade(shared, idx, params),
         (Phase::Running, "upgrade_k8s") => upgrade_k8s(shared, idx, params),
-        (_, other) => Err(RpcError::new("Unimplemented", format!("unknown method {other}"))),
+        (_, other) => Err(RpcError::new(
+            "Unimplemented",
+            format!("unknown method {other}"),
+        )),
     };
     Outcome::Reply(result)
 }
@@ -163,7 +174,10 @@ fn version_info(tag: &str) -> Value {
 }
 
 fn decode_config(params: &Value) -> Result<Vec<u8>, RpcError> {
-    let b64 = params.get("data").and_then(Value::as_str).unwrap_or_default();
+    let b64 = params
+        .get("data")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(|e| RpcError::new("InvalidArgument", format!("failed to parse config: {e}")))
@@ -179,8 +193,15 @@ fn validate_config(bytes: &[u8]) -> Result<ConfigFacts, String> {
 }
 
 fn maintenance_apply(shared: &Arc<Shared>, idx: usize, params: &Value) -> Outcome {
-    let mode = params.get("mode").and_then(Value::as_str).unwrap_or("auto").to_string();
-    let dry_run = params.get("dry_run").and_then(Value::as_bool).unwrap_or(false);
+    let mode = params
+        .get("mode")
+        .and_then(Value::as_str)
+        .unwrap_or("auto")
+        .to_string();
+    let dry_run = params
+        .get("dry_run")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let version = shared.lock().nodes[idx].talos_version.clone();
     let modern = version_at_least(&version, 1, 13);
     if !modern && matches!(mode.as_str(), "no-reboot" | "staged") {
@@ -199,7 +220,11 @@ fn maintenance_apply(shared: &Arc<Shared>, idx: usize, params: &Value) -> Outcom
             return Outcome::Reply(Err(RpcError::new("InvalidArgument", text)));
         }
         Err(text) => {
-            let message = if modern { text } else { format!("configuration validation failed: {text}") };
+            let message = if modern {
+                text
+            } else {
+                format!("configuration validation failed: {text}")
+            };
             return Outcome::Reply(Err(RpcError::new("InvalidArgument", message)));
         }
     };
@@ -232,7 +257,11 @@ fn maintenance_apply(shared: &Arc<Shared>, idx: usize, params: &Value) -> Outcom
     };
     shared.bump(idx);
     spawn_reboot(shared.clone(), idx, delay, never_back);
-    let details = if modern { "Applied configuration without a reboot" } else { "" };
+    let details = if modern {
+        "Applied configuration without a reboot"
+    } else {
+        ""
+    };
     Outcome::Reply(Ok(json!({"mode_details": details, "warnings": []})))
 }
 
@@ -276,7 +305,14 @@ fn come_up(state: &mut ClusterState, idx: usize) {
     });
     let ips = [IpAddr::V4(address)];
     let cert = match ca_key {
-        Some(key) => tls::issue_leaf(&facts.os_ca_cert, &key, tls::LeafUsage::Server { ips: &ips, dns: &[] }),
+        Some(key) => tls::issue_leaf(
+            &facts.os_ca_cert,
+            &key,
+            tls::LeafUsage::Server {
+                ips: &ips,
+                dns: &[],
+            },
+        ),
         None => tls::self_signed(&ips, &[]),
     };
     let server = cert.and_then(|c| tls::server_config(&c, Some(&facts.os_ca_cert), &[]));
@@ -305,13 +341,26 @@ fn configured_apply(shared: &Arc<Shared>, idx: usize, params: &Value) -> CallRes
     let bytes = decode_config(params)?;
     let facts = validate_config(&bytes).map_err(|t| RpcError::new("InvalidArgument", t))?;
     let mode = params.get("mode").and_then(Value::as_str).unwrap_or("auto");
-    if params.get("dry_run").and_then(Value::as_bool).unwrap_or(false) {
-        return Ok(json!({"mode_details": "Dry run summary:\nApplied configuration without a reboot (skipped in dry-run).\nConfig diff:\n\nNo changes.", "warnings": []}));
+    if params
+        .get("dry_run")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        return Ok(
+            json!({"mode_details": "Dry run summary:\nApplied configuration without a reboot (skipped in dry-run).\nConfig diff:\n\nNo changes.", "warnings": []}),
+        );
     }
     let mut state = shared.lock();
     let node = &mut state.nodes[idx];
-    if node.config.as_ref().is_some_and(|c| c.facts.machine_type != facts.machine_type) {
-        return Err(RpcError::new("InvalidArgument", "machine type can't be changed"));
+    if node
+        .config
+        .as_ref()
+        .is_some_and(|c| c.facts.machine_type != facts.machine_type)
+    {
+        return Err(RpcError::new(
+            "InvalidArgument",
+            "machine type can't be changed",
+        ));
     }
     let details = if mode == "staged" {
         "Staged configuration to be applied after the next reboot"
@@ -331,18 +380,30 @@ fn bootstrap(shared: &Arc<Shared>, idx: usize) -> CallResult {
         let mut state = shared.lock();
         let version = state.nodes[idx].talos_version.clone();
         let Some(config) = state.nodes[idx].config.clone() else {
-            return Err(RpcError::new("FailedPrecondition", "bootstrap is not available yet"));
+            return Err(RpcError::new(
+                "FailedPrecondition",
+                "bootstrap is not available yet",
+            ));
         };
         if !config.facts.is_controlplane() {
             return Err(if version_at_least(&version, 1, 13) {
-                RpcError::new("Unimplemented", "bootstrap is only available on control plane nodes")
+                RpcError::new(
+                    "Unimplemented",
+                    "bootstrap is only available on control plane nodes",
+                )
             } else {
-                RpcError::new("FailedPrecondition", "bootstrap can only be performed on a control plane node")
+                RpcError::new(
+                    "FailedPrecondition",
+                    "bootstrap can only be performed on a control plane node",
+                )
             });
         }
         if state.nodes[idx].bootstrap_not_ready_left > 0 {
             state.nodes[idx].bootstrap_not_ready_left -= 1;
-            return Err(RpcError::new("FailedPrecondition", "bootstrap is not available yet"));
+            return Err(RpcError::new(
+                "FailedPrecondition",
+                "bootstrap is not available yet",
+            ));
         }
         let key = config.facts.os_ca_cert.clone();
         let already = state
@@ -350,13 +411,18 @@ fn bootstrap(shared: &Arc<Shared>, idx: usize) -> CallResult {
             .get(&key)
             .is_some_and(|e| e.bootstrapped && e.members.contains(&idx));
         if already {
-            return Err(RpcError::new("AlreadyExists", "etcd data directory is not empty"));
+            return Err(RpcError::new(
+                "AlreadyExists",
+                "etcd data directory is not empty",
+            ));
         }
         let mut joiners = vec![idx];
         for (i, n) in state.nodes.iter().enumerate() {
             if i != idx
                 && n.phase == Phase::Running
-                && n.config.as_ref().is_some_and(|c| c.facts.os_ca_cert == key && c.facts.is_controlplane())
+                && n.config
+                    .as_ref()
+                    .is_some_and(|c| c.facts.os_ca_cert == key && c.facts.is_controlplane())
             {
                 joiners.push(i);
             }
@@ -364,7 +430,10 @@ fn bootstrap(shared: &Arc<Shared>, idx: usize) -> CallResult {
         let etcd = state.etcd.entry(key.clone()).or_default();
         if etcd.bootstrapped {
             // A second etcd cluster would be split brain; Talos refuses the same way.
-            return Err(RpcError::new("AlreadyExists", "etcd data directory is not empty"));
+            return Err(RpcError::new(
+                "AlreadyExists",
+                "etcd data directory is not empty",
+            ));
         }
         etcd.bootstrapped = true;
         for j in joiners {
@@ -391,7 +460,10 @@ fn etcd_members(state: &ClusterState, idx: usize) -> CallResult {
         return Err(RpcError::new("FailedPrecondition", "etcd is not running"));
     };
     if !config.facts.is_controlplane() {
-        return Err(RpcError::new("Unimplemented", "etcd is not available on worker nodes"));
+        return Err(RpcError::new(
+            "Unimplemented",
+            "etcd is not available on worker nodes",
+        ));
     }
     let etcd = state
         .etcd
@@ -427,7 +499,10 @@ pub(crate) fn cluster_k8s_version(state: &ClusterState, config: &ConfigFacts) ->
 fn kubeconfig(state: &ClusterState, idx: usize) -> CallResult {
     let node = &state.nodes[idx];
     let Some(config) = &node.config else {
-        return Err(RpcError::new("FailedPrecondition", "machine configuration is not available"));
+        return Err(RpcError::new(
+            "FailedPrecondition",
+            "machine configuration is not available",
+        ));
     };
     let facts = &config.facts;
     let (Some(ca), Some(key)) = (&facts.k8s_ca_cert, &facts.k8s_ca_key) else {
@@ -488,7 +563,12 @@ fn health(state: &ClusterState, idx: usize, params: &Value) -> Value {
             }
         }
     }
-    let find = |ip: &Ipv4Addr| state.nodes.iter().find(|n| n.address == *ip && n.cluster_key() == Some(key.as_str()));
+    let find = |ip: &Ipv4Addr| {
+        state
+            .nodes
+            .iter()
+            .find(|n| n.address == *ip && n.cluster_key() == Some(key.as_str()))
+    };
     let etcd = state.etcd.get(key).filter(|e| e.bootstrapped);
     let mut checks: Vec<(String, Option<String>)> = Vec::new();
     let etcd_ok = match etcd {
@@ -507,12 +587,18 @@ fn health(state: &ClusterState, idx: usize, params: &Value) -> Value {
             .find(|ip| !member_ips.contains(ip))
             .map(|ip| format!("{ip}: etcd member not found"))
     };
-    checks.push(("etcd members to be consistent across nodes".into(), consistent.clone()));
+    checks.push((
+        "etcd members to be consistent across nodes".into(),
+        consistent.clone(),
+    ));
     let cp_only = member_ips
         .iter()
         .find(|ip| !control_planes.contains(ip))
         .map(|ip| format!("etcd member {ip} is not a control plane node"));
-    checks.push(("etcd members to be control plane nodes".into(), consistent.clone().or(cp_only)));
+    checks.push((
+        "etcd members to be control plane nodes".into(),
+        consistent.clone().or(cp_only),
+    ));
     let apid = control_planes
         .iter()
         .chain(workers.iter())
@@ -526,9 +612,17 @@ fn health(state: &ClusterState, idx: usize, params: &Value) -> Value {
         .find_map(|(ip, cp)| {
             let n = find(ip)?;
             let is_cp = n.config.as_ref()?.facts.is_controlplane();
-            (is_cp != cp).then(|| format!("{ip}: expected {} node", if cp { "control plane" } else { "worker" }))
+            (is_cp != cp).then(|| {
+                format!(
+                    "{ip}: expected {} node",
+                    if cp { "control plane" } else { "worker" }
+                )
+            })
         });
-    checks.push(("all nodes to finish boot sequence".into(), apid.clone().or(wrong_type.clone())));
+    checks.push((
+        "all nodes to finish boot sequence".into(),
+        apid.clone().or(wrong_type.clone()),
+    ));
     let k8s = if etcd_ok.is_some() || !state.kube.contains_key(key) {
         Some("kubernetes API is not available yet".to_string())
     } else {
@@ -545,9 +639,16 @@ fn health(state: &ClusterState, idx: usize, params: &Value) -> Value {
 }
 
 fn upgrade(shared: &Arc<Shared>, idx: usize, params: &Value) -> CallResult {
-    let image = params.get("image").and_then(Value::as_str).unwrap_or_default().to_string();
+    let image = params
+        .get("image")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let Some(tag) = image_tag(&image).map(str::to_string) else {
-        return Err(RpcError::new("InvalidArgument", format!("invalid image reference {image:?}")));
+        return Err(RpcError::new(
+            "InvalidArgument",
+            format!("invalid image reference {image:?}"),
+        ));
     };
     let delay = {
         let mut state = shared.lock();
@@ -568,13 +669,24 @@ fn upgrade(shared: &Arc<Shared>, idx: usize, params: &Value) -> CallResult {
 }
 
 fn upgrade_k8s(shared: &Arc<Shared>, idx: usize, params: &Value) -> CallResult {
-    let to = params.get("to").and_then(Value::as_str).unwrap_or_default().trim_start_matches('v').to_string();
+    let to = params
+        .get("to")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .trim_start_matches('v')
+        .to_string();
     let mut state = shared.lock();
     let Some(config) = state.nodes[idx].config.clone() else {
-        return Err(RpcError::new("FailedPrecondition", "machine configuration is not available"));
+        return Err(RpcError::new(
+            "FailedPrecondition",
+            "machine configuration is not available",
+        ));
     };
     if !config.facts.is_controlplane() {
-        return Err(RpcError::new("FailedPrecondition", "upgrade-k8s must be run against a control plane node"));
+        return Err(RpcError::new(
+            "FailedPrecondition",
+            "upgrade-k8s must be run against a control plane node",
+        ));
     }
     let from = cluster_k8s_version(&state, &config.facts);
     let etcd = state
@@ -593,7 +705,14 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-fn resource(namespace: &str, typ: &str, id: &str, owner: &str, created: time::OffsetDateTime, spec: Value) -> Value {
+fn resource(
+    namespace: &str,
+    typ: &str,
+    id: &str,
+    owner: &str,
+    created: time::OffsetDateTime,
+    spec: Value,
+) -> Value {
     json!({
         "metadata": {
             "namespace": namespace,
@@ -616,9 +735,10 @@ pub(crate) fn canonical_type(name: &str) -> Option<&'static str> {
             Some("LinkStatuses.net.talos.dev")
         }
         "member" | "members" | "members.cluster.talos.dev" => Some("Members.cluster.talos.dev"),
-        "extensions" | "extensionstatus" | "extensionstatuses" | "extensionstatuses.runtime.talos.dev" => {
-            Some("ExtensionStatuses.runtime.talos.dev")
-        }
+        "extensions"
+        | "extensionstatus"
+        | "extensionstatuses"
+        | "extensionstatuses.runtime.talos.dev" => Some("ExtensionStatuses.runtime.talos.dev"),
         "machinestatus" | "machinestatuses" | "ms" | "machinestatuses.runtime.talos.dev" => {
             Some("MachineStatuses.runtime.talos.dev")
         }
@@ -627,10 +747,16 @@ pub(crate) fn canonical_type(name: &str) -> Option<&'static str> {
 }
 
 fn get_resources(state: &ClusterState, idx: usize, params: &Value) -> CallResult {
-    let asked = params.get("type").and_then(Value::as_str).unwrap_or_default();
+    let asked = params
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let id = params.get("id").and_then(Value::as_str);
     let Some(typ) = canonical_type(asked) else {
-        return Err(RpcError::new("NotFound", format!("resource \"{asked}\" is not registered")));
+        return Err(RpcError::new(
+            "NotFound",
+            format!("resource \"{asked}\" is not registered"),
+        ));
     };
     let node = &state.nodes[idx];
     let booted = node.booted_at;
@@ -638,18 +764,28 @@ fn get_resources(state: &ClusterState, idx: usize, params: &Value) -> CallResult
     match typ {
         "LinkStatuses.net.talos.dev" => {
             if node.spec.faults.links_unsupported {
-                return Err(RpcError::new("NotFound", format!("resource \"{asked}\" is not registered")));
+                return Err(RpcError::new(
+                    "NotFound",
+                    format!("resource \"{asked}\" is not registered"),
+                ));
             }
-            items.push(resource("network", typ, "eth0", "network.LinkStatusController", booted, json!({
-                "index": 2, "type": "ether", "linkIndex": 0,
-                "flags": "UP,BROADCAST,RUNNING,MULTICAST,LOWER_UP",
-                "hardwareAddr": node.spec.mac.to_ascii_lowercase(),
-                "permanentAddr": node.spec.mac.to_ascii_lowercase(),
-                "broadcastAddr": "ff:ff:ff:ff:ff:ff", "mtu": 1500, "queueDisc": "pfifo_fast",
-                "operationalState": "up", "kind": "", "slaveKind": "",
-                "busPath": "0000:00:12.0", "driver": "virtio_net", "linkState": true,
-                "speedMbit": 4294967295u64, "port": "Other", "duplex": "Unknown",
-            })));
+            items.push(resource(
+                "network",
+                typ,
+                "eth0",
+                "network.LinkStatusController",
+                booted,
+                json!({
+                    "index": 2, "type": "ether", "linkIndex": 0,
+                    "flags": "UP,BROADCAST,RUNNING,MULTICAST,LOWER_UP",
+                    "hardwareAddr": node.spec.mac.to_ascii_lowercase(),
+                    "permanentAddr": node.spec.mac.to_ascii_lowercase(),
+                    "broadcastAddr": "ff:ff:ff:ff:ff:ff", "mtu": 1500, "queueDisc": "pfifo_fast",
+                    "operationalState": "up", "kind": "", "slaveKind": "",
+                    "busPath": "0000:00:12.0", "driver": "virtio_net", "linkState": true,
+                    "speedMbit": 4294967295u64, "port": "Other", "duplex": "Unknown",
+                }),
+            ));
             items.push(resource("network", typ, "lo", "network.LinkStatusController", booted, json!({
                 "index": 1, "type": "loopback", "linkIndex": 0,
                 "flags": "UP,LOOPBACK,RUNNING,LOWER_UP", "hardwareAddr": "00:00:00:00:00:00",
@@ -669,44 +805,72 @@ fn get_resources(state: &ClusterState, idx: usize, params: &Value) -> CallResult
                         continue;
                     }
                     let hostname = n.hostname();
-                    items.push(resource("cluster", typ, &hostname, "cluster.MemberController", n.booted_at, json!({
-                        "nodeId": format!("{:016x}", n.member_id),
-                        "addresses": [n.address.to_string()],
-                        "hostname": hostname,
-                        "machineType": c.facts.machine_type,
-                        "operatingSystem": format!("Talos ({})", n.talos_version),
-                    })));
+                    items.push(resource(
+                        "cluster",
+                        typ,
+                        &hostname,
+                        "cluster.MemberController",
+                        n.booted_at,
+                        json!({
+                            "nodeId": format!("{:016x}", n.member_id),
+                            "addresses": [n.address.to_string()],
+                            "hostname": hostname,
+                            "machineType": c.facts.machine_type,
+                            "operatingSystem": format!("Talos ({})", n.talos_version),
+                        }),
+                    ));
                 }
             }
         }
         "ExtensionStatuses.runtime.talos.dev" => {
             for (i, ext) in node.spec.extensions.iter().enumerate() {
                 let image = format!("{:03}.ghcr.io-siderolabs-{}-{}", i, ext.name, ext.version);
-                items.push(resource("runtime", typ, &i.to_string(), "runtime.ExtensionStatusController", booted, json!({
-                    "image": format!("{image}.sqsh"),
-                    "metadata": {
-                        "name": ext.name, "version": ext.version, "author": "Sidero Labs",
-                        "description": format!("{} system extension", ext.name),
-                        "compatibility": {"talos": {"version": ">= v1.0.0"}},
-                    },
-                })));
+                items.push(resource(
+                    "runtime",
+                    typ,
+                    &i.to_string(),
+                    "runtime.ExtensionStatusController",
+                    booted,
+                    json!({
+                        "image": format!("{image}.sqsh"),
+                        "metadata": {
+                            "name": ext.name, "version": ext.version, "author": "Sidero Labs",
+                            "description": format!("{} system extension", ext.name),
+                            "compatibility": {"talos": {"version": ">= v1.0.0"}},
+                        },
+                    }),
+                ));
             }
         }
         _ => {
             let (stage, ready, unmet) = match node.phase {
-                Phase::Maintenance => ("maintenance", false, json!([{"name": "config", "reason": "machine configuration is not available"}])),
+                Phase::Maintenance => (
+                    "maintenance",
+                    false,
+                    json!([{"name": "config", "reason": "machine configuration is not available"}]),
+                ),
                 _ => ("running", true, json!([])),
             };
-            items.push(resource("runtime", typ, "machine", "runtime.MachineStatusController", booted, json!({
-                "stage": stage,
-                "status": {"ready": ready, "unmetConditions": unmet},
-            })));
+            items.push(resource(
+                "runtime",
+                typ,
+                "machine",
+                "runtime.MachineStatusController",
+                booted,
+                json!({
+                    "stage": stage,
+                    "status": {"ready": ready, "unmetConditions": unmet},
+                }),
+            ));
         }
     }
     if let Some(id) = id {
         items.retain(|r| r.pointer("/metadata/id").and_then(Value::as_str) == Some(id));
         if items.is_empty() {
-            return Err(RpcError::new("NotFound", format!("resource {typ} \"{id}\" is not found")));
+            return Err(RpcError::new(
+                "NotFound",
+                format!("resource {typ} \"{id}\" is not found"),
+            ));
         }
     }
     Ok(json!({ "resources": items }))

@@ -178,7 +178,8 @@ impl SimCluster {
             generations,
         });
         let (stop, _) = watch::channel(false);
-        let (bound_tx, mut bound_rx) = tokio::sync::mpsc::channel::<Result<(), SimError>>(count.max(1));
+        let (bound_tx, mut bound_rx) =
+            tokio::sync::mpsc::channel::<Result<(), SimError>>(count.max(1));
         let mut tasks = Vec::new();
         for idx in 0..count {
             let gen_rx = shared.generations[idx].subscribe();
@@ -191,7 +192,11 @@ impl SimCluster {
             )));
         }
         drop(bound_tx);
-        let cluster = SimCluster { shared, tasks, stop };
+        let cluster = SimCluster {
+            shared,
+            tasks,
+            stop,
+        };
         let limit = Duration::from_secs(10);
         for _ in 0..count {
             match tokio::time::timeout(limit, bound_rx.recv()).await {
@@ -243,7 +248,9 @@ impl SimCluster {
     pub async fn wait_for_phase(&self, name: &str, phase: Phase, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            if self.status(name).is_some_and(|s| s.phase == phase && (phase != Phase::Running || self.is_listening(name))) {
+            if self.status(name).is_some_and(|s| {
+                s.phase == phase && (phase != Phase::Running || self.is_listening(name))
+            }) {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -314,10 +321,12 @@ async fn run_listener(
             let node = &mut state.nodes[idx];
             node.listening = false;
             match node.phase {
-                Phase::Maintenance | Phase::Running => node
-                    .tls
-                    .clone()
-                    .map(|t| (SocketAddr::new(IpAddr::V4(node.address), node.spec.api_port), t)),
+                Phase::Maintenance | Phase::Running => node.tls.clone().map(|t| {
+                    (
+                        SocketAddr::new(IpAddr::V4(node.address), node.spec.api_port),
+                        t,
+                    )
+                }),
                 Phase::Rebooting | Phase::Gone => None,
             }
         };
@@ -426,7 +435,10 @@ pub fn serve_main(args: Vec<std::ffi::OsString>) -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(serve(Path::new(&spec_path), ready_path.as_deref().map(Path::new))) {
+    match runtime.block_on(serve(
+        Path::new(&spec_path),
+        ready_path.as_deref().map(Path::new),
+    )) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("talix sim serve: {e}");

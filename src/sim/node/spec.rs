@@ -106,11 +106,10 @@ impl ClusterSpec {
     /// Reads a spec from a YAML or JSON file (JSON is YAML).
     pub fn load(path: &Path) -> Result<Self, SpecError> {
         let text = fs_err::read_to_string(path)?;
-        let spec: ClusterSpec =
-            serde_saphyr::from_str(&text).map_err(|e| SpecError::Parse {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
+        let spec: ClusterSpec = serde_saphyr::from_str(&text).map_err(|e| SpecError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         spec.check()?;
         Ok(spec)
     }
@@ -135,7 +134,10 @@ impl ClusterSpec {
                 )));
             }
             if !names.insert(node.name.clone()) {
-                return Err(SpecError::Invalid(format!("duplicate node name {}", node.name)));
+                return Err(SpecError::Invalid(format!(
+                    "duplicate node name {}",
+                    node.name
+                )));
             }
             if !sockets.insert((node.address, node.api_port)) {
                 return Err(SpecError::Invalid(format!(
@@ -169,10 +171,9 @@ mod tests {
 
     #[test]
     fn rejects_non_loopback_addresses() {
-        let spec: ClusterSpec = serde_saphyr::from_str(
-            "nodes:\n  - name: cp1\n    mac: x\n    address: 10.0.0.1\n",
-        )
-        .unwrap();
+        let spec: ClusterSpec =
+            serde_saphyr::from_str("nodes:\n  - name: cp1\n    mac: x\n    address: 10.0.0.1\n")
+                .unwrap();
         assert!(spec.check().is_err());
     }
 }

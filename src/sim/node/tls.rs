@@ -174,7 +174,9 @@ pub fn self_signed(ips: &[IpAddr], dns: &[String]) -> Result<IssuedCert, TlsErro
 }
 
 /// A self-signed CA (used by the Proxmox simulator, whose CA file the client must trust).
-pub fn self_signed_ca(common_name: &str) -> Result<(IssuedCert, Issuer<'static, KeyPair>), TlsError> {
+pub fn self_signed_ca(
+    common_name: &str,
+) -> Result<(IssuedCert, Issuer<'static, KeyPair>), TlsError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
@@ -219,16 +221,20 @@ pub fn server_config(
             for c in certs_from_pem(ca)? {
                 roots.add(c)?;
             }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                    .build()
-                    .map_err(|e| TlsError::BadPem(format!("client verifier: {e}")))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|e| TlsError::BadPem(format!("client verifier: {e}")))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config =
-        builder.with_single_cert(certs_from_pem(&cert.cert_pem)?, key_from_pem(&cert.key_pem)?)?;
+    let mut config = builder.with_single_cert(
+        certs_from_pem(&cert.cert_pem)?,
+        key_from_pem(&cert.key_pem)?,
+    )?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
@@ -246,7 +252,9 @@ pub fn client_config(
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots);
     let config = match client {
-        Some((cert, key)) => builder.with_client_auth_cert(certs_from_pem(cert)?, key_from_pem(key)?)?,
+        Some((cert, key)) => {
+            builder.with_client_auth_cert(certs_from_pem(cert)?, key_from_pem(key)?)?
+        }
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
@@ -328,7 +336,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(certs_from_pem(&leaf.cert_pem).unwrap().len(), 1);
-        assert!(matches!(key_from_pem(&leaf.key_pem).unwrap(), PrivateKeyDer::Pkcs8(_)));
+        assert!(matches!(
+            key_from_pem(&leaf.key_pem).unwrap(),
+            PrivateKeyDer::Pkcs8(_)
+        ));
         server_config(&leaf, Some(&ca.cert_pem), &[]).unwrap();
         client_config(&ca.cert_pem, None).unwrap();
     }

@@ -1,9 +1,331 @@
-//! Offline talosctl command (being filled in).
+//! `talosctl config endpoint|node|context|contexts|info|merge` (talosctl-cli.md §9): client-side
+//! edits of the talosconfig, written back 0600 in 4-space YAML, with talosctl's messages.
 
-use super::CliError;
+use std::path::PathBuf;
 
-/// Runs the command with the arguments after the command word.
+use super::flags::{self, FlagKind, FlagSpec, GLOBAL_FLAGS, ParsedFlags};
+use super::talosconfig::{self, Talosconfig, TalosconfigError};
+use super::{CliError, command_usage, exact_args, minimum_args};
+use crate::sim::machineconfig::yaml::{self, Yaml};
+use crate::sim::pki;
+
+fn group_usage() -> String {
+    "Manage the client configuration file (talosconfig)\n\nUsage:\n  talosctl config [command]\n\nAvailable Commands:\n  context     Set the current context\n  contexts    List defined contexts\n  endpoint    Set the endpoint(s) for the current context\n  info        Show information about the current context\n  merge       Merge additional contexts from another client configuration file\n  node        Set the node(s) for the current context\n\nFlags:\n  -h, --help   help for config\n\nUse \"talosctl config [command] --help\" for more information about a command.\n".to_string()
+}
+
+const INFO_FLAGS: &[FlagSpec] = &[FlagSpec::new(
+    "output",
+    Some('o'),
+    FlagKind::String,
+    "text",
+    "output format (json|yaml|text). Default text.",
+)];
+
+/// Runs `talosctl config ...` (arguments after `config`).
 pub fn run(args: Vec<String>) -> Result<(), CliError> {
-    let _ = args;
-    Err(CliError::new("not implemented", ""))
+    let Some(position) = super::find_command_word(&args).map(|(i, _)| i) else {
+        print!("{}", group_usage());
+        return Ok(());
+    };
+    let mut rest = args.clone();
+    let sub = rest.remove(position);
+    let (use_line, extra): (&str, &[FlagSpec]) = match sub.as_str() {
+        "endpoint" | "endpoints" => ("config endpoint <endpoint>...", &[]),
+        "node" | "nodes" => ("config node <endpoint>...", &[]),
+        "context" | "use-context" => ("config context <context>", &[]),
+        "contexts" | "get-contexts" => ("config contexts", &[]),
+        "info" => ("config info", INFO_FLAGS),
+        "merge" => ("config merge <from>", &[]),
+        _ => {
+            print!("{}", group_usage());
+            return Ok(());
+        }
+    };
+    let mut specs: Vec<FlagSpec> = extra.to_vec();
+    specs.extend_from_slice(GLOBAL_FLAGS);
+    let usage = command_usage(use_line, extra, true);
+    let parsed = flags::parse(&rest, &specs).map_err(|e| CliError::new(e, &usage))?;
+    if parsed.help {
+        print!("{usage}");
+        return Ok(());
+    }
+    let fail = |e: String| CliError::new(e, &usage);
+    let args = &parsed.positionals;
+    match sub.as_str() {
+        "endpoint" | "endpoints" => {
+            minimum_args(args, 1, &usage)?;
+            edit_current(&parsed, |ctx| ctx.endpoints = args.clone()).map_err(fail)
+        }
+        "node" | "nodes" => edit_current(&parsed, |ctx| ctx.nodes = args.clone()).map_err(fail),
+        "context" | "use-context" => {
+            exact_args(args, 1, &usage)?;
+            let (path, mut config) = load(&parsed).map_err(fail)?;
+            if !config.contexts.contains_key(&args[0]) {
+                return Err(fail(
+                    TalosconfigError::UndefinedContext(args[0].clone()).to_string(),
+                ));
+            }
+            config.context = args[0].clone();
+            config.save(&path, 0o600).map_err(|e| fail(e.to_string()))
+        }
+        "contexts" | "get-contexts" => {
+            super::no_args(args, "config contexts", &usage)?;
+            let (_, config) = load(&parsed).map_err(fail)?;
+            print!("{}", contexts_table(&config));
+            Ok(())
+        }
+        "info" => {
+            super::no_args(args, "config info", &usage)?;
+            let (_, config) = load(&parsed).map_err(fail)?;
+            print!("{}", info(&config, &parsed).map_err(fail)?);
+            Ok(())
+        }
+        _ => {
+            exact_args(args, 1, &usage)?;
+            merge(&parsed, &args[0]).map_err(fail)
+        }
+    }
+}
+
+fn load(parsed: &ParsedFlags) -> Result<(PathBuf, Talosconfig), String> {
+    let explicit = parsed.string("talosconfig");
+    let path = talosconfig::resolve_path(Some(explicit.as_str()).filter(|p| !p.is_empty()))
+        .map_err(|e| e.to_string())?;
+    let config = Talosconfig::load(&path).map_err(|e| e.to_string())?;
+    Ok((path, config))
+}
+
+/// The context a `config` subcommand edits (`--context` or the current one).
+fn context_name(config: &Talosconfig, parsed: &ParsedFlags) -> Result<String, String> {
+    let name = if parsed.changed("context") {
+        parsed.string("context")
+    } else {
+        config.context.clone()
+    };
+    if name.is_empty() {
+        return Err(TalosconfigError::NoContext.to_string());
+    }
+    if !config.contexts.contains_key(&name) {
+        return Err(TalosconfigError::UndefinedContext(name).to_string());
+    }
+    Ok(name)
+}
+
+fn edit_current(
+    parsed: &ParsedFlags,
+    edit: impl FnOnce(&mut talosconfig::TalosContext),
+) -> Result<(), String> {
+    let (path, mut config) = load(parsed)?;
+    let name = context_name(&config, parsed)?;
+    if let Some(ctx) = config.contexts.get_mut(&name) {
+        edit(ctx);
+    }
+    config.save(&path, 0o600).map_err(|e| e.to_string())
+}
+
+/// Go's text/tabwriter with padding 3 (the last column is not padded).
+pub fn tabwrite(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter(|r| c + 1 < r.len())
+                .map(|r| r[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 < row.len() {
+                out.push_str(&format!("{cell:<width$}", width = widths[c] + 3));
+            } else {
+                out.push_str(cell);
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn contexts_table(config: &Talosconfig) -> String {
+    let mut rows = vec![vec![
+        "CURRENT".to_string(),
+        "NAME".to_string(),
+        "ENDPOINTS".to_string(),
+        "NODES".to_string(),
+    ]];
+    for (name, ctx) in &config.contexts {
+        let current = if *name == config.context { "*" } else { "" };
+        let nodes = if ctx.nodes.len() > 3 {
+            format!("{}...", ctx.nodes[..3].join(","))
+        } else {
+            ctx.nodes.join(",")
+        };
+        rows.push(vec![
+            current.to_string(),
+            name.clone(),
+            ctx.endpoints.join(","),
+            nodes,
+        ]);
+    }
+    tabwrite(&rows)
+}
+
+/// go-humanize's relative time (`1 year from now`).
+pub fn humanize_from_now(seconds: i64) -> String {
+    let (amount, suffix) = if seconds >= 0 {
+        (seconds, "from now")
+    } else {
+        (-seconds, "ago")
+    };
+    const MINUTE: i64 = 60;
+    const HOUR: i64 = 60 * MINUTE;
+    const DAY: i64 = 24 * HOUR;
+    const WEEK: i64 = 7 * DAY;
+    const MONTH: i64 = 30 * DAY;
+    const YEAR: i64 = 12 * MONTH;
+    let text = match amount {
+        0 => return "now".to_string(),
+        a if a < 2 => "1 second".to_string(),
+        a if a < MINUTE => format!("{a} seconds"),
+        a if a < 2 * MINUTE => "1 minute".to_string(),
+        a if a < HOUR => format!("{} minutes", a / MINUTE),
+        a if a < 2 * HOUR => "1 hour".to_string(),
+        a if a < DAY => format!("{} hours", a / HOUR),
+        a if a < 2 * DAY => "1 day".to_string(),
+        a if a < WEEK => format!("{} days", a / DAY),
+        a if a < 2 * WEEK => "1 week".to_string(),
+        a if a < MONTH => format!("{} weeks", a / WEEK),
+        a if a < 2 * MONTH => "1 month".to_string(),
+        a if a < YEAR => format!("{} months", a / MONTH),
+        a if a < 18 * MONTH => "1 year".to_string(),
+        a if a < 2 * YEAR => "2 years".to_string(),
+        a => format!("{} years", a / YEAR),
+    };
+    format!("{text} {suffix}")
+}
+
+fn go_duration(seconds: i64) -> String {
+    let sign = if seconds < 0 { "-" } else { "" };
+    let s = seconds.abs();
+    let (h, m, sec) = (s / 3600, (s % 3600) / 60, s % 60);
+    if h > 0 {
+        format!("{sign}{h}h{m}m{sec}s")
+    } else if m > 0 {
+        format!("{sign}{m}m{sec}s")
+    } else {
+        format!("{sign}{sec}s")
+    }
+}
+
+fn info(config: &Talosconfig, parsed: &ParsedFlags) -> Result<String, String> {
+    let name = context_name(config, parsed)?;
+    let ctx = &config.contexts[&name];
+    let facts = pki::decode_b64_text(&ctx.crt)
+        .and_then(|pem| pki::certificate_facts(&pem))
+        .map_err(|e| format!("error parsing client certificate: {e}"))?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let not_after = time::OffsetDateTime::from_unix_timestamp(facts.not_after_unix)
+        .map_err(|e| e.to_string())?;
+    let list_or = |items: &[String]| {
+        if items.is_empty() {
+            "not defined".to_string()
+        } else {
+            items.join(", ")
+        }
+    };
+    match parsed.string("output").as_str() {
+        "text" => Ok(format!(
+            "Current context:     {name}\nNodes:               {}\nEndpoints:           {}\nRoles:               {}\nCertificate expires: {} ({})\n",
+            list_or(&ctx.nodes),
+            list_or(&ctx.endpoints),
+            facts.organizations.join(", "),
+            humanize_from_now(facts.not_after_unix - now),
+            not_after.date(),
+        )),
+        format @ ("json" | "yaml") => {
+            let rfc3339 = not_after
+                .format(&time::format_description::well_known::Rfc3339)
+                .map_err(|e| e.to_string())?;
+            let strings = |v: &[String]| Yaml::Seq(v.iter().map(Yaml::str).collect());
+            let doc = Yaml::from_pairs([
+                ("context", Yaml::str(&name)),
+                ("nodes", strings(&ctx.nodes)),
+                ("endpoints", strings(&ctx.endpoints)),
+                ("roles", strings(&facts.organizations)),
+                (
+                    "certTTL",
+                    Yaml::str(go_duration(facts.not_after_unix - now)),
+                ),
+                ("certNotAfter", Yaml::str(rfc3339)),
+            ]);
+            if format == "json" {
+                let mut text =
+                    serde_json::to_string_pretty(&doc.to_json()).map_err(|e| e.to_string())?;
+                text.push('\n');
+                Ok(text)
+            } else {
+                Ok(yaml::emit(&doc))
+            }
+        }
+        other => Err(format!("unknown output format: {other:?}")),
+    }
+}
+
+fn merge(parsed: &ParsedFlags, from: &str) -> Result<(), String> {
+    let source = Talosconfig::load(std::path::Path::new(from)).map_err(|e| e.to_string())?;
+    let (path, mut target) = load(parsed)?;
+    let mut mapped = std::collections::BTreeMap::new();
+    for (name, ctx) in &source.contexts {
+        let mut merged = name.clone();
+        if target.contexts.contains_key(&merged) {
+            let mut i = 1;
+            loop {
+                merged = format!("{name}-{i}");
+                if !target.contexts.contains_key(&merged) {
+                    break;
+                }
+                i += 1;
+            }
+            eprintln!("renamed talosconfig context \"{name}\" -> \"{merged}\"");
+        }
+        mapped.insert(name.clone(), merged.clone());
+        target.contexts.insert(merged, ctx.clone());
+    }
+    if let Some(current) = mapped.get(&source.context) {
+        target.context = current.clone();
+    }
+    target.save(&path, 0o600).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tabwriter_pads_all_but_the_last_column() {
+        let rows = vec![
+            vec![
+                "CURRENT".into(),
+                "NAME".into(),
+                "ENDPOINTS".into(),
+                "NODES".into(),
+            ],
+            vec!["*".into(), "demo".into(), "10.5.0.2".into(), "".into()],
+        ];
+        assert_eq!(
+            tabwrite(&rows),
+            "CURRENT   NAME   ENDPOINTS   NODES\n*         demo   10.5.0.2    \n"
+        );
+    }
+
+    #[test]
+    fn humanizes_like_go_humanize() {
+        assert_eq!(humanize_from_now(365 * 86_400 - 5), "1 year from now");
+        assert_eq!(humanize_from_now(3 * 86_400), "3 days from now");
+        assert_eq!(humanize_from_now(-90), "1 minute ago");
+        assert_eq!(go_duration(8759 * 3600 + 59 * 60 + 58), "8759h59m58s");
+    }
 }

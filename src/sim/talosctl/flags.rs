@@ -257,8 +257,13 @@ pub fn parse(args: &[String], specs: &[FlagSpec]) -> Result<ParsedFlags, String>
 pub fn usage_block(specs: &[FlagSpec]) -> String {
     let rows: Vec<(String, String)> = specs
         .iter()
+        // Flags without help text are hidden, as cobra hides them.
+        .filter(|s| !s.help.is_empty())
         .map(|s| {
-            let short = s.short.map(|c| format!("-{c}, ")).unwrap_or_else(|| "    ".to_string());
+            let short = s
+                .short
+                .map(|c| format!("-{c}, "))
+                .unwrap_or_else(|| "    ".to_string());
             let kind = match s.kind {
                 FlagKind::Bool => "",
                 FlagKind::String => " string",
@@ -303,7 +308,15 @@ mod tests {
     fn parses_pflag_syntax() {
         let p = parse(
             &strings(&[
-                "a", "-o", "x", "--nodes=1,2", "-n3", "-fp", "{a: b, c: d}", "--docs=false", "b",
+                "a",
+                "-o",
+                "x",
+                "--nodes=1,2",
+                "-n3",
+                "-fp",
+                "{a: b, c: d}",
+                "--docs=false",
+                "b",
             ]),
             SPECS,
         )

@@ -110,7 +110,11 @@ pub fn find_command_word(args: &[String]) -> Option<(usize, String)> {
             let takes_value = GLOBAL_FLAGS
                 .iter()
                 .any(|f| f.long == name && f.kind != FlagKind::Bool);
-            i += if takes_value && !body.contains('=') { 2 } else { 1 };
+            i += if takes_value && !body.contains('=') {
+                2
+            } else {
+                1
+            };
             continue;
         }
         if arg.len() > 1 && arg.starts_with('-') {
@@ -171,10 +175,7 @@ pub fn exact_args(args: &[String], n: usize, usage: &str) -> Result<(), CliError
 pub fn minimum_args(args: &[String], n: usize, usage: &str) -> Result<(), CliError> {
     if args.len() < n {
         return Err(CliError::new(
-            format!(
-                "requires at least {n} arg(s), only received {}",
-                args.len()
-            ),
+            format!("requires at least {n} arg(s), only received {}", args.len()),
             usage,
         ));
     }
@@ -203,7 +204,14 @@ mod tests {
     #[test]
     fn finds_command_after_global_flags() {
         assert_eq!(
-            find_command_word(&strings(&["--talosconfig", "x", "-n", "1", "config", "info"])),
+            find_command_word(&strings(&[
+                "--talosconfig",
+                "x",
+                "-n",
+                "1",
+                "config",
+                "info"
+            ])),
             Some((4, "config".to_string()))
         );
         assert_eq!(
@@ -211,7 +219,14 @@ mod tests {
             Some((2, "bootstrap".to_string()))
         );
         assert_eq!(
-            find_command_word(&strings(&["-e", "1.2.3.4", "--context", "c", "get", "links"])),
+            find_command_word(&strings(&[
+                "-e",
+                "1.2.3.4",
+                "--context",
+                "c",
+                "get",
+                "links"
+            ])),
             Some((4, "get".to_string()))
         );
         assert_eq!(find_command_word(&strings(&["--nodes", "1"])), None);

@@ -36,7 +36,11 @@ impl<T: std::fmt::Display> From<T> for CliError {
 type CliResult = Result<(), CliError>;
 
 #[derive(Parser, Debug)]
-#[command(name = "talosctl", disable_help_subcommand = true, disable_version_flag = true)]
+#[command(
+    name = "talosctl",
+    disable_help_subcommand = true,
+    disable_version_flag = true
+)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -219,7 +223,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
             return code;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{e}");
@@ -231,8 +238,14 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Err(CliError(text)) => {
             let mut stderr = std::io::stderr().lock();
             let _ = writeln!(stderr, "{text}");
-            if ["arg(s)", "flag", "command"].iter().any(|w| text.contains(w)) {
-                let _ = writeln!(stderr, "\nUse \"talosctl [command] --help\" for more information about a command.");
+            if ["arg(s)", "flag", "command"]
+                .iter()
+                .any(|w| text.contains(w))
+            {
+                let _ = writeln!(
+                    stderr,
+                    "\nUse \"talosctl [command] --help\" for more information about a command."
+                );
             }
             1
         }
@@ -286,12 +299,18 @@ fn talosconfig_path(global: &Global) -> Option<PathBuf> {
         Some(PathBuf::from("/var/run/secrets/talos.dev/config")),
     ];
     let first = candidates[0].clone();
-    candidates.into_iter().flatten().find(|p| p.exists()).or(first)
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.exists())
+        .or(first)
 }
 
 fn decode_b64_pem(value: Option<&Value>) -> Option<String> {
     let raw = value?.as_str()?;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(raw.trim()).ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .ok()?;
     String::from_utf8(bytes).ok()
 }
 
@@ -312,7 +331,11 @@ fn load_context(global: &Global) -> Result<Context, CliError> {
         .map_err(|e| CliError(format!("failed to parse config: {e}")))?;
     let name = match &global.context {
         Some(n) => n.clone(),
-        None => doc.get("context").and_then(Value::as_str).unwrap_or_default().to_string(),
+        None => doc
+            .get("context")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
     };
     let ctx = doc.get("contexts").and_then(|c| c.get(&name));
     let Some(ctx) = ctx else {
@@ -340,7 +363,11 @@ fn load_context(global: &Global) -> Result<Context, CliError> {
 
 fn with_port(host: &str) -> String {
     if host.starts_with('[') {
-        if host.contains("]:") { host.to_string() } else { format!("{host}:{API_PORT}") }
+        if host.contains("]:") {
+            host.to_string()
+        } else {
+            format!("{host}:{API_PORT}")
+        }
     } else if host.matches(':').count() == 1 {
         host.to_string()
     } else if host.contains(':') {
@@ -373,8 +400,16 @@ fn connect_insecure(global: &Global) -> Result<Connection, CliError> {
 
 fn connect_authenticated(global: &Global) -> Result<Connection, CliError> {
     let ctx = load_context(global)?;
-    let endpoints = if global.endpoints.is_empty() { ctx.endpoints.clone() } else { global.endpoints.clone() };
-    let nodes = if global.nodes.is_empty() { ctx.nodes.clone() } else { global.nodes.clone() };
+    let endpoints = if global.endpoints.is_empty() {
+        ctx.endpoints.clone()
+    } else {
+        global.endpoints.clone()
+    };
+    let nodes = if global.nodes.is_empty() {
+        ctx.nodes.clone()
+    } else {
+        global.nodes.clone()
+    };
     if nodes.is_empty() {
         return Err(CliError(NODES_NOT_SET.to_string()));
     }
@@ -392,7 +427,11 @@ fn connect_authenticated(global: &Global) -> Result<Connection, CliError> {
 }
 
 fn connect(global: &Global, insecure: bool) -> Result<Connection, CliError> {
-    if insecure { connect_insecure(global) } else { connect_authenticated(global) }
+    if insecure {
+        connect_insecure(global)
+    } else {
+        connect_authenticated(global)
+    }
 }
 
 fn go_alert_name(alert: rustls::AlertDescription) -> String {
@@ -416,16 +455,25 @@ fn tls_error_text(e: &std::io::Error) -> Option<String> {
     Some(match inner {
         rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
         | rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature) => {
-            "tls: failed to verify certificate: x509: certificate signed by unknown authority".to_string()
+            "tls: failed to verify certificate: x509: certificate signed by unknown authority"
+                .to_string()
         }
-        rustls::Error::InvalidCertificate(other) => format!("tls: failed to verify certificate: x509: {other:?}"),
-        rustls::Error::AlertReceived(alert) => format!("remote error: tls: {}", go_alert_name(*alert)),
+        rustls::Error::InvalidCertificate(other) => {
+            format!("tls: failed to verify certificate: x509: {other:?}")
+        }
+        rustls::Error::AlertReceived(alert) => {
+            format!("remote error: tls: {}", go_alert_name(*alert))
+        }
         other => format!("tls: {other}"),
     })
 }
 
 /// One request/response exchange with a single endpoint, errors rendered like grpc-go's.
-async fn exchange(endpoint: &str, tls: Arc<rustls::ClientConfig>, request: &Request) -> Result<Response, RpcError> {
+async fn exchange(
+    endpoint: &str,
+    tls: Arc<rustls::ClientConfig>,
+    request: &Request,
+) -> Result<Response, RpcError> {
     let target = with_port(endpoint);
     let addr: SocketAddr = match target.parse() {
         Ok(a) => a,
@@ -440,7 +488,12 @@ async fn exchange(endpoint: &str, tls: Arc<rustls::ClientConfig>, request: &Requ
             "connection error: desc = \"transport: Error while dialing: dial tcp {addr}: {what}\""
         ))
     };
-    let tcp = match tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(addr)).await {
+    let tcp = match tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    {
         Ok(Ok(s)) => s,
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             return Err(dial_error("connect: connection refused"));
@@ -463,10 +516,14 @@ async fn exchange(endpoint: &str, tls: Arc<rustls::ClientConfig>, request: &Requ
     };
     let mut reader = BufReader::new(stream);
     let io_error = |e: std::io::Error| match tls_error_text(&e) {
-        Some(text) => unavailable(format!("connection error: desc = \"error reading server preface: {text}\"")),
+        Some(text) => unavailable(format!(
+            "connection error: desc = \"error reading server preface: {text}\""
+        )),
         None => unavailable("error reading from server: EOF".to_string()),
     };
-    wire::write_json(reader.get_mut(), request).await.map_err(io_error)?;
+    wire::write_json(reader.get_mut(), request)
+        .await
+        .map_err(io_error)?;
     match wire::read_json::<Response, _>(&mut reader).await {
         Ok(Some(r)) => Ok(r),
         Ok(None) => Err(unavailable("error reading from server: EOF".to_string())),
@@ -496,7 +553,13 @@ fn multierror(errors: &[(String, RpcError)]) -> String {
     let n = errors.len();
     let points: Vec<String> = errors
         .iter()
-        .map(|(node, e)| if node.is_empty() { format!("* {e}") } else { format!("* {node}: {e}") })
+        .map(|(node, e)| {
+            if node.is_empty() {
+                format!("* {e}")
+            } else {
+                format!("* {node}: {e}")
+            }
+        })
         .collect();
     format!(
         "{n} error{} occurred:\n\t{}\n\n",
@@ -524,7 +587,9 @@ fn split_replies(replies: Vec<Reply>) -> (Vec<(String, Value)>, Option<String>) 
 
 fn single_node_check(global: &Global, command: &str) -> CliResult {
     if global.nodes.len() > 1 {
-        return Err(CliError(format!("command {command:?} is not supported with multiple nodes")));
+        return Err(CliError(format!(
+            "command {command:?} is not supported with multiple nodes"
+        )));
     }
     Ok(())
 }
@@ -534,22 +599,40 @@ fn single_node_check(global: &Global, command: &str) -> CliResult {
 
 async fn apply_config(global: &Global, args: ApplyArgs) -> CliResult {
     if let Some(what) = &args.what
-        && !matches!(what.to_ascii_lowercase().as_str(), "config" | "machineconfig")
+        && !matches!(
+            what.to_ascii_lowercase().as_str(),
+            "config" | "machineconfig"
+        )
     {
-        return Err(CliError(format!("unknown command {what:?} for \"talosctl apply\"")));
+        return Err(CliError(format!(
+            "unknown command {what:?} for \"talosctl apply\""
+        )));
     }
-    let allowed: &[&str] = if crate::sim::node::wire::version_at_least(&crate::sim::client_version(), 1, 14) {
-        &["auto", "no-reboot", "staged", "try"]
-    } else if crate::sim::node::wire::version_at_least(&crate::sim::client_version(), 1, 12) {
-        &["auto", "no-reboot", "reboot", "staged", "try"]
-    } else {
-        &["auto", "interactive", "no-reboot", "reboot", "staged", "try"]
-    };
+    let allowed: &[&str] =
+        if crate::sim::node::wire::version_at_least(&crate::sim::client_version(), 1, 14) {
+            &["auto", "no-reboot", "staged", "try"]
+        } else if crate::sim::node::wire::version_at_least(&crate::sim::client_version(), 1, 12) {
+            &["auto", "no-reboot", "reboot", "staged", "try"]
+        } else {
+            &[
+                "auto",
+                "interactive",
+                "no-reboot",
+                "reboot",
+                "staged",
+                "try",
+            ]
+        };
     if !allowed.contains(&args.mode.as_str()) {
-        return Err(CliError(format!("possible options are: {}", allowed.join(", "))));
+        return Err(CliError(format!(
+            "possible options are: {}",
+            allowed.join(", ")
+        )));
     }
     let Some(file) = &args.file else {
-        return Err(CliError("no filename supplied for configuration".to_string()));
+        return Err(CliError(
+            "no filename supplied for configuration".to_string(),
+        ));
     };
     let data = std::fs::read(file).map_err(|e| {
         CliError(format!(
@@ -562,11 +645,20 @@ async fn apply_config(global: &Global, args: ApplyArgs) -> CliResult {
     if data.is_empty() {
         return Err(CliError("no configuration data read".to_string()));
     }
-    if !args.config_patch.is_empty() {
-        return Err(CliError(
-            "--config-patch is not supported by the simulator; patch with `talosctl machineconfig patch` first".to_string(),
-        ));
-    }
+    let data = if args.config_patch.is_empty() {
+        data
+    } else {
+        use crate::sim::machineconfig::{merge, yaml};
+        let patches =
+            merge::load_patches(&args.config_patch).map_err(|e| CliError(e.to_string()))?;
+        let text = String::from_utf8(data)
+            .map_err(|_| CliError("config is not valid UTF-8".to_string()))?;
+        let docs = yaml::parse_documents(&text).map_err(|e| CliError(e.to_string()))?;
+        merge::apply_patches(docs, &patches)
+            .map_err(|e| CliError(e.to_string()))?
+            .render()
+            .into_bytes()
+    };
     let conn = connect(global, args.insecure)?;
     let params = json!({
         "data": base64::engine::general_purpose::STANDARD.encode(&data),
@@ -578,10 +670,19 @@ async fn apply_config(global: &Global, args: ApplyArgs) -> CliResult {
         .map_err(|e| CliError(format!("error applying new configuration: {e}")))?;
     let (ok, error) = split_replies(replies);
     for (_, result) in &ok {
-        for w in result.get("warnings").and_then(Value::as_array).into_iter().flatten() {
+        for w in result
+            .get("warnings")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             eprintln!("WARNING: {}", w.as_str().unwrap_or_default());
         }
-        if let Some(details) = result.get("mode_details").and_then(Value::as_str).filter(|d| !d.is_empty()) {
+        if let Some(details) = result
+            .get("mode_details")
+            .and_then(Value::as_str)
+            .filter(|d| !d.is_empty())
+        {
             eprintln!("{details}");
         }
     }
@@ -613,7 +714,11 @@ async fn bootstrap(global: &Global, _args: BootstrapArgs) -> CliResult {
 
 /// Parses Go durations like `20m0s`, `1h`, `500ms`, `30s`.
 fn parse_go_duration(text: &str) -> Result<Duration, CliError> {
-    let bad = || CliError(format!("invalid argument {text:?} for \"--wait-timeout\" flag: time: invalid duration {text:?}"));
+    let bad = || {
+        CliError(format!(
+            "invalid argument {text:?} for \"--wait-timeout\" flag: time: invalid duration {text:?}"
+        ))
+    };
     let mut total = 0f64;
     let mut rest = text.trim();
     if rest == "0" {
@@ -623,10 +728,14 @@ fn parse_go_duration(text: &str) -> Result<Duration, CliError> {
         return Err(bad());
     }
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
         let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let factor = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -644,7 +753,11 @@ fn parse_go_duration(text: &str) -> Result<Duration, CliError> {
 
 async fn health(global: &Global, args: HealthArgs) -> CliResult {
     let timeout = parse_go_duration(&args.wait_timeout)?;
-    for ip in args.control_plane_nodes.iter().chain(args.worker_nodes.iter()) {
+    for ip in args
+        .control_plane_nodes
+        .iter()
+        .chain(args.worker_nodes.iter())
+    {
         if ip.parse::<IpAddr>().is_err() {
             return Err(CliError(format!("ParseAddr({ip:?}): unable to parse IP")));
         }
@@ -683,7 +796,11 @@ async fn health(global: &Global, args: HealthArgs) -> CliResult {
         if let Some(v) = checks {
             if !printed_discovery {
                 if let Some(found) = v.get("discovered").and_then(Value::as_array) {
-                    let list: Vec<String> = found.iter().filter_map(|x| x.as_str()).map(|s| format!("{s:?}")).collect();
+                    let list: Vec<String> = found
+                        .iter()
+                        .filter_map(|x| x.as_str())
+                        .map(|s| format!("{s:?}"))
+                        .collect();
                     eprintln!("discovered nodes: [{}]", list.join(" "));
                 }
                 printed_discovery = true;
@@ -731,7 +848,11 @@ async fn health(global: &Global, args: HealthArgs) -> CliResult {
     }
 }
 
-fn print_health_progress(_check: Option<&str>, error: Option<String>, last: Option<String>) -> Option<String> {
+fn print_health_progress(
+    _check: Option<&str>,
+    error: Option<String>,
+    last: Option<String>,
+) -> Option<String> {
     match error {
         Some(e) if last.as_deref() != Some(e.as_str()) => {
             eprintln!("{}", e.trim_end());
@@ -772,11 +893,17 @@ async fn kubeconfig(global: &Global, args: KubeconfigArgs) -> CliResult {
     let mut text = String::from_utf8(bytes)?;
     if let Some(name) = &args.force_context_name {
         let doc: Value = serde_saphyr::from_str(&text)?;
-        let old = doc.get("current-context").and_then(Value::as_str).unwrap_or_default().to_string();
-        text = text.replace(&format!("name: {old}\n"), &format!("name: {name}\n")).replace(
-            &format!("current-context: {old}\n"),
-            &format!("current-context: {name}\n"),
-        );
+        let old = doc
+            .get("current-context")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        text = text
+            .replace(&format!("name: {old}\n"), &format!("name: {name}\n"))
+            .replace(
+                &format!("current-context: {old}\n"),
+                &format!("current-context: {name}\n"),
+            );
     }
 
     let local = args.local_path.clone();
@@ -789,7 +916,9 @@ async fn kubeconfig(global: &Global, args: KubeconfigArgs) -> CliResult {
         Some(p) => p.clone(),
         None if merge => match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
             Some(p) => PathBuf::from(p),
-            None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".kube/config"),
+            None => {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".kube/config")
+            }
         },
         None => PathBuf::from("kubeconfig"),
     };
@@ -810,7 +939,10 @@ async fn kubeconfig(global: &Global, args: KubeconfigArgs) -> CliResult {
         write_private(&path, merged.as_bytes())?;
         return Ok(());
     }
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+    if let Some(parent) = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty() && !p.exists())
+    {
         fs_err::create_dir_all(parent)?;
     }
     write_private(&path, text.as_bytes())?;
@@ -820,17 +952,36 @@ async fn kubeconfig(global: &Global, args: KubeconfigArgs) -> CliResult {
 /// Merges a new kubeconfig into an existing one the way go-kubeconfig does: same-named entries
 /// with different content are renamed `name-1`, `name-2`… (or overwritten with `force`).
 fn merge_kubeconfig(existing: &str, new: &str, force: bool) -> Result<String, CliError> {
-    let mut base: Value = serde_saphyr::from_str(existing).map_err(|e| CliError(format!("error merging: {e}")))?;
+    let mut base: Value =
+        serde_saphyr::from_str(existing).map_err(|e| CliError(format!("error merging: {e}")))?;
     if !base.is_object() {
         base = json!({"apiVersion": "v1", "kind": "Config"});
     }
     let mut incoming: Value = serde_saphyr::from_str(new)?;
-    for (section, label, reference) in [("clusters", "cluster", "cluster"), ("users", "auth info", "user"), ("contexts", "context", "")] {
-        let mut out = base.get(section).and_then(Value::as_array).cloned().unwrap_or_default();
-        let entries = incoming.get(section).and_then(Value::as_array).cloned().unwrap_or_default();
+    for (section, label, reference) in [
+        ("clusters", "cluster", "cluster"),
+        ("users", "auth info", "user"),
+        ("contexts", "context", ""),
+    ] {
+        let mut out = base
+            .get(section)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let entries = incoming
+            .get(section)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         for mut entry in entries {
-            let name = entry.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-            let same = out.iter().position(|e| e.get("name").and_then(Value::as_str) == Some(name.as_str()));
+            let name = entry
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let same = out
+                .iter()
+                .position(|e| e.get("name").and_then(Value::as_str) == Some(name.as_str()));
             match same {
                 None => out.push(entry),
                 Some(i) if out[i] == entry => {}
@@ -839,7 +990,9 @@ fn merge_kubeconfig(existing: &str, new: &str, force: bool) -> Result<String, Cl
                     let mut n = 1;
                     let new_name = loop {
                         let candidate = format!("{name}-{n}");
-                        if !out.iter().any(|e| e.get("name").and_then(Value::as_str) == Some(candidate.as_str())) {
+                        if !out.iter().any(|e| {
+                            e.get("name").and_then(Value::as_str) == Some(candidate.as_str())
+                        }) {
                             break candidate;
                         }
                         n += 1;
@@ -848,12 +1001,20 @@ fn merge_kubeconfig(existing: &str, new: &str, force: bool) -> Result<String, Cl
                     entry["name"] = json!(new_name);
                     out.push(entry);
                     if reference.is_empty() {
-                        if incoming.get("current-context").and_then(Value::as_str) == Some(name.as_str()) {
+                        if incoming.get("current-context").and_then(Value::as_str)
+                            == Some(name.as_str())
+                        {
                             incoming["current-context"] = json!(new_name);
                         }
-                    } else if let Some(contexts) = incoming.get_mut("contexts").and_then(Value::as_array_mut) {
+                    } else if let Some(contexts) =
+                        incoming.get_mut("contexts").and_then(Value::as_array_mut)
+                    {
                         for ctx in contexts {
-                            if ctx.pointer(&format!("/context/{reference}")).and_then(Value::as_str) == Some(name.as_str()) {
+                            if ctx
+                                .pointer(&format!("/context/{reference}"))
+                                .and_then(Value::as_str)
+                                == Some(name.as_str())
+                            {
                                 ctx["context"][reference] = json!(new_name);
                             }
                         }
@@ -863,7 +1024,10 @@ fn merge_kubeconfig(existing: &str, new: &str, force: bool) -> Result<String, Cl
         }
         base[section] = Value::Array(out);
     }
-    base["current-context"] = incoming.get("current-context").cloned().unwrap_or(json!(""));
+    base["current-context"] = incoming
+        .get("current-context")
+        .cloned()
+        .unwrap_or(json!(""));
     serde_saphyr::to_string(&base).map_err(|e| CliError(e.to_string()))
 }
 
@@ -906,13 +1070,21 @@ async fn version(global: &Global, args: VersionArgs) -> CliResult {
         .map_err(|e| CliError(format!("error getting version: {e}")))?;
     let (ok, error) = split_replies(replies);
     if ok.is_empty() {
-        return Err(CliError(format!("error getting version: {}", error.unwrap_or_default())));
+        return Err(CliError(format!(
+            "error getting version: {}",
+            error.unwrap_or_default()
+        )));
     }
     if let Some(e) = error {
         eprintln!("WARNING: {}", e.trim_end());
     }
     for (node, v) in ok {
-        let field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let field = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         if args.json {
             println!("{}", json!({"metadata": {"hostname": node}, "version": v}));
             continue;
@@ -933,15 +1105,23 @@ async fn version(global: &Global, args: VersionArgs) -> CliResult {
 /// `WARNING: <node>: server version X is older than client version Y` (never fails).
 async fn client_version_check(conn: &Connection) {
     let client = crate::sim::client_version();
-    let Some(client_v) = wire::parse_version(&client) else { return };
-    let Ok(replies) = call(conn, "version", json!({})).await else { return };
+    let Some(client_v) = wire::parse_version(&client) else {
+        return;
+    };
+    let Ok(replies) = call(conn, "version", json!({})).await else {
+        return;
+    };
     let older: Vec<String> = replies
         .iter()
         .filter(|r| r.error.is_none())
         .filter_map(|r| {
             let tag = r.result.get("tag")?.as_str()?;
-            (wire::parse_version(tag)? < client_v)
-                .then(|| format!("{}: server version {tag} is older than client version {client}", r.node))
+            (wire::parse_version(tag)? < client_v).then(|| {
+                format!(
+                    "{}: server version {tag} is older than client version {client}",
+                    r.node
+                )
+            })
         })
         .collect();
     if !older.is_empty() {
@@ -974,7 +1154,9 @@ fn extra_columns(canonical: &str) -> &'static [(&'static str, &'static str)] {
             ("OS", "/operatingSystem"),
             ("ADDRESSES", "/addresses"),
         ],
-        "ExtensionStatuses.runtime.talos.dev" => &[("NAME", "/metadata/name"), ("VERSION", "/metadata/version")],
+        "ExtensionStatuses.runtime.talos.dev" => {
+            &[("NAME", "/metadata/name"), ("VERSION", "/metadata/version")]
+        }
         _ => &[("STAGE", "/stage"), ("READY", "/status/ready")],
     }
 }
@@ -1059,9 +1241,16 @@ fn yaml_scalar(v: &Value) -> String {
                 && !s.contains(": ")
                 && !s.contains(" #")
                 && !s.ends_with(' ')
-                && !matches!(s.to_ascii_lowercase().as_str(), "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "~")
+                && !matches!(
+                    s.to_ascii_lowercase().as_str(),
+                    "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "~"
+                )
                 && s.parse::<f64>().is_err();
-            if plain { s.clone() } else { serde_json::to_string(s).unwrap_or_default() }
+            if plain {
+                s.clone()
+            } else {
+                serde_json::to_string(s).unwrap_or_default()
+            }
         }
         Value::Array(a) if a.is_empty() => "[]".into(),
         Value::Object(m) if m.is_empty() => "{}".into(),
@@ -1071,7 +1260,16 @@ fn yaml_scalar(v: &Value) -> String {
 
 fn metadata_yaml(meta: &Value) -> String {
     let mut out = String::from("metadata:\n");
-    for key in ["namespace", "type", "id", "version", "owner", "phase", "created", "updated"] {
+    for key in [
+        "namespace",
+        "type",
+        "id",
+        "version",
+        "owner",
+        "phase",
+        "created",
+        "updated",
+    ] {
         if let Some(v) = meta.get(key) {
             out.push_str(&format!("    {key}: {}\n", yaml_scalar(v)));
         }
@@ -1082,23 +1280,32 @@ fn metadata_yaml(meta: &Value) -> String {
 async fn get(global: &Global, args: GetArgs) -> CliResult {
     let output = args.output.as_str();
     if !matches!(output, "table" | "yaml" | "json") {
-        return Err(CliError(format!("output format {output:?} is not supported")));
+        return Err(CliError(format!(
+            "output format {output:?} is not supported"
+        )));
     }
     if args.watch {
-        return Err(CliError("--watch is not supported by the simulator".to_string()));
+        return Err(CliError(
+            "--watch is not supported by the simulator".to_string(),
+        ));
     }
     let conn = connect(global, args.insecure)?;
     if !args.insecure {
         client_version_check(&conn).await;
     }
     let params = json!({"type": args.resource_type, "id": args.id, "namespace": args.namespace});
-    let replies = call(&conn, "get", params).await.map_err(|e| CliError(e.to_string()))?;
+    let replies = call(&conn, "get", params)
+        .await
+        .map_err(|e| CliError(e.to_string()))?;
     let (ok, error) = split_replies(replies);
     let canonical = crate::sim::node::canonical_type(&args.resource_type);
     let mut stdout = String::new();
     let mut rows = Vec::new();
     if output == "table" {
-        let mut header: Vec<String> = ["NODE", "NAMESPACE", "TYPE", "ID", "VERSION"].iter().map(|s| s.to_string()).collect();
+        let mut header: Vec<String> = ["NODE", "NAMESPACE", "TYPE", "ID", "VERSION"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         if let Some(c) = canonical {
             header.extend(extra_columns(c).iter().map(|(h, _)| h.to_string()));
         }
@@ -1106,7 +1313,12 @@ async fn get(global: &Global, args: GetArgs) -> CliResult {
     }
     let mut first = true;
     for (node, result) in &ok {
-        for res in result.get("resources").and_then(Value::as_array).into_iter().flatten() {
+        for res in result
+            .get("resources")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let meta = res.get("metadata").cloned().unwrap_or(Value::Null);
             let spec = res.get("spec").cloned().unwrap_or(Value::Null);
             match output {
@@ -1166,9 +1378,26 @@ async fn etcd_members(global: &Global) -> CliResult {
     if let Some(e) = error {
         return Err(CliError(format!("error getting members: {e}")));
     }
-    let mut rows = vec![["NODE", "ID", "HOSTNAME", "PEER URLS", "CLIENT URLS", "LEARNER"].iter().map(|s| s.to_string()).collect::<Vec<_>>()];
+    let mut rows = vec![
+        [
+            "NODE",
+            "ID",
+            "HOSTNAME",
+            "PEER URLS",
+            "CLIENT URLS",
+            "LEARNER",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>(),
+    ];
     for (node, result) in ok {
-        for m in result.get("members").and_then(Value::as_array).into_iter().flatten() {
+        for m in result
+            .get("members")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let urls = |k: &str| {
                 m.get(k)
                     .and_then(Value::as_array)
@@ -1180,7 +1409,10 @@ async fn etcd_members(global: &Global) -> CliResult {
             };
             rows.push(vec![
                 node.clone(),
-                format!("{:016x}", m.get("id").and_then(Value::as_u64).unwrap_or_default()),
+                format!(
+                    "{:016x}",
+                    m.get("id").and_then(Value::as_u64).unwrap_or_default()
+                ),
                 cell(m.get("hostname")),
                 urls("peer_urls"),
                 urls("client_urls"),
@@ -1193,18 +1425,28 @@ async fn etcd_members(global: &Global) -> CliResult {
 }
 
 async fn upgrade(global: &Global, args: UpgradeArgs) -> CliResult {
-    for (used, name) in [(args.stage, "stage"), (args.force, "force"), (args.insecure, "insecure")] {
+    for (used, name) in [
+        (args.stage, "stage"),
+        (args.force, "force"),
+        (args.insecure, "insecure"),
+    ] {
         if used && crate::sim::node::wire::version_at_least(&crate::sim::client_version(), 1, 13) {
-            eprintln!("Flag --{name} has been deprecated, legacy flag for MachineService.Upgrade fallback, to be removed in Talos 1.18");
+            eprintln!(
+                "Flag --{name} has been deprecated, legacy flag for MachineService.Upgrade fallback, to be removed in Talos 1.18"
+            );
         }
     }
     if args.wait && args.insecure {
-        return Err(CliError("cannot use --wait and --insecure together".to_string()));
+        return Err(CliError(
+            "cannot use --wait and --insecure together".to_string(),
+        ));
     }
-    let image = args
-        .image
-        .clone()
-        .unwrap_or_else(|| format!("ghcr.io/siderolabs/installer:{}", crate::sim::client_version()));
+    let image = args.image.clone().unwrap_or_else(|| {
+        format!(
+            "ghcr.io/siderolabs/installer:{}",
+            crate::sim::client_version()
+        )
+    });
     let conn = connect(global, args.insecure)?;
     if !args.insecure {
         client_version_check(&conn).await;
@@ -1217,24 +1459,35 @@ async fn upgrade(global: &Global, args: UpgradeArgs) -> CliResult {
         return Err(CliError(format!("error performing upgrade: {e}")));
     }
     if !args.wait {
-        let mut rows = vec![vec!["NODE".to_string(), "ACK".to_string(), "STARTED".to_string()]];
+        let mut rows = vec![vec![
+            "NODE".to_string(),
+            "ACK".to_string(),
+            "STARTED".to_string(),
+        ]];
         for (node, r) in &ok {
             rows.push(vec![node.clone(), cell(r.get("ack")), rfc3339_now()]);
         }
         print!("{}", tabwrite(&rows));
         return Ok(());
     }
-    let wanted = crate::sim::node::config::image_tag(&image).unwrap_or_default().to_string();
+    let wanted = crate::sim::node::config::image_tag(&image)
+        .unwrap_or_default()
+        .to_string();
     let timeout = parse_go_duration(&args.timeout)?;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Ok(replies) = call(&conn, "version", json!({})).await
-            && replies.iter().all(|r| r.error.is_none() && r.result.get("tag").and_then(Value::as_str) == Some(wanted.as_str()))
+            && replies.iter().all(|r| {
+                r.error.is_none()
+                    && r.result.get("tag").and_then(Value::as_str) == Some(wanted.as_str())
+            })
         {
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(CliError("error performing upgrade: context deadline exceeded".to_string()));
+            return Err(CliError(
+                "error performing upgrade: context deadline exceeded".to_string(),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -1265,7 +1518,11 @@ async fn upgrade_k8s(global: &Global, args: UpgradeK8sArgs) -> CliResult {
     if let Some(e) = error {
         return Err(CliError(format!("error upgrading Kubernetes: {e}")));
     }
-    let from = ok.first().and_then(|(_, r)| r.get("from")).and_then(Value::as_str).unwrap_or_default();
+    let from = ok
+        .first()
+        .and_then(|(_, r)| r.get("from"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let from = args.from.as_deref().unwrap_or(from).trim_start_matches('v');
     println!("automatically detected the lowest Kubernetes version {from}");
     println!("updating Kubernetes from version {from} to {to}");
@@ -1308,14 +1565,23 @@ mod tests {
 
     #[test]
     fn parses_go_durations() {
-        assert_eq!(parse_go_duration("20m0s").unwrap(), Duration::from_secs(1200));
-        assert_eq!(parse_go_duration("1500ms").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_go_duration("20m0s").unwrap(),
+            Duration::from_secs(1200)
+        );
+        assert_eq!(
+            parse_go_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
         assert!(parse_go_duration("abc").is_err());
     }
 
     #[test]
     fn tabwriter_pads_three_spaces() {
-        let rows = vec![vec!["NODE".into(), "ID".into()], vec!["127.0.0.10".into(), "x".into()]];
+        let rows = vec![
+            vec!["NODE".into(), "ID".into()],
+            vec!["127.0.0.10".into(), "x".into()],
+        ];
         assert_eq!(tabwrite(&rows), "NODE         ID\n127.0.0.10   x\n");
     }
 
@@ -1332,7 +1598,12 @@ mod tests {
         let b = a.replace("https://a:6443", "https://b:6443");
         let merged = merge_kubeconfig(a, &b, false).unwrap();
         let v: Value = serde_saphyr::from_str(&merged).unwrap();
-        let names: Vec<&str> = v["clusters"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = v["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
         assert_eq!(names, ["c", "c-1"]);
     }
 }

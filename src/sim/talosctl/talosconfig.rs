@@ -87,7 +87,12 @@ impl Talosconfig {
             .and_then(Yaml::as_map)
             .unwrap_or_default()
         {
-            let text_of = |k: &str| ctx.get(k).and_then(Yaml::as_str).unwrap_or_default().to_string();
+            let text_of = |k: &str| {
+                ctx.get(k)
+                    .and_then(Yaml::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
             let mut context = TalosContext {
                 endpoints: string_list(ctx.get("endpoints")),
                 nodes: string_list(ctx.get("nodes")),
@@ -187,8 +192,8 @@ impl Talosconfig {
 
 /// Writes bytes with the given mode (applied even when the file existed), parent dir 0700.
 pub fn write_private(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::io::Write as _;
     use fs_err::os::unix::fs::OpenOptionsExt as _;
+    use std::io::Write as _;
     use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
         && !parent.exists()
@@ -258,7 +263,11 @@ mod tests {
         assert_eq!(config.to_yaml(), text);
         let mut with_nodes = config.clone();
         with_nodes.contexts.get_mut("demo").unwrap().nodes = vec!["10.5.0.2".to_string()];
-        assert!(with_nodes.to_yaml().contains("        nodes:\n            - 10.5.0.2\n"));
+        assert!(
+            with_nodes
+                .to_yaml()
+                .contains("        nodes:\n            - 10.5.0.2\n")
+        );
         assert!(!format!("{config:?}").contains("a2V5"));
     }
 

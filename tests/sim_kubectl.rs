@@ -1,0 +1,141 @@
+//! The real kubectl lists the simulated cluster's nodes through the kubeconfig that the
+//! simulated `talosctl kubeconfig` returns.
+
+mod sim_nodes_support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use sim_nodes_support::*;
+
+#[test]
+fn kubectl_get_nodes_lists_the_simulated_nodes() {
+    let work = Workdir::new();
+    let subnet = random_subnet();
+    let ms = [
+        Machine {
+            name: "cp1",
+            controlplane: true,
+            dhcp: 51,
+            static_ip: 151,
+        },
+        Machine {
+            name: "w1",
+            controlplane: false,
+            dhcp: 52,
+            static_ip: 152,
+        },
+    ];
+    // The VIP is the Kubernetes endpoint; it exists only once etcd is bootstrapped.
+    let vip = format!("{subnet}.150");
+    let files = generate_cluster(
+        &work,
+        &subnet,
+        &ms,
+        &format!("https://{vip}:6443"),
+        &["--kubernetes-version", "1.33.2"],
+    );
+    let service = work.start_service("serve", &serve_spec(&subnet, &ms, 50, &[]));
+    let tc = files.talosconfig.display().to_string();
+    for m in &ms {
+        work.talosctl_ok(&[
+            "apply-config",
+            "--insecure",
+            "-n",
+            &files.dhcp(m),
+            "-f",
+            &files.config(m),
+        ]);
+    }
+    let cp = files.static_addr(&ms[0]);
+    for m in &ms {
+        let out = work.talosctl_until_ok(
+            &["--talosconfig", &tc, "-n", &files.static_addr(m), "version"],
+            Duration::from_secs(10),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert!(
+        std::net::TcpStream::connect(format!("{vip}:6443")).is_err(),
+        "no API before bootstrap"
+    );
+    work.talosctl_ok(&["--talosconfig", &tc, "-n", &cp, "bootstrap"]);
+    work.talosctl_ok(&["--talosconfig", &tc, "-n", &cp, "kubeconfig", "."]);
+    let kubeconfig = work.file("kubeconfig");
+
+    let out = Command::new("kubectl")
+        .args([
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+            "get",
+            "nodes",
+            "-o",
+            "json",
+        ])
+        .env("HOME", work.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kubectl failed: {}", stderr(&out));
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let items = list["items"].as_array().unwrap();
+    let names: Vec<&str> = items
+        .iter()
+        .map(|n| n["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cp1", "w1"]);
+    for n in items {
+        let ready = n["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap();
+        assert_eq!(ready["status"], "True");
+        assert_eq!(n["status"]["nodeInfo"]["kubeletVersion"], "v1.33.2");
+    }
+    assert_eq!(
+        items[1]["status"]["addresses"][0]["address"],
+        files.static_addr(&ms[1])
+    );
+
+    // kubectl's default table output works too.
+    let out = Command::new("kubectl")
+        .args([
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+            "get",
+            "nodes",
+        ])
+        .env("HOME", work.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("NAME   STATUS   ROLES           AGE"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A kubeconfig for another cluster's CA is rejected by the API server's TLS.
+    let bogus = std::fs::read_to_string(&kubeconfig).unwrap();
+    let other = work.write(
+        "other-kubeconfig",
+        &bogus.replace("client-key-data: ", "client-key-data: AAAA"),
+    );
+    let out = Command::new("kubectl")
+        .args([
+            "--kubeconfig",
+            &other.display().to_string(),
+            "get",
+            "nodes",
+            "--request-timeout",
+            "5s",
+        ])
+        .env("HOME", work.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+
+    drop(service);
+}
