@@ -388,12 +388,7 @@ impl<'a> Engine<'a> {
                     BuiltOutput::HashOnly(hash) => {
                         infos.insert(
                             name,
-                            crate::store::OutputInfo {
-                                hash,
-                                size: 0,
-                                encrypted: step.secret,
-                                stored_hash: hash,
-                            },
+                            crate::store::OutputInfo { hash, size: 0, encrypted: step.secret, stored_hash: hash, stored: false },
                         );
                     }
                 }

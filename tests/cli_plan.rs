@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Workspace, plan_statuses};
+use common::{Cluster, Workspace, plan_statuses};
 
 #[test]
 fn fresh_store_plans_every_step_as_new_or_blocked_and_writes_nothing() {
@@ -100,8 +100,8 @@ fn plan_json_has_a_stable_schema() {
 }
 
 #[test]
-fn build_caches_patches_then_plan_explains_a_change() {
-    let ws = Workspace::with_examples();
+fn build_caches_config_steps_then_plan_explains_a_change() {
+    let ws = Cluster::new();
     ws.talix()
         .args(["build", "profiles/homelab.yaml"])
         .assert()
@@ -140,13 +140,7 @@ fn build_caches_patches_then_plan_explains_a_change() {
         .collect();
     assert_eq!(
         cached,
-        [
-            "patch/cp1",
-            "patch/cp2",
-            "patch/cp3",
-            "patch/w1",
-            "patch/w2"
-        ]
+        ["secrets", "base-config", "talosconfig", "patch/cp1", "patch/cp2", "patch/cp3", "patch/w1", "patch/w2", "render/cp1", "render/cp2", "render/cp3", "render/w1", "render/w2"]
     );
 
     ws.edit("profiles/homelab.yaml", "ip: 10.0.0.21", "ip: 10.0.0.31");
@@ -184,22 +178,25 @@ fn why_unknown_step_lists_the_steps() {
 
 #[test]
 fn store_flag_and_env_override_the_default_store() {
-    let ws = Workspace::with_examples();
+    let ws = Cluster::new();
     let elsewhere = ws.root().join("elsewhere");
-    let _ = ws
-        .talix()
+    ws.talix()
         .args(["build", "profiles/single.yaml", "--store"])
         .arg(&elsewhere)
-        .assert();
-    assert!(elsewhere.join("v1/objects").is_dir());
-    assert!(!ws.root().join("store").exists());
+        .assert()
+        .success();
+    let objects = |dir: &std::path::Path| std::fs::read_dir(dir.join("v1/objects")).map(|d| d.count()).unwrap_or(0);
+    // `secrets init` recorded only the secrets steps (of both examples) in the default store;
+    // the build went elsewhere.
+    assert_eq!(objects(&ws.root().join("store")), 2);
+    assert_eq!(objects(&elsewhere), 5);
     let env_store = ws.root().join("env-store");
-    let _ = ws
-        .talix()
+    ws.talix()
         .env("TALIX_STORE", &env_store)
         .args(["build", "profiles/single.yaml"])
-        .assert();
-    assert!(env_store.join("v1/objects").is_dir());
+        .assert()
+        .success();
+    assert_eq!(objects(&env_store), 5);
     ws.talix()
         .args(["store", "verify", "--store"])
         .arg(&env_store)
@@ -210,9 +207,9 @@ fn store_flag_and_env_override_the_default_store() {
 
 #[test]
 fn contract_pin_survives_a_version_bump_and_a_change_needs_a_flag() {
-    let ws = Workspace::with_examples();
+    let ws = Cluster::new();
     // single.yaml names no contract: it defaults to v1.11 and is pinned at the first build.
-    let _ = ws.talix().args(["build", "profiles/single.yaml"]).assert();
+    ws.talix().args(["build", "profiles/single.yaml"]).assert().success();
     ws.edit(
         "profiles/single.yaml",
         "version: v1.11.5",

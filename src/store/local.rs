@@ -136,7 +136,7 @@ impl LocalStore {
                     "object {key}: manifest key does not match its inputs"
                 ));
             }
-            for (name, info) in &m.outputs {
+            for (name, info) in m.outputs.iter().filter(|(_, info)| info.stored) {
                 match self.read_output(&key, name) {
                     Ok(bytes) => {
                         let h = Digest::of_domain(crate::digest::domain::OBJECT, &bytes);

@@ -29,6 +29,8 @@ pub struct OutputInfo {
     pub encrypted: bool,
     /// Hash of the bytes as stored, for `store verify` without decrypting.
     pub stored_hash: Digest,
+    /// Whether bytes are stored at all (the secrets bundle records only its identity).
+    pub stored: bool,
 }
 
 /// What an object records about its realisation. Never contains a secret value.
@@ -106,6 +108,7 @@ pub fn output_info(content: &[u8], stored: &[u8], encrypted: bool) -> OutputInfo
         size: content.len() as u64,
         encrypted,
         stored_hash: Digest::of_domain(domain::OBJECT, stored),
+        stored: true,
     }
 }
 

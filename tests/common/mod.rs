@@ -108,3 +108,75 @@ pub fn plan_statuses(stdout: &[u8]) -> Vec<(String, String, String)> {
         })
         .collect()
 }
+
+/// A workspace ready to build: the example profiles re-pointed at a fresh age key (made with the
+/// real `age-keygen`), `talosctl` = the built-in simulator, and the secrets bundle of each
+/// example created with `talix secrets init`.
+pub struct Cluster {
+    pub ws: Workspace,
+    pub recipient: String,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = Workspace;
+    fn deref(&self) -> &Workspace {
+        &self.ws
+    }
+}
+
+impl Cluster {
+    pub fn new() -> Self {
+        let ws = Workspace::with_examples();
+        let out = std::process::Command::new("age-keygen").arg("-o").arg(ws.root().join("key.txt")).output().expect("age-keygen (Debian package age) is installed");
+        assert!(out.status.success(), "age-keygen failed: {}", String::from_utf8_lossy(&out.stderr));
+        let key = std::fs::read_to_string(ws.root().join("key.txt")).unwrap();
+        let recipient = key.lines().find_map(|l| l.strip_prefix("# public key: ")).unwrap().to_string();
+        for name in ["homelab", "single"] {
+            let p = ws.profile(name);
+            let text = std::fs::read_to_string(&p).unwrap();
+            let replaced: String = text
+                .lines()
+                .map(|l| if l.trim_start().starts_with("- age1") { format!("    - {recipient}") } else { l.to_string() })
+                .collect::<Vec<_>>()
+                .join("\n");
+            std::fs::write(&p, replaced + "\n").unwrap();
+        }
+        std::fs::create_dir_all(ws.root().join("bin")).unwrap();
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_talix"), ws.root().join("bin/talosctl")).unwrap();
+        let c = Self { ws, recipient };
+        for name in ["homelab", "single"] {
+            c.talix().args(["secrets", "init", &format!("profiles/{name}.yaml")]).assert().success();
+        }
+        c.clear_calls();
+        c
+    }
+
+    /// `talix` with the simulator as talosctl and the workspace key as identity.
+    pub fn talix(&self) -> Command {
+        let mut cmd = self.ws.talix();
+        cmd.env("TALIX_TALOSCTL", self.root().join("bin/talosctl"))
+            .env("TALIX_AGE_KEY_FILE", self.root().join("key.txt"))
+            .env("TALOSCTL_SIM_LOG", self.root().join("talosctl.log"));
+        cmd
+    }
+
+    /// The talosctl invocations since the last `clear_calls`, as argv vectors.
+    pub fn calls(&self) -> Vec<Vec<String>> {
+        let text = std::fs::read_to_string(self.root().join("talosctl.log")).unwrap_or_default();
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect()
+            })
+            .collect()
+    }
+
+    /// How many invocations start with `prefix` (e.g. `["gen", "config"]`).
+    pub fn count(&self, prefix: &[&str]) -> usize {
+        self.calls().iter().filter(|argv| argv.len() >= prefix.len() && argv.iter().zip(prefix).all(|(a, p)| a == p)).count()
+    }
+
+    pub fn clear_calls(&self) {
+        let _ = std::fs::remove_file(self.root().join("talosctl.log"));
+    }
+}
