@@ -192,6 +192,26 @@ impl Tool {
     }
 }
 
+/// How much of a tool's version a key covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolPin {
+    Exact,
+    Series,
+}
+
+impl ToolPin {
+    /// `v1.11.5` -> `v1.11` for [`ToolPin::Series`].
+    pub fn apply(self, version: &str) -> String {
+        match self {
+            ToolPin::Exact => version.to_string(),
+            ToolPin::Series => {
+                let parts: Vec<&str> = version.splitn(3, '.').collect();
+                if parts.len() == 3 { format!("{}.{}", parts[0], parts[1]) } else { version.to_string() }
+            }
+        }
+    }
+}
+
 /// A dependency edge: the step, and which of its outputs feed this one (empty = all).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dep {
@@ -206,7 +226,8 @@ pub struct Step {
     pub schema: u32,
     pub values: BTreeMap<String, InputValue>,
     pub deps: Vec<Dep>,
-    pub tools: Vec<Tool>,
+    /// Tools it runs; with `series_only`, only the tool's major.minor enters the key.
+    pub tools: Vec<(Tool, ToolPin)>,
     /// Outputs are secret: stored age-encrypted, shown only as hashes.
     pub secret: bool,
     pub effect: Effect,
@@ -239,8 +260,16 @@ impl Step {
         });
         self
     }
+    /// The step runs `tool`; its exact version is part of the key.
     pub fn tool(mut self, tool: Tool) -> Self {
-        self.tools.push(tool);
+        self.tools.push((tool, ToolPin::Exact));
+        self
+    }
+    /// The step runs `tool`, but only its release series (major.minor) is part of the key: for
+    /// steps whose output a patch release does not change (so a talosctl patch bump re-runs
+    /// `base-config`, and renders are kept when its output is byte-identical: early cut-off).
+    pub fn tool_series(mut self, tool: Tool) -> Self {
+        self.tools.push((tool, ToolPin::Series));
         self
     }
     pub fn secret(mut self) -> Self {

@@ -219,13 +219,13 @@ impl<'a> Engine<'a> {
         let tools = step
             .tools
             .iter()
-            .map(|t| {
-                (
-                    t.name().to_string(),
-                    self.tools
-                        .get(*t)
-                        .unwrap_or_else(|_| "unavailable".to_string()),
-                )
+            .map(|(t, pin)| {
+                let version = self.tools.get(*t).map(|v| pin.apply(&v)).unwrap_or_else(|_| "unavailable".to_string());
+                let name = match pin {
+                    crate::derivation::ToolPin::Exact => t.name().to_string(),
+                    crate::derivation::ToolPin::Series => format!("{} series", t.name()),
+                };
+                (name, version)
             })
             .collect();
         Ok(DrvInputs {

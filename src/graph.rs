@@ -206,7 +206,7 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
         )
         .dep(base_config_id(), &[role_output(node.role)])
         .dep(StepId::new("patch", Some(&node.name)), &["patch"])
-        .tool(Tool::Talosctl)
+        .tool_series(Tool::Talosctl)
         .secret();
         for (i, patch) in p.patches.for_node(node).into_iter().enumerate() {
             render = render.input(
