@@ -112,6 +112,10 @@ pub enum SecretsAction {
         /// cluster will no longer accept configs made from the new bundle.
         #[arg(long, requires = "force")]
         i_know_this_breaks_the_cluster: bool,
+        /// Import an existing plaintext bundle (talosctl `secrets.yaml`) instead of generating
+        /// one; delete the plaintext afterwards.
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
     },
     /// Print the plaintext bundle to stdout.
     Show(ProfileArg),

@@ -505,28 +505,34 @@ fn store_cmd(flag: Option<&Path>, action: &StoreAction) -> Result<()> {
 
 fn secrets_cmd(open: &dyn Fn(&Path, &ContractArgs) -> Result<Session>, action: &SecretsAction) -> Result<()> {
     let no_contract_change = ContractArgs::default();
-    let (profile_path, s) = match action {
+    let profile = match action {
         SecretsAction::Init { profile, .. }
         | SecretsAction::Show(profile)
         | SecretsAction::Rekey(profile)
         | SecretsAction::Edit(profile)
-        | SecretsAction::Verify(profile) => (&profile.profile, open(&profile.profile, &no_contract_change)?),
+        | SecretsAction::Verify(profile) => &profile.profile,
     };
-    let _ = profile_path;
+    let s = open(profile, &no_contract_change)?;
     let file = s.profile.talos.secrets_file.clone();
     let secrets_err = |e: crate::secrets::SecretsError| CliError { code: 1, message: format!("error: {e}") };
     let ids = || s.identities.get().map_err(|e| CliError { code: 1, message: format!("error: {e}") });
     let mut lock = s.lock.clone();
     match action {
-        SecretsAction::Init { force, i_know_this_breaks_the_cluster, .. } => {
-            let talosctl = crate::exec::locate(crate::derivation::Tool::Talosctl)?;
-            let talosctl_version = s.tools.get(crate::derivation::Tool::Talosctl).map_err(|e| CliError { code: 1, message: format!("error: {e}") })?;
+        SecretsAction::Init { force, i_know_this_breaks_the_cluster, from, .. } => {
+            let source = match from {
+                Some(path) => crate::secrets::BundleSource::Plaintext(crate::secrets::SecretBytes::new(fs_err::read(path)?)),
+                None => {
+                    let program = crate::exec::locate(crate::derivation::Tool::Talosctl)?;
+                    let talosctl_version = s.tools.get(crate::derivation::Tool::Talosctl).map_err(|e| CliError { code: 1, message: format!("error: {e}") })?;
+                    crate::secrets::BundleSource::Talosctl { program, contract: s.contract.contract.to_string(), talosctl_version }
+                }
+            };
             let bootstrapped_with = lock.bootstrap.as_ref().map(|b| b.secrets_hash);
             let identities = if *force && bootstrapped_with.is_some() { Some(ids()?) } else { s.identities.get().ok() };
             let hash = SecretsCommands::init(
                 &file,
                 &s.cipher.recipients,
-                crate::secrets::BundleSource::Talosctl { program: talosctl, contract: s.contract.contract.to_string(), talosctl_version },
+                source,
                 crate::secrets::InitOptions { force: *force, bootstrapped_with, i_know_this_breaks_the_cluster: *i_know_this_breaks_the_cluster },
                 identities,
             )

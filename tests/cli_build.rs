@@ -165,3 +165,37 @@ fn export_writes_plaintext_configs_0600() {
     let w1 = std::fs::read_to_string(out.join("w1.yaml")).unwrap();
     assert!(!w1.contains("vip:"), "no VIP on workers");
 }
+
+/// Build the HA example under `contract` (talosctl of that series) and return the rendered
+/// node configs.
+fn rendered_under(contract: &str, talos_version: &str) -> Vec<(String, Vec<u8>)> {
+    let c = Cluster::new();
+    c.edit(P, "version: v1.11.5", &format!("version: {talos_version}"));
+    c.edit(P, "contract: v1.11", &format!("contract: {contract}"));
+    let sim_version = format!("{contract}.0");
+    c.talix().env("TALOSCTL_SIM_VERSION", &sim_version).args(["build", P]).assert().success();
+    let out = c.root().join("exported");
+    c.talix().env("TALOSCTL_SIM_VERSION", &sim_version).args(["export", P, "--out"]).arg(&out).assert().success();
+    ["cp1", "cp2", "cp3", "w1", "w2"].iter().map(|n| (n.to_string(), std::fs::read(out.join(format!("{n}.yaml"))).unwrap())).collect()
+}
+
+#[test]
+fn rendered_configs_pass_the_simulators_validation_for_each_contract() {
+    for (contract, version) in [("v1.11", "v1.11.5"), ("v1.12", "v1.12.1"), ("v1.14", "v1.14.0")] {
+        for (node, bytes) in rendered_under(contract, version) {
+            let summary = talix::sim::machineconfig::validate(&bytes).unwrap_or_else(|errors| panic!("{contract} {node}: {errors:?}"));
+            let text = String::from_utf8_lossy(&bytes);
+            let hostname_docs = text.matches("kind: HostnameConfig").count();
+            if contract == "v1.11" {
+                assert_eq!(hostname_docs, 0, "{contract} {node}");
+                assert!(text.contains(&format!("hostname: {node}")), "{contract} {node}");
+            } else {
+                assert_eq!(hostname_docs, 1, "{contract} {node}: one HostnameConfig document");
+                assert!(!text.contains(&format!("    hostname: {node}")), "{contract} {node}: no machine.network.hostname");
+            }
+            assert_eq!(summary.hostname.as_deref(), Some(node.as_str()), "{contract} {node}");
+            let vip = text.contains("ip: 10.0.0.10");
+            assert_eq!(vip, node.starts_with("cp"), "{contract} {node}: VIP on control planes only");
+        }
+    }
+}
