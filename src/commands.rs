@@ -9,16 +9,16 @@ use serde_json::json;
 use std::sync::Arc;
 
 use crate::cli::{Cli, Command, ContractArgs, SecretsAction, StoreAction};
-use crate::digest::{Digest, domain};
-use crate::lockfile::SecretsLock;
-use crate::secrets::{AgeObjectCipher, LazyIdentities, Recipients, SecretsCommands};
-use crate::steps::StepEnv;
 use crate::derivation::{Step, StepId};
+use crate::digest::{Digest, domain};
 use crate::engine::{Engine, Planned, Status};
 use crate::exec::ToolVersions;
 use crate::graph::{self, EffectiveContract};
 use crate::lockfile::LockFile;
+use crate::lockfile::SecretsLock;
 use crate::profile::{self, Finding, Profile};
+use crate::secrets::{AgeObjectCipher, LazyIdentities, Recipients, SecretsCommands};
+use crate::steps::StepEnv;
 use crate::store::Store;
 use crate::store::local::{LocalStore, atomic_write};
 
@@ -94,11 +94,23 @@ pub fn store_dir(flag: Option<&Path>, profile_path: Option<&Path>) -> PathBuf {
 }
 
 impl Session {
-    pub fn open(cli_store: Option<&Path>, identity: Option<&Path>, profile_path: &Path, contract: &ContractArgs) -> Result<Self> {
+    pub fn open(
+        cli_store: Option<&Path>,
+        identity: Option<&Path>,
+        profile_path: &Path,
+        contract: &ContractArgs,
+    ) -> Result<Self> {
         let profile = load_profile(profile_path)?;
-        let lock = LockFile::load(&profile.lock_path()).map_err(|e| CliError::input(format!("error: {e}")))?;
-        let contract = graph::effective_contract(&profile, &lock, contract.allow_contract_change).map_err(|e| CliError::input(format!("error: {e}")))?;
-        if contract.source == graph::ContractSource::Profile && lock.contract.as_deref().is_some_and(|c| c != contract.contract.to_string()) {
+        let lock = LockFile::load(&profile.lock_path())
+            .map_err(|e| CliError::input(format!("error: {e}")))?;
+        let contract = graph::effective_contract(&profile, &lock, contract.allow_contract_change)
+            .map_err(|e| CliError::input(format!("error: {e}")))?;
+        if contract.source == graph::ContractSource::Profile
+            && lock
+                .contract
+                .as_deref()
+                .is_some_and(|c| c != contract.contract.to_string())
+        {
             eprintln!(
                 "warning: changing the config contract of {} from {} to {} (--allow-contract-change)",
                 profile.name,
@@ -111,30 +123,52 @@ impl Session {
                 "error: {} is missing, but {} records that the cluster was bootstrapped with secrets {}\nhint: restore the secrets file from git or a backup; new secrets would lock you out of the running cluster",
                 profile.talos.secrets_file.display(),
                 profile.lock_path().display(),
-                lock.bootstrap.as_ref().map(|b| b.secrets_hash.short()).unwrap_or_default()
+                lock.bootstrap
+                    .as_ref()
+                    .map(|b| b.secrets_hash.short())
+                    .unwrap_or_default()
             )));
         }
         let store = LocalStore::open(&store_dir(cli_store, Some(profile_path)))?;
         let recipients = recipients_of(&profile)?;
         let identities = Arc::new(LazyIdentities::new(identity.map(Path::to_path_buf)));
-        let cipher = AgeObjectCipher { recipients, identities: identities.clone() };
-        Ok(Self { profile, lock, contract, store, tools: ToolVersions::default(), identities, cipher })
+        let cipher = AgeObjectCipher {
+            recipients,
+            identities: identities.clone(),
+        };
+        Ok(Self {
+            profile,
+            lock,
+            contract,
+            store,
+            tools: ToolVersions::default(),
+            identities,
+            cipher,
+        })
     }
 
     pub fn step_env(&self) -> StepEnv {
-        StepEnv { identities: self.identities.clone() }
+        StepEnv {
+            identities: self.identities.clone(),
+        }
     }
 
     /// Record the current secrets file (ciphertext hash -> bundle hash) in `lock`.
     pub fn record_secrets(&self, lock: &mut LockFile, bundle_hash: Digest) -> Result<()> {
         let ciphertext = fs_err::read(&self.profile.talos.secrets_file)?;
-        lock.secrets = Some(SecretsLock { bundle_hash, ciphertext_hash: Digest::of_domain(domain::FILE, &ciphertext) });
+        lock.secrets = Some(SecretsLock {
+            bundle_hash,
+            ciphertext_hash: Digest::of_domain(domain::FILE, &ciphertext),
+        });
         Ok(())
     }
 
     /// An output's plaintext (decrypted when the object is secret).
     pub fn read_plain(&self, key: &Digest, output: &str) -> Result<Vec<u8>> {
-        let manifest = self.store.manifest(key)?.ok_or_else(|| CliError::from(format!("object {key} is not in the store")))?;
+        let manifest = self
+            .store
+            .manifest(key)?
+            .ok_or_else(|| CliError::from(format!("object {key} is not in the store")))?;
         let stored = self.store.read_output(key, output)?;
         if manifest.outputs.get(output).is_some_and(|o| o.encrypted) {
             use crate::engine::ObjectCipher;
@@ -148,26 +182,49 @@ impl Session {
     }
 
     pub fn engine(&self) -> Engine<'_> {
-        Engine { profile: &self.profile, store: &self.store, tools: &self.tools, cipher: Some(&self.cipher) }
+        Engine {
+            profile: &self.profile,
+            store: &self.store,
+            tools: &self.tools,
+            cipher: Some(&self.cipher),
+        }
     }
 }
 
 /// The profile's recipients: `secrets.recipients` plus `<name>.recipients` beside it.
 pub fn recipients_of(profile: &Profile) -> Result<Recipients> {
     let origin = format!("{}: secrets.recipients", profile.source.display());
-    Recipients::from_sources(&profile.recipients, &origin, profile.recipients_file.as_deref()).map_err(|e| CliError::input(format!("error: {e}")))
+    Recipients::from_sources(
+        &profile.recipients,
+        &origin,
+        profile.recipients_file.as_deref(),
+    )
+    .map_err(|e| CliError::input(format!("error: {e}")))
 }
 
 pub fn dispatch(cli: Cli) -> Result<()> {
     let store_flag = cli.store.as_deref();
     let identity = cli.identity.as_deref();
-    let open = |path: &Path, contract: &ContractArgs| Session::open(store_flag, identity, path, contract);
+    let open =
+        |path: &Path, contract: &ContractArgs| Session::open(store_flag, identity, path, contract);
     match &cli.command {
         Command::Validate(p) => validate(&p.profile),
-        Command::Plan { profile, json, contract } => plan(open(&profile.profile, contract)?, &profile.profile, *json),
-        Command::Why { profile, step, contract } => why(open(&profile.profile, contract)?, &profile.profile, step),
+        Command::Plan {
+            profile,
+            json,
+            contract,
+        } => plan(open(&profile.profile, contract)?, &profile.profile, *json),
+        Command::Why {
+            profile,
+            step,
+            contract,
+        } => why(open(&profile.profile, contract)?, &profile.profile, step),
         Command::Build { profile, contract } => build(open(&profile.profile, contract)?),
-        Command::Export { profile, out, contract } => export(open(&profile.profile, contract)?, out),
+        Command::Export {
+            profile,
+            out,
+            contract,
+        } => export(open(&profile.profile, contract)?, out),
         Command::Secrets { action } => secrets_cmd(&open, action),
         Command::Store { action } => store_cmd(store_flag, action),
     }
@@ -337,10 +394,21 @@ fn why(s: Session, path: &Path, step: &str) -> Result<()> {
 }
 
 fn export(s: Session, out: &Path) -> Result<()> {
-    let steps: Vec<Step> = s.steps().into_iter().filter(|st| graph::BUILD_KINDS.contains(&st.id.kind())).collect();
+    let steps: Vec<Step> = s
+        .steps()
+        .into_iter()
+        .filter(|st| graph::BUILD_KINDS.contains(&st.id.kind()))
+        .collect();
     let planned = s.engine().plan(&steps)?;
     if planned.iter().any(|p| p.status != Status::Cached) {
-        return Err(CliError { code: 1, message: format!("error: configs of {} are not built; run `talix build {}` first", s.profile.name, s.profile.source.display()) });
+        return Err(CliError {
+            code: 1,
+            message: format!(
+                "error: configs of {} are not built; run `talix build {}` first",
+                s.profile.name,
+                s.profile.source.display()
+            ),
+        });
     }
     if !out.exists() {
         fs_err::create_dir_all(out)?;
@@ -354,7 +422,10 @@ fn export(s: Session, out: &Path) -> Result<()> {
     for p in &planned {
         let key = p.key.expect("cached steps have keys");
         let files: Vec<(String, &str)> = match (p.step.id.kind(), p.step.id.node()) {
-            ("base-config", _) => vec![("controlplane.yaml".into(), "controlplane"), ("worker.yaml".into(), "worker")],
+            ("base-config", _) => vec![
+                ("controlplane.yaml".into(), "controlplane"),
+                ("worker.yaml".into(), "worker"),
+            ],
             ("talosconfig", _) => vec![("talosconfig".into(), "talosconfig")],
             ("render", Some(node)) => vec![(format!("{node}.yaml"), "config")],
             _ => vec![],
@@ -366,7 +437,11 @@ fn export(s: Session, out: &Path) -> Result<()> {
             written.push(name);
         }
     }
-    println!("{}: wrote {} (mode 0600)", out.display(), written.join(", "));
+    println!(
+        "{}: wrote {} (mode 0600)",
+        out.display(),
+        written.join(", ")
+    );
     Ok(())
 }
 
@@ -434,8 +509,16 @@ fn materialise(s: &Session, steps: &[Step]) -> Result<()> {
             continue;
         };
         let (target, output, mode) = match (p.step.id.kind(), p.step.id.node()) {
-            ("patch", Some(node)) => (s.profile.talos.patches_dir.join(format!("{node}.yaml")), "patch", 0o644),
-            ("talosconfig", None) => (s.profile.talos.config_dir.join("talosconfig"), "talosconfig", 0o600),
+            ("patch", Some(node)) => (
+                s.profile.talos.patches_dir.join(format!("{node}.yaml")),
+                "patch",
+                0o644,
+            ),
+            ("talosconfig", None) => (
+                s.profile.talos.config_dir.join("talosconfig"),
+                "talosconfig",
+                0o600,
+            ),
             _ => continue,
         };
         let bytes = s.read_plain(&key, output)?;
@@ -454,12 +537,18 @@ fn pin_lock(s: &Session) -> Result<()> {
         lock.contract = Some(s.contract.contract.to_string());
     }
     let planned = s.engine().plan(&s.steps())?;
-    if planned.iter().any(|p| p.step.id.kind() == "base-config" && p.status == Status::Cached)
+    if planned
+        .iter()
+        .any(|p| p.step.id.kind() == "base-config" && p.status == Status::Cached)
         && let Ok(v) = s.tools.get(crate::derivation::Tool::Talosctl)
     {
         lock.talosctl_version = Some(v);
     }
-    if let Some(bundle) = planned.first().and_then(|p| p.outputs.as_ref()).and_then(|o| o.get("bundle")) {
+    if let Some(bundle) = planned
+        .first()
+        .and_then(|p| p.outputs.as_ref())
+        .and_then(|o| o.get("bundle"))
+    {
         s.record_secrets(&mut lock, *bundle)?;
     }
     if lock != s.lock {
@@ -503,7 +592,10 @@ fn store_cmd(flag: Option<&Path>, action: &StoreAction) -> Result<()> {
     Ok(())
 }
 
-fn secrets_cmd(open: &dyn Fn(&Path, &ContractArgs) -> Result<Session>, action: &SecretsAction) -> Result<()> {
+fn secrets_cmd(
+    open: &dyn Fn(&Path, &ContractArgs) -> Result<Session>,
+    action: &SecretsAction,
+) -> Result<()> {
     let no_contract_change = ContractArgs::default();
     let profile = match action {
         SecretsAction::Init { profile, .. }
@@ -514,33 +606,71 @@ fn secrets_cmd(open: &dyn Fn(&Path, &ContractArgs) -> Result<Session>, action: &
     };
     let s = open(profile, &no_contract_change)?;
     let file = s.profile.talos.secrets_file.clone();
-    let secrets_err = |e: crate::secrets::SecretsError| CliError { code: 1, message: format!("error: {e}") };
-    let ids = || s.identities.get().map_err(|e| CliError { code: 1, message: format!("error: {e}") });
+    let secrets_err = |e: crate::secrets::SecretsError| CliError {
+        code: 1,
+        message: format!("error: {e}"),
+    };
+    let ids = || {
+        s.identities.get().map_err(|e| CliError {
+            code: 1,
+            message: format!("error: {e}"),
+        })
+    };
     let mut lock = s.lock.clone();
     match action {
-        SecretsAction::Init { force, i_know_this_breaks_the_cluster, from, .. } => {
+        SecretsAction::Init {
+            force,
+            i_know_this_breaks_the_cluster,
+            from,
+            ..
+        } => {
             let source = match from {
-                Some(path) => crate::secrets::BundleSource::Plaintext(crate::secrets::SecretBytes::new(fs_err::read(path)?)),
+                Some(path) => crate::secrets::BundleSource::Plaintext(
+                    crate::secrets::SecretBytes::new(fs_err::read(path)?),
+                ),
                 None => {
                     let program = crate::exec::locate(crate::derivation::Tool::Talosctl)?;
-                    let talosctl_version = s.tools.get(crate::derivation::Tool::Talosctl).map_err(|e| CliError { code: 1, message: format!("error: {e}") })?;
-                    crate::secrets::BundleSource::Talosctl { program, contract: s.contract.contract.to_string(), talosctl_version }
+                    let talosctl_version =
+                        s.tools
+                            .get(crate::derivation::Tool::Talosctl)
+                            .map_err(|e| CliError {
+                                code: 1,
+                                message: format!("error: {e}"),
+                            })?;
+                    crate::secrets::BundleSource::Talosctl {
+                        program,
+                        contract: s.contract.contract.to_string(),
+                        talosctl_version,
+                    }
                 }
             };
             let bootstrapped_with = lock.bootstrap.as_ref().map(|b| b.secrets_hash);
-            let identities = if *force && bootstrapped_with.is_some() { Some(ids()?) } else { s.identities.get().ok() };
+            let identities = if *force && bootstrapped_with.is_some() {
+                Some(ids()?)
+            } else {
+                s.identities.get().ok()
+            };
             let hash = SecretsCommands::init(
                 &file,
                 &s.cipher.recipients,
                 source,
-                crate::secrets::InitOptions { force: *force, bootstrapped_with, i_know_this_breaks_the_cluster: *i_know_this_breaks_the_cluster },
+                crate::secrets::InitOptions {
+                    force: *force,
+                    bootstrapped_with,
+                    i_know_this_breaks_the_cluster: *i_know_this_breaks_the_cluster,
+                },
                 identities,
             )
             .map_err(secrets_err)?;
             s.record_secrets(&mut lock, hash)?;
             lock.save(&s.profile.lock_path())?;
             realise_secrets_step(&s);
-            println!("{}: new secrets bundle {} encrypted to {} recipient(s)", file.display(), hash.short(), s.cipher.recipients.len());
+            println!(
+                "{}: new secrets bundle {} encrypted to {} recipient(s)",
+                file.display(),
+                hash.short(),
+                s.cipher.recipients.len()
+            );
         }
         SecretsAction::Show(_) => {
             let bundle = SecretsCommands::show(&file, ids()?).map_err(secrets_err)?;
@@ -550,21 +680,38 @@ fn secrets_cmd(open: &dyn Fn(&Path, &ContractArgs) -> Result<Session>, action: &
             std::io::stdout().write_all(bundle.expose_secret())?;
         }
         SecretsAction::Rekey(_) => {
-            let hash = SecretsCommands::rekey(&file, ids()?, &s.cipher.recipients).map_err(secrets_err)?;
+            let hash =
+                SecretsCommands::rekey(&file, ids()?, &s.cipher.recipients).map_err(secrets_err)?;
             s.record_secrets(&mut lock, hash)?;
             lock.save(&s.profile.lock_path())?;
             realise_secrets_step(&s);
-            println!("{}: re-encrypted to {} recipient(s); bundle {} unchanged", file.display(), s.cipher.recipients.len(), hash.short());
+            println!(
+                "{}: re-encrypted to {} recipient(s); bundle {} unchanged",
+                file.display(),
+                s.cipher.recipients.len(),
+                hash.short()
+            );
         }
         SecretsAction::Edit(_) => {
-            let editor = std::env::var("VISUAL").or_else(|_| std::env::var("EDITOR")).unwrap_or_else(|_| "vi".to_string());
-            match SecretsCommands::edit(&file, ids()?, &s.cipher.recipients, &editor).map_err(secrets_err)? {
-                crate::secrets::EditOutcome::Unchanged(h) => println!("{}: unchanged (bundle {})", file.display(), h.short()),
+            let editor = std::env::var("VISUAL")
+                .or_else(|_| std::env::var("EDITOR"))
+                .unwrap_or_else(|_| "vi".to_string());
+            match SecretsCommands::edit(&file, ids()?, &s.cipher.recipients, &editor)
+                .map_err(secrets_err)?
+            {
+                crate::secrets::EditOutcome::Unchanged(h) => {
+                    println!("{}: unchanged (bundle {})", file.display(), h.short())
+                }
                 crate::secrets::EditOutcome::Changed { before, after } => {
                     s.record_secrets(&mut lock, after)?;
                     lock.save(&s.profile.lock_path())?;
                     realise_secrets_step(&s);
-                    println!("{}: bundle {} -> {}", file.display(), before.short(), after.short());
+                    println!(
+                        "{}: bundle {} -> {}",
+                        file.display(),
+                        before.short(),
+                        after.short()
+                    );
                 }
             }
         }
@@ -582,10 +729,19 @@ fn secrets_cmd(open: &dyn Fn(&Path, &ContractArgs) -> Result<Session>, action: &
 fn realise_secrets_step(s: &Session) {
     let steps = s.steps();
     let builders = crate::steps::builders(&s.step_env());
-    let result = s.store.lock(true).map_err(|e| e.to_string()).and_then(|_guard| {
-        s.engine().realise(&steps[..1], &builders, |_, _| {}).map(|_| ()).map_err(|e| e.to_string())
-    });
+    let result = s
+        .store
+        .lock(true)
+        .map_err(|e| e.to_string())
+        .and_then(|_guard| {
+            s.engine()
+                .realise(&steps[..1], &builders, |_, _| {})
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
     if let Err(e) = result {
-        eprintln!("note: the secrets step was not recorded in the store ({e}); `talix build` will do it");
+        eprintln!(
+            "note: the secrets step was not recorded in the store ({e}); `talix build` will do it"
+        );
     }
 }

@@ -206,7 +206,11 @@ impl ToolPin {
             ToolPin::Exact => version.to_string(),
             ToolPin::Series => {
                 let parts: Vec<&str> = version.splitn(3, '.').collect();
-                if parts.len() == 3 { format!("{}.{}", parts[0], parts[1]) } else { version.to_string() }
+                if parts.len() == 3 {
+                    format!("{}.{}", parts[0], parts[1])
+                } else {
+                    version.to_string()
+                }
             }
         }
     }

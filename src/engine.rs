@@ -220,7 +220,11 @@ impl<'a> Engine<'a> {
             .tools
             .iter()
             .map(|(t, pin)| {
-                let version = self.tools.get(*t).map(|v| pin.apply(&v)).unwrap_or_else(|_| "unavailable".to_string());
+                let version = self
+                    .tools
+                    .get(*t)
+                    .map(|v| pin.apply(&v))
+                    .unwrap_or_else(|_| "unavailable".to_string());
                 let name = match pin {
                     crate::derivation::ToolPin::Exact => t.name().to_string(),
                     crate::derivation::ToolPin::Series => format!("{} series", t.name()),
@@ -388,7 +392,13 @@ impl<'a> Engine<'a> {
                     BuiltOutput::HashOnly(hash) => {
                         infos.insert(
                             name,
-                            crate::store::OutputInfo { hash, size: 0, encrypted: step.secret, stored_hash: hash, stored: false },
+                            crate::store::OutputInfo {
+                                hash,
+                                size: 0,
+                                encrypted: step.secret,
+                                stored_hash: hash,
+                                stored: false,
+                            },
                         );
                     }
                 }

@@ -140,7 +140,21 @@ fn build_caches_config_steps_then_plan_explains_a_change() {
         .collect();
     assert_eq!(
         cached,
-        ["secrets", "base-config", "talosconfig", "patch/cp1", "patch/cp2", "patch/cp3", "patch/w1", "patch/w2", "render/cp1", "render/cp2", "render/cp3", "render/w1", "render/w2"]
+        [
+            "secrets",
+            "base-config",
+            "talosconfig",
+            "patch/cp1",
+            "patch/cp2",
+            "patch/cp3",
+            "patch/w1",
+            "patch/w2",
+            "render/cp1",
+            "render/cp2",
+            "render/cp3",
+            "render/w1",
+            "render/w2"
+        ]
     );
 
     ws.edit("profiles/homelab.yaml", "ip: 10.0.0.21", "ip: 10.0.0.31");
@@ -185,7 +199,11 @@ fn store_flag_and_env_override_the_default_store() {
         .arg(&elsewhere)
         .assert()
         .success();
-    let objects = |dir: &std::path::Path| std::fs::read_dir(dir.join("v1/objects")).map(|d| d.count()).unwrap_or(0);
+    let objects = |dir: &std::path::Path| {
+        std::fs::read_dir(dir.join("v1/objects"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
     // `secrets init` recorded only the secrets steps (of both examples) in the default store;
     // the build went elsewhere.
     assert_eq!(objects(&ws.root().join("store")), 2);
@@ -209,7 +227,10 @@ fn store_flag_and_env_override_the_default_store() {
 fn contract_pin_survives_a_version_bump_and_a_change_needs_a_flag() {
     let ws = Cluster::new();
     // single.yaml names no contract: it defaults to v1.11 and is pinned at the first build.
-    ws.talix().args(["build", "profiles/single.yaml"]).assert().success();
+    ws.talix()
+        .args(["build", "profiles/single.yaml"])
+        .assert()
+        .success();
     ws.edit(
         "profiles/single.yaml",
         "version: v1.11.5",

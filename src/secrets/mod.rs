@@ -5,8 +5,8 @@ mod bundle;
 mod commands;
 mod crypt;
 mod error;
-mod object_cipher;
 mod identities;
+mod object_cipher;
 mod pipe;
 mod private_dir;
 mod recipients;
@@ -19,11 +19,11 @@ pub use crypt::{
     decrypt, decrypt_file, encrypt_armored, encrypt_binary, write_encrypted_atomically,
 };
 pub use error::SecretsError;
-pub use object_cipher::{AgeObjectCipher, LazyIdentities};
 pub use identities::{
     ENV_SOPS_KEY, ENV_SOPS_KEY_FILE, ENV_TALIX_KEY_FILE, Identities, IdentitySource,
     generate_identity_file,
 };
+pub use object_cipher::{AgeObjectCipher, LazyIdentities};
 pub use pipe::{PipeFeeder, SecretPipe};
 pub use private_dir::{ENV_PRIVATE_TMP, PrivateDir, filesystem_magic};
 pub use recipients::Recipients;

@@ -17,12 +17,17 @@ pub struct LazyIdentities {
 
 impl LazyIdentities {
     pub fn new(explicit: Option<PathBuf>) -> Self {
-        Self { explicit, found: OnceLock::new() }
+        Self {
+            explicit,
+            found: OnceLock::new(),
+        }
     }
     /// The identities, or the discovery error (with its hint) as text.
     pub fn get(&self) -> Result<&Identities, String> {
         self.found
-            .get_or_init(|| Identities::discover(self.explicit.as_deref()).map_err(|e| e.to_string()))
+            .get_or_init(|| {
+                Identities::discover(self.explicit.as_deref()).map_err(|e| e.to_string())
+            })
             .as_ref()
             .map_err(Clone::clone)
     }
@@ -36,10 +41,13 @@ pub struct AgeObjectCipher {
 
 impl ObjectCipher for AgeObjectCipher {
     fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>, String> {
-        encrypt_binary(&SecretBytes::new(plaintext.to_vec()), &self.recipients).map_err(|e| e.to_string())
+        encrypt_binary(&SecretBytes::new(plaintext.to_vec()), &self.recipients)
+            .map_err(|e| e.to_string())
     }
     fn decrypt(&self, stored: &[u8]) -> Result<Vec<u8>, String> {
         let ids = self.identities.get()?;
-        decrypt(stored, ids, "store object").map(|s| s.expose_secret().to_vec()).map_err(|e| e.to_string())
+        decrypt(stored, ids, "store object")
+            .map(|s| s.expose_secret().to_vec())
+            .map_err(|e| e.to_string())
     }
 }

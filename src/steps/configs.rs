@@ -14,15 +14,18 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::derivation::Tool;
-use crate::engine::{BuildContext, BuiltOutput, Builder, StepError};
-use crate::exec;
 use crate::derivation::StepId;
+use crate::derivation::Tool;
+use crate::engine::{BuildContext, Builder, BuiltOutput, StepError};
+use crate::exec;
 use crate::profile::{Contract, Profile, Role};
 use crate::secrets::{LazyIdentities, SecretBytes, SecretPipe, decrypt_file};
 
 /// First contract whose Kubernetes settings live in their own documents (`KubeNetworkConfig`).
-pub const KUBE_DOCUMENTS_CONTRACT: Contract = Contract { major: 1, minor: 14 };
+pub const KUBE_DOCUMENTS_CONTRACT: Contract = Contract {
+    major: 1,
+    minor: 14,
+};
 
 /// Run talosctl with `secrets` attached as pipes; `args` gets the `/dev/fd/N` paths in order.
 pub fn talosctl_with_secrets(
@@ -35,17 +38,25 @@ pub fn talosctl_with_secrets(
     let mut feeders = Vec::new();
     let mut paths = Vec::new();
     for secret in secrets {
-        let (path, feeder) = SecretPipe::attach(&mut cmd, secret).map_err(|e| cx.fail(e.to_string()))?;
+        let (path, feeder) =
+            SecretPipe::attach(&mut cmd, secret).map_err(|e| cx.fail(e.to_string()))?;
         paths.push(path);
         feeders.push(feeder);
     }
     let argv = args(&paths);
-    cmd.args(&argv).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd.spawn().map_err(|e| cx.fail(format!("could not start {}: {e}", program.display())))?;
+    cmd.args(&argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd
+        .spawn()
+        .map_err(|e| cx.fail(format!("could not start {}: {e}", program.display())))?;
     for f in &mut feeders {
         f.child_spawned();
     }
-    let output = child.wait_with_output().map_err(|e| cx.fail(format!("{}: {e}", program.display())))?;
+    let output = child
+        .wait_with_output()
+        .map_err(|e| cx.fail(format!("{}: {e}", program.display())))?;
     for f in feeders {
         f.finish().map_err(|e| cx.fail(e.to_string()))?;
     }
@@ -62,7 +73,15 @@ pub fn talosctl_with_secrets(
 
 /// Inline patches can be long; show only their first line in messages.
 fn redact_inline(argv: &[String]) -> Vec<String> {
-    argv.iter().map(|a| if a.contains('\n') { format!("'{}...'", a.lines().next().unwrap_or_default()) } else { a.clone() }).collect()
+    argv.iter()
+        .map(|a| {
+            if a.contains('\n') {
+                format!("'{}...'", a.lines().next().unwrap_or_default())
+            } else {
+                a.clone()
+            }
+        })
+        .collect()
 }
 
 /// The decrypted bundle (the `secrets` step has already checked it).
@@ -72,20 +91,35 @@ fn bundle(cx: &BuildContext<'_>, identities: &LazyIdentities) -> Result<SecretBy
 }
 
 fn contract_of(cx: &BuildContext<'_>) -> Result<Contract, StepError> {
-    cx.step.values.get("talos.contract").map(|v| v.to_string()).ok_or_else(|| cx.fail("missing talos.contract input"))?.parse().map_err(|e: String| cx.fail(e))
+    cx.step
+        .values
+        .get("talos.contract")
+        .map(|v| v.to_string())
+        .ok_or_else(|| cx.fail("missing talos.contract input"))?
+        .parse()
+        .map_err(|e: String| cx.fail(e))
 }
 
 /// The strategic-merge patch carrying the pod and service subnets for `contract`.
 pub fn subnets_patch(profile: &Profile, contract: Contract) -> String {
     let (pod, svc) = (profile.network.pod_cidr, profile.network.service_cidr);
     if contract >= KUBE_DOCUMENTS_CONTRACT {
-        format!("apiVersion: v1alpha1\nkind: KubeNetworkConfig\npodSubnets:\n  - {pod}\nserviceSubnets:\n  - {svc}\n")
+        format!(
+            "apiVersion: v1alpha1\nkind: KubeNetworkConfig\npodSubnets:\n  - {pod}\nserviceSubnets:\n  - {svc}\n"
+        )
     } else {
-        format!("cluster:\n  network:\n    podSubnets:\n      - {pod}\n    serviceSubnets:\n      - {svc}\n")
+        format!(
+            "cluster:\n  network:\n    podSubnets:\n      - {pod}\n    serviceSubnets:\n      - {svc}\n"
+        )
     }
 }
 
-fn gen_config_args(profile: &Profile, contract: Contract, secrets_path: &str, output_type: &str) -> Vec<String> {
+fn gen_config_args(
+    profile: &Profile,
+    contract: Contract,
+    secrets_path: &str,
+    output_type: &str,
+) -> Vec<String> {
     let t = &profile.talos;
     let mut args = vec![
         "gen".into(),
@@ -127,7 +161,9 @@ impl Builder for BaseConfigBuilder {
         let mut out = BTreeMap::new();
         for role in [Role::Controlplane, Role::Worker] {
             let kind = crate::graph::role_output(role);
-            let config = talosctl_with_secrets(cx, vec![bundle.clone()], |fds| gen_config_args(cx.profile, contract, &fds[0], kind))?;
+            let config = talosctl_with_secrets(cx, vec![bundle.clone()], |fds| {
+                gen_config_args(cx.profile, contract, &fds[0], kind)
+            })?;
             out.insert(kind.to_string(), BuiltOutput::Content(config));
         }
         Ok(out)
@@ -142,7 +178,9 @@ impl Builder for TalosconfigBuilder {
     fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
         let contract = contract_of(cx)?;
         let bundle = bundle(cx, &self.identities)?;
-        let raw = talosctl_with_secrets(cx, vec![bundle], |fds| gen_config_args(cx.profile, contract, &fds[0], "talosconfig"))?;
+        let raw = talosctl_with_secrets(cx, vec![bundle], |fds| {
+            gen_config_args(cx.profile, contract, &fds[0], "talosconfig")
+        })?;
         let edited = set_endpoints_and_nodes(cx.profile, &raw).map_err(|e| cx.fail(e))?;
         Ok([("talosconfig".to_string(), BuiltOutput::Content(edited))].into())
     }
@@ -151,34 +189,73 @@ impl Builder for TalosconfigBuilder {
 /// Runbook step 12, natively: endpoints = control-plane static IPs, nodes = every node IP, in
 /// the talosconfig's current context.
 pub fn set_endpoints_and_nodes(profile: &Profile, talosconfig: &[u8]) -> Result<Vec<u8>, String> {
-    let text = std::str::from_utf8(talosconfig).map_err(|_| "talosconfig is not UTF-8".to_string())?;
-    let mut doc: Value = serde_saphyr::from_str(text).map_err(|e| format!("talosconfig from talosctl does not parse: {}", e.to_string().lines().next().unwrap_or_default()))?;
-    let context = doc.get("context").and_then(Value::as_str).ok_or("talosconfig has no current context")?.to_string();
+    let text =
+        std::str::from_utf8(talosconfig).map_err(|_| "talosconfig is not UTF-8".to_string())?;
+    let mut doc: Value = serde_saphyr::from_str(text).map_err(|e| {
+        format!(
+            "talosconfig from talosctl does not parse: {}",
+            e.to_string().lines().next().unwrap_or_default()
+        )
+    })?;
+    let context = doc
+        .get("context")
+        .and_then(Value::as_str)
+        .ok_or("talosconfig has no current context")?
+        .to_string();
     let ctx = doc
         .get_mut("contexts")
         .and_then(|c| c.get_mut(&context))
         .and_then(Value::as_object_mut)
         .ok_or_else(|| format!("talosconfig has no context {context:?}"))?;
-    let cps: Vec<Value> = profile.controlplanes().map(|n| Value::String(n.ip.to_string())).collect();
-    let nodes: Vec<Value> = profile.nodes.iter().map(|n| Value::String(n.ip.to_string())).collect();
+    let cps: Vec<Value> = profile
+        .controlplanes()
+        .map(|n| Value::String(n.ip.to_string()))
+        .collect();
+    let nodes: Vec<Value> = profile
+        .nodes
+        .iter()
+        .map(|n| Value::String(n.ip.to_string()))
+        .collect();
     ctx.insert("endpoints".into(), Value::Array(cps));
     ctx.insert("nodes".into(), Value::Array(nodes));
-    serde_saphyr::to_string(&doc).map(String::into_bytes).map_err(|e| e.to_string())
+    serde_saphyr::to_string(&doc)
+        .map(String::into_bytes)
+        .map_err(|e| e.to_string())
 }
 
 pub struct RenderBuilder;
 
 impl Builder for RenderBuilder {
     fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
-        let node_name = cx.step.id.node().ok_or_else(|| cx.fail("render step without a node"))?;
-        let node = cx.profile.node(node_name).ok_or_else(|| cx.fail(format!("no node {node_name}")))?;
+        let node_name = cx
+            .step
+            .id
+            .node()
+            .ok_or_else(|| cx.fail("render step without a node"))?;
+        let node = cx
+            .profile
+            .node(node_name)
+            .ok_or_else(|| cx.fail(format!("no node {node_name}")))?;
         let role = crate::graph::role_output(node.role);
         let base = cx.dep_output(&crate::graph::base_config_id(), role)?;
         let patch = cx.dep_output(&StepId::new("patch", Some(node_name)), "patch")?;
-        let patch_text = String::from_utf8(patch).map_err(|_| cx.fail("node patch is not UTF-8"))?;
-        let user_patches: Vec<String> = cx.profile.patches.for_node(node).iter().map(|p| format!("@{}", p.path.display())).collect();
+        let patch_text =
+            String::from_utf8(patch).map_err(|_| cx.fail("node patch is not UTF-8"))?;
+        let user_patches: Vec<String> = cx
+            .profile
+            .patches
+            .for_node(node)
+            .iter()
+            .map(|p| format!("@{}", p.path.display()))
+            .collect();
         let config = talosctl_with_secrets(cx, vec![SecretBytes::new(base)], |fds| {
-            let mut args = vec!["machineconfig".to_string(), "patch".to_string(), fds[0].clone(), "-p".to_string(), patch_text.clone()];
+            let mut args = vec![
+                "machineconfig".to_string(),
+                "patch".to_string(),
+                fds[0].clone(),
+                "-p".to_string(),
+                patch_text.clone(),
+            ];
             for p in &user_patches {
                 args.extend(["-p".to_string(), p.clone()]);
             }

@@ -20,14 +20,32 @@ pub struct StepEnv {
 pub fn builders(env: &StepEnv) -> Builders {
     let mut b = Builders::default();
     b.register("patch", Box::new(patch::PatchBuilder));
-    b.register("secrets", Box::new(secrets::SecretsBuilder { identities: env.identities.clone() }));
-    b.register("base-config", Box::new(configs::BaseConfigBuilder { identities: env.identities.clone() }));
-    b.register("talosconfig", Box::new(configs::TalosconfigBuilder { identities: env.identities.clone() }));
+    b.register(
+        "secrets",
+        Box::new(secrets::SecretsBuilder {
+            identities: env.identities.clone(),
+        }),
+    );
+    b.register(
+        "base-config",
+        Box::new(configs::BaseConfigBuilder {
+            identities: env.identities.clone(),
+        }),
+    );
+    b.register(
+        "talosconfig",
+        Box::new(configs::TalosconfigBuilder {
+            identities: env.identities.clone(),
+        }),
+    );
     b.register("render", Box::new(configs::RenderBuilder));
     b
 }
 
 /// Whether this build of talix has a builder for `kind`.
 pub fn has_builder(kind: &str) -> bool {
-    matches!(kind, "patch" | "secrets" | "base-config" | "talosconfig" | "render")
+    matches!(
+        kind,
+        "patch" | "secrets" | "base-config" | "talosconfig" | "render"
+    )
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::engine::{BuildContext, BuiltOutput, Builder, StepError};
+use crate::engine::{BuildContext, Builder, BuiltOutput, StepError};
 use crate::secrets::{LazyIdentities, bundle_hash, decrypt_file, validate_bundle};
 
 pub struct SecretsBuilder {
@@ -25,7 +25,12 @@ impl Builder for SecretsBuilder {
         }
         let ids = self.identities.get().map_err(|e| cx.fail(e))?;
         let bundle = decrypt_file(path, ids).map_err(|e| cx.fail(e.to_string()))?;
-        validate_bundle(&bundle, &path.display().to_string()).map_err(|e| cx.fail(e.to_string()))?;
-        Ok([("bundle".to_string(), BuiltOutput::HashOnly(bundle_hash(&bundle)))].into())
+        validate_bundle(&bundle, &path.display().to_string())
+            .map_err(|e| cx.fail(e.to_string()))?;
+        Ok([(
+            "bundle".to_string(),
+            BuiltOutput::HashOnly(bundle_hash(&bundle)),
+        )]
+        .into())
     }
 }

@@ -127,25 +127,47 @@ impl std::ops::Deref for Cluster {
 impl Cluster {
     pub fn new() -> Self {
         let ws = Workspace::with_examples();
-        let out = std::process::Command::new("age-keygen").arg("-o").arg(ws.root().join("key.txt")).output().expect("age-keygen (Debian package age) is installed");
-        assert!(out.status.success(), "age-keygen failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("age-keygen")
+            .arg("-o")
+            .arg(ws.root().join("key.txt"))
+            .output()
+            .expect("age-keygen (Debian package age) is installed");
+        assert!(
+            out.status.success(),
+            "age-keygen failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let key = std::fs::read_to_string(ws.root().join("key.txt")).unwrap();
-        let recipient = key.lines().find_map(|l| l.strip_prefix("# public key: ")).unwrap().to_string();
+        let recipient = key
+            .lines()
+            .find_map(|l| l.strip_prefix("# public key: "))
+            .unwrap()
+            .to_string();
         for name in ["homelab", "single"] {
             let p = ws.profile(name);
             let text = std::fs::read_to_string(&p).unwrap();
             let replaced: String = text
                 .lines()
-                .map(|l| if l.trim_start().starts_with("- age1") { format!("    - {recipient}") } else { l.to_string() })
+                .map(|l| {
+                    if l.trim_start().starts_with("- age1") {
+                        format!("    - {recipient}")
+                    } else {
+                        l.to_string()
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join("\n");
             std::fs::write(&p, replaced + "\n").unwrap();
         }
         std::fs::create_dir_all(ws.root().join("bin")).unwrap();
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_talix"), ws.root().join("bin/talosctl")).unwrap();
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_talix"), ws.root().join("bin/talosctl"))
+            .unwrap();
         let c = Self { ws, recipient };
         for name in ["homelab", "single"] {
-            c.talix().args(["secrets", "init", &format!("profiles/{name}.yaml")]).assert().success();
+            c.talix()
+                .args(["secrets", "init", &format!("profiles/{name}.yaml")])
+                .assert()
+                .success();
         }
         c.clear_calls();
         c
@@ -166,14 +188,24 @@ impl Cluster {
         text.lines()
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect()
+                v["argv"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_string())
+                    .collect()
             })
             .collect()
     }
 
     /// How many invocations start with `prefix` (e.g. `["gen", "config"]`).
     pub fn count(&self, prefix: &[&str]) -> usize {
-        self.calls().iter().filter(|argv| argv.len() >= prefix.len() && argv.iter().zip(prefix).all(|(a, p)| a == p)).count()
+        self.calls()
+            .iter()
+            .filter(|argv| {
+                argv.len() >= prefix.len() && argv.iter().zip(prefix).all(|(a, p)| a == p)
+            })
+            .count()
     }
 
     pub fn clear_calls(&self) {
