@@ -76,6 +76,15 @@ pub enum Command {
         #[command(flatten)]
         contract: ContractArgs,
     },
+    /// Bring the cluster up (or up to date): build, find maintenance-mode nodes, apply,
+    /// bootstrap etcd once, wait for health, fetch the kubeconfig, verify. Steps whose inputs
+    /// did not change are not repeated.
+    Up {
+        #[command(flatten)]
+        profile: ProfileArg,
+        #[command(flatten)]
+        contract: ContractArgs,
+    },
     /// Write the plaintext configs (controlplane.yaml, worker.yaml, one per node, talosconfig)
     /// to a directory, each file 0600. Builds first if needed.
     Export {

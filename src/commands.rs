@@ -148,9 +148,7 @@ impl Session {
     }
 
     pub fn step_env(&self) -> StepEnv {
-        StepEnv {
-            identities: self.identities.clone(),
-        }
+        StepEnv { identities: self.identities.clone(), cluster: None }
     }
 
     /// Record the current secrets file (ciphertext hash -> bundle hash) in `lock`.
@@ -220,6 +218,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             contract,
         } => why(open(&profile.profile, contract)?, &profile.profile, step),
         Command::Build { profile, contract } => build(open(&profile.profile, contract)?),
+        Command::Up { profile, contract } => up(open(&profile.profile, contract)?),
         Command::Export {
             profile,
             out,
@@ -445,57 +444,108 @@ fn export(s: Session, out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn build(s: Session) -> Result<()> {
-    let _lock = s.store.lock(true)?;
-    let builders = crate::steps::builders(&s.step_env());
-    let all = s.steps();
-    let buildable: Vec<Step> = all
-        .iter()
-        .filter(|st| {
-            graph::BUILD_KINDS.contains(&st.id.kind()) && crate::steps::has_builder(st.id.kind())
-        })
-        .cloned()
-        .collect();
-    let missing: Vec<&StepId> = all
-        .iter()
-        .filter(|st| {
-            graph::BUILD_KINDS.contains(&st.id.kind()) && !crate::steps::has_builder(st.id.kind())
-        })
-        .map(|st| &st.id)
-        .collect();
-    let mut ran = 0;
-    let mut cached = 0;
-    let engine = s.engine();
-    engine.realise(&buildable, &builders, |r, status| {
+/// Prints one line per step as the engine finishes it; counts what ran.
+#[derive(Default)]
+struct Progress {
+    ran: usize,
+    cached: usize,
+}
+
+impl Progress {
+    fn report_silently(&mut self, r: &crate::engine::Realised) {
+        if r.ran { self.ran += 1 } else { self.cached += 1 }
+    }
+
+    fn report(&mut self, r: &crate::engine::Realised, status: &Status) {
         if r.ran {
-            ran += 1;
+            self.ran += 1;
             let why = match status {
                 Status::Run { new: true, .. } => "new".to_string(),
+                Status::Run { changes, .. } if changes.is_empty() => "re-observed".to_string(),
                 other => other.reason(),
             };
-            println!(
-                "  built    {:<16} {} ms  ({why})",
-                r.id.as_str(),
-                r.duration_ms
-            );
+            let verb = if matches!(r.id.kind(), "secrets" | "base-config" | "talosconfig" | "patch" | "render" | "kubeconfig") { "built" } else { "ran" };
+            println!("  {verb:<8} {:<16} {} ms  ({why})", r.id.as_str(), r.duration_ms);
         } else {
-            cached += 1;
+            self.cached += 1;
             println!("  cached   {}", r.id.as_str());
         }
-    })?;
-    materialise(&s, &buildable)?;
-    pin_lock(&s)?;
-    println!("{}: {ran} built, {cached} cached", s.profile.name);
-    if !missing.is_empty() {
-        let ids: Vec<&str> = missing.iter().map(|i| i.as_str()).collect();
-        return Err(CliError {
-            code: 1,
-            message: format!(
-                "error: not built (no builder in this talix yet): {}",
-                ids.join(", ")
-            ),
-        });
     }
+}
+
+fn config_steps(s: &Session) -> Vec<Step> {
+    s.steps().into_iter().filter(|st| graph::BUILD_KINDS.contains(&st.id.kind())).collect()
+}
+
+fn build(s: Session) -> Result<()> {
+    let _guard = s.store.lock(true)?;
+    let builders = crate::steps::builders(&s.step_env());
+    let steps = config_steps(&s);
+    let mut progress = Progress::default();
+    s.engine().realise(&steps, &builders, |r, st| progress.report(r, st))?;
+    materialise(&s, &steps)?;
+    let lock = pin_lock(&s, s.lock.clone())?;
+    if lock != s.lock {
+        lock.save(&s.profile.lock_path())?;
+    }
+    println!("{}: {} built, {} cached", s.profile.name, progress.ran, progress.cached);
+    Ok(())
+}
+
+/// The whole runbook: configs, discovery of maintenance-mode nodes (only when a node must be
+/// applied), apply, ready, bootstrap (once, ever), health, kubeconfig, verify.
+fn up(s: Session) -> Result<()> {
+    use crate::steps::cluster::{ClusterEnv, SharedLock, Timing, write_private};
+    let _guard = s.store.lock(true)?;
+    let mut progress = Progress::default();
+    let steps = config_steps(&s);
+    s.engine().realise(&steps, &crate::steps::builders(&s.step_env()), |r, st| progress.report(r, st))?;
+    materialise(&s, &steps)?;
+    let lock = pin_lock(&s, s.lock.clone())?;
+    if lock != s.lock {
+        lock.save(&s.profile.lock_path())?;
+    }
+
+    let cluster = ClusterEnv {
+        lock: SharedLock::new(s.profile.lock_path(), lock),
+        talosconfig: s.profile.talos.config_dir.join("talosconfig"),
+        kubeconfig: s.profile.talos.config_dir.join("kubeconfig"),
+        timing: Timing::from_env(),
+    };
+    let env = crate::steps::StepEnv { identities: s.identities.clone(), cluster: Some(cluster.clone()) };
+    let builders = crate::steps::builders(&env);
+    let all = s.steps();
+    let planned = s.engine().plan(&all)?;
+    let must_apply = planned.iter().any(|p| p.step.id.kind() == "apply" && p.status != Status::Cached);
+    let mut force = std::collections::BTreeSet::new();
+    if must_apply {
+        force.insert(StepId::new("discover", None));
+    }
+    let cluster_steps: Vec<Step> = all.clone();
+    let engine = s.engine();
+    let mut quiet = Progress::default();
+    let result = engine.realise_forcing(&cluster_steps, &builders, &force, |r, st| {
+        if graph::BUILD_KINDS.contains(&r.id.kind()) {
+            quiet.report_silently(r);
+        } else {
+            progress.report(r, st);
+        }
+    });
+    // Whatever happened, hand the operator the kubeconfig if there is one.
+    if let Some(p) = engine.plan(&all)?.iter().find(|p| p.step.id.kind() == "kubeconfig" && p.status == Status::Cached)
+        && let Some(key) = p.key
+    {
+        write_private(&cluster.kubeconfig, &s.read_plain(&key, "kubeconfig")?)?;
+    }
+    result?;
+    println!(
+        "{}: {} ran, {} cached; talosconfig {} ; kubeconfig {}",
+        s.profile.name,
+        progress.ran,
+        progress.cached,
+        cluster.talosconfig.display(),
+        cluster.kubeconfig.display()
+    );
     Ok(())
 }
 
@@ -531,8 +581,7 @@ fn materialise(s: &Session, steps: &[Step]) -> Result<()> {
 
 /// Record the contract (and talosctl version) in the lock file the first time configs are built,
 /// and the secrets hashes.
-fn pin_lock(s: &Session) -> Result<()> {
-    let mut lock = s.lock.clone();
+fn pin_lock(s: &Session, mut lock: LockFile) -> Result<LockFile> {
     if lock.contract.is_none() || s.contract.source == graph::ContractSource::Profile {
         lock.contract = Some(s.contract.contract.to_string());
     }
@@ -551,10 +600,7 @@ fn pin_lock(s: &Session) -> Result<()> {
     {
         s.record_secrets(&mut lock, *bundle)?;
     }
-    if lock != s.lock {
-        lock.save(&s.profile.lock_path())?;
-    }
-    Ok(())
+    Ok(lock)
 }
 
 fn store_cmd(flag: Option<&Path>, action: &StoreAction) -> Result<()> {

@@ -113,9 +113,40 @@ pub struct BuildContext<'a> {
     store: &'a dyn Store,
     cipher: Option<&'a dyn ObjectCipher>,
     dep_keys: &'a BTreeMap<StepId, Digest>,
+    observed: &'a BTreeMap<StepId, BTreeMap<String, Vec<u8>>>,
 }
 
 impl BuildContext<'_> {
+    /// The latest output of `step` for this profile: a fresh observation made in this run, else
+    /// the step's last realisation in the store. For ordering-only inputs such as the
+    /// discovery result, which are not part of the key.
+    pub fn latest_output(&self, step: &StepId, output: &str) -> Result<Vec<u8>, StepError> {
+        if let Some(bytes) = self.observed.get(step).and_then(|o| o.get(output)) {
+            return Ok(bytes.clone());
+        }
+        let err = |message: String| StepError { step: self.step.id.clone(), message };
+        let key = self
+            .store
+            .get_ref(&self.profile.name, step)
+            .map_err(|e| err(e.to_string()))?
+            .ok_or_else(|| err(format!("{step} has not run yet")))?;
+        let stored = self.store.read_output(&key, output).map_err(|e| err(e.to_string()))?;
+        let manifest = self.store.manifest(&key).map_err(|e| err(e.to_string()))?.ok_or_else(|| err(format!("{step} is not in the store")))?;
+        if manifest.outputs.get(output).is_some_and(|o| o.encrypted) {
+            let cipher = self.cipher.ok_or_else(|| err("no age identity to decrypt secret outputs".to_string()))?;
+            return cipher.decrypt(&stored).map_err(err);
+        }
+        Ok(stored)
+    }
+
+    /// The recorded hash of an upstream output (for hash-only outputs such as the bundle).
+    pub fn dep_output_hash(&self, step: &StepId, output: &str) -> Result<Digest, StepError> {
+        let err = |message: String| StepError { step: self.step.id.clone(), message };
+        let key = self.dep_keys.get(step).ok_or_else(|| err(format!("{step} is not an input of this step")))?;
+        let manifest = self.store.manifest(key).map_err(|e| err(e.to_string()))?.ok_or_else(|| err(format!("{step} is not in the store")))?;
+        manifest.outputs.get(output).map(|o| o.hash).ok_or_else(|| err(format!("{step} has no output {output}")))
+    }
+
     /// The plaintext of an upstream output (decrypted if the upstream is secret).
     pub fn dep_output(&self, step: &StepId, output: &str) -> Result<Vec<u8>, StepError> {
         let err = |message: String| StepError {
@@ -310,8 +341,23 @@ impl<'a> Engine<'a> {
         &self,
         steps: &[Step],
         builders: &Builders,
+        report: impl FnMut(&Realised, &Status),
+    ) -> Result<Vec<Realised>, EngineError> {
+        self.realise_forcing(steps, builders, &std::collections::BTreeSet::new(), report)
+    }
+
+    /// Like [`Engine::realise`], but the steps in `force` run even when their object exists
+    /// (observations such as a network scan). A forced step whose key is already stored keeps
+    /// its stored object (objects are immutable); its fresh outputs are handed to later steps of
+    /// this run through [`BuildContext::latest_output`].
+    pub fn realise_forcing(
+        &self,
+        steps: &[Step],
+        builders: &Builders,
+        force: &std::collections::BTreeSet<StepId>,
         mut report: impl FnMut(&Realised, &Status),
     ) -> Result<Vec<Realised>, EngineError> {
+        let mut observed: BTreeMap<StepId, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
         let mut known: BTreeMap<StepId, BTreeMap<String, Digest>> = BTreeMap::new();
         let mut keys: BTreeMap<StepId, Digest> = BTreeMap::new();
         let mut done = Vec::new();
@@ -328,7 +374,7 @@ impl<'a> Engine<'a> {
                 ),
             })?;
             let key = inputs.key();
-            if let Some(m) = self.store.manifest(&key)? {
+            if let Some(m) = self.store.manifest(&key)?.filter(|_| !force.contains(&step.id)) {
                 known.insert(step.id.clone(), m.output_hashes());
                 keys.insert(step.id.clone(), key);
                 self.store.set_ref(&self.profile.name, &step.id, &key)?;
@@ -362,8 +408,19 @@ impl<'a> Engine<'a> {
                 store: self.store,
                 cipher: self.cipher,
                 dep_keys: &dep_keys,
+                observed: &observed,
             };
             let built = builder.build(&cx)?;
+            if force.contains(&step.id) {
+                let fresh: BTreeMap<String, Vec<u8>> = built
+                    .iter()
+                    .filter_map(|(n, o)| match o {
+                        BuiltOutput::Content(b) => Some((n.clone(), b.clone())),
+                        BuiltOutput::HashOnly(_) => None,
+                    })
+                    .collect();
+                observed.insert(step.id.clone(), fresh);
+            }
             let mut stored = BTreeMap::new();
             let mut infos = BTreeMap::new();
             for (name, output) in built {

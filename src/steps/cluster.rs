@@ -1,0 +1,364 @@
+//! The steps that touch the cluster: `apply/<node>`, `ready/<node>`, `bootstrap`, `health`,
+//! `kubeconfig` and `verify`. Each leaves a receipt (deterministic bytes, so an unchanged step
+//! is never repeated) and records what the cluster must never forget in the lock file as it
+//! happens: the config applied to each node, and the one bootstrap.
+//!
+//! Runbook traps avoided: bootstrap runs on exactly one node and `AlreadyExists` means "done",
+//! never "try another node" (8); membership is checked with etcd members and Kubernetes nodes,
+//! not `get members`, which is empty with discovery off (4).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::derivation::{StepId, Tool};
+use crate::digest::{Digest, domain};
+use crate::engine::{BuildContext, BuiltOutput, Builder, StepError};
+use crate::exec::{self, ExecError};
+use crate::lockfile::{BootstrapLock, LockFile, NodeLock};
+use crate::profile::{Node, Profile, Role};
+use crate::secrets::SecretBytes;
+use crate::steps::configs::talosctl_with_secrets;
+use crate::store::now_rfc3339;
+
+/// Timing knobs (environment overrides for tests and slow labs).
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// How long to wait for a node to come back after apply (TALIX_READY_TIMEOUT_S, 600).
+    pub ready_timeout: Duration,
+    /// How long bootstrap retries `FailedPrecondition` (TALIX_BOOTSTRAP_TIMEOUT_S, 300).
+    pub bootstrap_timeout: Duration,
+    /// `health --wait-timeout` (TALIX_HEALTH_TIMEOUT_S, 600).
+    pub health_timeout: Duration,
+    /// Poll interval (TALIX_POLL_MS, 1000).
+    pub poll: Duration,
+}
+
+impl Timing {
+    pub fn from_env() -> Self {
+        let secs = |var: &str, default: u64| Duration::from_secs(std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default));
+        Self {
+            ready_timeout: secs("TALIX_READY_TIMEOUT_S", 600),
+            bootstrap_timeout: secs("TALIX_BOOTSTRAP_TIMEOUT_S", 300),
+            health_timeout: secs("TALIX_HEALTH_TIMEOUT_S", 600),
+            poll: Duration::from_millis(std::env::var("TALIX_POLL_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)),
+        }
+    }
+}
+
+/// The lock file, shared by the steps of one run and saved after every change, so a run that
+/// fails half-way still records what it did (a bootstrap above all).
+#[derive(Clone)]
+pub struct SharedLock {
+    pub path: PathBuf,
+    pub lock: Arc<Mutex<LockFile>>,
+}
+
+impl SharedLock {
+    pub fn new(path: PathBuf, lock: LockFile) -> Self {
+        Self { path, lock: Arc::new(Mutex::new(lock)) }
+    }
+    pub fn get(&self) -> LockFile {
+        self.lock.lock().unwrap().clone()
+    }
+    pub fn update(&self, cx: &BuildContext<'_>, f: impl FnOnce(&mut LockFile)) -> Result<(), StepError> {
+        let mut lock = self.lock.lock().unwrap();
+        f(&mut lock);
+        lock.save(&self.path).map_err(|e| cx.fail(e.to_string()))
+    }
+}
+
+/// What the cluster steps share.
+#[derive(Clone)]
+pub struct ClusterEnv {
+    pub lock: SharedLock,
+    /// The plaintext talosconfig the operator asked for (`<config_dir>/talosconfig`, 0600).
+    pub talosconfig: PathBuf,
+    /// `<config_dir>/kubeconfig` (0600), written by `up` after the kubeconfig step.
+    pub kubeconfig: PathBuf,
+    pub timing: Timing,
+}
+
+fn endpoint(profile: &Profile, ip: IpAddr) -> String {
+    let host = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
+    if profile.talos.api_port == 50000 { host } else { format!("{host}:{}", profile.talos.api_port) }
+}
+
+fn node_of<'a>(cx: &'a BuildContext<'_>) -> Result<&'a Node, StepError> {
+    let name = cx.step.id.node().ok_or_else(|| cx.fail("per-node step without a node"))?;
+    cx.profile.node(name).ok_or_else(|| cx.fail(format!("no node {name} in the profile")))
+}
+
+fn first_controlplane<'a>(cx: &'a BuildContext<'_>) -> Result<&'a Node, StepError> {
+    cx.profile.controlplanes().next().ok_or_else(|| cx.fail("no control-plane node"))
+}
+
+/// `talosctl --talosconfig T -e E -n N ARGS` (authenticated), capturing output.
+fn talosctl_auth(cx: &BuildContext<'_>, env: &ClusterEnv, node: IpAddr, args: &[&str]) -> Result<Output, ExecError> {
+    let program = exec::locate(Tool::Talosctl)?;
+    let tc = env.talosconfig.display().to_string();
+    let ep = endpoint(cx.profile, node);
+    let mut argv: Vec<&str> = vec!["--talosconfig", &tc, "-e", &ep, "-n", &ep];
+    argv.extend_from_slice(args);
+    exec::run_capture(&program, argv, |_| {})
+}
+
+fn receipt(v: Value) -> BTreeMap<String, BuiltOutput> {
+    [("receipt".to_string(), BuiltOutput::Content(serde_json::to_vec_pretty(&v).unwrap_or_default()))].into()
+}
+
+fn stderr_of(e: &ExecError) -> String {
+    match e {
+        ExecError::Failed { stderr, .. } => stderr.clone(),
+        other => other.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+pub struct ApplyBuilder(pub ClusterEnv);
+
+impl Builder for ApplyBuilder {
+    fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
+        let env = &self.0;
+        let node = node_of(cx)?;
+        let render = StepId::new("render", Some(&node.name));
+        let config = cx.dep_output(&render, "config")?;
+        let config_hash = Digest::of_domain(domain::OBJECT, &config);
+        let configured = env.lock.get().nodes.contains_key(&node.name);
+        let (target, insecure) = if configured {
+            (node.ip, false)
+        } else {
+            let found = cx.latest_output(&StepId::new("discover", None), "nodes")?;
+            let found: BTreeMap<String, IpAddr> = serde_json::from_slice(&found).map_err(|e| cx.fail(format!("discovery result: {e}")))?;
+            let ip = *found.get(&node.name).ok_or_else(|| {
+                cx.fail(format!("{} was not found in maintenance mode on {}; is the VM running?", node.name, cx.profile.discovery.subnet))
+            })?;
+            (ip, true)
+        };
+        let ep = endpoint(cx.profile, target);
+        let tc = env.talosconfig.display().to_string();
+        let mut last_error = String::new();
+        for attempt in 1..=3 {
+            let result = talosctl_with_secrets(cx, vec![SecretBytes::new(config.clone())], |fds| {
+                let mut args = vec!["apply-config".to_string(), "--file".into(), fds[0].clone(), "-n".into(), ep.clone()];
+                if insecure {
+                    args.push("--insecure".into());
+                } else {
+                    args.extend(["--talosconfig".into(), tc.clone(), "-e".into(), ep.clone()]);
+                }
+                args
+            });
+            match result {
+                Ok(_) => {
+                    last_error.clear();
+                    break;
+                }
+                Err(e) => {
+                    last_error = e.message;
+                    // Validation errors will not go away; connection drops may.
+                    if last_error.contains("InvalidArgument") || attempt == 3 {
+                        break;
+                    }
+                    std::thread::sleep(env.timing.poll);
+                }
+            }
+        }
+        if !last_error.is_empty() {
+            return Err(cx.fail(last_error));
+        }
+        env.lock.update(cx, |l| {
+            l.nodes.insert(node.name.clone(), NodeLock { applied_config: config_hash, at: now_rfc3339(), talos_version: Some(cx.profile.talos.version.with_v()) });
+        })?;
+        Ok(receipt(json!({"node": node.name, "config": config_hash, "via": if insecure { "maintenance" } else { "authenticated" }})))
+    }
+}
+
+pub struct ReadyBuilder(pub ClusterEnv);
+
+impl Builder for ReadyBuilder {
+    fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
+        let env = &self.0;
+        let node = node_of(cx)?;
+        let started = Instant::now();
+        loop {
+            match talosctl_auth(cx, env, node.ip, &["version"]) {
+                Ok(out) => {
+                    let text = String::from_utf8_lossy(&out.stdout);
+                    let server = text.split("Server:").nth(1).and_then(exec::first_version).unwrap_or_default();
+                    return Ok(receipt(json!({"node": node.name, "address": node.ip.to_string(), "talos": server})));
+                }
+                Err(e) if started.elapsed() < env.timing.ready_timeout => {
+                    tracing::debug!("{} not ready yet: {}", node.name, stderr_of(&e));
+                    std::thread::sleep(env.timing.poll);
+                }
+                Err(e) => {
+                    return Err(cx.fail(format!(
+                        "{} did not answer at {} within {:?} after apply: {}",
+                        node.name,
+                        node.ip,
+                        env.timing.ready_timeout,
+                        stderr_of(&e)
+                    )));
+                }
+            }
+        }
+    }
+}
+
+pub struct BootstrapBuilder(pub ClusterEnv);
+
+impl Builder for BootstrapBuilder {
+    fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
+        let env = &self.0;
+        let node = first_controlplane(cx)?;
+        let secrets = cx.dep_output_hash(&StepId::new("secrets", None), "bundle")?;
+        if let Some(done) = env.lock.get().bootstrap {
+            // The lock file travels in git: a lost store never leads to a second bootstrap.
+            if done.secrets_hash != secrets {
+                return Err(cx.fail(format!(
+                    "the lock file records a bootstrap of {} with secrets {}, but the secrets are now {}; refusing to bootstrap a second cluster over it",
+                    done.node,
+                    done.secrets_hash.short(),
+                    secrets.short()
+                )));
+            }
+            return Ok(receipt(json!({"node": done.node, "secrets": done.secrets_hash, "result": "recorded in lock file"})));
+        }
+        let started = Instant::now();
+        let result = loop {
+            match talosctl_auth(cx, env, node.ip, &["bootstrap"]) {
+                Ok(_) => break "bootstrapped",
+                Err(e) => {
+                    let text = stderr_of(&e);
+                    if text.contains("AlreadyExists") {
+                        // Trap 8: etcd already has data on this node: it is bootstrapped.
+                        break "already bootstrapped";
+                    }
+                    let transient = text.contains("FailedPrecondition") || text.contains("Unavailable") || text.contains("connection refused");
+                    if transient && started.elapsed() < env.timing.bootstrap_timeout {
+                        std::thread::sleep(env.timing.poll);
+                        continue;
+                    }
+                    return Err(cx.fail(format!("bootstrap on {} ({}) failed: {text}", node.name, node.ip)));
+                }
+            }
+        };
+        env.lock.update(cx, |l| {
+            l.bootstrap = Some(BootstrapLock { node: node.name.clone(), at: now_rfc3339(), secrets_hash: secrets });
+        })?;
+        Ok(receipt(json!({"node": node.name, "secrets": secrets, "result": result})))
+    }
+}
+
+pub struct HealthBuilder(pub ClusterEnv);
+
+impl Builder for HealthBuilder {
+    fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
+        let env = &self.0;
+        let node = first_controlplane(cx)?;
+        let list = |role: Role| cx.profile.nodes.iter().filter(|n| n.role == role).map(|n| n.ip.to_string()).collect::<Vec<_>>().join(",");
+        let (cps, workers) = (list(Role::Controlplane), list(Role::Worker));
+        let timeout = format!("{}s", env.timing.health_timeout.as_secs());
+        let mut args = vec!["health", "--wait-timeout", &timeout, "--control-plane-nodes", &cps];
+        if !workers.is_empty() {
+            args.extend(["--worker-nodes", &workers]);
+        }
+        talosctl_auth(cx, env, node.ip, &args).map_err(|e| cx.fail(format!("cluster health check failed: {}", stderr_of(&e))))?;
+        Ok(receipt(json!({"controlplane": cps, "workers": workers, "result": "healthy"})))
+    }
+}
+
+pub struct KubeconfigBuilder(pub ClusterEnv);
+
+impl Builder for KubeconfigBuilder {
+    fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
+        let env = &self.0;
+        let node = first_controlplane(cx)?;
+        let out = talosctl_auth(cx, env, node.ip, &["kubeconfig", "-"]).map_err(|e| cx.fail(format!("talosctl kubeconfig failed: {}", stderr_of(&e))))?;
+        if out.stdout.is_empty() {
+            return Err(cx.fail("talosctl kubeconfig returned nothing"));
+        }
+        Ok([("kubeconfig".to_string(), BuiltOutput::Content(out.stdout))].into())
+    }
+}
+
+pub struct VerifyBuilder(pub ClusterEnv);
+
+impl Builder for VerifyBuilder {
+    fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
+        let env = &self.0;
+        let cp = first_controlplane(cx)?;
+        let mut problems = Vec::new();
+
+        // Kubernetes nodes (real kubectl against the kubeconfig the operator got).
+        let kubectl = exec::locate(Tool::Kubectl).map_err(|e| cx.fail(e.to_string()))?;
+        let out = exec::run_capture(&kubectl, ["--kubeconfig", &env.kubeconfig.display().to_string(), "get", "nodes", "-o", "json"], |_| {})
+            .map_err(|e| cx.fail(format!("kubectl get nodes failed: {}", stderr_of(&e))))?;
+        let nodes: Value = serde_json::from_slice(&out.stdout).map_err(|e| cx.fail(format!("kubectl output: {e}")))?;
+        let mut ready = BTreeMap::new();
+        for item in nodes["items"].as_array().cloned().unwrap_or_default() {
+            let name = item["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            let is_ready = item["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True");
+            ready.insert(name, is_ready);
+        }
+        for n in &cx.profile.nodes {
+            match ready.get(&n.name) {
+                Some(true) => {}
+                Some(false) => problems.push(format!("Kubernetes node {} is not Ready", n.name)),
+                None => problems.push(format!("Kubernetes node {} is missing", n.name)),
+            }
+        }
+
+        // etcd members (trap 4: not `get members`).
+        let out = talosctl_auth(cx, env, cp.ip, &["etcd", "members"]).map_err(|e| cx.fail(format!("talosctl etcd members failed: {}", stderr_of(&e))))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let members = text.lines().skip(1).filter(|l| !l.trim().is_empty()).count();
+        let want = cx.profile.controlplanes().count();
+        if members != want {
+            problems.push(format!("etcd has {members} members, expected {want} (one per control-plane node)"));
+        }
+
+        // Extensions on every node.
+        let mut extensions = BTreeMap::new();
+        if !cx.profile.talos.extensions.is_empty() {
+            for n in &cx.profile.nodes {
+                let out = talosctl_auth(cx, env, n.ip, &["get", "extensions", "-o", "json"]).map_err(|e| cx.fail(format!("talosctl get extensions on {}: {}", n.name, stderr_of(&e))))?;
+                let names = extension_names(&String::from_utf8_lossy(&out.stdout));
+                for want in &cx.profile.talos.extensions {
+                    let short = want.rsplit('/').next().unwrap_or(want);
+                    if !names.iter().any(|have| have == want || have == short) {
+                        problems.push(format!("{}: extension {want} is not installed (schematic {}?)", n.name, &cx.profile.talos.schematic_id[..12]));
+                    }
+                }
+                extensions.insert(n.name.clone(), names);
+            }
+        }
+        if !problems.is_empty() {
+            return Err(cx.fail(format!("verification failed:\n  {}", problems.join("\n  "))));
+        }
+        Ok(receipt(json!({"kubernetes_nodes_ready": ready.len(), "etcd_members": members, "extensions": extensions})))
+    }
+}
+
+/// Extension names from a `get extensions -o json` stream.
+pub fn extension_names(stream: &str) -> Vec<String> {
+    serde_json::Deserializer::from_str(stream)
+        .into_iter::<Value>()
+        .filter_map(Result::ok)
+        .filter_map(|v| v["spec"]["metadata"]["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Write `bytes` 0600 at `path` when it differs (materialised plaintext the operator asked for).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if std::fs::read(path).ok().as_deref() == Some(bytes) {
+        return Ok(());
+    }
+    crate::store::local::atomic_write(path, bytes, Some(0o600))
+}
