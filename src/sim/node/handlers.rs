@@ -142,6 +142,7 @@ fn handle(shared: &Arc<Shared>, idx: usize, request: &Request) -> Outcome {
         (Phase::Running, "health") => Ok(health(&shared.lock(), idx, params)),
         (Phase::Running, "upgrade") => upgrade(shared, idx, params),
         (Phase::Running, "upgrade_k8s") => upgrade_k8s(shared, idx, params),
+        (Phase::Running, "reset") => reset(shared, idx, params),
         (_, other) => Err(RpcError::new(
             "Unimplemented",
             format!("unknown method {other}"),
@@ -636,6 +637,66 @@ fn health(state: &ClusterState, idx: usize, params: &Value) -> Value {
         } else { None },
         "checks": checks.into_iter().map(|(name, err)| json!([name, err])).collect::<Vec<_>>(),
     })
+}
+
+/// `reset`: leave etcd (graceful control planes), wipe the config, then either power off or
+/// reboot into maintenance mode at the DHCP address.
+fn reset(shared: &Arc<Shared>, idx: usize, params: &Value) -> CallResult {
+    let reboot = params
+        .get("reboot")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let delay = {
+        let mut guard = shared.lock();
+        let state = &mut *guard;
+        let node = &mut state.nodes[idx];
+        let key = node.cluster_key().map(str::to_string);
+        node.phase = Phase::Rebooting;
+        node.tls = None;
+        node.config = None;
+        let delay =
+            Duration::from_millis(node.spec.reboot_delay_ms + node.spec.faults.slow_reboot_ms);
+        if let Some(key) = key {
+            let mut emptied = false;
+            if let Some(etcd) = state.etcd.get_mut(&key) {
+                etcd.members.retain(|&m| m != idx);
+                emptied = etcd.members.is_empty();
+            }
+            if emptied {
+                state.etcd.remove(&key);
+                if let Some(api) = state.kube.remove(&key) {
+                    tokio::spawn(api.shutdown());
+                }
+            }
+        }
+        delay
+    };
+    shared.bump(idx);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        {
+            let mut state = shared.lock();
+            let node = &mut state.nodes[idx];
+            if reboot {
+                node.address = node.spec.address;
+                node.talos_version = node.spec.maintenance_version.clone();
+                node.booted_at = time::OffsetDateTime::now_utc();
+                let ips = [IpAddr::V4(node.address)];
+                match tls::self_signed(&ips, &[]).and_then(|c| tls::server_config(&c, None, &[])) {
+                    Ok(cfg) => {
+                        node.tls = Some(cfg);
+                        node.phase = Phase::Maintenance;
+                    }
+                    Err(_) => node.phase = Phase::Gone,
+                }
+            } else {
+                node.phase = Phase::Gone;
+            }
+        }
+        shared.bump(idx);
+    });
+    Ok(json!({"ack": "Reset request received"}))
 }
 
 fn upgrade(shared: &Arc<Shared>, idx: usize, params: &Value) -> CallResult {

@@ -84,6 +84,29 @@ enum Command {
     Upgrade(UpgradeArgs),
     #[command(name = "upgrade-k8s")]
     UpgradeK8s(UpgradeK8sArgs),
+    Reset(ResetArgs),
+}
+
+#[derive(Args, Debug)]
+struct ResetArgs {
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    graceful: bool,
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    reboot: bool,
+    #[arg(long = "wipe-mode", default_value = "all")]
+    wipe_mode: String,
+    #[arg(long = "user-disks-to-wipe", value_delimiter = ',')]
+    user_disks_to_wipe: Vec<String>,
+    #[arg(long = "system-labels-to-wipe", value_delimiter = ',')]
+    system_labels_to_wipe: Vec<String>,
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    wait: bool,
+    #[arg(long)]
+    debug: bool,
+    #[arg(long, default_value = "30m0s")]
+    timeout: String,
+    #[arg(short = 'i', long)]
+    insecure: bool,
 }
 
 #[derive(Args, Debug)]
@@ -266,6 +289,7 @@ async fn run(cli: Cli) -> CliResult {
         } => etcd_members(&global).await,
         Command::Upgrade(a) => upgrade(&global, a).await,
         Command::UpgradeK8s(a) => upgrade_k8s(&global, a).await,
+        Command::Reset(a) => reset(&global, a).await,
     }
 }
 
@@ -1490,6 +1514,50 @@ async fn upgrade(global: &Global, args: UpgradeArgs) -> CliResult {
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn reset(global: &Global, args: ResetArgs) -> CliResult {
+    if args.wait && args.insecure {
+        return Err(CliError(
+            "cannot use --wait and --insecure together".to_string(),
+        ));
+    }
+    if !matches!(
+        args.wipe_mode.as_str(),
+        "all" | "system-disk" | "user-disks"
+    ) {
+        return Err(CliError(format!(
+            "invalid argument {:?} for \"--wipe-mode\" flag: must be one of: all, system-disk, user-disks",
+            args.wipe_mode
+        )));
+    }
+    let conn = connect(global, args.insecure)?;
+    let params =
+        json!({"graceful": args.graceful, "reboot": args.reboot, "wipe_mode": args.wipe_mode});
+    let replies = call(&conn, "reset", params)
+        .await
+        .map_err(|e| CliError(format!("error executing reset: {e}")))?;
+    if let Some(e) = split_replies(replies).1 {
+        return Err(CliError(format!("error executing reset: {e}")));
+    }
+    if !args.wait {
+        return Ok(());
+    }
+    // Wait until the node has left the authenticated API (it reboots or powers off).
+    let deadline = tokio::time::Instant::now() + parse_go_duration(&args.timeout)?;
+    loop {
+        match call(&conn, "version", json!({})).await {
+            Err(_) => return Ok(()),
+            Ok(replies) if replies.iter().any(|r| r.error.is_some()) => return Ok(()),
+            Ok(_) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CliError(
+                "error executing reset: context deadline exceeded".to_string(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
