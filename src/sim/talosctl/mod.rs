@@ -137,7 +137,7 @@ pub fn root_usage() -> String {
     commands.sort_unstable();
     commands.dedup();
     let mut text = String::from(
-        "A CLI for out-of-band management of Kubernetes nodes created by Talos\n\nUsage:\n  talosctl [command]\n\nAvailable Commands:\n",
+        "Usage:\n  talosctl [command]\n\nAvailable Commands:\n",
     );
     for c in commands {
         text.push_str(&format!("  {c}\n"));
