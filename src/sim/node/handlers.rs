@@ -270,41 +270,44 @@ fn maintenance_apply(shared: &Arc<Shared>, idx: usize, params: &Value) -> Outcom
 fn spawn_reboot(shared: Arc<Shared>, idx: usize, delay: Duration, never_back: bool) {
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
-        {
+        let refreshed = {
             let mut state = shared.lock();
             if never_back {
                 state.nodes[idx].phase = Phase::Gone;
+                Vec::new()
             } else {
-                come_up(&mut state, idx);
+                come_up(&mut state, idx)
             }
+        };
+        for other in refreshed {
+            shared.bump(other);
         }
         shared.bump(idx);
     });
 }
 
-fn come_up(state: &mut ClusterState, idx: usize) {
-    let Some(config) = state.nodes[idx].config.clone() else {
-        return;
+/// Builds node `idx`'s authenticated-API TLS: a server certificate from the OS CA (its own key,
+/// or, like trustd, from a configured node of the same cluster that has it). Without any CA key
+/// it falls back to a self-signed certificate that clients will reject; `bool` says which.
+fn node_server_tls(
+    state: &ClusterState,
+    idx: usize,
+) -> Result<(Arc<tokio_rustls::rustls::ServerConfig>, bool), tls::TlsError> {
+    let node = &state.nodes[idx];
+    let Some(config) = &node.config else {
+        return Err(tls::TlsError::MissingPem("machine config"));
     };
     let facts = &config.facts;
-    let address = facts
-        .static_addresses
-        .iter()
-        .copied()
-        .find(Ipv4Addr::is_loopback)
-        .unwrap_or(state.nodes[idx].spec.address);
-    state.nodes[idx].address = address;
-    state.nodes[idx].booted_at = time::OffsetDateTime::now_utc();
-    // trustd: a node without the CA key gets its certificate from a node that has it.
     let ca_key = facts.os_ca_key.clone().or_else(|| {
         state.nodes.iter().find_map(|n| {
             n.config
                 .as_ref()
-                .filter(|c| c.facts.os_ca_cert == facts.os_ca_cert)
+                .filter(|c| n.phase == Phase::Running && c.facts.os_ca_cert == facts.os_ca_cert)
                 .and_then(|c| c.facts.os_ca_key.clone())
         })
     });
-    let ips = [IpAddr::V4(address)];
+    let ips = [IpAddr::V4(node.address)];
+    let trusted = ca_key.is_some();
     let cert = match ca_key {
         Some(key) => tls::issue_leaf(
             &facts.os_ca_cert,
@@ -315,11 +318,32 @@ fn come_up(state: &mut ClusterState, idx: usize) {
             },
         ),
         None => tls::self_signed(&ips, &[]),
+    }?;
+    Ok((
+        tls::server_config(&cert, Some(&facts.os_ca_cert), &[])?,
+        trusted,
+    ))
+}
+
+/// The node finished booting with its config. Returns other nodes whose listeners must be
+/// rebuilt (nodes that were waiting for a certificate this node can now issue).
+fn come_up(state: &mut ClusterState, idx: usize) -> Vec<usize> {
+    let Some(config) = state.nodes[idx].config.clone() else {
+        return Vec::new();
     };
-    let server = cert.and_then(|c| tls::server_config(&c, Some(&facts.os_ca_cert), &[]));
-    match server {
-        Ok(cfg) => {
+    let facts = &config.facts;
+    let address = facts
+        .static_addresses
+        .iter()
+        .copied()
+        .find(Ipv4Addr::is_loopback)
+        .unwrap_or(state.nodes[idx].spec.address);
+    state.nodes[idx].address = address;
+    state.nodes[idx].booted_at = time::OffsetDateTime::now_utc();
+    match node_server_tls(state, idx) {
+        Ok((cfg, trusted)) => {
             state.nodes[idx].tls = Some(cfg);
+            state.nodes[idx].trusted_cert = trusted;
             state.nodes[idx].phase = Phase::Running;
         }
         Err(e) => {
@@ -336,6 +360,21 @@ fn come_up(state: &mut ClusterState, idx: usize) {
             etcd.members.push(idx);
         }
     }
+    let mut refreshed = Vec::new();
+    if facts.os_ca_key.is_some() {
+        for j in 0..state.nodes.len() {
+            let waiting = j != idx
+                && state.nodes[j].phase == Phase::Running
+                && !state.nodes[j].trusted_cert
+                && state.nodes[j].cluster_key() == Some(facts.os_ca_cert.as_str());
+            if waiting && let Ok((cfg, true)) = node_server_tls(state, j) {
+                state.nodes[j].tls = Some(cfg);
+                state.nodes[j].trusted_cert = true;
+                refreshed.push(j);
+            }
+        }
+    }
+    refreshed
 }
 
 fn configured_apply(shared: &Arc<Shared>, idx: usize, params: &Value) -> CallResult {
@@ -723,7 +762,10 @@ fn upgrade(shared: &Arc<Shared>, idx: usize, params: &Value) -> CallResult {
     let shared = shared.clone();
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
-        come_up(&mut shared.lock(), idx);
+        let refreshed = come_up(&mut shared.lock(), idx);
+        for other in refreshed {
+            shared.bump(other);
+        }
         shared.bump(idx);
     });
     Ok(json!({"ack": "Upgrade request received"}))
