@@ -165,6 +165,44 @@ fn kubectl_get_nodes_lists_the_simulated_nodes() {
         .unwrap();
     assert_eq!(stdout(&out), "node/cp1\nnode/w1\n", "{}", stderr(&out));
 
+    // upgrade-k8s moves every kubelet to the new version.
+    let two = format!("{cp},{}", files.static_addr(&ms[1]));
+    let out = work.talosctl(&[
+        "--talosconfig",
+        &tc,
+        "-n",
+        &two,
+        "upgrade-k8s",
+        "--to",
+        "1.34.0",
+    ]);
+    assert!(
+        stderr(&out).starts_with("command \"upgrade-k8s\" is not supported with multiple nodes\n")
+    );
+    let out = work.talosctl(&[
+        "--talosconfig",
+        &tc,
+        "-n",
+        &cp,
+        "upgrade-k8s",
+        "--to",
+        "1.34.0",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("automatically detected the lowest Kubernetes version 1.33.2"));
+    let out = Command::new("kubectl")
+        .args([
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[*].status.nodeInfo.kubeletVersion}",
+        ])
+        .env("HOME", work.path())
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "v1.34.0 v1.34.0", "{}", stderr(&out));
+
     // A newer talosctl warns about older servers (never fails).
     let out = work.talosctl_env(
         &["--talosconfig", &tc, "-n", &cp, "get", "ms"],

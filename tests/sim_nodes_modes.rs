@@ -47,6 +47,17 @@ fn maintenance_api_depends_on_the_node_version() {
     let out = work.talosctl_ok(&["version", "--insecure", "-n", &new]);
     assert!(out.contains("Server:\n\tTag:         v1.13.2\n"), "{out}");
 
+    let out = work.talosctl_ok(&["version", "--client"]);
+    assert!(
+        out.starts_with("Client:\n\tTag:         v1.11.5\n") && !out.contains("Server:"),
+        "{out}"
+    );
+    let out = work.talosctl_ok(&["version", "--short", "--insecure", "-n", &new]);
+    assert!(
+        out.starts_with("Client:\n\tTalos v1.11.5\nServer:\n\tTag:         v1.13.2\n"),
+        "{out}"
+    );
+
     // v1.11: no-reboot/staged refused, dry run explains, invalid config is rejected.
     let out = work.talosctl(&[
         "apply-config",
