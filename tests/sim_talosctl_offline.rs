@@ -635,6 +635,17 @@ fn gen_config_errors_match_talosctl() {
         "invalid registry mirror spec: \"docker.io\"\n"
     );
     assert_eq!(
+        case(&[
+            "gen",
+            "config",
+            "demo",
+            "https://a:6443",
+            "--config-patch",
+            "@nope.yaml"
+        ]),
+        "open nope.yaml: no such file or directory\n"
+    );
+    assert_eq!(
         case(&["gen", "config", "demo", "https://a:6443", "--version", "v2"]),
         "unknown config version: \"v2\"\n"
     );

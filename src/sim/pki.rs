@@ -835,6 +835,17 @@ mod tests {
     }
 
     #[test]
+    fn old_contracts_get_aescbc_and_ecdsa_service_account_keys() {
+        let v12 = generate(Contract::parse("v1.2").unwrap()).unwrap();
+        assert!(v12.secrets.secretboxencryptionsecret.is_empty());
+        assert_eq!(v12.secrets.aescbcencryptionsecret.len(), 44);
+        let sa = decode_b64_text(&v12.certs.k8sserviceaccount.as_ref().unwrap().key).unwrap();
+        assert!(sa.starts_with("-----BEGIN EC PRIVATE KEY-----"));
+        assert_eq!(v12.validate(), Vec::<BundleError>::new());
+        assert!(v12.to_yaml().contains("    aescbcencryptionsecret: "));
+    }
+
+    #[test]
     fn issues_client_and_server_certs_from_bundle_cas() {
         let bundle = parse(SAMPLE.as_bytes()).unwrap();
         let (os_crt, os_key) = bundle.ca_pem("os");

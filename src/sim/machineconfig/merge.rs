@@ -54,7 +54,8 @@ pub fn read_patch_argument(arg: &str) -> Result<String, PatchError> {
         None
     };
     match path {
-        Some(path) => fs_err::read_to_string(path).map_err(|e| PatchError::Load(e.to_string())),
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| PatchError::Load(crate::sim::go_io_error("open", path, &e))),
         None => Ok(arg.to_string()),
     }
 }

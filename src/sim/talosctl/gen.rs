@@ -243,17 +243,7 @@ pub fn run(args: Vec<String>) -> Result<(), CliError> {
     }
 }
 
-/// Go's rendering of a failed file operation (`open <path>: no such file or directory`).
-pub fn go_io_error(op: &str, path: &str, err: &std::io::Error) -> String {
-    let reason = match err.kind() {
-        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        std::io::ErrorKind::IsADirectory => "is a directory".to_string(),
-        std::io::ErrorKind::AlreadyExists => "file exists".to_string(),
-        _ => err.to_string(),
-    };
-    format!("{op} {path}: {reason}")
-}
+pub use crate::sim::go_io_error;
 
 fn read_file_go(path: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| go_io_error("open", path, &e))
