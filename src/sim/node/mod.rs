@@ -431,6 +431,13 @@ pub fn serve_main(args: Vec<std::ffi::OsString>) -> i32 {
         eprintln!("usage: talix sim serve --spec FILE [--ready-file PATH]");
         return 2;
     };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
