@@ -240,10 +240,31 @@ pub fn main(args: Vec<OsString>) -> i32 {
     let argv = std::iter::once(OsString::from("talosctl")).chain(args);
     let cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 1 } else { 0 };
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return code;
+            return 0;
+        }
+        Err(e) => {
+            // cobra's wording for the common cases, then usage (the text mentions "flag").
+            let text = match (e.kind(), e.get(clap::error::ContextKind::InvalidArg)) {
+                (clap::error::ErrorKind::UnknownArgument, Some(arg)) => {
+                    format!(
+                        "unknown flag: {}",
+                        arg.to_string().split('=').next().unwrap_or_default()
+                    )
+                }
+                _ => e
+                    .to_string()
+                    .trim_start_matches("error: ")
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            };
+            eprintln!(
+                "{text}\n\nUse \"talosctl [command] --help\" for more information about a command."
+            );
+            return 1;
         }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -1622,6 +1643,12 @@ mod tests {
             multierror(&[("10.5.0.2".into(), e)]),
             "1 error occurred:\n\t* 10.5.0.2: rpc error: code = AlreadyExists desc = etcd data directory is not empty\n\n"
         );
+    }
+
+    #[test]
+    fn unknown_flags_exit_1() {
+        assert_eq!(main(vec!["bootstrap".into(), "--bogus".into()]), 1);
+        assert_eq!(main(vec!["version".into(), "--help".into()]), 0);
     }
 
     #[test]
