@@ -646,6 +646,19 @@ fn gen_config_errors_match_talosctl() {
         "open nope.yaml: no such file or directory\n"
     );
     assert_eq!(
+        case(&[
+            "gen",
+            "config",
+            "demo",
+            "https://a:6443",
+            "-t",
+            "worker",
+            "-o",
+            "no/such/w.yaml"
+        ]),
+        "generating PKI and tokens\nopen no/such/w.yaml: no such file or directory\n"
+    );
+    assert_eq!(
         case(&["gen", "config", "demo", "https://a:6443", "--version", "v2"]),
         "unknown config version: \"v2\"\n"
     );

@@ -127,7 +127,7 @@ fn unknown_below(table: &FieldTable, node: &Yaml, kind: &str, path: &str) -> Opt
                     continue;
                 }
                 match table.child(kind, path, key) {
-                    None => unknown.push((key.clone(), value.clone())),
+                    None => unknown.push((key.clone(), redact_long_strings(value))),
                     Some(child) => {
                         if let Some(sub) = unknown_below(table, value, kind, &child) {
                             unknown.push((key.clone(), sub));
@@ -146,6 +146,22 @@ fn unknown_below(table: &FieldTable, node: &Yaml, kind: &str, path: &str) -> Opt
             (!unknown.is_empty()).then_some(Yaml::Seq(unknown))
         }
         _ => None,
+    }
+}
+
+/// Copies a node with every string of 32 or more characters replaced by `<redacted>`: unknown
+/// keys are echoed in error messages (as Talos does), and a misplaced key or token must not be.
+pub fn redact_long_strings(node: &Yaml) -> Yaml {
+    match node {
+        Yaml::Str(s) if s.chars().count() >= 32 => Yaml::str("<redacted>"),
+        Yaml::Seq(items) => Yaml::Seq(items.iter().map(redact_long_strings).collect()),
+        Yaml::Map(entries) => Yaml::Map(
+            entries
+                .iter()
+                .map(|(k, v)| (k.clone(), redact_long_strings(v)))
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 
@@ -203,6 +219,18 @@ mod tests {
             }
             assert_eq!(yaml::emit_documents(&docs), text);
         }
+    }
+
+    #[test]
+    fn unknown_key_errors_do_not_echo_key_material() {
+        let doc = yaml::parse_one(
+            "machine:\n    cert:\n        key: LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0tCk1IY0NBUUVF\n",
+        )
+        .unwrap();
+        assert_eq!(
+            yaml::emit(&unknown_keys(&doc, "v1alpha1").unwrap()),
+            "machine:\n    cert:\n        key: <redacted>\n"
+        );
     }
 
     #[test]
