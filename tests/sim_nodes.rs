@@ -402,6 +402,11 @@ fn get_output_shapes_and_discovery_disabled_members() {
     assert!(out.starts_with("node: \"\"\nmetadata:\n    namespace: network\n    type: LinkStatuses.net.talos.dev\n    id: eth0\n    version: 1\n"), "{out}");
     assert_eq!(out.matches("\n---\n").count(), 1);
     assert!(out.contains("\n    kind: \"\"\n"));
+    // spec fields keep Talos' struct order in YAML.
+    assert!(
+        out.contains("spec:\n    index: 2\n    type: ether\n    linkIndex: 0\n    flags: "),
+        "{out}"
+    );
 
     // table
     let out = work.talosctl_ok(&["get", "links", "--insecure", "-n", &dhcp]);

@@ -402,14 +402,30 @@ fn configured_apply(shared: &Arc<Shared>, idx: usize, params: &Value) -> CallRes
             "machine type can't be changed",
         ));
     }
-    let details = if mode == "staged" {
-        "Staged configuration to be applied after the next reboot"
-    } else {
-        "Applied configuration without a reboot"
+    let details = match mode {
+        "staged" => "Staged configuration to be applied after the next reboot".to_string(),
+        "reboot" => "Applied configuration with a reboot".to_string(),
+        "try" => format!(
+            "Applied configuration without a reboot\nThe config is applied in 'try' mode and will be automatically reverted back in {}",
+            params
+                .get("timeout")
+                .and_then(Value::as_str)
+                .unwrap_or("1m0s")
+        ),
+        _ => "Applied configuration without a reboot".to_string(),
     };
     // A new install image in the config does not change the running Talos version (trap 6).
     if mode != "staged" {
         node.config = Some(Arc::new(AppliedConfig { facts }));
+    }
+    if mode == "reboot" {
+        node.phase = Phase::Rebooting;
+        node.tls = None;
+        let delay =
+            Duration::from_millis(node.spec.reboot_delay_ms + node.spec.faults.slow_reboot_ms);
+        drop(state);
+        shared.bump(idx);
+        spawn_reboot(shared.clone(), idx, delay, false);
     }
     Ok(json!({"mode_details": details, "warnings": []}))
 }

@@ -709,6 +709,7 @@ async fn apply_config(global: &Global, args: ApplyArgs) -> CliResult {
         "data": base64::engine::general_purpose::STANDARD.encode(&data),
         "mode": args.mode,
         "dry_run": args.dry_run,
+        "timeout": args.timeout,
     });
     let replies = call(&conn, "apply_config", params)
         .await
@@ -1244,7 +1245,9 @@ fn to_yaml(value: &Value, indent: usize, out: &mut String) {
     let pad = " ".repeat(indent);
     match value {
         Value::Object(map) => {
-            for (k, v) in map {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by_key(|(k, _)| field_rank(k));
+            for (k, v) in entries {
                 match v {
                     Value::Object(m) if !m.is_empty() => {
                         out.push_str(&format!("{pad}{k}:\n"));
@@ -1273,6 +1276,65 @@ fn to_yaml(value: &Value, indent: usize, out: &mut String) {
         }
         other => out.push_str(&format!("{pad}{}\n", yaml_scalar(other))),
     }
+}
+
+/// Go struct field order of the resource specs the simulator serves (YAML keeps it; JSON sorts).
+const SPEC_FIELD_ORDER: &[&str] = &[
+    "alias",
+    "altNames",
+    "index",
+    "type",
+    "linkIndex",
+    "flags",
+    "hardwareAddr",
+    "permanentAddr",
+    "broadcastAddr",
+    "mtu",
+    "queueDisc",
+    "masterIndex",
+    "operationalState",
+    "kind",
+    "slaveKind",
+    "busPath",
+    "pciID",
+    "driver",
+    "driverVersion",
+    "firmwareVersion",
+    "productID",
+    "vendorID",
+    "product",
+    "vendor",
+    "linkState",
+    "speedMbit",
+    "port",
+    "duplex",
+    "nodeId",
+    "addresses",
+    "hostname",
+    "machineType",
+    "operatingSystem",
+    "controlPlane",
+    "image",
+    "metadata",
+    "stage",
+    "status",
+    "ready",
+    "unmetConditions",
+    "name",
+    "reason",
+    "version",
+    "author",
+    "description",
+    "compatibility",
+    "talos",
+];
+
+fn field_rank(key: &str) -> (usize, String) {
+    let rank = SPEC_FIELD_ORDER
+        .iter()
+        .position(|k| *k == key)
+        .unwrap_or(SPEC_FIELD_ORDER.len());
+    (rank, key.to_string())
 }
 
 fn yaml_scalar(v: &Value) -> String {
