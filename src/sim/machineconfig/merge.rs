@@ -104,6 +104,9 @@ fn check_strategic_document(doc: &Yaml) -> Result<(), String> {
             yaml::emit(&unknown)
         ));
     }
+    if let Some(first) = schema::type_errors(doc, &kind).into_iter().next() {
+        return Err(first);
+    }
     Ok(())
 }
 

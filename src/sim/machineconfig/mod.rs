@@ -405,6 +405,7 @@ pub fn validate(bytes: &[u8]) -> Result<MachineConfigSummary, Vec<String>> {
                 yaml::emit(&unknown)
             ));
         }
+        errors.extend(schema::type_errors(doc, &kind));
     }
 
     let summary = match summarize_documents(&config) {
