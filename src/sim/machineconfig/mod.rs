@@ -296,7 +296,7 @@ pub fn summarize_documents(config: &ConfigDocuments) -> Result<MachineConfigSumm
         .and_then(|image| image_tag_version(&image));
     let install_image = str_at(main, "machine.install.image").or_else(|| {
         config
-            .of_kind("UnattendedInstallConfig")
+            .of_kind("UnattendedInstall")
             .find_map(|d| str_at(d, "installer.image"))
     });
     let install_disk = str_at(main, "machine.install.disk");
