@@ -1250,3 +1250,116 @@ fn validation_catches_what_talos_rejects_in_generated_configs() {
         [machineconfig::MISSING_V1ALPHA1]
     );
 }
+
+#[test]
+fn machineconfig_patch_deletes_and_yaml_json6902_lists() {
+    let sb = Sandbox::new();
+    sb.write("multi.yaml", SAMPLE_CP_V114);
+    sb.write(
+        "delete.yaml",
+        "apiVersion: v1alpha1\nkind: HostnameConfig\n$patch: delete\n",
+    );
+    let o = sb.run(
+        "v1.11.5",
+        &["machineconfig", "patch", "multi.yaml", "-p", "@delete.yaml"],
+    );
+    assert_exit(&o, 0);
+    let kinds = document_kinds(&stdout(&o));
+    assert!(!kinds.contains(&"HostnameConfig".to_string()));
+    assert_eq!(kinds.len(), document_kinds(SAMPLE_CP_V114).len() - 1);
+
+    sb.write("single.yaml", SAMPLE_CP_V111);
+    sb.write(
+        "ops.yaml",
+        "- op: replace\n  path: /cluster/network/serviceSubnets/0\n  value: 10.200.0.0/16\n- op: remove\n  path: /debug\n",
+    );
+    let o = sb.run(
+        "v1.11.5",
+        &["machineconfig", "patch", "single.yaml", "-p", "@ops.yaml"],
+    );
+    assert_exit(&o, 0);
+    let doc = yaml::parse_one(&stdout(&o)).unwrap();
+    assert_eq!(
+        doc.path("cluster.network.serviceSubnets"),
+        Some(&Yaml::Seq(vec![Yaml::str("10.200.0.0/16")]))
+    );
+    assert!(doc.get("debug").is_none());
+
+    let o = sb.run(
+        "v1.11.5",
+        &[
+            "machineconfig",
+            "patch",
+            "single.yaml",
+            "-p",
+            "machine: {network: {hostname: {$patch: delete}}}",
+        ],
+    );
+    assert_exit(&o, 1);
+    assert_eq!(
+        stderr(&o),
+        "patch delete: path 'machine.network.hostname' in document '/v1alpha1': failed to delete path 'machine.network.hostname': lookup failed\n"
+    );
+}
+
+#[test]
+fn gen_config_features_follow_the_contract() {
+    let sb = Sandbox::new();
+    sb.write("secrets.yaml", SAMPLE_SECRETS);
+    let generate = |version: &str| {
+        let mut args = vec![
+            "gen",
+            "config",
+            "demo",
+            "https://10.5.0.10:6443",
+            "--with-secrets",
+            "secrets.yaml",
+            "--with-kubespan",
+            "--registry-mirror",
+            "docker.io=http://127.0.0.1:5000",
+            "-t",
+            "worker",
+            "-o",
+            "-",
+            "--talos-version",
+            version,
+        ];
+        args.extend(PLAIN);
+        let o = sb.run("v1.13.9", &args);
+        assert_exit(&o, 0);
+        stdout(&o)
+    };
+    let v111 = generate("v1.11");
+    assert_eq!(document_kinds(&v111), ["v1alpha1"]);
+    let doc = yaml::parse_one(&v111).unwrap();
+    assert_eq!(
+        doc.path("machine.network.kubespan.enabled"),
+        Some(&Yaml::Bool(true))
+    );
+    assert_eq!(
+        doc.path("machine.registries.mirrors.docker\\.io"),
+        None,
+        "dotted keys are not paths"
+    );
+    assert!(v111.contains(
+        "    registries:\n        mirrors:\n            docker.io:\n                endpoints:\n                    - http://127.0.0.1:5000\n"
+    ));
+    let v112 = generate("v1.12");
+    assert_eq!(
+        document_kinds(&v112),
+        ["v1alpha1", "HostnameConfig", "RegistryMirrorConfig"]
+    );
+    let v113 = generate("v1.13");
+    assert_eq!(
+        document_kinds(&v113),
+        [
+            "v1alpha1",
+            "HostnameConfig",
+            "RegistryMirrorConfig",
+            "KubeSpanConfig"
+        ]
+    );
+    for text in [&v111, &v112, &v113] {
+        assert!(machineconfig::validate(text.as_bytes()).is_ok());
+    }
+}
