@@ -3,6 +3,7 @@
 
 mod sim_nodes_support;
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::process::Command;
 use std::time::Duration;
 
@@ -136,6 +137,82 @@ fn kubectl_get_nodes_lists_the_simulated_nodes() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+
+    // Default path: merged into ~/.kube/config (0600); a second run renames the new entries.
+    work.talosctl_ok(&["--talosconfig", &tc, "-n", &cp, "kubeconfig"]);
+    let default = work.path().join(".kube/config");
+    assert_eq!(
+        std::fs::metadata(&default).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let out = work.talosctl_ok(&["--talosconfig", &tc, "-n", &cp, "kubeconfig"]);
+    assert_eq!(
+        out,
+        "renamed auth info \"admin@demo\" -> \"admin@demo-1\"\nrenamed context \"admin@demo\" -> \"admin@demo-1\"\n"
+    );
+    let out = Command::new("kubectl")
+        .args(["config", "current-context"])
+        .env("HOME", work.path())
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "admin@demo-1\n", "{}", stderr(&out));
+    let out = Command::new("kubectl")
+        .args(["get", "nodes", "-o", "name"])
+        .env("HOME", work.path())
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "node/cp1\nnode/w1\n", "{}", stderr(&out));
+
+    // upgrade-k8s moves every kubelet to the new version.
+    let two = format!("{cp},{}", files.static_addr(&ms[1]));
+    let out = work.talosctl(&[
+        "--talosconfig",
+        &tc,
+        "-n",
+        &two,
+        "upgrade-k8s",
+        "--to",
+        "1.34.0",
+    ]);
+    assert!(
+        stderr(&out).starts_with("command \"upgrade-k8s\" is not supported with multiple nodes\n")
+    );
+    let out = work.talosctl(&[
+        "--talosconfig",
+        &tc,
+        "-n",
+        &cp,
+        "upgrade-k8s",
+        "--to",
+        "1.34.0",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("automatically detected the lowest Kubernetes version 1.33.2"));
+    let out = Command::new("kubectl")
+        .args([
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[*].status.nodeInfo.kubeletVersion}",
+        ])
+        .env("HOME", work.path())
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "v1.34.0 v1.34.0", "{}", stderr(&out));
+
+    // A newer talosctl warns about older servers (never fails).
+    let out = work.talosctl_env(
+        &["--talosconfig", &tc, "-n", &cp, "get", "ms"],
+        &[("TALOSCTL_SIM_VERSION", "v1.12.0")],
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        stderr(&out),
+        format!("WARNING: {cp}: server version v1.11.5 is older than client version v1.12.0\n")
+    );
 
     drop(service);
 }

@@ -402,6 +402,11 @@ fn get_output_shapes_and_discovery_disabled_members() {
     assert!(out.starts_with("node: \"\"\nmetadata:\n    namespace: network\n    type: LinkStatuses.net.talos.dev\n    id: eth0\n    version: 1\n"), "{out}");
     assert_eq!(out.matches("\n---\n").count(), 1);
     assert!(out.contains("\n    kind: \"\"\n"));
+    // spec fields keep Talos' struct order in YAML.
+    assert!(
+        out.contains("spec:\n    index: 2\n    type: ether\n    linkIndex: 0\n    flags: "),
+        "{out}"
+    );
 
     // table
     let out = work.talosctl_ok(&["get", "links", "--insecure", "-n", &dhcp]);
@@ -511,7 +516,7 @@ fn upgrade_changes_the_version_but_a_new_install_image_in_the_config_does_not() 
         &format!("https://{subnet}.141:6443"),
         &[],
     );
-    let service = work.start_service("serve", &serve_spec(&subnet, &ms, 50, &[]));
+    let service = work.start_service("serve", &serve_spec(&subnet, &ms, 400, &[]));
     let tc = files.talosconfig.display().to_string();
     let st = files.static_addr(&ms[0]);
     work.talosctl_ok(&[
@@ -557,6 +562,65 @@ fn upgrade_changes_the_version_but_a_new_install_image_in_the_config_does_not() 
     assert!(
         out.contains("\tNODE:        ") && out.contains("\tTag:         v1.11.5\n\tSHA"),
         "{out}"
+    );
+
+    let out = work.talosctl(&[
+        "--talosconfig",
+        &tc,
+        "-n",
+        &st,
+        "apply-config",
+        "-f",
+        "new.yaml",
+        "-m",
+        "try",
+        "--timeout",
+        "2m0s",
+    ]);
+    assert_eq!(
+        stderr(&out),
+        "Applied configuration without a reboot\nThe config is applied in 'try' mode and will be automatically reverted back in 2m0s\n"
+    );
+    let out = work.talosctl(&[
+        "--talosconfig",
+        &tc,
+        "-n",
+        &st,
+        "apply-config",
+        "-f",
+        "new.yaml",
+        "-m",
+        "reboot",
+    ]);
+    assert_eq!(stderr(&out), "Applied configuration with a reboot\n");
+    let out = work.talosctl(&["--talosconfig", &tc, "-n", &st, "version"]);
+    assert!(
+        stderr(&out).contains("connection refused"),
+        "rebooting: {}",
+        stderr(&out)
+    );
+    let out = work.talosctl_until_ok(
+        &["--talosconfig", &tc, "-n", &st, "version"],
+        Duration::from_secs(10),
+    );
+    assert!(
+        stdout(&out).contains("\tTag:         v1.11.5\n"),
+        "still the old version after a reboot"
+    );
+    let out = work.talosctl(&[
+        "--talosconfig",
+        &tc,
+        "-n",
+        &st,
+        "apply-config",
+        "-f",
+        "new.yaml",
+        "-m",
+        "bogus",
+    ]);
+    assert_eq!(
+        stderr(&out),
+        "possible options are: auto, interactive, no-reboot, reboot, staged, try\n"
     );
 
     // `upgrade` does: the node reboots into the new version.

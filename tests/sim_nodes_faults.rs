@@ -244,3 +244,71 @@ foreign_nodes:\n  - name: theirs\n    mac: \"BC:24:11:99:99:99\"\n    address: {
         .unwrap();
     assert_eq!(first["spec"]["hardwareAddr"], "bc:24:11:99:99:99");
 }
+
+#[test]
+fn worker_gets_its_certificate_once_a_control_plane_is_up() {
+    let work = Workdir::new();
+    let subnet = random_subnet();
+    let ms = [
+        Machine {
+            name: "cp1",
+            controlplane: true,
+            dhcp: 18,
+            static_ip: 118,
+        },
+        Machine {
+            name: "w1",
+            controlplane: false,
+            dhcp: 19,
+            static_ip: 119,
+        },
+    ];
+    let files = generate_cluster(
+        &work,
+        &subnet,
+        &ms,
+        &format!("https://{subnet}.118:6443"),
+        &[],
+    );
+    let _service = work.start_service("serve", &serve_spec(&subnet, &ms, 20, &[]));
+    let tc = files.talosconfig.display().to_string();
+    let (cp, w) = (files.static_addr(&ms[0]), files.static_addr(&ms[1]));
+    work.talosctl_ok(&[
+        "apply-config",
+        "--insecure",
+        "-n",
+        &files.dhcp(&ms[1]),
+        "-f",
+        &files.config(&ms[1]),
+    ]);
+    // Up, but without a control plane (trustd) it has no certificate from the cluster CA.
+    let start = Instant::now();
+    let out = loop {
+        let out = work.talosctl(&["--talosconfig", &tc, "-e", &w, "-n", &w, "version"]);
+        if !stderr(&out).contains("connection refused") || start.elapsed() > Duration::from_secs(10)
+        {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("x509: certificate signed by unknown authority"),
+        "{}",
+        stderr(&out)
+    );
+    work.talosctl_ok(&[
+        "apply-config",
+        "--insecure",
+        "-n",
+        &files.dhcp(&ms[0]),
+        "-f",
+        &files.config(&ms[0]),
+    ]);
+    let out = work.talosctl_until_ok(
+        &["--talosconfig", &tc, "-e", &w, "-n", &w, "version"],
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    work.talosctl_ok(&["--talosconfig", &tc, "-e", &cp, "-n", &w, "version"]);
+}

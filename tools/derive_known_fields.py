@@ -2,7 +2,7 @@
 """Derives src/sim/machineconfig/known_fields.txt from the Talos machine-config JSON schemas.
 
 Usage: tools/derive_known_fields.py SCHEMA.json... > src/sim/machineconfig/known_fields.txt
-Each output line is `<kind> <path>`, in schema (= Go struct field) order, first schema first; `v1alpha1` is the legacy document. Paths use `.` between
+Each output line is `<kind> <path> [<scalar type>]`, in schema (= Go struct field) order, first schema first; `v1alpha1` is the legacy document. Paths use `.` between
 keys, `[]` for list items, `{}` for keys of a typed map, and end in `*` below which anything
 is accepted (free-form objects such as extraArgs or embedded Kubernetes manifests).
 """
@@ -17,6 +17,23 @@ def add(entry):
     if entry not in seen_lines:
         seen_lines.add(entry)
         out.append(entry)
+
+
+types = {}
+
+
+def scalar_type(defs, node):
+    """The JSON type of a scalar field (string/integer/boolean/number), else None."""
+    while isinstance(node, dict) and "$ref" in node:
+        node = defs[node["$ref"].split("/")[-1]]
+    if not isinstance(node, dict):
+        return None
+    typ = node.get("type")
+    if typ in ("string", "integer", "boolean", "number"):
+        return typ
+    if "enum" in node and all(isinstance(v, str) for v in node["enum"]):
+        return "string"
+    return None
 
 
 def walk(defs, node, kind, path, seen):
@@ -37,9 +54,14 @@ def walk(defs, node, kind, path, seen):
         for name, sub in props.items():
             child = f"{path}.{name}" if path else name
             add((kind, child))
+            scalar = scalar_type(defs, sub)
+            if scalar:
+                types.setdefault((kind, child), set()).add(scalar)
             walk(defs, sub, kind, child, seen)
     addl = node.get("additionalProperties")
     pattern = node.get("patternProperties")
+    if isinstance(addl, dict) and scalar_type(defs, addl):
+        types.setdefault((kind, f"{path}.{{}}"), set()).add(scalar_type(defs, addl))
     if isinstance(addl, dict) and (addl.get("properties") or "$ref" in addl):
         add((kind, f"{path}.{{}}"))
         walk(defs, addl, kind, f"{path}.{{}}", seen)
@@ -54,6 +76,8 @@ def walk(defs, node, kind, path, seen):
         items = node.get("items")
         if isinstance(items, dict):
             add((kind, f"{path}[]"))
+            if scalar_type(defs, items):
+                types.setdefault((kind, f"{path}[]"), set()).add(scalar_type(defs, items))
             walk(defs, items, kind, f"{path}[]", seen)
 
 
@@ -71,6 +95,9 @@ for schema_path in sys.argv[1:]:
 add(("v1alpha1", "persist"))
 for kind, path in out:
     if path:
-        print(f"{kind} {path}")
+        found = types.get((kind, path), set())
+        # Only fields with one unambiguous scalar type across all schemas get a type column.
+        suffix = f" {next(iter(found))}" if len(found) == 1 else ""
+        print(f"{kind} {path}{suffix}")
     else:
         print(f"{kind} .")

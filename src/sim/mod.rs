@@ -23,6 +23,20 @@ pub fn client_version() -> String {
         .unwrap_or_else(|| DEFAULT_CLIENT_VERSION.to_string())
 }
 
+/// Go's rendering of a failed file operation, e.g. `open secrets.yaml: no such file or
+/// directory` (talosctl prints `os.PathError`s this way).
+pub fn go_io_error(op: &str, path: &str, err: &std::io::Error) -> String {
+    let reason = match err.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        std::io::ErrorKind::IsADirectory => "is a directory".to_string(),
+        std::io::ErrorKind::AlreadyExists => "file exists".to_string(),
+        std::io::ErrorKind::NotADirectory => "not a directory".to_string(),
+        _ => err.to_string(),
+    };
+    format!("{op} {path}: {reason}")
+}
+
 /// Entry point of the talosctl-compatible executable (the binary invoked as `talosctl`, or
 /// `talix sim talosctl ARGS`). `args` excludes the program name. Returns the exit status.
 pub fn talosctl_main(args: Vec<OsString>) -> i32 {

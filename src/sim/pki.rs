@@ -382,6 +382,15 @@ fn generate_key(kind: KeyKind) -> Result<GeneratedKey, PkiError> {
     }
 }
 
+/// A distinguished-name value encoded as Go's encoding/asn1 does: PrintableString when every
+/// character allows it, UTF8String otherwise.
+fn dn_value(text: &str) -> rcgen::DnValue {
+    match rcgen::string::PrintableString::try_from(text) {
+        Ok(printable) => rcgen::DnValue::PrintableString(printable),
+        Err(_) => rcgen::DnValue::Utf8String(text.to_string()),
+    }
+}
+
 fn pem_encode(label: &str, der: &[u8]) -> String {
     let body = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
@@ -472,10 +481,10 @@ fn ca_params(
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     if let Some(org) = organization {
-        dn.push(DnType::OrganizationName, org);
+        dn.push(DnType::OrganizationName, dn_value(org));
     }
     if let Some(cn) = common_name {
-        dn.push(DnType::CommonName, cn);
+        dn.push(DnType::CommonName, dn_value(cn));
     }
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -596,7 +605,7 @@ pub fn issue_server_cert(
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     if let Some(first) = sans.first() {
-        dn.push(DnType::CommonName, first.as_str());
+        dn.push(DnType::CommonName, dn_value(first.as_str()));
     }
     params.distinguished_name = dn;
     params.subject_alt_names = sans
@@ -626,10 +635,10 @@ pub fn issue_client_cert(
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     if !organization.is_empty() {
-        dn.push(DnType::OrganizationName, organization);
+        dn.push(DnType::OrganizationName, dn_value(organization));
     }
     if !common_name.is_empty() {
-        dn.push(DnType::CommonName, common_name);
+        dn.push(DnType::CommonName, dn_value(common_name));
     }
     params.distinguished_name = dn;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -832,6 +841,48 @@ mod tests {
         let reparsed = parse(bundle.to_yaml().as_bytes()).unwrap();
         assert!(reparsed == bundle);
         assert!(!format!("{bundle:?}").contains(&bundle.cluster.secret));
+    }
+
+    fn assert_chains(leaf_pem: &str, ca_pem: &str) {
+        let (_, leaf_der) = pem_decode(leaf_pem).unwrap();
+        let (_, ca_der) = pem_decode(ca_pem).unwrap();
+        let (_, leaf) = x509_parser::parse_x509_certificate(&leaf_der).unwrap();
+        let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        assert_eq!(
+            leaf.issuer().as_raw(),
+            ca.subject().as_raw(),
+            "issuer DN bytes"
+        );
+        leaf.verify_signature(Some(ca.public_key()))
+            .expect("leaf signed by CA");
+    }
+
+    #[test]
+    fn issued_certs_chain_to_go_and_rcgen_made_cas() {
+        let sample = parse(SAMPLE.as_bytes()).unwrap();
+        let fresh = generate(Contract::Current).unwrap();
+        for bundle in [&sample, &fresh] {
+            for which in ["os", "k8s", "etcd"] {
+                let (ca_crt, ca_key) = bundle.ca_pem(which);
+                let (server, _) =
+                    issue_server_cert(&ca_crt, &ca_key, &["127.0.0.1".to_string()]).unwrap();
+                assert_chains(&server, &ca_crt);
+                let (client, _) =
+                    issue_client_cert(&ca_crt, &ca_key, "admin", "system:masters").unwrap();
+                assert_chains(&client, &ca_crt);
+            }
+        }
+    }
+
+    #[test]
+    fn old_contracts_get_aescbc_and_ecdsa_service_account_keys() {
+        let v12 = generate(Contract::parse("v1.2").unwrap()).unwrap();
+        assert!(v12.secrets.secretboxencryptionsecret.is_empty());
+        assert_eq!(v12.secrets.aescbcencryptionsecret.len(), 44);
+        let sa = decode_b64_text(&v12.certs.k8sserviceaccount.as_ref().unwrap().key).unwrap();
+        assert!(sa.starts_with("-----BEGIN EC PRIVATE KEY-----"));
+        assert_eq!(v12.validate(), Vec::<BundleError>::new());
+        assert!(v12.to_yaml().contains("    aescbcencryptionsecret: "));
     }
 
     #[test]

@@ -50,16 +50,23 @@ impl Workdir {
 
     /// Runs `talosctl ARGS` in the work dir with a private HOME and no TALOSCONFIG.
     pub fn talosctl(&self, args: &[&str]) -> Output {
-        Command::new(self.file("talosctl"))
-            .args(args)
+        self.talosctl_env(args, &[])
+    }
+
+    /// Like [`Workdir::talosctl`] with extra environment variables.
+    pub fn talosctl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(self.file("talosctl"));
+        cmd.args(args)
             .current_dir(self.path())
             .env("HOME", self.path())
             .env_remove("TALOSCONFIG")
             .env_remove("KUBECONFIG")
             .env_remove("TALOSCTL_SIM_VERSION")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
     }
 
     /// Like [`Workdir::talosctl`] but panics unless it exits 0; returns stdout.

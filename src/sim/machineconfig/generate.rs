@@ -580,8 +580,9 @@ fn multidoc(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Ve
         ));
     }
     if !input.install_disk.is_empty() {
+        // formats.md calls it "UnattendedInstallConfig"; the schema's kind is `UnattendedInstall`.
         docs.push(typed(
-            "UnattendedInstallConfig",
+            "UnattendedInstall",
             vec![
                 ("installer", map([("image", s(&input.install_image))])),
                 (
@@ -701,6 +702,40 @@ mod tests {
             MachineType::Worker,
         );
         assert!(v113[0].path("machine.network").is_none());
+    }
+
+    #[test]
+    fn every_generated_config_passes_validation() {
+        let bundle = sample_bundle();
+        for minor in 2..=15 {
+            for features in [false, true] {
+                let mut input = fixture_input(Contract::Version { major: 1, minor });
+                input.install_disk = "/dev/sda".to_string();
+                input.install_image = "ghcr.io/siderolabs/installer:v1.11.5".to_string();
+                if features {
+                    input.kubespan = true;
+                    input.discovery = false;
+                    input.additional_sans = vec!["10.5.0.10".to_string()];
+                    input.registry_mirrors =
+                        vec![("docker.io".to_string(), "http://127.0.0.1:5000".to_string())];
+                }
+                for t in [MachineType::ControlPlane, MachineType::Worker] {
+                    let text = yaml::emit_documents(&generate(&bundle, &input, t));
+                    let summary = crate::sim::machineconfig::validate(text.as_bytes())
+                        .unwrap_or_else(|e| panic!("v1.{minor} {t:?} {features}: {e:?}"));
+                    assert_eq!(summary.machine_type, t);
+                    // Workers carry clusterName only for contracts newer than v1.7.
+                    let name = (t.is_control_plane() || minor > 7).then_some("base");
+                    assert_eq!(summary.cluster_name.as_deref(), name);
+                    assert_eq!(summary.kubernetes_version.as_deref(), Some("1.28.0"));
+                    assert_eq!(
+                        summary.install_image.as_deref(),
+                        Some("ghcr.io/siderolabs/installer:v1.11.5")
+                    );
+                    assert!(!summary.k8s_ca.crt_pem.is_empty());
+                }
+            }
+        }
     }
 
     #[test]

@@ -54,7 +54,8 @@ pub fn read_patch_argument(arg: &str) -> Result<String, PatchError> {
         None
     };
     match path {
-        Some(path) => fs_err::read_to_string(path).map_err(|e| PatchError::Load(e.to_string())),
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| PatchError::Load(crate::sim::go_io_error("open", path, &e))),
         None => Ok(arg.to_string()),
     }
 }
@@ -102,6 +103,9 @@ fn check_strategic_document(doc: &Yaml) -> Result<(), String> {
             "unknown keys found during decoding:\n{}",
             yaml::emit(&unknown)
         ));
+    }
+    if let Some(first) = schema::type_errors(doc, &kind).into_iter().next() {
+        return Err(first);
     }
     Ok(())
 }

@@ -296,7 +296,7 @@ pub fn summarize_documents(config: &ConfigDocuments) -> Result<MachineConfigSumm
         .and_then(|image| image_tag_version(&image));
     let install_image = str_at(main, "machine.install.image").or_else(|| {
         config
-            .of_kind("UnattendedInstallConfig")
+            .of_kind("UnattendedInstall")
             .find_map(|d| str_at(d, "installer.image"))
     });
     let install_disk = str_at(main, "machine.install.disk");
@@ -357,6 +357,38 @@ pub const VIP_ON_WORKER: &str = "virtual (shared) IP is not allowed on non-contr
 /// Talos' message for a static hostname next to a `HostnameConfig` document.
 pub const HOSTNAME_CONFLICT: &str = "static hostname is already set in v1alpha1 config";
 
+/// Talos' message for `stableHostname: true` in v1alpha1 next to a `HostnameConfig` document.
+pub const STABLE_HOSTNAME_CONFLICT: &str = "stable hostname is already set in v1alpha1 config";
+
+/// `HostnameConfigV1Alpha1.Validate` (pkg/machinery/config/types/network/hostname.go).
+fn hostname_config_errors(doc: &Yaml) -> Vec<String> {
+    let mut errors = Vec::new();
+    let auto = doc.get("auto").and_then(Yaml::as_str);
+    let hostname = str_at(doc, "hostname");
+    if auto.is_none() && hostname.is_none() {
+        errors.push("either 'auto' or 'hostname' must be set".to_string());
+    }
+    if auto.is_some_and(|a| a != "off") && hostname.is_some() {
+        errors.push("'auto' and 'hostname' cannot be set at the same time".to_string());
+    }
+    if let Some(value) = auto
+        && value != "off"
+        && value != "stable"
+    {
+        errors.push(format!("invalid value for 'auto': {value}"));
+    }
+    if let Some(fqdn) = hostname {
+        if fqdn.len() > 253 {
+            errors.push(format!("fqdn is too long: {}", fqdn.len()));
+        }
+        let host = fqdn.split('.').next().unwrap_or_default();
+        if host.is_empty() || host.len() > 63 {
+            errors.push(format!("invalid hostname \"{host}\""));
+        }
+    }
+    errors
+}
+
 /// Checks a machine config the way a Talos node does before accepting it. On success returns its
 /// summary; otherwise every problem found, one message each (callers join them Talos-style).
 pub fn validate(bytes: &[u8]) -> Result<MachineConfigSummary, Vec<String>> {
@@ -405,6 +437,7 @@ pub fn validate(bytes: &[u8]) -> Result<MachineConfigSummary, Vec<String>> {
                 yaml::emit(&unknown)
             ));
         }
+        errors.extend(schema::type_errors(doc, &kind));
     }
 
     let summary = match summarize_documents(&config) {
@@ -484,10 +517,15 @@ pub fn validate(bytes: &[u8]) -> Result<MachineConfigSummary, Vec<String>> {
             errors.push(VIP_ON_WORKER.to_string());
         }
     }
-    if str_at(&main, "machine.network.hostname").is_some()
-        && config.of_kind("HostnameConfig").next().is_some()
-    {
-        errors.push(HOSTNAME_CONFLICT.to_string());
+    for hostname_doc in config.of_kind("HostnameConfig") {
+        errors.extend(hostname_config_errors(hostname_doc));
+        // V1Alpha1ConflictValidate (network/hostname.go): the legacy document must not set a
+        // hostname itself, statically or through the stableHostname feature.
+        if str_at(&main, "machine.network.hostname").is_some() {
+            errors.push(HOSTNAME_CONFLICT.to_string());
+        } else if main.path("machine.features.stableHostname") == Some(&Yaml::Bool(true)) {
+            errors.push(STABLE_HOSTNAME_CONFLICT.to_string());
+        }
     }
     if let Some(endpoint) = str_at(&main, "cluster.controlPlane.endpoint")
         && !endpoint.starts_with("https://")
@@ -583,6 +621,28 @@ mod tests {
             .replace("    network: {}\n", "    network:\n        hostname: cp1\n")
             + "---\napiVersion: v1alpha1\nkind: HostnameConfig\nauto: stable\n";
         assert_eq!(validation_errors(&hostname_twice), [HOSTNAME_CONFLICT]);
+        let stable_twice =
+            format!("{CP_V111}---\napiVersion: v1alpha1\nkind: HostnameConfig\nauto: stable\n");
+        assert_eq!(validation_errors(&stable_twice), [STABLE_HOSTNAME_CONFLICT]);
+        let both = CP_V114.replace(
+            "kind: HostnameConfig\nauto: stable\n",
+            "kind: HostnameConfig\nauto: stable\nhostname: cp1\n",
+        );
+        assert_eq!(
+            validation_errors(&both),
+            ["'auto' and 'hostname' cannot be set at the same time"]
+        );
+        let static_name = CP_V114.replace(
+            "kind: HostnameConfig\nauto: stable\n",
+            "kind: HostnameConfig\nauto: off\nhostname: cp1\n",
+        );
+        assert_eq!(
+            validate(static_name.as_bytes())
+                .unwrap()
+                .hostname
+                .as_deref(),
+            Some("cp1")
+        );
         assert_eq!(
             validation_errors("apiVersion: v1alpha1\nkind: HostnameConfig\nauto: stable\n"),
             [MISSING_V1ALPHA1]

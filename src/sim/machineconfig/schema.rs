@@ -11,6 +11,38 @@ use crate::sim::machineconfig::yaml::Yaml;
 /// The field table: per document kind, schema paths with their declaration order.
 pub struct FieldTable {
     order: HashMap<(String, String), usize>,
+    types: HashMap<(String, String), ScalarType>,
+}
+
+/// The scalar type the schema gives a field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScalarType {
+    String,
+    Integer,
+    Boolean,
+    Number,
+}
+
+impl ScalarType {
+    fn parse(text: &str) -> Option<ScalarType> {
+        match text {
+            "string" => Some(ScalarType::String),
+            "integer" => Some(ScalarType::Integer),
+            "boolean" => Some(ScalarType::Boolean),
+            "number" => Some(ScalarType::Number),
+            _ => None,
+        }
+    }
+
+    /// The Go type name yaml.v3 reports in decoding errors.
+    fn go_name(self) -> &'static str {
+        match self {
+            ScalarType::String => "string",
+            ScalarType::Integer => "int",
+            ScalarType::Boolean => "bool",
+            ScalarType::Number => "float64",
+        }
+    }
 }
 
 /// How the children of a mapping are keyed.
@@ -27,13 +59,20 @@ pub enum MapKind {
 impl FieldTable {
     fn load() -> FieldTable {
         let mut order = HashMap::new();
+        let mut types = HashMap::new();
         for (index, line) in include_str!("known_fields.txt").lines().enumerate() {
-            if let Some((kind, path)) = line.split_once(' ') {
-                let path = if path == "." { "" } else { path };
-                order.insert((kind.to_string(), path.to_string()), index);
+            let mut parts = line.split(' ');
+            let (Some(kind), Some(path)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let path = if path == "." { "" } else { path };
+            let key = (kind.to_string(), path.to_string());
+            if let Some(scalar) = parts.next().and_then(ScalarType::parse) {
+                types.insert(key.clone(), scalar);
             }
+            order.insert(key, index);
         }
-        FieldTable { order }
+        FieldTable { order, types }
     }
 
     /// The shared table.
@@ -74,6 +113,13 @@ impl FieldTable {
                     .then_some(child)
             }
         }
+    }
+
+    /// The scalar type of the field at a schema path, when the schemas agree on one.
+    pub fn scalar_type(&self, kind: &str, path: &str) -> Option<ScalarType> {
+        self.types
+            .get(&(kind.to_string(), path.to_string()))
+            .copied()
     }
 
     /// Declaration order of a struct field (unknown fields sort last).
@@ -127,7 +173,7 @@ fn unknown_below(table: &FieldTable, node: &Yaml, kind: &str, path: &str) -> Opt
                     continue;
                 }
                 match table.child(kind, path, key) {
-                    None => unknown.push((key.clone(), value.clone())),
+                    None => unknown.push((key.clone(), redact_long_strings(value))),
                     Some(child) => {
                         if let Some(sub) = unknown_below(table, value, kind, &child) {
                             unknown.push((key.clone(), sub));
@@ -149,6 +195,101 @@ fn unknown_below(table: &FieldTable, node: &Yaml, kind: &str, path: &str) -> Opt
     }
 }
 
+fn yaml_tag(node: &Yaml) -> &'static str {
+    match node {
+        Yaml::Null => "!!null",
+        Yaml::Bool(_) => "!!bool",
+        Yaml::Int(_) => "!!int",
+        Yaml::Float(_) => "!!float",
+        Yaml::Str(_) => "!!str",
+        Yaml::Seq(_) => "!!seq",
+        Yaml::Map(_) => "!!map",
+    }
+}
+
+/// Scalars whose YAML type the Go field cannot take, in yaml.v3's words prefixed with the
+/// field path (`machine.network.interfaces[0].dhcp: cannot unmarshal !!str `yes` into bool`).
+pub fn type_errors(doc: &Yaml, kind: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    type_errors_below(FieldTable::get(), doc, kind, "", "", &mut errors);
+    errors
+}
+
+fn type_errors_below(
+    table: &FieldTable,
+    node: &Yaml,
+    kind: &str,
+    schema_path: &str,
+    shown_path: &str,
+    errors: &mut Vec<String>,
+) {
+    if let Some(expected) = table.scalar_type(kind, schema_path) {
+        let fits = match (expected, node) {
+            (_, Yaml::Null) => true,
+            // `{$patch: delete}` markers stand in for any field in a patch.
+            (_, Yaml::Map(_)) if node.get("$patch").is_some() => true,
+            (ScalarType::String, Yaml::Seq(_) | Yaml::Map(_)) => false,
+            (ScalarType::String, _) => true,
+            (ScalarType::Boolean, Yaml::Bool(_)) => true,
+            (ScalarType::Integer, Yaml::Int(_)) => true,
+            (ScalarType::Number, Yaml::Int(_) | Yaml::Float(_)) => true,
+            _ => false,
+        };
+        if !fits {
+            let shown_value = match node {
+                Yaml::Str(s) if s.chars().count() < 32 => format!(" `{s}`"),
+                Yaml::Str(_) => " `<redacted>`".to_string(),
+                Yaml::Int(i) => format!(" `{i}`"),
+                Yaml::Float(x) => format!(" `{x}`"),
+                Yaml::Bool(b) => format!(" `{b}`"),
+                _ => String::new(),
+            };
+            errors.push(format!(
+                "{shown_path}: cannot unmarshal {}{shown_value} into {}",
+                yaml_tag(node),
+                expected.go_name()
+            ));
+        }
+        return;
+    }
+    match node {
+        Yaml::Map(entries) => {
+            if table.map_kind(kind, schema_path) == MapKind::FreeForm {
+                return;
+            }
+            for (key, value) in entries {
+                if let Some(child) = table.child(kind, schema_path, key) {
+                    type_errors_below(table, value, kind, &child, &join(shown_path, key), errors);
+                }
+            }
+        }
+        Yaml::Seq(items) => {
+            let item_schema = format!("{schema_path}[]");
+            for (i, item) in items.iter().enumerate() {
+                let shown = format!("{shown_path}[{i}]");
+                type_errors_below(table, item, kind, &item_schema, &shown, errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Copies a node with every string of 32 or more characters replaced by `<redacted>`: unknown
+/// keys are echoed in error messages (as Talos does), and a misplaced key or token must not be.
+pub fn redact_long_strings(node: &Yaml) -> Yaml {
+    match node {
+        Yaml::Str(s) if s.chars().count() >= 32 => Yaml::str("<redacted>"),
+        Yaml::Seq(items) => Yaml::Seq(items.iter().map(redact_long_strings).collect()),
+        Yaml::Map(entries) => Yaml::Map(
+            entries
+                .iter()
+                .map(|(k, v)| (k.clone(), redact_long_strings(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// Reorders struct fields into Talos' (Go declaration) order; typed and free-form maps are
 /// sorted by key as Go's encoder does for maps.
 pub fn canonicalize(doc: &mut Yaml, kind: &str) {
@@ -156,6 +297,19 @@ pub fn canonicalize(doc: &mut Yaml, kind: &str) {
 }
 
 fn canonicalize_at(table: &FieldTable, node: &mut Yaml, kind: &str, path: &str) {
+    // A Go string field decodes any scalar as its text and encodes it back as a string.
+    if table.scalar_type(kind, path) == Some(ScalarType::String) {
+        let text = match node {
+            Yaml::Int(i) => Some(i.to_string()),
+            Yaml::Bool(b) => Some(b.to_string()),
+            Yaml::Float(x) => Some(x.to_string()),
+            _ => None,
+        };
+        if let Some(text) = text {
+            *node = Yaml::Str(text);
+        }
+        return;
+    }
     match node {
         Yaml::Map(entries) => {
             let map_kind = table.map_kind(kind, path);
@@ -199,10 +353,37 @@ mod tests {
                 let kind = document_kind(doc);
                 assert!(FieldTable::get().knows_kind(&kind), "{kind}");
                 assert_eq!(unknown_keys(doc, &kind), None, "{kind}");
+                assert_eq!(type_errors(doc, &kind), Vec::<String>::new(), "{kind}");
                 canonicalize(doc, &kind);
             }
             assert_eq!(yaml::emit_documents(&docs), text);
         }
+    }
+
+    #[test]
+    fn reports_type_errors_and_coerces_string_fields() {
+        let mut doc = yaml::parse_one(
+            "machine:\n    network:\n        interfaces:\n            - interface: 7\n              dhcp: yes\n              mtu: 1500\n",
+        )
+        .unwrap();
+        assert_eq!(
+            type_errors(&doc, "v1alpha1"),
+            ["machine.network.interfaces[0].dhcp: cannot unmarshal !!str `yes` into bool"]
+        );
+        canonicalize(&mut doc, "v1alpha1");
+        assert!(yaml::emit(&doc).contains("- interface: \"7\"\n"));
+    }
+
+    #[test]
+    fn unknown_key_errors_do_not_echo_key_material() {
+        let doc = yaml::parse_one(
+            "machine:\n    cert:\n        key: LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0tCk1IY0NBUUVF\n",
+        )
+        .unwrap();
+        assert_eq!(
+            yaml::emit(&unknown_keys(&doc, "v1alpha1").unwrap()),
+            "machine:\n    cert:\n        key: <redacted>\n"
+        );
     }
 
     #[test]

@@ -142,6 +142,7 @@ fn handle(shared: &Arc<Shared>, idx: usize, request: &Request) -> Outcome {
         (Phase::Running, "health") => Ok(health(&shared.lock(), idx, params)),
         (Phase::Running, "upgrade") => upgrade(shared, idx, params),
         (Phase::Running, "upgrade_k8s") => upgrade_k8s(shared, idx, params),
+        (Phase::Running, "reset") => reset(shared, idx, params),
         (_, other) => Err(RpcError::new(
             "Unimplemented",
             format!("unknown method {other}"),
@@ -269,41 +270,44 @@ fn maintenance_apply(shared: &Arc<Shared>, idx: usize, params: &Value) -> Outcom
 fn spawn_reboot(shared: Arc<Shared>, idx: usize, delay: Duration, never_back: bool) {
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
-        {
+        let refreshed = {
             let mut state = shared.lock();
             if never_back {
                 state.nodes[idx].phase = Phase::Gone;
+                Vec::new()
             } else {
-                come_up(&mut state, idx);
+                come_up(&mut state, idx)
             }
+        };
+        for other in refreshed {
+            shared.bump(other);
         }
         shared.bump(idx);
     });
 }
 
-fn come_up(state: &mut ClusterState, idx: usize) {
-    let Some(config) = state.nodes[idx].config.clone() else {
-        return;
+/// Builds node `idx`'s authenticated-API TLS: a server certificate from the OS CA (its own key,
+/// or, like trustd, from a configured node of the same cluster that has it). Without any CA key
+/// it falls back to a self-signed certificate that clients will reject; `bool` says which.
+fn node_server_tls(
+    state: &ClusterState,
+    idx: usize,
+) -> Result<(Arc<tokio_rustls::rustls::ServerConfig>, bool), tls::TlsError> {
+    let node = &state.nodes[idx];
+    let Some(config) = &node.config else {
+        return Err(tls::TlsError::MissingPem("machine config"));
     };
     let facts = &config.facts;
-    let address = facts
-        .static_addresses
-        .iter()
-        .copied()
-        .find(Ipv4Addr::is_loopback)
-        .unwrap_or(state.nodes[idx].spec.address);
-    state.nodes[idx].address = address;
-    state.nodes[idx].booted_at = time::OffsetDateTime::now_utc();
-    // trustd: a node without the CA key gets its certificate from a node that has it.
     let ca_key = facts.os_ca_key.clone().or_else(|| {
         state.nodes.iter().find_map(|n| {
             n.config
                 .as_ref()
-                .filter(|c| c.facts.os_ca_cert == facts.os_ca_cert)
+                .filter(|c| n.phase == Phase::Running && c.facts.os_ca_cert == facts.os_ca_cert)
                 .and_then(|c| c.facts.os_ca_key.clone())
         })
     });
-    let ips = [IpAddr::V4(address)];
+    let ips = [IpAddr::V4(node.address)];
+    let trusted = ca_key.is_some();
     let cert = match ca_key {
         Some(key) => tls::issue_leaf(
             &facts.os_ca_cert,
@@ -314,11 +318,32 @@ fn come_up(state: &mut ClusterState, idx: usize) {
             },
         ),
         None => tls::self_signed(&ips, &[]),
+    }?;
+    Ok((
+        tls::server_config(&cert, Some(&facts.os_ca_cert), &[])?,
+        trusted,
+    ))
+}
+
+/// The node finished booting with its config. Returns other nodes whose listeners must be
+/// rebuilt (nodes that were waiting for a certificate this node can now issue).
+fn come_up(state: &mut ClusterState, idx: usize) -> Vec<usize> {
+    let Some(config) = state.nodes[idx].config.clone() else {
+        return Vec::new();
     };
-    let server = cert.and_then(|c| tls::server_config(&c, Some(&facts.os_ca_cert), &[]));
-    match server {
-        Ok(cfg) => {
+    let facts = &config.facts;
+    let address = facts
+        .static_addresses
+        .iter()
+        .copied()
+        .find(Ipv4Addr::is_loopback)
+        .unwrap_or(state.nodes[idx].spec.address);
+    state.nodes[idx].address = address;
+    state.nodes[idx].booted_at = time::OffsetDateTime::now_utc();
+    match node_server_tls(state, idx) {
+        Ok((cfg, trusted)) => {
             state.nodes[idx].tls = Some(cfg);
+            state.nodes[idx].trusted_cert = trusted;
             state.nodes[idx].phase = Phase::Running;
         }
         Err(e) => {
@@ -335,6 +360,21 @@ fn come_up(state: &mut ClusterState, idx: usize) {
             etcd.members.push(idx);
         }
     }
+    let mut refreshed = Vec::new();
+    if facts.os_ca_key.is_some() {
+        for j in 0..state.nodes.len() {
+            let waiting = j != idx
+                && state.nodes[j].phase == Phase::Running
+                && !state.nodes[j].trusted_cert
+                && state.nodes[j].cluster_key() == Some(facts.os_ca_cert.as_str());
+            if waiting && let Ok((cfg, true)) = node_server_tls(state, j) {
+                state.nodes[j].tls = Some(cfg);
+                state.nodes[j].trusted_cert = true;
+                refreshed.push(j);
+            }
+        }
+    }
+    refreshed
 }
 
 fn configured_apply(shared: &Arc<Shared>, idx: usize, params: &Value) -> CallResult {
@@ -362,14 +402,30 @@ fn configured_apply(shared: &Arc<Shared>, idx: usize, params: &Value) -> CallRes
             "machine type can't be changed",
         ));
     }
-    let details = if mode == "staged" {
-        "Staged configuration to be applied after the next reboot"
-    } else {
-        "Applied configuration without a reboot"
+    let details = match mode {
+        "staged" => "Staged configuration to be applied after the next reboot".to_string(),
+        "reboot" => "Applied configuration with a reboot".to_string(),
+        "try" => format!(
+            "Applied configuration without a reboot\nThe config is applied in 'try' mode and will be automatically reverted back in {}",
+            params
+                .get("timeout")
+                .and_then(Value::as_str)
+                .unwrap_or("1m0s")
+        ),
+        _ => "Applied configuration without a reboot".to_string(),
     };
     // A new install image in the config does not change the running Talos version (trap 6).
     if mode != "staged" {
         node.config = Some(Arc::new(AppliedConfig { facts }));
+    }
+    if mode == "reboot" {
+        node.phase = Phase::Rebooting;
+        node.tls = None;
+        let delay =
+            Duration::from_millis(node.spec.reboot_delay_ms + node.spec.faults.slow_reboot_ms);
+        drop(state);
+        shared.bump(idx);
+        spawn_reboot(shared.clone(), idx, delay, false);
     }
     Ok(json!({"mode_details": details, "warnings": []}))
 }
@@ -638,6 +694,66 @@ fn health(state: &ClusterState, idx: usize, params: &Value) -> Value {
     })
 }
 
+/// `reset`: leave etcd (graceful control planes), wipe the config, then either power off or
+/// reboot into maintenance mode at the DHCP address.
+fn reset(shared: &Arc<Shared>, idx: usize, params: &Value) -> CallResult {
+    let reboot = params
+        .get("reboot")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let delay = {
+        let mut guard = shared.lock();
+        let state = &mut *guard;
+        let node = &mut state.nodes[idx];
+        let key = node.cluster_key().map(str::to_string);
+        node.phase = Phase::Rebooting;
+        node.tls = None;
+        node.config = None;
+        let delay =
+            Duration::from_millis(node.spec.reboot_delay_ms + node.spec.faults.slow_reboot_ms);
+        if let Some(key) = key {
+            let mut emptied = false;
+            if let Some(etcd) = state.etcd.get_mut(&key) {
+                etcd.members.retain(|&m| m != idx);
+                emptied = etcd.members.is_empty();
+            }
+            if emptied {
+                state.etcd.remove(&key);
+                if let Some(api) = state.kube.remove(&key) {
+                    tokio::spawn(api.shutdown());
+                }
+            }
+        }
+        delay
+    };
+    shared.bump(idx);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        {
+            let mut state = shared.lock();
+            let node = &mut state.nodes[idx];
+            if reboot {
+                node.address = node.spec.address;
+                node.talos_version = node.spec.maintenance_version.clone();
+                node.booted_at = time::OffsetDateTime::now_utc();
+                let ips = [IpAddr::V4(node.address)];
+                match tls::self_signed(&ips, &[]).and_then(|c| tls::server_config(&c, None, &[])) {
+                    Ok(cfg) => {
+                        node.tls = Some(cfg);
+                        node.phase = Phase::Maintenance;
+                    }
+                    Err(_) => node.phase = Phase::Gone,
+                }
+            } else {
+                node.phase = Phase::Gone;
+            }
+        }
+        shared.bump(idx);
+    });
+    Ok(json!({"ack": "Reset request received"}))
+}
+
 fn upgrade(shared: &Arc<Shared>, idx: usize, params: &Value) -> CallResult {
     let image = params
         .get("image")
@@ -662,7 +778,10 @@ fn upgrade(shared: &Arc<Shared>, idx: usize, params: &Value) -> CallResult {
     let shared = shared.clone();
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
-        come_up(&mut shared.lock(), idx);
+        let refreshed = come_up(&mut shared.lock(), idx);
+        for other in refreshed {
+            shared.bump(other);
+        }
         shared.bump(idx);
     });
     Ok(json!({"ack": "Upgrade request received"}))

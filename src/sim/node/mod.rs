@@ -86,6 +86,8 @@ pub(crate) struct NodeState {
     pub bootstrap_not_ready_left: u32,
     /// TLS configuration of the current listener (maintenance or authenticated).
     pub tls: Option<Arc<ServerConfig>>,
+    /// False while a running node only has a self-signed certificate (no CA key reachable).
+    pub trusted_cert: bool,
     /// True while a listener is bound for the current phase.
     pub listening: bool,
     pub member_id: u64,
@@ -162,6 +164,7 @@ impl SimCluster {
                 apply_failures_left: u32::from(node.faults.apply_fails_once),
                 bootstrap_not_ready_left: node.faults.bootstrap_not_ready_times,
                 tls: Some(tls::server_config(&cert, None, &[])?),
+                trusted_cert: false,
                 listening: false,
                 member_id: member_id_for(&node.name),
                 booted_at: now,
@@ -428,6 +431,13 @@ pub fn serve_main(args: Vec<std::ffi::OsString>) -> i32 {
         eprintln!("usage: talix sim serve --spec FILE [--ready-file PATH]");
         return 2;
     };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

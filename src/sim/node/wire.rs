@@ -10,13 +10,23 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 pub const MAX_LINE: usize = 8 * 1024 * 1024;
 
 /// A call: `method` with `params`, forwarded to every entry of `nodes` (empty = the node itself).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` leaves out `params`: they can carry a machine config with private keys.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Request {
     pub method: String,
     #[serde(default)]
     pub nodes: Vec<String>,
     #[serde(default)]
     pub params: Value,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("nodes", &self.nodes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The answer to a [`Request`]: one reply per target node.
@@ -26,13 +36,23 @@ pub struct Response {
 }
 
 /// One node's answer; `node` is the target string as the client sent it ("" when local).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` leaves out `result`: a kubeconfig reply carries a client key.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Reply {
     pub node: String,
     #[serde(default)]
     pub result: Value,
     #[serde(default)]
     pub error: Option<RpcError>,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("node", &self.node)
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A gRPC-style status.

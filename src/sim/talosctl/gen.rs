@@ -243,16 +243,16 @@ pub fn run(args: Vec<String>) -> Result<(), CliError> {
     }
 }
 
-/// Go's rendering of a failed file operation (`open <path>: no such file or directory`).
-pub fn go_io_error(op: &str, path: &str, err: &std::io::Error) -> String {
-    let reason = match err.kind() {
-        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        std::io::ErrorKind::IsADirectory => "is a directory".to_string(),
-        std::io::ErrorKind::AlreadyExists => "file exists".to_string(),
-        _ => err.to_string(),
-    };
-    format!("{op} {path}: {reason}")
+pub use crate::sim::go_io_error;
+
+/// `os.WriteFile` semantics: the parent directory must exist; the mode applies to new files.
+fn write_file_no_parents(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.is_dir()
+    {
+        return Err(std::io::ErrorKind::NotFound.into());
+    }
+    write_private(path, bytes, mode)
 }
 
 fn read_file_go(path: &str) -> Result<Vec<u8>, String> {
@@ -301,7 +301,7 @@ fn gen_secrets(args: Vec<String>) -> Result<(), CliError> {
     if !parsed.bool("force") && Path::new(&output).exists() {
         return Err(CliError::new(already_exists(&output), &usage));
     }
-    write_private(Path::new(&output), text.as_bytes(), 0o600)
+    write_file_no_parents(Path::new(&output), text.as_bytes(), 0o600)
         .map_err(|e| CliError::new(go_io_error("open", &output, &e), &usage))?;
     Ok(())
 }
@@ -652,10 +652,11 @@ fn gen_config(args: Vec<String>) -> Result<(), CliError> {
         if !parsed.bool("force") && path.exists() {
             return Err(fail(already_exists(&shown)));
         }
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs_err::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
+        if let Some(dir) = &directory {
+            // Directory outputs are created (os.MkdirAll); a single output file's parent is not.
+            fs_err::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
         }
-        write_private(&path, content.as_bytes(), 0o644)
+        write_file_no_parents(&path, content.as_bytes(), 0o644)
             .map_err(|e| fail(go_io_error("open", &shown, &e)))?;
         eprintln!("Created {shown}");
     }

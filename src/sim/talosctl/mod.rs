@@ -136,9 +136,7 @@ pub fn root_usage() -> String {
     commands.extend(LOCAL_COMMANDS.iter().filter(|c| **c != "mc"));
     commands.sort_unstable();
     commands.dedup();
-    let mut text = String::from(
-        "A CLI for out-of-band management of Kubernetes nodes created by Talos\n\nUsage:\n  talosctl [command]\n\nAvailable Commands:\n",
-    );
+    let mut text = String::from("Usage:\n  talosctl [command]\n\nAvailable Commands:\n");
     for c in commands {
         text.push_str(&format!("  {c}\n"));
     }

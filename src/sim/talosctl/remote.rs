@@ -84,6 +84,29 @@ enum Command {
     Upgrade(UpgradeArgs),
     #[command(name = "upgrade-k8s")]
     UpgradeK8s(UpgradeK8sArgs),
+    Reset(ResetArgs),
+}
+
+#[derive(Args, Debug)]
+struct ResetArgs {
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    graceful: bool,
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    reboot: bool,
+    #[arg(long = "wipe-mode", default_value = "all")]
+    wipe_mode: String,
+    #[arg(long = "user-disks-to-wipe", value_delimiter = ',')]
+    user_disks_to_wipe: Vec<String>,
+    #[arg(long = "system-labels-to-wipe", value_delimiter = ',')]
+    system_labels_to_wipe: Vec<String>,
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    wait: bool,
+    #[arg(long)]
+    debug: bool,
+    #[arg(long, default_value = "30m0s")]
+    timeout: String,
+    #[arg(short = 'i', long)]
+    insecure: bool,
 }
 
 #[derive(Args, Debug)]
@@ -217,10 +240,31 @@ pub fn main(args: Vec<OsString>) -> i32 {
     let argv = std::iter::once(OsString::from("talosctl")).chain(args);
     let cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 1 } else { 0 };
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return code;
+            return 0;
+        }
+        Err(e) => {
+            // cobra's wording for the common cases, then usage (the text mentions "flag").
+            let text = match (e.kind(), e.get(clap::error::ContextKind::InvalidArg)) {
+                (clap::error::ErrorKind::UnknownArgument, Some(arg)) => {
+                    format!(
+                        "unknown flag: {}",
+                        arg.to_string().split('=').next().unwrap_or_default()
+                    )
+                }
+                _ => e
+                    .to_string()
+                    .trim_start_matches("error: ")
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            };
+            eprintln!(
+                "{text}\n\nUse \"talosctl [command] --help\" for more information about a command."
+            );
+            return 1;
         }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -266,6 +310,7 @@ async fn run(cli: Cli) -> CliResult {
         } => etcd_members(&global).await,
         Command::Upgrade(a) => upgrade(&global, a).await,
         Command::UpgradeK8s(a) => upgrade_k8s(&global, a).await,
+        Command::Reset(a) => reset(&global, a).await,
     }
 }
 
@@ -664,6 +709,7 @@ async fn apply_config(global: &Global, args: ApplyArgs) -> CliResult {
         "data": base64::engine::general_purpose::STANDARD.encode(&data),
         "mode": args.mode,
         "dry_run": args.dry_run,
+        "timeout": args.timeout,
     });
     let replies = call(&conn, "apply_config", params)
         .await
@@ -1199,7 +1245,9 @@ fn to_yaml(value: &Value, indent: usize, out: &mut String) {
     let pad = " ".repeat(indent);
     match value {
         Value::Object(map) => {
-            for (k, v) in map {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by_key(|(k, _)| field_rank(k));
+            for (k, v) in entries {
                 match v {
                     Value::Object(m) if !m.is_empty() => {
                         out.push_str(&format!("{pad}{k}:\n"));
@@ -1228,6 +1276,65 @@ fn to_yaml(value: &Value, indent: usize, out: &mut String) {
         }
         other => out.push_str(&format!("{pad}{}\n", yaml_scalar(other))),
     }
+}
+
+/// Go struct field order of the resource specs the simulator serves (YAML keeps it; JSON sorts).
+const SPEC_FIELD_ORDER: &[&str] = &[
+    "alias",
+    "altNames",
+    "index",
+    "type",
+    "linkIndex",
+    "flags",
+    "hardwareAddr",
+    "permanentAddr",
+    "broadcastAddr",
+    "mtu",
+    "queueDisc",
+    "masterIndex",
+    "operationalState",
+    "kind",
+    "slaveKind",
+    "busPath",
+    "pciID",
+    "driver",
+    "driverVersion",
+    "firmwareVersion",
+    "productID",
+    "vendorID",
+    "product",
+    "vendor",
+    "linkState",
+    "speedMbit",
+    "port",
+    "duplex",
+    "nodeId",
+    "addresses",
+    "hostname",
+    "machineType",
+    "operatingSystem",
+    "controlPlane",
+    "image",
+    "metadata",
+    "stage",
+    "status",
+    "ready",
+    "unmetConditions",
+    "name",
+    "reason",
+    "version",
+    "author",
+    "description",
+    "compatibility",
+    "talos",
+];
+
+fn field_rank(key: &str) -> (usize, String) {
+    let rank = SPEC_FIELD_ORDER
+        .iter()
+        .position(|k| *k == key)
+        .unwrap_or(SPEC_FIELD_ORDER.len());
+    (rank, key.to_string())
 }
 
 fn yaml_scalar(v: &Value) -> String {
@@ -1493,6 +1600,50 @@ async fn upgrade(global: &Global, args: UpgradeArgs) -> CliResult {
     }
 }
 
+async fn reset(global: &Global, args: ResetArgs) -> CliResult {
+    if args.wait && args.insecure {
+        return Err(CliError(
+            "cannot use --wait and --insecure together".to_string(),
+        ));
+    }
+    if !matches!(
+        args.wipe_mode.as_str(),
+        "all" | "system-disk" | "user-disks"
+    ) {
+        return Err(CliError(format!(
+            "invalid argument {:?} for \"--wipe-mode\" flag: must be one of: all, system-disk, user-disks",
+            args.wipe_mode
+        )));
+    }
+    let conn = connect(global, args.insecure)?;
+    let params =
+        json!({"graceful": args.graceful, "reboot": args.reboot, "wipe_mode": args.wipe_mode});
+    let replies = call(&conn, "reset", params)
+        .await
+        .map_err(|e| CliError(format!("error executing reset: {e}")))?;
+    if let Some(e) = split_replies(replies).1 {
+        return Err(CliError(format!("error executing reset: {e}")));
+    }
+    if !args.wait {
+        return Ok(());
+    }
+    // Wait until the node has left the authenticated API (it reboots or powers off).
+    let deadline = tokio::time::Instant::now() + parse_go_duration(&args.timeout)?;
+    loop {
+        match call(&conn, "version", json!({})).await {
+            Err(_) => return Ok(()),
+            Ok(replies) if replies.iter().any(|r| r.error.is_some()) => return Ok(()),
+            Ok(_) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CliError(
+                "error executing reset: context deadline exceeded".to_string(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn rfc3339_now() -> String {
     let now = time::OffsetDateTime::now_utc();
     now.replace_nanosecond(0)
@@ -1554,6 +1705,12 @@ mod tests {
             multierror(&[("10.5.0.2".into(), e)]),
             "1 error occurred:\n\t* 10.5.0.2: rpc error: code = AlreadyExists desc = etcd data directory is not empty\n\n"
         );
+    }
+
+    #[test]
+    fn unknown_flags_exit_1() {
+        assert_eq!(main(vec!["bootstrap".into(), "--bogus".into()]), 1);
+        assert_eq!(main(vec!["version".into(), "--help".into()]), 0);
     }
 
     #[test]
