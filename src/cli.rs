@@ -85,6 +85,16 @@ pub enum Command {
         #[command(flatten)]
         contract: ContractArgs,
     },
+    /// Rehearse a whole bootstrap on this machine: a simulated 3+2 cluster on loopback, `up`,
+    /// `up` again (all cached), then clean up.
+    Demo {
+        /// Keep the temporary workspace (profile, lock file, store, configs) for inspection.
+        #[arg(long)]
+        keep: bool,
+        /// Simulated install/reboot time per node after apply (default: the simulator's 2 s).
+        #[arg(long, value_name = "MS")]
+        reboot_delay_ms: Option<u64>,
+    },
     /// Write the plaintext configs (controlplane.yaml, worker.yaml, one per node, talosconfig)
     /// to a directory, each file 0600. Builds first if needed.
     Export {

@@ -219,6 +219,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         } => why(open(&profile.profile, contract)?, &profile.profile, step),
         Command::Build { profile, contract } => build(open(&profile.profile, contract)?),
         Command::Up { profile, contract } => up(open(&profile.profile, contract)?),
+        Command::Demo { keep, reboot_delay_ms } => crate::demo::run(*keep, *reboot_delay_ms),
         Command::Export {
             profile,
             out,

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod demo;
 pub mod derivation;
 pub mod digest;
 pub mod engine;
