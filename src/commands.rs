@@ -148,7 +148,10 @@ impl Session {
     }
 
     pub fn step_env(&self) -> StepEnv {
-        StepEnv { identities: self.identities.clone(), cluster: None }
+        StepEnv {
+            identities: self.identities.clone(),
+            cluster: None,
+        }
     }
 
     /// Record the current secrets file (ciphertext hash -> bundle hash) in `lock`.
@@ -219,7 +222,10 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         } => why(open(&profile.profile, contract)?, &profile.profile, step),
         Command::Build { profile, contract } => build(open(&profile.profile, contract)?),
         Command::Up { profile, contract } => up(open(&profile.profile, contract)?),
-        Command::Demo { keep, reboot_delay_ms } => crate::demo::run(*keep, *reboot_delay_ms),
+        Command::Demo {
+            keep,
+            reboot_delay_ms,
+        } => crate::demo::run(*keep, *reboot_delay_ms),
         Command::Export {
             profile,
             out,
@@ -454,7 +460,11 @@ struct Progress {
 
 impl Progress {
     fn report_silently(&mut self, r: &crate::engine::Realised) {
-        if r.ran { self.ran += 1 } else { self.cached += 1 }
+        if r.ran {
+            self.ran += 1
+        } else {
+            self.cached += 1
+        }
     }
 
     fn report(&mut self, r: &crate::engine::Realised, status: &Status) {
@@ -465,8 +475,19 @@ impl Progress {
                 Status::Run { changes, .. } if changes.is_empty() => "re-observed".to_string(),
                 other => other.reason(),
             };
-            let verb = if matches!(r.id.kind(), "secrets" | "base-config" | "talosconfig" | "patch" | "render" | "kubeconfig") { "built" } else { "ran" };
-            println!("  {verb:<8} {:<16} {} ms  ({why})", r.id.as_str(), r.duration_ms);
+            let verb = if matches!(
+                r.id.kind(),
+                "secrets" | "base-config" | "talosconfig" | "patch" | "render" | "kubeconfig"
+            ) {
+                "built"
+            } else {
+                "ran"
+            };
+            println!(
+                "  {verb:<8} {:<16} {} ms  ({why})",
+                r.id.as_str(),
+                r.duration_ms
+            );
         } else {
             self.cached += 1;
             println!("  cached   {}", r.id.as_str());
@@ -475,7 +496,10 @@ impl Progress {
 }
 
 fn config_steps(s: &Session) -> Vec<Step> {
-    s.steps().into_iter().filter(|st| graph::BUILD_KINDS.contains(&st.id.kind())).collect()
+    s.steps()
+        .into_iter()
+        .filter(|st| graph::BUILD_KINDS.contains(&st.id.kind()))
+        .collect()
 }
 
 fn build(s: Session) -> Result<()> {
@@ -483,13 +507,17 @@ fn build(s: Session) -> Result<()> {
     let builders = crate::steps::builders(&s.step_env());
     let steps = config_steps(&s);
     let mut progress = Progress::default();
-    s.engine().realise(&steps, &builders, |r, st| progress.report(r, st))?;
+    s.engine()
+        .realise(&steps, &builders, |r, st| progress.report(r, st))?;
     materialise(&s, &steps)?;
     let lock = pin_lock(&s, s.lock.clone())?;
     if lock != s.lock {
         lock.save(&s.profile.lock_path())?;
     }
-    println!("{}: {} built, {} cached", s.profile.name, progress.ran, progress.cached);
+    println!(
+        "{}: {} built, {} cached",
+        s.profile.name, progress.ran, progress.cached
+    );
     Ok(())
 }
 
@@ -500,7 +528,10 @@ fn up(s: Session) -> Result<()> {
     let _guard = s.store.lock(true)?;
     let mut progress = Progress::default();
     let steps = config_steps(&s);
-    s.engine().realise(&steps, &crate::steps::builders(&s.step_env()), |r, st| progress.report(r, st))?;
+    s.engine()
+        .realise(&steps, &crate::steps::builders(&s.step_env()), |r, st| {
+            progress.report(r, st)
+        })?;
     materialise(&s, &steps)?;
     let lock = pin_lock(&s, s.lock.clone())?;
     if lock != s.lock {
@@ -513,11 +544,16 @@ fn up(s: Session) -> Result<()> {
         kubeconfig: s.profile.talos.config_dir.join("kubeconfig"),
         timing: Timing::from_env(),
     };
-    let env = crate::steps::StepEnv { identities: s.identities.clone(), cluster: Some(cluster.clone()) };
+    let env = crate::steps::StepEnv {
+        identities: s.identities.clone(),
+        cluster: Some(cluster.clone()),
+    };
     let builders = crate::steps::builders(&env);
     let all = s.steps();
     let planned = s.engine().plan(&all)?;
-    let must_apply = planned.iter().any(|p| p.step.id.kind() == "apply" && p.status != Status::Cached);
+    let must_apply = planned
+        .iter()
+        .any(|p| p.step.id.kind() == "apply" && p.status != Status::Cached);
     let mut force = std::collections::BTreeSet::new();
     if must_apply {
         force.insert(StepId::new("discover", None));
@@ -533,7 +569,10 @@ fn up(s: Session) -> Result<()> {
         }
     });
     // Whatever happened, hand the operator the kubeconfig if there is one.
-    if let Some(p) = engine.plan(&all)?.iter().find(|p| p.step.id.kind() == "kubeconfig" && p.status == Status::Cached)
+    if let Some(p) = engine
+        .plan(&all)?
+        .iter()
+        .find(|p| p.step.id.kind() == "kubeconfig" && p.status == Status::Cached)
         && let Some(key) = p.key
     {
         write_private(&cluster.kubeconfig, &s.read_plain(&key, "kubeconfig")?)?;

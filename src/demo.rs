@@ -19,7 +19,12 @@ const WORKERS: [&str; 2] = ["w1", "w2"];
 
 /// A /24 inside 127.0.0.0/8 that is not 127.0.0.0/24, chosen from the clock and pid.
 fn pick_subnet(attempt: u32) -> (u8, u8) {
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0) ^ std::process::id().rotate_left(7) ^ attempt.wrapping_mul(2654435761);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id().rotate_left(7)
+        ^ attempt.wrapping_mul(2654435761);
     let a = 1 + (seed % 254) as u8;
     let b = ((seed >> 8) % 256) as u8;
     (a, b)
@@ -27,8 +32,28 @@ fn pick_subnet(attempt: u32) -> (u8, u8) {
 
 fn profile_yaml(a: u8, b: u8, recipient: &str) -> String {
     let net = format!("127.{a}.{b}");
-    let cps: String = CONTROLPLANES.iter().enumerate().map(|(i, n)| format!("      - {{ name: {n}, ip: {net}.{}, mac: \"02:54:00:{a:02x}:{b:02x}:{:02x}\" }}\n", 11 + i, 0x11 + i)).collect();
-    let ws: String = WORKERS.iter().enumerate().map(|(i, n)| format!("      - {{ name: {n}, ip: {net}.{}, mac: \"02:54:00:{a:02x}:{b:02x}:{:02x}\" }}\n", 21 + i, 0x21 + i)).collect();
+    let cps: String = CONTROLPLANES
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            format!(
+                "      - {{ name: {n}, ip: {net}.{}, mac: \"02:54:00:{a:02x}:{b:02x}:{:02x}\" }}\n",
+                11 + i,
+                0x11 + i
+            )
+        })
+        .collect();
+    let ws: String = WORKERS
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            format!(
+                "      - {{ name: {n}, ip: {net}.{}, mac: \"02:54:00:{a:02x}:{b:02x}:{:02x}\" }}\n",
+                21 + i,
+                0x21 + i
+            )
+        })
+        .collect();
     format!(
         "# Written by `talix demo`: a 3+2 cluster on loopback, simulated.\nname: demo\nnetwork:\n  api_endpoint: {net}.10\n  subnet: {net}.0/24\n  gateway: {net}.1\n  pod_cidr: 10.244.0.0/16\n  service_cidr: 10.96.0.0/12\ntalos:\n  version: v1.11.5\n  kubernetes_version: 1.34.1\n  factory:\n    schematic_id: 376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba\n  vip: {{ interface: eth0, ip: {net}.10 }}\n  extensions: [siderolabs/qemu-guest-agent]\nsecrets:\n  recipients: [{recipient}]\ndiscovery:\n  concurrency: 64\n  connect_timeout_ms: 300\n  attempts: 3\n  retry_wait_s: 1\nnodes:\n  controlplane:\n    assignments:\n{cps}  worker:\n    assignments:\n{ws}"
     )
@@ -50,18 +75,32 @@ fn spec(a: u8, b: u8, reboot_delay_ms: Option<u64>) -> Result<ClusterSpec, CliEr
         }
         nodes.push(node);
     }
-    Ok(ClusterSpec { nodes, foreign_nodes: vec![] })
+    Ok(ClusterSpec {
+        nodes,
+        foreign_nodes: vec![],
+    })
 }
 
 fn talix(args: &[&str]) -> Result<(), CliError> {
-    let argv: Vec<OsString> = std::iter::once("talix").chain(args.iter().copied()).map(OsString::from).collect();
+    let argv: Vec<OsString> = std::iter::once("talix")
+        .chain(args.iter().copied())
+        .map(OsString::from)
+        .collect();
     println!("\n$ talix {}", args.join(" "));
     dispatch(Cli::try_parse_from(argv).map_err(|e| CliError::from(e.to_string()))?)
 }
 
 fn show_kubectl(kubeconfig: &Path) {
-    println!("\n$ kubectl --kubeconfig {} get nodes", kubeconfig.display());
-    match std::process::Command::new("kubectl").arg("--kubeconfig").arg(kubeconfig).args(["get", "nodes"]).output() {
+    println!(
+        "\n$ kubectl --kubeconfig {} get nodes",
+        kubeconfig.display()
+    );
+    match std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["get", "nodes"])
+        .output()
+    {
         Ok(out) => {
             print!("{}", String::from_utf8_lossy(&out.stdout));
             eprint!("{}", String::from_utf8_lossy(&out.stderr));
@@ -74,7 +113,10 @@ fn show_kubectl(kubeconfig: &Path) {
 pub fn run(keep: bool, reboot_delay_ms: Option<u64>) -> Result<(), CliError> {
     let started = Instant::now();
     let exe = std::env::current_exe().map_err(CliError::from)?;
-    let ws = tempfile::Builder::new().prefix("talix-demo-").tempdir().map_err(CliError::from)?;
+    let ws = tempfile::Builder::new()
+        .prefix("talix-demo-")
+        .tempdir()
+        .map_err(CliError::from)?;
     let root: PathBuf = ws.path().to_path_buf();
     fs_err::create_dir_all(root.join("profiles"))?;
     fs_err::create_dir_all(root.join("bin"))?;
@@ -92,7 +134,11 @@ pub fn run(keep: bool, reboot_delay_ms: Option<u64>) -> Result<(), CliError> {
             std::env::set_var("TALIX_POLL_MS", "200");
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(CliError::from)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(CliError::from)?;
     let mut attempt = 0;
     let (cluster, a, b) = loop {
         let (a, b) = pick_subnet(attempt);
@@ -102,12 +148,19 @@ pub fn run(keep: bool, reboot_delay_ms: Option<u64>) -> Result<(), CliError> {
                 tracing::debug!("subnet 127.{a}.{b}.0/24 busy: {e}");
                 attempt += 1;
             }
-            Err(e) => return Err(CliError::from(format!("could not start the simulated cluster: {e}"))),
+            Err(e) => {
+                return Err(CliError::from(format!(
+                    "could not start the simulated cluster: {e}"
+                )));
+            }
         }
     };
     let profile = root.join("profiles/demo.yaml");
     fs_err::write(&profile, profile_yaml(a, b, &recipient))?;
-    println!("talix demo: simulated cluster of 5 machines in maintenance mode on 127.{a}.{b}.101-105 (workspace {})", root.display());
+    println!(
+        "talix demo: simulated cluster of 5 machines in maintenance mode on 127.{a}.{b}.101-105 (workspace {})",
+        root.display()
+    );
 
     let p = profile.to_string_lossy().into_owned();
     let result = (|| {
@@ -130,10 +183,16 @@ pub fn run(keep: bool, reboot_delay_ms: Option<u64>) -> Result<(), CliError> {
         }
         (Err(_), false) => {
             let kept = ws.keep();
-            eprintln!("\nthe demo failed; its workspace is kept for inspection at {}", kept.display());
+            eprintln!(
+                "\nthe demo failed; its workspace is kept for inspection at {}",
+                kept.display()
+            );
         }
     }
     result?;
-    println!("\ntalix demo: done in {:.1} s; the simulated cluster is stopped and the workspace removed.", started.elapsed().as_secs_f64());
+    println!(
+        "\ntalix demo: done in {:.1} s; the simulated cluster is stopped and the workspace removed.",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

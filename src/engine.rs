@@ -124,16 +124,28 @@ impl BuildContext<'_> {
         if let Some(bytes) = self.observed.get(step).and_then(|o| o.get(output)) {
             return Ok(bytes.clone());
         }
-        let err = |message: String| StepError { step: self.step.id.clone(), message };
+        let err = |message: String| StepError {
+            step: self.step.id.clone(),
+            message,
+        };
         let key = self
             .store
             .get_ref(&self.profile.name, step)
             .map_err(|e| err(e.to_string()))?
             .ok_or_else(|| err(format!("{step} has not run yet")))?;
-        let stored = self.store.read_output(&key, output).map_err(|e| err(e.to_string()))?;
-        let manifest = self.store.manifest(&key).map_err(|e| err(e.to_string()))?.ok_or_else(|| err(format!("{step} is not in the store")))?;
+        let stored = self
+            .store
+            .read_output(&key, output)
+            .map_err(|e| err(e.to_string()))?;
+        let manifest = self
+            .store
+            .manifest(&key)
+            .map_err(|e| err(e.to_string()))?
+            .ok_or_else(|| err(format!("{step} is not in the store")))?;
         if manifest.outputs.get(output).is_some_and(|o| o.encrypted) {
-            let cipher = self.cipher.ok_or_else(|| err("no age identity to decrypt secret outputs".to_string()))?;
+            let cipher = self
+                .cipher
+                .ok_or_else(|| err("no age identity to decrypt secret outputs".to_string()))?;
             return cipher.decrypt(&stored).map_err(err);
         }
         Ok(stored)
@@ -141,10 +153,24 @@ impl BuildContext<'_> {
 
     /// The recorded hash of an upstream output (for hash-only outputs such as the bundle).
     pub fn dep_output_hash(&self, step: &StepId, output: &str) -> Result<Digest, StepError> {
-        let err = |message: String| StepError { step: self.step.id.clone(), message };
-        let key = self.dep_keys.get(step).ok_or_else(|| err(format!("{step} is not an input of this step")))?;
-        let manifest = self.store.manifest(key).map_err(|e| err(e.to_string()))?.ok_or_else(|| err(format!("{step} is not in the store")))?;
-        manifest.outputs.get(output).map(|o| o.hash).ok_or_else(|| err(format!("{step} has no output {output}")))
+        let err = |message: String| StepError {
+            step: self.step.id.clone(),
+            message,
+        };
+        let key = self
+            .dep_keys
+            .get(step)
+            .ok_or_else(|| err(format!("{step} is not an input of this step")))?;
+        let manifest = self
+            .store
+            .manifest(key)
+            .map_err(|e| err(e.to_string()))?
+            .ok_or_else(|| err(format!("{step} is not in the store")))?;
+        manifest
+            .outputs
+            .get(output)
+            .map(|o| o.hash)
+            .ok_or_else(|| err(format!("{step} has no output {output}")))
     }
 
     /// The plaintext of an upstream output (decrypted if the upstream is secret).
@@ -374,7 +400,11 @@ impl<'a> Engine<'a> {
                 ),
             })?;
             let key = inputs.key();
-            if let Some(m) = self.store.manifest(&key)?.filter(|_| !force.contains(&step.id)) {
+            if let Some(m) = self
+                .store
+                .manifest(&key)?
+                .filter(|_| !force.contains(&step.id))
+            {
                 known.insert(step.id.clone(), m.output_hashes());
                 keys.insert(step.id.clone(), key);
                 self.store.set_ref(&self.profile.name, &step.id, &key)?;

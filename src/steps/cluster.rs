@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::derivation::{StepId, Tool};
 use crate::digest::{Digest, domain};
-use crate::engine::{BuildContext, BuiltOutput, Builder, StepError};
+use crate::engine::{BuildContext, Builder, BuiltOutput, StepError};
 use crate::exec::{self, ExecError};
 use crate::lockfile::{BootstrapLock, LockFile, NodeLock};
 use crate::profile::{Node, Profile, Role};
@@ -41,12 +41,24 @@ pub struct Timing {
 
 impl Timing {
     pub fn from_env() -> Self {
-        let secs = |var: &str, default: u64| Duration::from_secs(std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default));
+        let secs = |var: &str, default: u64| {
+            Duration::from_secs(
+                std::env::var(var)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(default),
+            )
+        };
         Self {
             ready_timeout: secs("TALIX_READY_TIMEOUT_S", 600),
             bootstrap_timeout: secs("TALIX_BOOTSTRAP_TIMEOUT_S", 300),
             health_timeout: secs("TALIX_HEALTH_TIMEOUT_S", 600),
-            poll: Duration::from_millis(std::env::var("TALIX_POLL_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)),
+            poll: Duration::from_millis(
+                std::env::var("TALIX_POLL_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1000),
+            ),
         }
     }
 }
@@ -61,12 +73,19 @@ pub struct SharedLock {
 
 impl SharedLock {
     pub fn new(path: PathBuf, lock: LockFile) -> Self {
-        Self { path, lock: Arc::new(Mutex::new(lock)) }
+        Self {
+            path,
+            lock: Arc::new(Mutex::new(lock)),
+        }
     }
     pub fn get(&self) -> LockFile {
         self.lock.lock().unwrap().clone()
     }
-    pub fn update(&self, cx: &BuildContext<'_>, f: impl FnOnce(&mut LockFile)) -> Result<(), StepError> {
+    pub fn update(
+        &self,
+        cx: &BuildContext<'_>,
+        f: impl FnOnce(&mut LockFile),
+    ) -> Result<(), StepError> {
         let mut lock = self.lock.lock().unwrap();
         f(&mut lock);
         lock.save(&self.path).map_err(|e| cx.fail(e.to_string()))
@@ -85,21 +104,43 @@ pub struct ClusterEnv {
 }
 
 fn endpoint(profile: &Profile, ip: IpAddr) -> String {
-    let host = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
-    if profile.talos.api_port == 50000 { host } else { format!("{host}:{}", profile.talos.api_port) }
+    let host = if ip.is_ipv6() {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    if profile.talos.api_port == 50000 {
+        host
+    } else {
+        format!("{host}:{}", profile.talos.api_port)
+    }
 }
 
 fn node_of<'a>(cx: &'a BuildContext<'_>) -> Result<&'a Node, StepError> {
-    let name = cx.step.id.node().ok_or_else(|| cx.fail("per-node step without a node"))?;
-    cx.profile.node(name).ok_or_else(|| cx.fail(format!("no node {name} in the profile")))
+    let name = cx
+        .step
+        .id
+        .node()
+        .ok_or_else(|| cx.fail("per-node step without a node"))?;
+    cx.profile
+        .node(name)
+        .ok_or_else(|| cx.fail(format!("no node {name} in the profile")))
 }
 
 fn first_controlplane<'a>(cx: &'a BuildContext<'_>) -> Result<&'a Node, StepError> {
-    cx.profile.controlplanes().next().ok_or_else(|| cx.fail("no control-plane node"))
+    cx.profile
+        .controlplanes()
+        .next()
+        .ok_or_else(|| cx.fail("no control-plane node"))
 }
 
 /// `talosctl --talosconfig T -e E -n N ARGS` (authenticated), capturing output.
-fn talosctl_auth(cx: &BuildContext<'_>, env: &ClusterEnv, node: IpAddr, args: &[&str]) -> Result<Output, ExecError> {
+fn talosctl_auth(
+    cx: &BuildContext<'_>,
+    env: &ClusterEnv,
+    node: IpAddr,
+    args: &[&str],
+) -> Result<Output, ExecError> {
     let program = exec::locate(Tool::Talosctl)?;
     let tc = env.talosconfig.display().to_string();
     let ep = endpoint(cx.profile, node);
@@ -109,7 +150,11 @@ fn talosctl_auth(cx: &BuildContext<'_>, env: &ClusterEnv, node: IpAddr, args: &[
 }
 
 fn receipt(v: Value) -> BTreeMap<String, BuiltOutput> {
-    [("receipt".to_string(), BuiltOutput::Content(serde_json::to_vec_pretty(&v).unwrap_or_default()))].into()
+    [(
+        "receipt".to_string(),
+        BuiltOutput::Content(serde_json::to_vec_pretty(&v).unwrap_or_default()),
+    )]
+    .into()
 }
 
 fn stderr_of(e: &ExecError) -> String {
@@ -135,9 +180,13 @@ impl Builder for ApplyBuilder {
             (node.ip, false)
         } else {
             let found = cx.latest_output(&StepId::new("discover", None), "nodes")?;
-            let found: BTreeMap<String, IpAddr> = serde_json::from_slice(&found).map_err(|e| cx.fail(format!("discovery result: {e}")))?;
+            let found: BTreeMap<String, IpAddr> = serde_json::from_slice(&found)
+                .map_err(|e| cx.fail(format!("discovery result: {e}")))?;
             let ip = *found.get(&node.name).ok_or_else(|| {
-                cx.fail(format!("{} was not found in maintenance mode on {}; is the VM running?", node.name, cx.profile.discovery.subnet))
+                cx.fail(format!(
+                    "{} was not found in maintenance mode on {}; is the VM running?",
+                    node.name, cx.profile.discovery.subnet
+                ))
             })?;
             (ip, true)
         };
@@ -146,7 +195,13 @@ impl Builder for ApplyBuilder {
         let mut last_error = String::new();
         for attempt in 1..=3 {
             let result = talosctl_with_secrets(cx, vec![SecretBytes::new(config.clone())], |fds| {
-                let mut args = vec!["apply-config".to_string(), "--file".into(), fds[0].clone(), "-n".into(), ep.clone()];
+                let mut args = vec![
+                    "apply-config".to_string(),
+                    "--file".into(),
+                    fds[0].clone(),
+                    "-n".into(),
+                    ep.clone(),
+                ];
                 if insecure {
                     args.push("--insecure".into());
                 } else {
@@ -173,9 +228,18 @@ impl Builder for ApplyBuilder {
             return Err(cx.fail(last_error));
         }
         env.lock.update(cx, |l| {
-            l.nodes.insert(node.name.clone(), NodeLock { applied_config: config_hash, at: now_rfc3339(), talos_version: Some(cx.profile.talos.version.with_v()) });
+            l.nodes.insert(
+                node.name.clone(),
+                NodeLock {
+                    applied_config: config_hash,
+                    at: now_rfc3339(),
+                    talos_version: Some(cx.profile.talos.version.with_v()),
+                },
+            );
         })?;
-        Ok(receipt(json!({"node": node.name, "config": config_hash, "via": if insecure { "maintenance" } else { "authenticated" }})))
+        Ok(receipt(
+            json!({"node": node.name, "config": config_hash, "via": if insecure { "maintenance" } else { "authenticated" }}),
+        ))
     }
 }
 
@@ -190,8 +254,14 @@ impl Builder for ReadyBuilder {
             match talosctl_auth(cx, env, node.ip, &["version"]) {
                 Ok(out) => {
                     let text = String::from_utf8_lossy(&out.stdout);
-                    let server = text.split("Server:").nth(1).and_then(exec::first_version).unwrap_or_default();
-                    return Ok(receipt(json!({"node": node.name, "address": node.ip.to_string(), "talos": server})));
+                    let server = text
+                        .split("Server:")
+                        .nth(1)
+                        .and_then(exec::first_version)
+                        .unwrap_or_default();
+                    return Ok(receipt(
+                        json!({"node": node.name, "address": node.ip.to_string(), "talos": server}),
+                    ));
                 }
                 Err(e) if started.elapsed() < env.timing.ready_timeout => {
                     tracing::debug!("{} not ready yet: {}", node.name, stderr_of(&e));
@@ -228,7 +298,9 @@ impl Builder for BootstrapBuilder {
                     secrets.short()
                 )));
             }
-            return Ok(receipt(json!({"node": done.node, "secrets": done.secrets_hash, "result": "recorded in lock file"})));
+            return Ok(receipt(
+                json!({"node": done.node, "secrets": done.secrets_hash, "result": "recorded in lock file"}),
+            ));
         }
         let started = Instant::now();
         let result = loop {
@@ -240,19 +312,30 @@ impl Builder for BootstrapBuilder {
                         // Trap 8: etcd already has data on this node: it is bootstrapped.
                         break "already bootstrapped";
                     }
-                    let transient = text.contains("FailedPrecondition") || text.contains("Unavailable") || text.contains("connection refused");
+                    let transient = text.contains("FailedPrecondition")
+                        || text.contains("Unavailable")
+                        || text.contains("connection refused");
                     if transient && started.elapsed() < env.timing.bootstrap_timeout {
                         std::thread::sleep(env.timing.poll);
                         continue;
                     }
-                    return Err(cx.fail(format!("bootstrap on {} ({}) failed: {text}", node.name, node.ip)));
+                    return Err(cx.fail(format!(
+                        "bootstrap on {} ({}) failed: {text}",
+                        node.name, node.ip
+                    )));
                 }
             }
         };
         env.lock.update(cx, |l| {
-            l.bootstrap = Some(BootstrapLock { node: node.name.clone(), at: now_rfc3339(), secrets_hash: secrets });
+            l.bootstrap = Some(BootstrapLock {
+                node: node.name.clone(),
+                at: now_rfc3339(),
+                secrets_hash: secrets,
+            });
         })?;
-        Ok(receipt(json!({"node": node.name, "secrets": secrets, "result": result})))
+        Ok(receipt(
+            json!({"node": node.name, "secrets": secrets, "result": result}),
+        ))
     }
 }
 
@@ -262,15 +345,32 @@ impl Builder for HealthBuilder {
     fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
         let env = &self.0;
         let node = first_controlplane(cx)?;
-        let list = |role: Role| cx.profile.nodes.iter().filter(|n| n.role == role).map(|n| n.ip.to_string()).collect::<Vec<_>>().join(",");
+        let list = |role: Role| {
+            cx.profile
+                .nodes
+                .iter()
+                .filter(|n| n.role == role)
+                .map(|n| n.ip.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         let (cps, workers) = (list(Role::Controlplane), list(Role::Worker));
         let timeout = format!("{}s", env.timing.health_timeout.as_secs());
-        let mut args = vec!["health", "--wait-timeout", &timeout, "--control-plane-nodes", &cps];
+        let mut args = vec![
+            "health",
+            "--wait-timeout",
+            &timeout,
+            "--control-plane-nodes",
+            &cps,
+        ];
         if !workers.is_empty() {
             args.extend(["--worker-nodes", &workers]);
         }
-        talosctl_auth(cx, env, node.ip, &args).map_err(|e| cx.fail(format!("cluster health check failed: {}", stderr_of(&e))))?;
-        Ok(receipt(json!({"controlplane": cps, "workers": workers, "result": "healthy"})))
+        talosctl_auth(cx, env, node.ip, &args)
+            .map_err(|e| cx.fail(format!("cluster health check failed: {}", stderr_of(&e))))?;
+        Ok(receipt(
+            json!({"controlplane": cps, "workers": workers, "result": "healthy"}),
+        ))
     }
 }
 
@@ -280,7 +380,8 @@ impl Builder for KubeconfigBuilder {
     fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
         let env = &self.0;
         let node = first_controlplane(cx)?;
-        let out = talosctl_auth(cx, env, node.ip, &["kubeconfig", "-"]).map_err(|e| cx.fail(format!("talosctl kubeconfig failed: {}", stderr_of(&e))))?;
+        let out = talosctl_auth(cx, env, node.ip, &["kubeconfig", "-"])
+            .map_err(|e| cx.fail(format!("talosctl kubeconfig failed: {}", stderr_of(&e))))?;
         if out.stdout.is_empty() {
             return Err(cx.fail("talosctl kubeconfig returned nothing"));
         }
@@ -298,13 +399,32 @@ impl Builder for VerifyBuilder {
 
         // Kubernetes nodes (real kubectl against the kubeconfig the operator got).
         let kubectl = exec::locate(Tool::Kubectl).map_err(|e| cx.fail(e.to_string()))?;
-        let out = exec::run_capture(&kubectl, ["--kubeconfig", &env.kubeconfig.display().to_string(), "get", "nodes", "-o", "json"], |_| {})
-            .map_err(|e| cx.fail(format!("kubectl get nodes failed: {}", stderr_of(&e))))?;
-        let nodes: Value = serde_json::from_slice(&out.stdout).map_err(|e| cx.fail(format!("kubectl output: {e}")))?;
+        let out = exec::run_capture(
+            &kubectl,
+            [
+                "--kubeconfig",
+                &env.kubeconfig.display().to_string(),
+                "get",
+                "nodes",
+                "-o",
+                "json",
+            ],
+            |_| {},
+        )
+        .map_err(|e| cx.fail(format!("kubectl get nodes failed: {}", stderr_of(&e))))?;
+        let nodes: Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| cx.fail(format!("kubectl output: {e}")))?;
         let mut ready = BTreeMap::new();
         for item in nodes["items"].as_array().cloned().unwrap_or_default() {
-            let name = item["metadata"]["name"].as_str().unwrap_or_default().to_string();
-            let is_ready = item["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True");
+            let name = item["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let is_ready = item["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
             ready.insert(name, is_ready);
         }
         for n in &cx.profile.nodes {
@@ -316,24 +436,42 @@ impl Builder for VerifyBuilder {
         }
 
         // etcd members (trap 4: not `get members`).
-        let out = talosctl_auth(cx, env, cp.ip, &["etcd", "members"]).map_err(|e| cx.fail(format!("talosctl etcd members failed: {}", stderr_of(&e))))?;
+        let out = talosctl_auth(cx, env, cp.ip, &["etcd", "members"])
+            .map_err(|e| cx.fail(format!("talosctl etcd members failed: {}", stderr_of(&e))))?;
         let text = String::from_utf8_lossy(&out.stdout);
-        let members = text.lines().skip(1).filter(|l| !l.trim().is_empty()).count();
+        let members = text
+            .lines()
+            .skip(1)
+            .filter(|l| !l.trim().is_empty())
+            .count();
         let want = cx.profile.controlplanes().count();
         if members != want {
-            problems.push(format!("etcd has {members} members, expected {want} (one per control-plane node)"));
+            problems.push(format!(
+                "etcd has {members} members, expected {want} (one per control-plane node)"
+            ));
         }
 
         // Extensions on every node.
         let mut extensions = BTreeMap::new();
         if !cx.profile.talos.extensions.is_empty() {
             for n in &cx.profile.nodes {
-                let out = talosctl_auth(cx, env, n.ip, &["get", "extensions", "-o", "json"]).map_err(|e| cx.fail(format!("talosctl get extensions on {}: {}", n.name, stderr_of(&e))))?;
+                let out = talosctl_auth(cx, env, n.ip, &["get", "extensions", "-o", "json"])
+                    .map_err(|e| {
+                        cx.fail(format!(
+                            "talosctl get extensions on {}: {}",
+                            n.name,
+                            stderr_of(&e)
+                        ))
+                    })?;
                 let names = extension_names(&String::from_utf8_lossy(&out.stdout));
                 for want in &cx.profile.talos.extensions {
                     let short = want.rsplit('/').next().unwrap_or(want);
                     if !names.iter().any(|have| have == want || have == short) {
-                        problems.push(format!("{}: extension {want} is not installed (schematic {}?)", n.name, &cx.profile.talos.schematic_id[..12]));
+                        problems.push(format!(
+                            "{}: extension {want} is not installed (schematic {}?)",
+                            n.name,
+                            &cx.profile.talos.schematic_id[..12]
+                        ));
                     }
                 }
                 extensions.insert(n.name.clone(), names);
@@ -342,7 +480,9 @@ impl Builder for VerifyBuilder {
         if !problems.is_empty() {
             return Err(cx.fail(format!("verification failed:\n  {}", problems.join("\n  "))));
         }
-        Ok(receipt(json!({"kubernetes_nodes_ready": ready.len(), "etcd_members": members, "extensions": extensions})))
+        Ok(receipt(
+            json!({"kubernetes_nodes_ready": ready.len(), "etcd_members": members, "extensions": extensions}),
+        ))
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::engine::{BuildContext, BuiltOutput, Builder, StepError};
+use crate::engine::{BuildContext, Builder, BuiltOutput, StepError};
 use crate::steps::cluster::ClusterEnv;
 
 pub struct DiscoverBuilder(pub ClusterEnv);

@@ -24,9 +24,24 @@ pub struct StepEnv {
 pub fn builders(env: &StepEnv) -> Builders {
     let mut b = Builders::default();
     b.register("patch", Box::new(patch::PatchBuilder));
-    b.register("secrets", Box::new(secrets::SecretsBuilder { identities: env.identities.clone() }));
-    b.register("base-config", Box::new(configs::BaseConfigBuilder { identities: env.identities.clone() }));
-    b.register("talosconfig", Box::new(configs::TalosconfigBuilder { identities: env.identities.clone() }));
+    b.register(
+        "secrets",
+        Box::new(secrets::SecretsBuilder {
+            identities: env.identities.clone(),
+        }),
+    );
+    b.register(
+        "base-config",
+        Box::new(configs::BaseConfigBuilder {
+            identities: env.identities.clone(),
+        }),
+    );
+    b.register(
+        "talosconfig",
+        Box::new(configs::TalosconfigBuilder {
+            identities: env.identities.clone(),
+        }),
+    );
     b.register("render", Box::new(configs::RenderBuilder));
     if let Some(c) = &env.cluster {
         b.register("discover", Box::new(discover::DiscoverBuilder(c.clone())));
@@ -34,7 +49,10 @@ pub fn builders(env: &StepEnv) -> Builders {
         b.register("ready", Box::new(cluster::ReadyBuilder(c.clone())));
         b.register("bootstrap", Box::new(cluster::BootstrapBuilder(c.clone())));
         b.register("health", Box::new(cluster::HealthBuilder(c.clone())));
-        b.register("kubeconfig", Box::new(cluster::KubeconfigBuilder(c.clone())));
+        b.register(
+            "kubeconfig",
+            Box::new(cluster::KubeconfigBuilder(c.clone())),
+        );
         b.register("verify", Box::new(cluster::VerifyBuilder(c.clone())));
     }
     b
@@ -42,5 +60,8 @@ pub fn builders(env: &StepEnv) -> Builders {
 
 /// Whether this build of talix has a builder for `kind` (cluster steps need a ClusterEnv).
 pub fn has_builder(kind: &str) -> bool {
-    matches!(kind, "patch" | "secrets" | "base-config" | "talosconfig" | "render")
+    matches!(
+        kind,
+        "patch" | "secrets" | "base-config" | "talosconfig" | "render"
+    )
 }
