@@ -175,7 +175,14 @@ impl Builder for ApplyBuilder {
         let render = StepId::new("render", Some(&node.name));
         let config = cx.dep_output(&render, "config")?;
         let config_hash = Digest::of_domain(domain::OBJECT, &config);
-        let configured = env.lock.get().nodes.contains_key(&node.name);
+        let recorded = env.lock.get().nodes.get(&node.name).cloned();
+        if recorded.as_ref().is_some_and(|r| r.applied_config == config_hash) {
+            // The lock file (committed) says this exact config is on the node: a lost store
+            // must not cause a re-apply.
+            tracing::info!("{}: config {} already applied (lock file)", node.name, config_hash.short());
+            return Ok(receipt(json!({"node": node.name, "config": config_hash})));
+        }
+        let configured = recorded.is_some();
         let (target, insecure) = if configured {
             (node.ip, false)
         } else {
