@@ -39,6 +39,9 @@ pub struct BootstrapLock {
 #[serde(deny_unknown_fields)]
 pub struct NodeLock {
     pub applied_config: Digest,
+    /// The address the node was configured at (where a later re-apply must go).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
     pub at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub talos_version: Option<String>,
@@ -142,6 +145,7 @@ mod tests {
             "cp1".into(),
             NodeLock {
                 applied_config: Digest::from_bytes([7; 32]),
+                address: Some("10.0.0.11".into()),
                 at: "2026-01-01T00:00:00Z".into(),
                 talos_version: None,
             },

@@ -191,7 +191,14 @@ impl Builder for ApplyBuilder {
         }
         let configured = recorded.is_some();
         let (target, insecure) = if configured {
-            (node.ip, false)
+            // A configured node answers where it was configured (its address may be what this
+            // very change moves).
+            let at = recorded
+                .as_ref()
+                .and_then(|r| r.address.as_deref())
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(node.ip);
+            (at, false)
         } else {
             let found = cx.latest_output(&StepId::new("discover", None), "nodes")?;
             let found: BTreeMap<String, IpAddr> = serde_json::from_slice(&found)
@@ -246,14 +253,16 @@ impl Builder for ApplyBuilder {
                 node.name.clone(),
                 NodeLock {
                     applied_config: config_hash,
+                    // The static address from the config: where the node answers from now on.
+                    address: Some(node.ip.to_string()),
                     at: now_rfc3339(),
                     talos_version: Some(cx.profile.talos.version.with_v()),
                 },
             );
         })?;
-        Ok(receipt(
-            json!({"node": node.name, "config": config_hash, "via": if insecure { "maintenance" } else { "authenticated" }}),
-        ))
+        // The receipt says what is on the node, not how it got there, so a receipt rebuilt from
+        // the lock file is identical and nothing downstream re-runs.
+        Ok(receipt(json!({"node": node.name, "config": config_hash})))
     }
 }
 
