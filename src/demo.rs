@@ -30,7 +30,8 @@ fn pick_subnet(attempt: u32) -> (u8, u8) {
     (a, b)
 }
 
-fn profile_yaml(a: u8, b: u8, recipient: &str) -> String {
+/// The demo profile for subnet 127.a.b.0/24 (also used by the `up` tests).
+pub fn profile_yaml(a: u8, b: u8, recipient: &str) -> String {
     let net = format!("127.{a}.{b}");
     let cps: String = CONTROLPLANES
         .iter()
@@ -59,7 +60,8 @@ fn profile_yaml(a: u8, b: u8, recipient: &str) -> String {
     )
 }
 
-fn spec(a: u8, b: u8, reboot_delay_ms: Option<u64>) -> Result<ClusterSpec, CliError> {
+/// The simulated machines matching [`profile_yaml`] (DHCP addresses .101-.105).
+pub fn spec(a: u8, b: u8, reboot_delay_ms: Option<u64>) -> Result<ClusterSpec, CliError> {
     let mut nodes = Vec::new();
     for (i, name) in CONTROLPLANES.iter().chain(WORKERS.iter()).enumerate() {
         let mac_last = if i < 3 { 0x11 + i } else { 0x21 + i - 3 };

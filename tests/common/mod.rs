@@ -212,3 +212,75 @@ impl Cluster {
         let _ = std::fs::remove_file(self.root().join("talosctl.log"));
     }
 }
+
+/// A simulated cluster (`talix sim serve`) running as a child process for one test, on its own
+/// random /24 inside 127.0.0.0/8; killed on drop.
+pub struct SimProcess {
+    child: std::process::Child,
+    pub subnet: (u8, u8),
+}
+
+impl SimProcess {
+    /// Start the demo's 3+2 machines (see `talix::demo::spec`), with `edit` applied to the spec.
+    pub fn start(dir: &Path, reboot_delay_ms: u64, edit: impl Fn(&mut talix::sim::node::ClusterSpec)) -> Self {
+        for attempt in 0..5u32 {
+            let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() ^ std::process::id() ^ attempt.wrapping_mul(2654435761);
+            let (a, b) = (1 + (seed % 254) as u8, ((seed >> 8) % 256) as u8);
+            let mut spec = talix::demo::spec(a, b, Some(reboot_delay_ms)).unwrap();
+            edit(&mut spec);
+            let spec_path = dir.join("sim-spec.json");
+            let ready = dir.join("sim-ready.json");
+            let _ = std::fs::remove_file(&ready);
+            std::fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_talix"))
+                .args(["sim", "serve", "--spec"])
+                .arg(&spec_path)
+                .arg("--ready-file")
+                .arg(&ready)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if ready.exists() {
+                    return Self { child, subnet: (a, b) };
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // address in use: try another subnet
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let _ = child.kill();
+        }
+        panic!("could not start the simulator");
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Cluster {
+    /// A cluster workspace whose `demo` profile matches a running simulator.
+    pub fn with_sim(reboot_delay_ms: u64, edit: impl Fn(&mut talix::sim::node::ClusterSpec)) -> (Cluster, SimProcess) {
+        let c = Cluster::new();
+        let sim = SimProcess::start(c.root(), reboot_delay_ms, edit);
+        let (a, b) = sim.subnet;
+        c.write("profiles/demo.yaml", &talix::demo::profile_yaml(a, b, &c.recipient));
+        c.talix().args(["secrets", "init", "profiles/demo.yaml"]).assert().success();
+        c.clear_calls();
+        (c, sim)
+    }
+
+    /// `talix` tuned for fast simulated nodes.
+    pub fn talix_fast(&self) -> Command {
+        let mut cmd = self.talix();
+        cmd.env("TALIX_POLL_MS", "50").env("TALIX_READY_TIMEOUT_S", "30").env("TALIX_BOOTSTRAP_TIMEOUT_S", "30").env("TALIX_HEALTH_TIMEOUT_S", "30");
+        cmd
+    }
+}
