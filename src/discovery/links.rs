@@ -1,0 +1,240 @@
+//! Reading a maintenance-mode machine's NICs with `talosctl get links --insecure -o json`, so a
+//! scanned address can be tied to a profile node by MAC (step 5c of the runbook, without its
+//! `.spec.kind == "ether"` filter, which matches nothing: trap 3).
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::DiscoveryError;
+use crate::exec::{ExecError, run_capture};
+
+/// The Talos API port talosctl appends when `--nodes` has none.
+pub const DEFAULT_API_PORT: u16 = 50000;
+
+/// What `get links` told us about one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkProbe {
+    /// MACs of the physical links (`type == "ether"`, `kind == ""`), lower-case, in output order.
+    Macs(Vec<String>),
+    /// The node refused the links resource or the API (older maintenance servers); `reason` is
+    /// talosctl's error line.
+    Unsupported { reason: String },
+}
+
+/// One physical NIC found in a `get links -o json` stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhysicalLink {
+    /// Resource id: the interface name (`eth0`).
+    pub name: String,
+    /// Lower-case `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+}
+
+/// The `--nodes` value for `ip` and `port`: the port only when it is not 50000 (talosctl adds
+/// 50000 itself); IPv6 is bracketed when a port is added.
+pub fn nodes_arg(ip: IpAddr, port: u16) -> String {
+    match (ip, port) {
+        (_, DEFAULT_API_PORT) => ip.to_string(),
+        (IpAddr::V4(v4), _) => format!("{v4}:{port}"),
+        (IpAddr::V6(v6), _) => format!("[{v6}]:{port}"),
+    }
+}
+
+/// Runs `talosctl get links --insecure --nodes <ip>[:port] -o json` and keeps the physical links.
+/// A node that reports the resource or API as unsupported yields [`LinkProbe::Unsupported`];
+/// any other failure (unreachable, not in maintenance mode) is an error with talosctl's stderr.
+pub fn probe_links(talosctl: &Path, ip: IpAddr, port: u16) -> Result<LinkProbe, DiscoveryError> {
+    let nodes = nodes_arg(ip, port);
+    let args = [
+        "get",
+        "links",
+        "--insecure",
+        "--nodes",
+        &nodes,
+        "-o",
+        "json",
+    ];
+    match run_capture(talosctl, args, |_| {}) {
+        Ok(output) => {
+            let text = String::from_utf8_lossy(&output.stdout);
+            let links = parse_physical_links(&text)
+                .map_err(|reason| DiscoveryError::LinkOutput { ip, reason })?;
+            Ok(LinkProbe::Macs(links.into_iter().map(|l| l.mac).collect()))
+        }
+        Err(ExecError::Failed { stderr, .. }) if unsupported(&stderr) => {
+            Ok(LinkProbe::Unsupported {
+                reason: first_error_line(&stderr),
+            })
+        }
+        Err(source) => Err(DiscoveryError::Probe {
+            ip,
+            source: Box::new(source),
+        }),
+    }
+}
+
+/// Whether talosctl's stderr says the links resource or the API is not available on this node:
+/// `Unimplemented` (maintenance server of v1.7–v1.12 for admin APIs), `NotFound … is not
+/// registered` (a build without the resource), `PermissionDenied` (v1.13+ read-only maintenance
+/// role on a resource it may not read).
+pub fn unsupported(stderr: &str) -> bool {
+    stderr.contains("code = Unimplemented")
+        || stderr.contains("not implemented")
+        || (stderr.contains("code = NotFound") && stderr.contains("is not registered"))
+        || stderr.contains("code = PermissionDenied")
+}
+
+fn first_error_line(stderr: &str) -> String {
+    stderr
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains("rpc error") || l.contains("not implemented"))
+        .or_else(|| stderr.lines().map(str::trim).find(|l| !l.is_empty()))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Parses the concatenated JSON objects printed by `get … -o json` (one per resource, no array,
+/// no separator) and returns the physical links: `spec.type == "ether"` and `spec.kind == ""`.
+pub fn parse_physical_links(text: &str) -> Result<Vec<PhysicalLink>, String> {
+    let mut links = Vec::new();
+    for (index, item) in serde_json::Deserializer::from_str(text)
+        .into_iter::<Value>()
+        .enumerate()
+    {
+        let resource = item.map_err(|e| format!("resource #{index} is not JSON: {e}"))?;
+        let spec = resource
+            .get("spec")
+            .ok_or_else(|| format!("resource #{index} has no spec"))?;
+        let field = |name: &str| spec.get(name).and_then(Value::as_str);
+        if field("type") != Some("ether") || field("kind").unwrap_or_default() != "" {
+            continue;
+        }
+        let Some(mac) = field("hardwareAddr").filter(|m| !m.is_empty()) else {
+            continue;
+        };
+        let name = match resource.pointer("/metadata/id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        };
+        links.push(PhysicalLink {
+            name,
+            mac: mac.to_ascii_lowercase(),
+        });
+    }
+    Ok(links)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(id: &str, typ: &str, kind: &str, mac: &str) -> String {
+        // The shape from talosctl-cli.md §11: 4-space indentation, keys sorted.
+        format!(
+            r#"{{
+    "metadata": {{
+        "created": "2024-01-01T00:00:00Z",
+        "id": "{id}",
+        "namespace": "network",
+        "owner": "network.LinkStatusController",
+        "phase": "running",
+        "type": "LinkStatuses.net.talos.dev",
+        "updated": "2024-01-01T00:00:00Z",
+        "version": 2
+    }},
+    "node": "",
+    "spec": {{
+        "broadcastAddr": "ff:ff:ff:ff:ff:ff",
+        "driver": "virtio_net",
+        "flags": "UP,BROADCAST,RUNNING,MULTICAST,LOWER_UP",
+        "hardwareAddr": "{mac}",
+        "index": 4,
+        "kind": "{kind}",
+        "linkState": true,
+        "mtu": 1500,
+        "operationalState": "up",
+        "type": "{typ}"
+    }}
+}}
+"#
+        )
+    }
+
+    #[test]
+    fn keeps_only_physical_links_from_the_stream() {
+        let stream = [
+            link("lo", "loopback", "", "00:00:00:00:00:00"),
+            link("eth0", "ether", "", "4E:95:8E:8F:E4:47"),
+            link("br0", "ether", "bridge", "aa:aa:aa:aa:aa:aa"),
+            link("bond0", "ether", "bond", "bb:bb:bb:bb:bb:bb"),
+            link("eth1", "ether", "", "bc:24:11:00:00:02"),
+        ]
+        .concat();
+        let links = parse_physical_links(&stream).unwrap();
+        assert_eq!(
+            links,
+            vec![
+                PhysicalLink {
+                    name: "eth0".into(),
+                    mac: "4e:95:8e:8f:e4:47".into()
+                },
+                PhysicalLink {
+                    name: "eth1".into(),
+                    mac: "bc:24:11:00:00:02".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_runbook_filter_would_match_nothing() {
+        // Trap 3: `.spec.kind == "ether"` is never true for a NIC; ours must still find it.
+        let one = link("eth0", "ether", "", "02:54:00:00:01:51");
+        let parsed: Value = serde_json::from_str(&one).unwrap();
+        assert_ne!(parsed["spec"]["kind"], "ether");
+        assert_eq!(parse_physical_links(&one).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn empty_output_is_no_links_and_garbage_is_an_error() {
+        assert_eq!(parse_physical_links("").unwrap(), vec![]);
+        assert_eq!(parse_physical_links("\n").unwrap(), vec![]);
+        let err = parse_physical_links(&format!(
+            "{}[oops",
+            link("eth0", "ether", "", "02:00:00:00:00:01")
+        ))
+        .unwrap_err();
+        assert!(err.contains("resource #1"), "{err}");
+    }
+
+    #[test]
+    fn nodes_argument_appends_port_only_when_not_default() {
+        assert_eq!(nodes_arg("127.0.0.5".parse().unwrap(), 50000), "127.0.0.5");
+        assert_eq!(
+            nodes_arg("127.0.0.5".parse().unwrap(), 50001),
+            "127.0.0.5:50001"
+        );
+        assert_eq!(nodes_arg("::1".parse().unwrap(), 50000), "::1");
+        assert_eq!(nodes_arg("::1".parse().unwrap(), 50001), "[::1]:50001");
+    }
+
+    #[test]
+    fn recognises_unsupported_wording() {
+        assert!(unsupported(
+            "rpc error: code = NotFound desc = resource \"links\" is not registered\n"
+        ));
+        assert!(unsupported(
+            "1 error occurred:\n\t* : rpc error: code = Unimplemented desc = API is not implemented in maintenance mode\n"
+        ));
+        assert!(!unsupported(
+            "rpc error: code = Unavailable desc = connection refused"
+        ));
+        assert!(!unsupported(
+            "rpc error: code = NotFound desc = machine config not found"
+        ));
+    }
+}

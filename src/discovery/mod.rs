@@ -1,0 +1,277 @@
+//! Node discovery (runbook step 5): find which maintenance-mode address belongs to which profile
+//! node, by scanning the subnet for the Talos API port, reading each host's physical NICs and
+//! matching MACs, falling back to counting only when that cannot be wrong.
+
+mod allow;
+mod links;
+mod matching;
+mod scan;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use allow::{ALLOW_NETS_VAR, AllowNets};
+pub use links::{
+    DEFAULT_API_PORT, LinkProbe, PhysicalLink, nodes_arg, parse_physical_links, probe_links,
+    unsupported,
+};
+pub use matching::{ExpectedNode, FoundHost, Matching, match_nodes};
+pub use scan::{MIN_IPV4_PREFIX, MIN_IPV6_PREFIX, check_target, scan, scan_with, tcp_accepts};
+
+use crate::profile::model::{Node, Profile};
+
+/// Everything that can go wrong while discovering nodes.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("{ALLOW_NETS_VAR}={value:?} is invalid: {reason}")]
+    BadAllowNets { value: String, reason: String },
+    #[error(
+        "refusing to scan {subnet}: {refused} is outside {ALLOW_NETS_VAR} ({allowed}); nothing was sent"
+    )]
+    NotAllowed {
+        subnet: IpNet,
+        refused: IpAddr,
+        allowed: String,
+    },
+    #[error(
+        "refusing to scan {subnet}: it is larger than /{minimum}; set discovery.subnet to the nodes' DHCP subnet"
+    )]
+    SubnetTooLarge { subnet: IpNet, minimum: u8 },
+    #[error("the scan was interrupted")]
+    ScanAborted,
+    #[error("cannot read the links of {ip}: {source}")]
+    Probe {
+        ip: IpAddr,
+        source: Box<crate::exec::ExecError>,
+    },
+    #[error("cannot parse `talosctl get links -o json` from {ip}: {reason}")]
+    LinkOutput { ip: IpAddr, reason: String },
+    #[error(
+        "{ip} carries the MACs of several nodes ({}); MACs in the profile/Proxmox must be unique per node",
+        nodes.join(", ")
+    )]
+    HostClaimsSeveralNodes { ip: IpAddr, nodes: Vec<String> },
+    #[error(
+        "node {node}: its MAC {mac} was found on several hosts ({}); two machines share a MAC, fix the VM definitions",
+        join_ips(hosts)
+    )]
+    NodeClaimedTwice {
+        node: String,
+        mac: String,
+        hosts: Vec<IpAddr>,
+    },
+    #[error(
+        "cannot tell which address belongs to which node: unmatched nodes {}; candidate addresses {}. \
+         Add `mac:` to these nodes in the profile or configure `proxmox:` so MACs can be looked up",
+        nodes.join(", "),
+        join_ips(candidates)
+    )]
+    Ambiguous {
+        nodes: Vec<String>,
+        candidates: Vec<IpAddr>,
+        /// What could be matched anyway.
+        partial: Box<Matching>,
+    },
+    #[error("no maintenance-mode machine found for {}", nodes.join(", "))]
+    NodesNotFound {
+        nodes: Vec<String>,
+        partial: Box<Matching>,
+    },
+    #[error(
+        "nodes not found after {attempts} scan(s) of {subnet} port {port}: {}; {last}. \
+         Check that these machines are booted into maintenance mode on that subnet",
+        nodes.join(", ")
+    )]
+    Missing {
+        nodes: Vec<String>,
+        attempts: u32,
+        subnet: IpNet,
+        port: u16,
+        /// The last matching error, rendered.
+        last: String,
+    },
+}
+
+fn join_ips(ips: &[IpAddr]) -> String {
+    let parts: Vec<String> = ips.iter().map(ToString::to_string).collect();
+    if parts.is_empty() {
+        "(none)".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// How to discover: where to scan and how patiently.
+#[derive(Debug, Clone)]
+pub struct DiscoverParams {
+    /// The `talosctl` executable used for `get links --insecure`.
+    pub talosctl: PathBuf,
+    pub subnet: IpNet,
+    /// The Talos API port (50000 unless the profile says otherwise).
+    pub port: u16,
+    pub concurrency: usize,
+    pub connect_timeout: Duration,
+    /// Scans before giving up (at least one).
+    pub attempts: u32,
+    /// Pause between scans.
+    pub retry_wait: Duration,
+}
+
+impl DiscoverParams {
+    /// Parameters from the profile's `discovery:` block and `talos.api_port`.
+    pub fn from_profile(profile: &Profile, talosctl: PathBuf) -> Self {
+        let d = &profile.discovery;
+        DiscoverParams {
+            talosctl,
+            subnet: d.subnet,
+            port: profile.talos.api_port,
+            concurrency: d.concurrency.max(1) as usize,
+            connect_timeout: Duration::from_millis(d.connect_timeout_ms),
+            attempts: d.attempts.max(1),
+            retry_wait: Duration::from_secs(d.retry_wait_s),
+        }
+    }
+}
+
+impl ExpectedNode {
+    /// The node with its profile MAC, or else the first MAC Proxmox lists for its VM (`net0`
+    /// first), from [`crate::proxmox::ProxmoxClient::vm_macs`].
+    pub fn for_node(node: &Node, vm_macs: &BTreeMap<u32, Vec<String>>) -> Self {
+        let mac = node.mac.clone().or_else(|| {
+            node.vmid
+                .and_then(|id| vm_macs.get(&id))
+                .and_then(|macs| macs.first().cloned())
+        });
+        ExpectedNode {
+            name: node.name.clone(),
+            mac: mac.map(|m| m.to_ascii_lowercase()),
+        }
+    }
+}
+
+/// Finds `expected` nodes (only those still in maintenance mode: configured nodes do not answer
+/// `--insecure` and must not be passed). Rescans until every node is matched or `attempts` run
+/// out; the final error lists the nodes still missing. Hosts that answer the port but not
+/// `get links --insecure` (e.g. configured machines) are skipped with a warning.
+pub async fn discover(
+    params: &DiscoverParams,
+    expected: &[ExpectedNode],
+    allow: Option<&AllowNets>,
+) -> Result<Matching, DiscoveryError> {
+    if expected.is_empty() {
+        return Ok(Matching::default());
+    }
+    let attempts = params.attempts.max(1);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let open = scan(
+            params.subnet,
+            params.port,
+            params.concurrency,
+            params.connect_timeout,
+            allow,
+        )
+        .await?;
+        tracing::info!(
+            attempt,
+            subnet = %params.subnet,
+            port = params.port,
+            answering = open.len(),
+            "discovery scan"
+        );
+        let (found, skipped) = probe_all(params, &open).await;
+        let outcome = match_nodes(expected, &found);
+        let retry_reason = match outcome {
+            Ok(mut matching) => {
+                matching.warnings.extend(skipped);
+                return Ok(matching);
+            }
+            Err(DiscoveryError::NodesNotFound { ref nodes, .. }) => {
+                (nodes.clone(), outcome_text(&outcome))
+            }
+            Err(DiscoveryError::Ambiguous {
+                ref nodes,
+                ref candidates,
+                ..
+            }) if candidates.len() < nodes.len() => (nodes.clone(), outcome_text(&outcome)),
+            Err(e) => return Err(e),
+        };
+        if attempt >= attempts {
+            let (nodes, mut last) = retry_reason;
+            if !skipped.is_empty() {
+                last = format!("{last}; {}", skipped.join("; "));
+            }
+            return Err(DiscoveryError::Missing {
+                nodes,
+                attempts,
+                subnet: params.subnet,
+                port: params.port,
+                last,
+            });
+        }
+        tracing::info!(
+            missing = %retry_reason.0.join(","),
+            wait_s = params.retry_wait.as_secs_f64(),
+            "nodes not all found yet; rescanning"
+        );
+        tokio::time::sleep(params.retry_wait).await;
+    }
+}
+
+fn outcome_text(outcome: &Result<Matching, DiscoveryError>) -> String {
+    match outcome {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Probes every answering host's links, a few talosctl processes at a time. Returns the hosts that
+/// answered `get links` and a note for each host that did not.
+async fn probe_all(params: &DiscoverParams, open: &[IpAddr]) -> (Vec<FoundHost>, Vec<String>) {
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(params.concurrency.clamp(1, 8)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for &ip in open {
+        let permits = permits.clone();
+        let talosctl = params.talosctl.clone();
+        let port = params.port;
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await.ok();
+            let result =
+                tokio::task::spawn_blocking(move || probe_links(&talosctl, ip, port)).await;
+            (ip, result)
+        });
+    }
+    let mut found = Vec::new();
+    let mut skipped = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok((ip, Ok(Ok(probe)))) => found.push(FoundHost { ip, probe }),
+            Ok((ip, Ok(Err(e)))) => {
+                tracing::debug!(%ip, error = %e, "host skipped");
+                skipped.push(format!(
+                    "{ip}: answers on port {} but not `get links --insecure` (not in maintenance mode?); ignored: {}",
+                    params.port,
+                    one_line(&e.to_string())
+                ));
+            }
+            Ok((ip, Err(join))) => skipped.push(format!("{ip}: probe did not finish: {join}")),
+            Err(join) => skipped.push(format!("probe did not finish: {join}")),
+        }
+    }
+    found.sort_by_key(|h| h.ip);
+    skipped.sort();
+    (found, skipped)
+}
+
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
