@@ -9,7 +9,14 @@ use common::Cluster;
 const P: &str = "profiles/demo.yaml";
 
 fn up(c: &Cluster) -> String {
-    let out = c.talix_fast().args(["up", P]).assert().success().get_output().stdout.clone();
+    let out = c
+        .talix_fast()
+        .args(["up", P])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     String::from_utf8(out).unwrap()
 }
 
@@ -17,23 +24,55 @@ fn up(c: &Cluster) -> String {
 fn up_brings_a_cluster_from_maintenance_to_verified_then_everything_is_cached() {
     let (c, _sim) = Cluster::with_sim(100, |_| {});
     let text = up(&c);
-    for step in ["discover", "apply/cp1", "apply/w2", "ready/cp3", "bootstrap", "health", "kubeconfig", "verify"] {
-        assert!(text.contains(&format!(" {step} ")), "{step} missing in:\n{text}");
+    for step in [
+        "discover",
+        "apply/cp1",
+        "apply/w2",
+        "ready/cp3",
+        "bootstrap",
+        "health",
+        "kubeconfig",
+        "verify",
+    ] {
+        assert!(
+            text.contains(&format!(" {step} ")),
+            "{step} missing in:\n{text}"
+        );
     }
-    let bootstraps = c.calls().iter().filter(|a| a.contains(&"bootstrap".to_string())).count();
+    let bootstraps = c
+        .calls()
+        .iter()
+        .filter(|a| a.contains(&"bootstrap".to_string()))
+        .count();
     assert_eq!(bootstraps, 1, "etcd bootstrapped exactly once");
-    let applies = c.calls().iter().filter(|a| a.contains(&"apply-config".to_string())).count();
+    let applies = c
+        .calls()
+        .iter()
+        .filter(|a| a.contains(&"apply-config".to_string()))
+        .count();
     assert_eq!(applies, 5);
     use std::os::unix::fs::PermissionsExt;
     let kubeconfig = c.root().join("clusters/demo/kubeconfig");
-    assert_eq!(std::fs::metadata(&kubeconfig).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&kubeconfig).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let lock = std::fs::read_to_string(c.root().join("profiles/demo.lock")).unwrap();
     assert!(lock.contains("bootstrap:\n  node: cp1\n"), "{lock}");
     assert_eq!(lock.matches("applied_config:").count(), 5, "{lock}");
 
     // The real kubectl sees the nodes through the kubeconfig talix fetched.
-    let out = std::process::Command::new("kubectl").arg("--kubeconfig").arg(&kubeconfig).args(["get", "nodes", "-o", "json"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["get", "nodes", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let nodes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(nodes["items"].as_array().unwrap().len(), 5);
 
@@ -41,9 +80,23 @@ fn up_brings_a_cluster_from_maintenance_to_verified_then_everything_is_cached() 
     c.clear_calls();
     let text = up(&c);
     assert!(!text.contains("  ran "), "{text}");
-    let node_calls: Vec<_> = c.calls().into_iter().filter(|a| !a.starts_with(&["version".to_string(), "--client".to_string()])).collect();
-    assert!(node_calls.is_empty(), "no talosctl call reached a node: {node_calls:?}");
-    let out = c.talix_fast().args(["plan", "--json", P]).assert().success().get_output().stdout.clone();
+    let node_calls: Vec<_> = c
+        .calls()
+        .into_iter()
+        .filter(|a| !a.starts_with(&["version".to_string(), "--client".to_string()]))
+        .collect();
+    assert!(
+        node_calls.is_empty(),
+        "no talosctl call reached a node: {node_calls:?}"
+    );
+    let out = c
+        .talix_fast()
+        .args(["plan", "--json", P])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     for (id, status, _) in common::plan_statuses(&out) {
         assert_eq!(status, "cached", "{id}");
     }
@@ -57,23 +110,49 @@ fn a_lost_store_never_bootstraps_or_applies_again() {
     c.clear_calls();
     up(&c);
     let calls = c.calls();
-    assert!(!calls.iter().any(|a| a.contains(&"bootstrap".to_string())), "{calls:?}");
-    assert!(!calls.iter().any(|a| a.contains(&"apply-config".to_string())), "{calls:?}");
+    assert!(
+        !calls.iter().any(|a| a.contains(&"bootstrap".to_string())),
+        "{calls:?}"
+    );
+    assert!(
+        !calls
+            .iter()
+            .any(|a| a.contains(&"apply-config".to_string())),
+        "{calls:?}"
+    );
 }
 
 #[test]
 fn a_user_patch_change_reapplies_only_that_node_authenticated() {
     let (c, _sim) = Cluster::with_sim(50, |_| {});
     up(&c);
-    c.write("profiles/w2-extra.yaml", "machine:\n  sysctls:\n    vm.max_map_count: \"262144\"\n");
-    c.edit(P, "nodes:\n  controlplane:", "patches:\n  nodes: { w2: [w2-extra.yaml] }\nnodes:\n  controlplane:");
+    c.write(
+        "profiles/w2-extra.yaml",
+        "machine:\n  sysctls:\n    vm.max_map_count: \"262144\"\n",
+    );
+    c.edit(
+        P,
+        "nodes:\n  controlplane:",
+        "patches:\n  nodes: { w2: [w2-extra.yaml] }\nnodes:\n  controlplane:",
+    );
     c.clear_calls();
     let text = up(&c);
     assert!(text.contains("ran      apply/w2"), "{text}");
-    let applies: Vec<_> = c.calls().into_iter().filter(|a| a.contains(&"apply-config".to_string())).collect();
+    let applies: Vec<_> = c
+        .calls()
+        .into_iter()
+        .filter(|a| a.contains(&"apply-config".to_string()))
+        .collect();
     assert_eq!(applies.len(), 1, "{applies:?}");
-    assert!(!applies[0].contains(&"--insecure".to_string()), "a configured node is applied with the talosconfig: {applies:?}");
-    assert!(!c.calls().iter().any(|a| a.contains(&"bootstrap".to_string())));
+    assert!(
+        !applies[0].contains(&"--insecure".to_string()),
+        "a configured node is applied with the talosconfig: {applies:?}"
+    );
+    assert!(
+        !c.calls()
+            .iter()
+            .any(|a| a.contains(&"bootstrap".to_string()))
+    );
 }
 
 #[test]
@@ -84,12 +163,24 @@ fn faults_apply_drops_once_bootstrap_not_ready_and_a_foreign_node() {
         let mut foreign = spec.nodes[4].clone();
         foreign.name = "stranger".into();
         foreign.mac = "02:99:99:99:99:99".into();
-        foreign.address = std::net::Ipv4Addr::new(foreign.address.octets()[0], foreign.address.octets()[1], foreign.address.octets()[2], 150);
+        foreign.address = std::net::Ipv4Addr::new(
+            foreign.address.octets()[0],
+            foreign.address.octets()[1],
+            foreign.address.octets()[2],
+            150,
+        );
         spec.foreign_nodes.push(foreign);
     });
     up(&c);
     let lock = std::fs::read_to_string(c.root().join("profiles/demo.lock")).unwrap();
     assert_eq!(lock.matches("applied_config:").count(), 5);
-    let bootstraps = c.calls().iter().filter(|a| a.contains(&"bootstrap".to_string())).count();
-    assert_eq!(bootstraps, 4, "three FailedPrecondition answers retried, then success");
+    let bootstraps = c
+        .calls()
+        .iter()
+        .filter(|a| a.contains(&"bootstrap".to_string()))
+        .count();
+    assert_eq!(
+        bootstraps, 4,
+        "three FailedPrecondition answers retried, then success"
+    );
 }

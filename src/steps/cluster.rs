@@ -426,7 +426,10 @@ impl Builder for VerifyBuilder {
         let cp = first_controlplane(cx)?;
         let mut problems = Vec::new();
 
-        // Kubernetes nodes (real kubectl against the kubeconfig the operator got).
+        // Kubernetes nodes (real kubectl against the kubeconfig the operator gets: written 0600).
+        let kubeconfig = cx.dep_output(&StepId::new("kubeconfig", None), "kubeconfig")?;
+        write_private(&env.kubeconfig, &kubeconfig)
+            .map_err(|e| cx.fail(format!("{}: {e}", env.kubeconfig.display())))?;
         let kubectl = exec::locate(Tool::Kubectl).map_err(|e| cx.fail(e.to_string()))?;
         let out = exec::run_capture(
             &kubectl,

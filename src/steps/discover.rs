@@ -1,16 +1,69 @@
 //! `discover`: finds the nodes that booted in maintenance mode on DHCP addresses and says which
-//! is which (by MAC, from the profile or Proxmox). Its output maps node name -> maintenance
-//! address; only nodes not yet configured are looked for.
+//! is which (by MAC, from the profile or the Proxmox API). Its output maps node name ->
+//! maintenance address; only nodes the lock file does not record as configured are looked for.
 
 use std::collections::BTreeMap;
 
+use crate::derivation::Tool;
+use crate::discovery::{AllowNets, DiscoverParams, ExpectedNode, discover};
 use crate::engine::{BuildContext, Builder, BuiltOutput, StepError};
+use crate::proxmox::ProxmoxClient;
 use crate::steps::cluster::ClusterEnv;
 
 pub struct DiscoverBuilder(pub ClusterEnv);
 
 impl Builder for DiscoverBuilder {
     fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
-        Err(cx.fail("node discovery is not wired in yet"))
+        let configured = self.0.lock.get().nodes;
+        let wanted: Vec<_> = cx
+            .profile
+            .nodes
+            .iter()
+            .filter(|n| !configured.contains_key(&n.name))
+            .collect();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| cx.fail(e.to_string()))?;
+        let mut vm_macs = BTreeMap::new();
+        let need_proxmox: Vec<u32> = wanted
+            .iter()
+            .filter(|n| n.mac.is_none())
+            .filter_map(|n| n.vmid)
+            .collect();
+        if let (Some(px), false) = (&cx.profile.proxmox, need_proxmox.is_empty()) {
+            let client = ProxmoxClient::from_profile(px).map_err(|e| cx.fail(e.to_string()))?;
+            vm_macs = runtime
+                .block_on(client.vm_macs(&need_proxmox))
+                .map_err(|e| cx.fail(e.to_string()))?;
+        }
+        let expected: Vec<ExpectedNode> = wanted
+            .iter()
+            .map(|n| ExpectedNode::for_node(n, &vm_macs))
+            .collect();
+        let talosctl = crate::exec::locate(Tool::Talosctl).map_err(|e| cx.fail(e.to_string()))?;
+        let params = DiscoverParams::from_profile(cx.profile, talosctl);
+        let allow = AllowNets::from_env().map_err(|e| cx.fail(e.to_string()))?;
+        let matching = runtime
+            .block_on(discover(&params, &expected, allow.as_ref()))
+            .map_err(|e| cx.fail(e.to_string()))?;
+        for w in &matching.warnings {
+            eprintln!("warning: discover: {w}");
+        }
+        if !matching.foreign.is_empty() {
+            eprintln!(
+                "note: discover: ignored {} maintenance-mode machine(s) of another cluster: {}",
+                matching.foreign.len(),
+                matching
+                    .foreign
+                    .iter()
+                    .map(|ip| ip.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let json =
+            serde_json::to_vec_pretty(&matching.assigned).map_err(|e| cx.fail(e.to_string()))?;
+        Ok([("nodes".to_string(), BuiltOutput::Content(json))].into())
     }
 }

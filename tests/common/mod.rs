@@ -222,9 +222,18 @@ pub struct SimProcess {
 
 impl SimProcess {
     /// Start the demo's 3+2 machines (see `talix::demo::spec`), with `edit` applied to the spec.
-    pub fn start(dir: &Path, reboot_delay_ms: u64, edit: impl Fn(&mut talix::sim::node::ClusterSpec)) -> Self {
+    pub fn start(
+        dir: &Path,
+        reboot_delay_ms: u64,
+        edit: impl Fn(&mut talix::sim::node::ClusterSpec),
+    ) -> Self {
         for attempt in 0..5u32 {
-            let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() ^ std::process::id() ^ attempt.wrapping_mul(2654435761);
+            let seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+                ^ std::process::id()
+                ^ attempt.wrapping_mul(2654435761);
             let (a, b) = (1 + (seed % 254) as u8, ((seed >> 8) % 256) as u8);
             let mut spec = talix::demo::spec(a, b, Some(reboot_delay_ms)).unwrap();
             edit(&mut spec);
@@ -245,7 +254,10 @@ impl SimProcess {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             while std::time::Instant::now() < deadline {
                 if ready.exists() {
-                    return Self { child, subnet: (a, b) };
+                    return Self {
+                        child,
+                        subnet: (a, b),
+                    };
                 }
                 if let Ok(Some(_)) = child.try_wait() {
                     break; // address in use: try another subnet
@@ -267,12 +279,21 @@ impl Drop for SimProcess {
 
 impl Cluster {
     /// A cluster workspace whose `demo` profile matches a running simulator.
-    pub fn with_sim(reboot_delay_ms: u64, edit: impl Fn(&mut talix::sim::node::ClusterSpec)) -> (Cluster, SimProcess) {
+    pub fn with_sim(
+        reboot_delay_ms: u64,
+        edit: impl Fn(&mut talix::sim::node::ClusterSpec),
+    ) -> (Cluster, SimProcess) {
         let c = Cluster::new();
         let sim = SimProcess::start(c.root(), reboot_delay_ms, edit);
         let (a, b) = sim.subnet;
-        c.write("profiles/demo.yaml", &talix::demo::profile_yaml(a, b, &c.recipient));
-        c.talix().args(["secrets", "init", "profiles/demo.yaml"]).assert().success();
+        c.write(
+            "profiles/demo.yaml",
+            &talix::demo::profile_yaml(a, b, &c.recipient),
+        );
+        c.talix()
+            .args(["secrets", "init", "profiles/demo.yaml"])
+            .assert()
+            .success();
         c.clear_calls();
         (c, sim)
     }
@@ -280,7 +301,10 @@ impl Cluster {
     /// `talix` tuned for fast simulated nodes.
     pub fn talix_fast(&self) -> Command {
         let mut cmd = self.talix();
-        cmd.env("TALIX_POLL_MS", "50").env("TALIX_READY_TIMEOUT_S", "30").env("TALIX_BOOTSTRAP_TIMEOUT_S", "30").env("TALIX_HEALTH_TIMEOUT_S", "30");
+        cmd.env("TALIX_POLL_MS", "50")
+            .env("TALIX_READY_TIMEOUT_S", "30")
+            .env("TALIX_BOOTSTRAP_TIMEOUT_S", "30")
+            .env("TALIX_HEALTH_TIMEOUT_S", "30");
         cmd
     }
 }
