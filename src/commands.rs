@@ -294,13 +294,13 @@ fn plan(s: Session, path: &Path, as_json: bool) -> Result<()> {
             } if changes.is_empty() => "not in the store".to_string(),
             other => other.reason(),
         };
-        writeln!(
-            out,
+        let line = format!(
             "  {:<8} {:<width$}  {}",
             p.status.word(),
             p.step.id.as_str(),
             reason
-        )?;
+        );
+        writeln!(out, "{}", line.trim_end())?;
     }
     let (c, r, b) = status_counts(&planned);
     writeln!(

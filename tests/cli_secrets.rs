@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command as Std;
 
-use common::Cluster;
+use common::{Cluster, base64_decode, base64_encode, contains, secret_needles};
 
 const P: &str = "profiles/single.yaml";
 
@@ -418,63 +418,7 @@ fn no_plaintext_secret_reaches_the_disk() {
     }
 }
 
-/// Every secret value of a bundle, as it could appear on disk: the YAML values, and for base64
-/// PEM material the decoded PEM body lines.
-fn secret_needles(bundle: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut section = String::new();
-    for line in bundle.lines() {
-        if !line.starts_with(' ') {
-            section = line.trim_end_matches(':').to_string();
-        }
-        let Some((k, v)) = line.trim().split_once(": ") else {
-            continue;
-        };
-        let v = v.trim();
-        let secret = matches!(
-            k,
-            "secret"
-                | "bootstraptoken"
-                | "secretboxencryptionsecret"
-                | "aescbcencryptionsecret"
-                | "token"
-                | "key"
-                | "id"
-        );
-        if !secret || v.len() < 16 || (section == "cluster" && k == "id") {
-            continue;
-        }
-        out.push(v.to_string());
-        if k == "key"
-            && let Ok(pem) = String::from_utf8(base64_decode(v))
-        {
-            out.extend(
-                pem.lines()
-                    .filter(|l| l.len() >= 40 && !l.starts_with("-----"))
-                    .map(str::to_string),
-            );
-        }
-    }
-    out
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
 fn make_executable(p: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(s.trim())
-        .unwrap_or_default()
-}
-
-fn base64_encode(b: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(b)
 }

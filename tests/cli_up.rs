@@ -103,6 +103,46 @@ fn up_brings_a_cluster_from_maintenance_to_verified_then_everything_is_cached() 
 }
 
 #[test]
+fn after_up_plaintext_secrets_exist_only_in_age_files_and_the_files_asked_for() {
+    let (c, _sim) = Cluster::with_sim(50, |_| {});
+    let tmp = c.root().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    c.talix_fast()
+        .env("TMPDIR", &tmp)
+        .args(["up", P])
+        .assert()
+        .success();
+    let bundle = c
+        .talix()
+        .args(["secrets", "show", P])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let bundle = String::from_utf8(bundle).unwrap();
+    let talosconfig = c.root().join("clusters/demo/talosconfig");
+    let kubeconfig = c.root().join("clusters/demo/kubeconfig");
+    let leaks = common::plaintext_leaks(&bundle, &[c.root(), &tmp], &[&talosconfig, &kubeconfig]);
+    assert!(
+        leaks.is_empty(),
+        "plaintext secrets on disk:\n{}",
+        leaks.join("\n")
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for f in [&talosconfig, &kubeconfig] {
+        assert_eq!(
+            std::fs::metadata(f).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{}",
+            f.display()
+        );
+    }
+    // The 0600 files hold no bundle secret either (client certs only, CA keys stay in age files).
+    assert!(common::plaintext_leaks(&bundle, &[&talosconfig, &kubeconfig], &[]).is_empty());
+}
+
+#[test]
 fn a_lost_store_never_bootstraps_or_applies_again() {
     let (c, _sim) = Cluster::with_sim(50, |_| {});
     up(&c);

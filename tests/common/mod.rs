@@ -308,3 +308,89 @@ impl Cluster {
         cmd
     }
 }
+
+/// Every secret value of a bundle, as it could appear on disk: the YAML values, and for base64
+/// PEM material the decoded PEM body lines.
+pub fn secret_needles(bundle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut section = String::new();
+    for line in bundle.lines() {
+        if !line.starts_with(' ') {
+            section = line.trim_end_matches(':').to_string();
+        }
+        let Some((k, v)) = line.trim().split_once(": ") else {
+            continue;
+        };
+        let v = v.trim();
+        let secret = matches!(
+            k,
+            "secret"
+                | "bootstraptoken"
+                | "secretboxencryptionsecret"
+                | "aescbcencryptionsecret"
+                | "token"
+                | "key"
+                | "id"
+        );
+        if !secret || v.len() < 16 || (section == "cluster" && k == "id") {
+            continue;
+        }
+        out.push(v.to_string());
+        if k == "key"
+            && let Ok(pem) = String::from_utf8(base64_decode(v))
+        {
+            out.extend(
+                pem.lines()
+                    .filter(|l| l.len() >= 40 && !l.starts_with("-----"))
+                    .map(str::to_string),
+            );
+        }
+    }
+    out
+}
+
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+pub fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .unwrap_or_default()
+}
+
+pub fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// Files below `dirs` that contain any plaintext secret of `bundle` (see [`secret_needles`]),
+/// except those listed in `allowed` (files the operator asked for in plaintext).
+pub fn plaintext_leaks(bundle: &str, dirs: &[&Path], allowed: &[&Path]) -> Vec<String> {
+    let needles = secret_needles(bundle);
+    assert!(needles.len() >= 10, "{} needles", needles.len());
+    let mut offenders = Vec::new();
+    for dir in dirs.iter().filter(|d| d.exists()) {
+        for entry in walkdir::WalkDir::new(dir)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+        {
+            if allowed.contains(&entry.path()) {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(entry.path()) else {
+                continue;
+            };
+            if let Some(n) = needles.iter().find(|n| contains(&bytes, n.as_bytes())) {
+                offenders.push(format!(
+                    "{} contains {}...",
+                    entry.path().display(),
+                    &n[..8]
+                ));
+            }
+        }
+    }
+    offenders
+}
