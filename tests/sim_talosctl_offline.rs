@@ -1210,7 +1210,24 @@ fn talix_sim_talosctl_behaves_like_the_symlink() {
 
 #[test]
 fn validation_catches_what_talos_rejects_in_generated_configs() {
-    let out = gen_with_sample_secrets("v1.12.0", "", "worker");
+    let sb = Sandbox::new();
+    sb.write("secrets.yaml", SAMPLE_SECRETS);
+    let mut args = vec![
+        "gen",
+        "config",
+        "demo",
+        "https://10.5.0.10:6443",
+        "--with-secrets",
+        "secrets.yaml",
+        "-t",
+        "worker",
+        "-o",
+        "-",
+    ];
+    args.extend(PLAIN);
+    let o = sb.run("v1.12.0", &args);
+    assert_exit(&o, 0);
+    let out = stdout(&o);
     assert!(machineconfig::validate(out.as_bytes()).is_ok());
 
     // Trap 2: a static hostname next to the v1.12 HostnameConfig document.
@@ -1219,6 +1236,14 @@ fn validation_catches_what_talos_rejects_in_generated_configs() {
         machineconfig::validate(hostname.as_bytes()).unwrap_err(),
         [machineconfig::HOSTNAME_CONFLICT]
     );
+    // Trap 5: a v1.12-contract config on a v1.11 node.
+    assert_eq!(
+        machineconfig::validate_for(out.as_bytes(), "v1.11.5").unwrap_err(),
+        [
+            "failed to parse config: unknown keys found during decoding:\nmachine:\n    install:\n        grubUseUKICmdline: true\n"
+        ]
+    );
+    assert!(machineconfig::validate_for(out.as_bytes(), "v1.12.4").is_ok());
     // A VIP on a worker.
     let vip = out.replace(
         "    network: {}\n",
@@ -1232,16 +1257,18 @@ fn validation_catches_what_talos_rejects_in_generated_configs() {
     let typo = out.replace("    network: {}\n", "    netwrok: {}\n");
     assert_eq!(
         machineconfig::validate(typo.as_bytes()).unwrap_err(),
-        ["unknown keys found during decoding:\nmachine:\n    netwrok: {}\n"]
+        [
+            "failed to parse config: unknown keys found during decoding:\nmachine:\n    netwrok: {}\n"
+        ]
     );
-    // Malformed address.
+    // Malformed addresses (a bare IP is fine, as in Talos).
     let address = out.replace(
         "    network: {}\n",
-        "    network:\n        interfaces:\n            - interface: eth0\n              addresses: [10.5.0.5]\n",
+        "    network:\n        interfaces:\n            - interface: eth0\n              addresses: [10.5.0.5, 10.5.0.300/24]\n",
     );
     assert_eq!(
         machineconfig::validate(address.as_bytes()).unwrap_err(),
-        ["[networking.os.device.addresses] failed to parse \"10.5.0.5\" as CIDR"]
+        ["[networking.os.device.addresses] \"eth0\": invalid CIDR address: 10.5.0.300/24"]
     );
     // No v1alpha1 document.
     let only_hostname = "apiVersion: v1alpha1\nkind: HostnameConfig\nauto: stable\n";

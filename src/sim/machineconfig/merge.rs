@@ -87,6 +87,9 @@ fn check_strategic_document(doc: &Yaml) -> Result<(), String> {
     let kind = if crate::sim::machineconfig::is_v1alpha1_document(doc) {
         "v1alpha1".to_string()
     } else if let Some(kind) = doc.get("kind").and_then(Yaml::as_str) {
+        if doc.get("apiVersion").is_none() {
+            return Err("missing apiVersion".to_string());
+        }
         kind.to_string()
     } else {
         return Err("missing kind".to_string());
@@ -96,7 +99,8 @@ fn check_strategic_document(doc: &Yaml) -> Result<(), String> {
             .get("apiVersion")
             .and_then(Yaml::as_str)
             .unwrap_or_default();
-        return Err(format!("unknown document type \"{api}/{kind}\""));
+        // The upstream registry's error (`"Kind" "version": not registered`).
+        return Err(format!("\"{kind}\" \"{api}\": not registered"));
     }
     if let Some(unknown) = schema::unknown_keys(doc, &kind) {
         return Err(format!(
@@ -625,6 +629,12 @@ mod tests {
             Patch::Json6902(_)
         ));
         assert_eq!(patch(""), Patch::Json6902(vec![]));
+        assert_eq!(
+            parse_patch("apiVersion: v1alpha1\nkind: NopeConfig\n")
+                .unwrap_err()
+                .to_string(),
+            "\"NopeConfig\" \"v1alpha1\": not registered"
+        );
         let err = parse_patch("machine:\n  netwrk: {}\n").unwrap_err();
         assert_eq!(
             err.to_string(),
