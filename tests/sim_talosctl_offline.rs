@@ -621,7 +621,7 @@ fn gen_config_errors_match_talosctl() {
             "--with-secrets",
             "broken.yaml"
         ]),
-        "failed to validate secrets bundle: trustdinfo.token is required\n"
+        "failed to validate secrets bundle: 1 error occurred:\n\t* trustdinfo.token is required\n\n\n"
     );
     assert_eq!(
         case(&[

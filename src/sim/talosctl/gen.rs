@@ -540,10 +540,16 @@ fn gen_config(args: Vec<String>) -> Result<(), CliError> {
                 .map_err(|e| fail(format!("failed to load secrets bundle: {e}")))?;
             let bundle = pki::parse(&bytes)
                 .map_err(|e| fail(format!("failed to load secrets bundle: {e}")))?;
-            if client_minor() >= (1, 11)
-                && let Some(first) = bundle.validate().first()
-            {
-                return Err(fail(format!("failed to validate secrets bundle: {first}")));
+            // v1.11+ validates the bundle; upstream Bundle.Validate collects with multierror.
+            if client_minor() >= (1, 11) {
+                let problems: Vec<String> =
+                    bundle.validate().iter().map(ToString::to_string).collect();
+                if !problems.is_empty() {
+                    return Err(fail(format!(
+                        "failed to validate secrets bundle: {}",
+                        crate::sim::machineconfig::format_errors(&problems)
+                    )));
+                }
             }
             Some(bundle)
         }
