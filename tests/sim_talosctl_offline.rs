@@ -929,7 +929,7 @@ fn machineconfig_patch_json6902_only_on_single_document_configs() {
     let o = sb.run("v1.11.5", &["machineconfig", "patch"]);
     assert_exit(&o, 1);
     assert!(stderr(&o).starts_with(
-        "accepts 1 arg(s), received 0\n\nUsage:\n  talosctl machineconfig patch <path> [flags]\n"
+        "accepts 1 arg(s), received 0\n\nUsage:\n  talosctl machineconfig patch <machineconfig-file> [flags]\n"
     ));
     let o = sb.run(
         "v1.11.5",
@@ -1008,9 +1008,18 @@ fn config_commands_edit_the_talosconfig() {
     );
     let o = sb.run("v1.11.5", &[tc, "config", "info", "-o", "json"]);
     assert_exit(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "{{\n  \"context\": \"demo\",\n  \"nodes\": [\n    \"10.5.0.2\"\n  ],\n  \"endpoints\": [\n    \"10.5.0.2\",\n    \"10.5.0.3\"\n  ],\n  \"roles\": [\n    \"os:admin\"\n  ],\n  \"certTTL\": \"1 year from now\",\n  \"certNotAfter\": \"{}\"\n}}\n",
+            expiry.date()
+        )
+    );
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(json["context"], "demo");
-    assert_eq!(json["roles"], serde_json::json!(["os:admin"]));
+    let o = sb.run("v1.11.5", &[tc, "config", "info", "-o", "yaml"]);
+    assert_exit(&o, 0);
+    assert!(stdout(&o).starts_with("context: demo\nnodes:\n    - 10.5.0.2\n"));
 
     let o = sb.run("v1.11.5", &[tc, "config", "contexts"]);
     assert_exit(&o, 0);
