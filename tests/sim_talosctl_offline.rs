@@ -1390,3 +1390,73 @@ fn gen_config_features_follow_the_contract() {
         assert!(machineconfig::validate(text.as_bytes()).is_ok());
     }
 }
+
+#[test]
+fn gen_secrets_imports_kubernetes_pki_and_controlplane_configs() {
+    let sb = Sandbox::new();
+    let sample = pki::parse(SAMPLE_SECRETS.as_bytes()).unwrap();
+    fs_err::create_dir_all(sb.path("pki/etcd")).unwrap();
+    for (which, crt, key) in [
+        ("k8s", "pki/ca.crt", "pki/ca.key"),
+        ("etcd", "pki/etcd/ca.crt", "pki/etcd/ca.key"),
+        (
+            "k8saggregator",
+            "pki/front-proxy-ca.crt",
+            "pki/front-proxy-ca.key",
+        ),
+    ] {
+        let (crt_pem, key_pem) = sample.ca_pem(which);
+        sb.write(crt, &crt_pem);
+        sb.write(key, &key_pem);
+    }
+    let sa = pki::decode_b64_text(&sample.certs.k8sserviceaccount.as_ref().unwrap().key).unwrap();
+    sb.write("pki/sa.key", &sa);
+    let o = sb.run(
+        "v1.12.0",
+        &[
+            "gen",
+            "secrets",
+            "-p",
+            "pki",
+            "-t",
+            "abcdef.0123456789abcdef",
+            "-o",
+            "-",
+        ],
+    );
+    assert_exit(&o, 0);
+    let imported = pki::parse(&o.stdout).unwrap();
+    assert_eq!(imported.validate(), vec![]);
+    assert!(imported.certs.k8s == sample.certs.k8s);
+    assert!(imported.certs.etcd == sample.certs.etcd);
+    assert!(imported.certs.k8saggregator == sample.certs.k8saggregator);
+    assert_eq!(imported.secrets.bootstraptoken, "abcdef.0123456789abcdef");
+    assert!(
+        imported.certs.os != sample.certs.os,
+        "the Talos CA is generated"
+    );
+
+    sb.write("cp.yaml", SAMPLE_CP_V111);
+    let o = sb.run(
+        "v1.12.0",
+        &[
+            "gen",
+            "secrets",
+            "--from-controlplane-config",
+            "cp.yaml",
+            "-o",
+            "-",
+        ],
+    );
+    assert_exit(&o, 0);
+    assert!(pki::parse(&o.stdout).unwrap() == sample);
+    let o = sb.run(
+        "v1.12.0",
+        &["gen", "secrets", "--from-controlplane-config", "nope.yaml"],
+    );
+    assert_exit(&o, 1);
+    assert_eq!(
+        stderr(&o),
+        "failed to load controlplane config: open nope.yaml: no such file or directory\n"
+    );
+}
