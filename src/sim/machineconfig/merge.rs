@@ -7,13 +7,22 @@ use serde_json::Value;
 use crate::sim::machineconfig::schema::{self, FieldTable, MapKind};
 use crate::sim::machineconfig::yaml::{self, Style, Yaml};
 
-/// One loaded patch.
-#[derive(Clone, Debug, PartialEq)]
+/// One loaded patch. `Debug` shows the shape only (patch values may be key material).
+#[derive(Clone, PartialEq)]
 pub enum Patch {
     /// A partial machine config (one or more documents).
     Strategic(Vec<Yaml>),
     /// RFC 6902 operations.
     Json6902(Vec<Value>),
+}
+
+impl std::fmt::Debug for Patch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Patch::Strategic(docs) => f.debug_tuple("Strategic").field(docs).finish(),
+            Patch::Json6902(ops) => write!(f, "Json6902(<{} operations>)", ops.len()),
+        }
+    }
 }
 
 /// Patch failures, with Talos' texts where the reference gives them.
