@@ -282,7 +282,8 @@ fn gen_config_writes_three_files_with_talosctl_messages() {
 fn gen_config_is_byte_identical_for_identical_inputs_but_talosconfig_is_fresh() {
     let sb = Sandbox::new();
     sb.write("secrets.yaml", SAMPLE_SECRETS);
-    for out in ["a", "b"] {
+    // Output paths are shown as filepath.Join cleans them.
+    for (out, shown) in [("./a", "a"), ("b/", "b")] {
         let mut args = vec![
             "gen",
             "config",
@@ -301,7 +302,7 @@ fn gen_config_is_byte_identical_for_identical_inputs_but_talosconfig_is_fresh() 
         assert_eq!(
             stderr(&o),
             format!(
-                "generating PKI and tokens\nCreated {out}/controlplane.yaml\nCreated {out}/worker.yaml\nCreated {out}/talosconfig\n"
+                "generating PKI and tokens\nCreated {shown}/controlplane.yaml\nCreated {shown}/worker.yaml\nCreated {shown}/talosconfig\n"
             )
         );
     }
@@ -460,13 +461,16 @@ fn gen_config_honours_generation_flags() {
         "-t",
         "controlplane",
         "-o",
-        "cp.yaml",
+        "new/dir/cp.yaml",
     ];
     args.extend(PLAIN);
     let o = sb.run("v1.11.5", &args);
     assert_exit(&o, 0);
-    assert_eq!(stderr(&o), "generating PKI and tokens\nCreated cp.yaml\n");
-    let doc = yaml::parse_one(&sb.read("cp.yaml")).unwrap();
+    assert_eq!(
+        stderr(&o),
+        "generating PKI and tokens\nCreated new/dir/cp.yaml\n"
+    );
+    let doc = yaml::parse_one(&sb.read("new/dir/cp.yaml")).unwrap();
     let text = |p: &str| doc.path(p).and_then(Yaml::as_str).map(str::to_string);
     assert_eq!(
         text("machine.install.image").as_deref(),
@@ -621,7 +625,7 @@ fn gen_config_errors_match_talosctl() {
             "--with-secrets",
             "broken.yaml"
         ]),
-        "failed to validate secrets bundle: trustdinfo.token is required\n"
+        "failed to validate secrets bundle: 1 error occurred:\n\t* trustdinfo.token is required\n\n\n"
     );
     assert_eq!(
         case(&[
@@ -643,20 +647,7 @@ fn gen_config_errors_match_talosctl() {
             "--config-patch",
             "@nope.yaml"
         ]),
-        "open nope.yaml: no such file or directory\n"
-    );
-    assert_eq!(
-        case(&[
-            "gen",
-            "config",
-            "demo",
-            "https://a:6443",
-            "-t",
-            "worker",
-            "-o",
-            "no/such/w.yaml"
-        ]),
-        "generating PKI and tokens\nopen no/such/w.yaml: no such file or directory\n"
+        "error parsing config JSON patch: open nope.yaml: no such file or directory\n"
     );
     assert_eq!(
         case(&["gen", "config", "demo", "https://a:6443", "--version", "v2"]),
@@ -938,7 +929,7 @@ fn machineconfig_patch_json6902_only_on_single_document_configs() {
     let o = sb.run("v1.11.5", &["machineconfig", "patch"]);
     assert_exit(&o, 1);
     assert!(stderr(&o).starts_with(
-        "accepts 1 arg(s), received 0\n\nUsage:\n  talosctl machineconfig patch <path> [flags]\n"
+        "accepts 1 arg(s), received 0\n\nUsage:\n  talosctl machineconfig patch <machineconfig-file> [flags]\n"
     ));
     let o = sb.run(
         "v1.11.5",
@@ -1017,9 +1008,18 @@ fn config_commands_edit_the_talosconfig() {
     );
     let o = sb.run("v1.11.5", &[tc, "config", "info", "-o", "json"]);
     assert_exit(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "{{\n  \"context\": \"demo\",\n  \"nodes\": [\n    \"10.5.0.2\"\n  ],\n  \"endpoints\": [\n    \"10.5.0.2\",\n    \"10.5.0.3\"\n  ],\n  \"roles\": [\n    \"os:admin\"\n  ],\n  \"certTTL\": \"1 year from now\",\n  \"certNotAfter\": \"{}\"\n}}\n",
+            expiry.date()
+        )
+    );
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(json["context"], "demo");
-    assert_eq!(json["roles"], serde_json::json!(["os:admin"]));
+    let o = sb.run("v1.11.5", &[tc, "config", "info", "-o", "yaml"]);
+    assert_exit(&o, 0);
+    assert!(stdout(&o).starts_with("context: demo\nnodes:\n    - 10.5.0.2\n"));
 
     let o = sb.run("v1.11.5", &[tc, "config", "contexts"]);
     assert_exit(&o, 0);
@@ -1210,7 +1210,24 @@ fn talix_sim_talosctl_behaves_like_the_symlink() {
 
 #[test]
 fn validation_catches_what_talos_rejects_in_generated_configs() {
-    let out = gen_with_sample_secrets("v1.12.0", "", "worker");
+    let sb = Sandbox::new();
+    sb.write("secrets.yaml", SAMPLE_SECRETS);
+    let mut args = vec![
+        "gen",
+        "config",
+        "demo",
+        "https://10.5.0.10:6443",
+        "--with-secrets",
+        "secrets.yaml",
+        "-t",
+        "worker",
+        "-o",
+        "-",
+    ];
+    args.extend(PLAIN);
+    let o = sb.run("v1.12.0", &args);
+    assert_exit(&o, 0);
+    let out = stdout(&o);
     assert!(machineconfig::validate(out.as_bytes()).is_ok());
 
     // Trap 2: a static hostname next to the v1.12 HostnameConfig document.
@@ -1219,6 +1236,14 @@ fn validation_catches_what_talos_rejects_in_generated_configs() {
         machineconfig::validate(hostname.as_bytes()).unwrap_err(),
         [machineconfig::HOSTNAME_CONFLICT]
     );
+    // Trap 5: a v1.12-contract config on a v1.11 node.
+    assert_eq!(
+        machineconfig::validate_for(out.as_bytes(), "v1.11.5").unwrap_err(),
+        [
+            "failed to parse config: unknown keys found during decoding:\nmachine:\n    install:\n        grubUseUKICmdline: true\n"
+        ]
+    );
+    assert!(machineconfig::validate_for(out.as_bytes(), "v1.12.4").is_ok());
     // A VIP on a worker.
     let vip = out.replace(
         "    network: {}\n",
@@ -1232,16 +1257,18 @@ fn validation_catches_what_talos_rejects_in_generated_configs() {
     let typo = out.replace("    network: {}\n", "    netwrok: {}\n");
     assert_eq!(
         machineconfig::validate(typo.as_bytes()).unwrap_err(),
-        ["unknown keys found during decoding:\nmachine:\n    netwrok: {}\n"]
+        [
+            "failed to parse config: unknown keys found during decoding:\nmachine:\n    netwrok: {}\n"
+        ]
     );
-    // Malformed address.
+    // Malformed addresses (a bare IP is fine, as in Talos).
     let address = out.replace(
         "    network: {}\n",
-        "    network:\n        interfaces:\n            - interface: eth0\n              addresses: [10.5.0.5]\n",
+        "    network:\n        interfaces:\n            - interface: eth0\n              addresses: [10.5.0.5, 10.5.0.300/24]\n",
     );
     assert_eq!(
         machineconfig::validate(address.as_bytes()).unwrap_err(),
-        ["[networking.os.device.addresses] failed to parse \"10.5.0.5\" as CIDR"]
+        ["[networking.os.device.addresses] \"eth0\": invalid CIDR address: 10.5.0.300/24"]
     );
     // No v1alpha1 document.
     let only_hostname = "apiVersion: v1alpha1\nkind: HostnameConfig\nauto: stable\n";
@@ -1362,4 +1389,74 @@ fn gen_config_features_follow_the_contract() {
     for text in [&v111, &v112, &v113] {
         assert!(machineconfig::validate(text.as_bytes()).is_ok());
     }
+}
+
+#[test]
+fn gen_secrets_imports_kubernetes_pki_and_controlplane_configs() {
+    let sb = Sandbox::new();
+    let sample = pki::parse(SAMPLE_SECRETS.as_bytes()).unwrap();
+    fs_err::create_dir_all(sb.path("pki/etcd")).unwrap();
+    for (which, crt, key) in [
+        ("k8s", "pki/ca.crt", "pki/ca.key"),
+        ("etcd", "pki/etcd/ca.crt", "pki/etcd/ca.key"),
+        (
+            "k8saggregator",
+            "pki/front-proxy-ca.crt",
+            "pki/front-proxy-ca.key",
+        ),
+    ] {
+        let (crt_pem, key_pem) = sample.ca_pem(which);
+        sb.write(crt, &crt_pem);
+        sb.write(key, &key_pem);
+    }
+    let sa = pki::decode_b64_text(&sample.certs.k8sserviceaccount.as_ref().unwrap().key).unwrap();
+    sb.write("pki/sa.key", &sa);
+    let o = sb.run(
+        "v1.12.0",
+        &[
+            "gen",
+            "secrets",
+            "-p",
+            "pki",
+            "-t",
+            "abcdef.0123456789abcdef",
+            "-o",
+            "-",
+        ],
+    );
+    assert_exit(&o, 0);
+    let imported = pki::parse(&o.stdout).unwrap();
+    assert_eq!(imported.validate(), vec![]);
+    assert!(imported.certs.k8s == sample.certs.k8s);
+    assert!(imported.certs.etcd == sample.certs.etcd);
+    assert!(imported.certs.k8saggregator == sample.certs.k8saggregator);
+    assert_eq!(imported.secrets.bootstraptoken, "abcdef.0123456789abcdef");
+    assert!(
+        imported.certs.os != sample.certs.os,
+        "the Talos CA is generated"
+    );
+
+    sb.write("cp.yaml", SAMPLE_CP_V111);
+    let o = sb.run(
+        "v1.12.0",
+        &[
+            "gen",
+            "secrets",
+            "--from-controlplane-config",
+            "cp.yaml",
+            "-o",
+            "-",
+        ],
+    );
+    assert_exit(&o, 0);
+    assert!(pki::parse(&o.stdout).unwrap() == sample);
+    let o = sb.run(
+        "v1.12.0",
+        &["gen", "secrets", "--from-controlplane-config", "nope.yaml"],
+    );
+    assert_exit(&o, 1);
+    assert_eq!(
+        stderr(&o),
+        "failed to load controlplane config: open nope.yaml: no such file or directory\n"
+    );
 }

@@ -1,19 +1,28 @@
 #!/usr/bin/env python3
 """Derives src/sim/machineconfig/known_fields.txt from the Talos machine-config JSON schemas.
 
-Usage: tools/derive_known_fields.py SCHEMA.json... > src/sim/machineconfig/known_fields.txt
-Each output line is `<kind> <path> [<scalar type>]`, in schema (= Go struct field) order, first schema first; `v1alpha1` is the legacy document. Paths use `.` between
-keys, `[]` for list items, `{}` for keys of a typed map, and end in `*` below which anything
-is accepted (free-form objects such as extraArgs or embedded Kubernetes manifests).
+Usage (schemas oldest first; the simulator reads bit 0 = v1.11, bit 1 = v1.13, bit 2 = newest):
+  tools/derive_known_fields.py config.schema.v1.11.json config.schema.v1.13.json \
+      config.schema.json > src/sim/machineconfig/known_fields.txt
+
+Each output line is `<kind> <path> <scalar type or -> <schema mask>` (bit i set = known to the
+i-th schema argument), in schema (= Go struct field) order, first schema first. `v1alpha1` is
+the legacy document. Paths use `.` between keys, `[]` for list items, `{}` for keys of a typed
+map, and end in `*` below which anything is accepted (free-form objects such as extraArgs or
+embedded Kubernetes manifests).
 """
 import json
 import sys
 
 out = []
 seen_lines = set()
+# Which schema files (bit i = i-th argument) know each entry.
+masks = {}
+current_bit = 1
 
 
 def add(entry):
+    masks[entry] = masks.get(entry, 0) | current_bit
     if entry not in seen_lines:
         seen_lines.add(entry)
         out.append(entry)
@@ -81,7 +90,8 @@ def walk(defs, node, kind, path, seen):
             walk(defs, items, kind, f"{path}[]", seen)
 
 
-for schema_path in sys.argv[1:]:
+for index, schema_path in enumerate(sys.argv[1:]):
+    current_bit = 1 << index
     schema = json.load(open(schema_path))
     defs = schema["$defs"]
     for ref in schema["oneOf"]:
@@ -92,12 +102,11 @@ for schema_path in sys.argv[1:]:
         add((kind, ""))
         walk(defs, doc, kind, "", set())
 
+# `persist` is in no schema but every loader accepts it.
+current_bit = (1 << (len(sys.argv) - 1)) - 1
 add(("v1alpha1", "persist"))
 for kind, path in out:
-    if path:
-        found = types.get((kind, path), set())
-        # Only fields with one unambiguous scalar type across all schemas get a type column.
-        suffix = f" {next(iter(found))}" if len(found) == 1 else ""
-        print(f"{kind} {path}{suffix}")
-    else:
-        print(f"{kind} .")
+    found = types.get((kind, path), set())
+    # Only fields with one unambiguous scalar type across all schemas get a type.
+    scalar = next(iter(found)) if len(found) == 1 else "-"
+    print(f"{kind} {path or '.'} {scalar} {masks[(kind, path)]}")

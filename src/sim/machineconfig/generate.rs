@@ -714,7 +714,6 @@ mod tests {
                 input.install_image = "ghcr.io/siderolabs/installer:v1.11.5".to_string();
                 if features {
                     input.kubespan = true;
-                    input.discovery = false;
                     input.additional_sans = vec!["10.5.0.10".to_string()];
                     input.registry_mirrors =
                         vec![("docker.io".to_string(), "http://127.0.0.1:5000".to_string())];
@@ -736,6 +735,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn kubespan_without_discovery_is_rejected_like_talos_does() {
+        let mut input = fixture_input(Contract::parse("v1.11").unwrap());
+        input.install_disk = "/dev/sda".to_string();
+        input.kubespan = true;
+        input.discovery = false;
+        let text = yaml::emit_documents(&generate(&sample_bundle(), &input, MachineType::Worker));
+        assert_eq!(
+            crate::sim::machineconfig::validate(text.as_bytes()).unwrap_err(),
+            [".cluster.discovery should be enabled when .machine.network.kubespan is enabled"]
+        );
     }
 
     #[test]

@@ -7,13 +7,22 @@ use serde_json::Value;
 use crate::sim::machineconfig::schema::{self, FieldTable, MapKind};
 use crate::sim::machineconfig::yaml::{self, Style, Yaml};
 
-/// One loaded patch.
-#[derive(Clone, Debug, PartialEq)]
+/// One loaded patch. `Debug` shows the shape only (patch values may be key material).
+#[derive(Clone, PartialEq)]
 pub enum Patch {
     /// A partial machine config (one or more documents).
     Strategic(Vec<Yaml>),
     /// RFC 6902 operations.
     Json6902(Vec<Value>),
+}
+
+impl std::fmt::Debug for Patch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Patch::Strategic(docs) => f.debug_tuple("Strategic").field(docs).finish(),
+            Patch::Json6902(ops) => write!(f, "Json6902(<{} operations>)", ops.len()),
+        }
+    }
 }
 
 /// Patch failures, with Talos' texts where the reference gives them.
@@ -87,6 +96,9 @@ fn check_strategic_document(doc: &Yaml) -> Result<(), String> {
     let kind = if crate::sim::machineconfig::is_v1alpha1_document(doc) {
         "v1alpha1".to_string()
     } else if let Some(kind) = doc.get("kind").and_then(Yaml::as_str) {
+        if doc.get("apiVersion").is_none() {
+            return Err("missing apiVersion".to_string());
+        }
         kind.to_string()
     } else {
         return Err("missing kind".to_string());
@@ -96,7 +108,8 @@ fn check_strategic_document(doc: &Yaml) -> Result<(), String> {
             .get("apiVersion")
             .and_then(Yaml::as_str)
             .unwrap_or_default();
-        return Err(format!("unknown document type \"{api}/{kind}\""));
+        // The upstream registry's error (`"Kind" "version": not registered`).
+        return Err(format!("\"{kind}\" \"{api}\": not registered"));
     }
     if let Some(unknown) = schema::unknown_keys(doc, &kind) {
         return Err(format!(
@@ -625,6 +638,12 @@ mod tests {
             Patch::Json6902(_)
         ));
         assert_eq!(patch(""), Patch::Json6902(vec![]));
+        assert_eq!(
+            parse_patch("apiVersion: v1alpha1\nkind: NopeConfig\n")
+                .unwrap_err()
+                .to_string(),
+            "\"NopeConfig\" \"v1alpha1\": not registered"
+        );
         let err = parse_patch("machine:\n  netwrk: {}\n").unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -5,7 +5,13 @@ pub mod contract;
 pub mod generate;
 pub mod merge;
 pub mod schema;
+mod validate;
 pub mod yaml;
+
+pub use validate::{
+    HOSTNAME_CONFLICT, MISSING_V1ALPHA1, PARSE_PREFIX, STABLE_HOSTNAME_CONFLICT, VIP_ON_WORKER,
+    format_errors, validate, validate_for,
+};
 
 use std::fmt;
 use std::net::IpAddr;
@@ -188,6 +194,13 @@ pub fn decode_b64_pem(doc: &Yaml, dotted: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A static address as Talos reads it: CIDR, or a bare IP meaning a host prefix.
+pub fn parse_address(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
 fn image_tag_version(image: &str) -> Option<String> {
     let (_, tag) = image.rsplit_once(':')?;
     if tag.contains('/') {
@@ -230,7 +243,7 @@ pub fn summarize_documents(config: &ConfigDocuments) -> Result<MachineConfigSumm
                 .and_then(Yaml::as_seq)
                 .unwrap_or_default()
                 .iter()
-                .filter_map(|a| a.as_str().and_then(|s| s.parse::<IpNet>().ok()))
+                .filter_map(|a| a.as_str().and_then(parse_address))
                 .collect();
             let dhcp = matches!(device.get("dhcp"), Some(Yaml::Bool(true)));
             if let Some(ip) = str_at(device, "vip.ip").and_then(|s| s.parse::<IpAddr>().ok()) {
@@ -350,208 +363,6 @@ pub fn summarize_documents(config: &ConfigDocuments) -> Result<MachineConfigSumm
     })
 }
 
-/// Message of a node rejecting a config without the legacy document (talosctl-cli.md §5).
-pub const MISSING_V1ALPHA1: &str = "the applied machine configuration doesn't contain v1alpha1 config, did you mean to patch the machine config instead?";
-/// Talos' message for a VIP on a worker.
-pub const VIP_ON_WORKER: &str = "virtual (shared) IP is not allowed on non-controlplane nodes";
-/// Talos' message for a static hostname next to a `HostnameConfig` document.
-pub const HOSTNAME_CONFLICT: &str = "static hostname is already set in v1alpha1 config";
-
-/// Talos' message for `stableHostname: true` in v1alpha1 next to a `HostnameConfig` document.
-pub const STABLE_HOSTNAME_CONFLICT: &str = "stable hostname is already set in v1alpha1 config";
-
-/// `HostnameConfigV1Alpha1.Validate` (pkg/machinery/config/types/network/hostname.go).
-fn hostname_config_errors(doc: &Yaml) -> Vec<String> {
-    let mut errors = Vec::new();
-    let auto = doc.get("auto").and_then(Yaml::as_str);
-    let hostname = str_at(doc, "hostname");
-    if auto.is_none() && hostname.is_none() {
-        errors.push("either 'auto' or 'hostname' must be set".to_string());
-    }
-    if auto.is_some_and(|a| a != "off") && hostname.is_some() {
-        errors.push("'auto' and 'hostname' cannot be set at the same time".to_string());
-    }
-    if let Some(value) = auto
-        && value != "off"
-        && value != "stable"
-    {
-        errors.push(format!("invalid value for 'auto': {value}"));
-    }
-    if let Some(fqdn) = hostname {
-        if fqdn.len() > 253 {
-            errors.push(format!("fqdn is too long: {}", fqdn.len()));
-        }
-        let host = fqdn.split('.').next().unwrap_or_default();
-        if host.is_empty() || host.len() > 63 {
-            errors.push(format!("invalid hostname \"{host}\""));
-        }
-    }
-    errors
-}
-
-/// Checks a machine config the way a Talos node does before accepting it. On success returns its
-/// summary; otherwise every problem found, one message each (callers join them Talos-style).
-pub fn validate(bytes: &[u8]) -> Result<MachineConfigSummary, Vec<String>> {
-    let config = ConfigDocuments::parse(bytes).map_err(|e| vec![e.to_string()])?;
-    let mut errors = Vec::new();
-
-    let legacy_count = config
-        .docs
-        .iter()
-        .filter(|d| is_v1alpha1_document(d))
-        .count();
-    if legacy_count == 0 {
-        return Err(vec![MISSING_V1ALPHA1.to_string()]);
-    }
-    let mut seen: Vec<(String, String)> = Vec::new();
-    for doc in &config.docs {
-        if doc.as_map().is_none() {
-            errors.push("missing kind".to_string());
-            continue;
-        }
-        let kind = schema::document_kind(doc);
-        let name = doc
-            .get("name")
-            .and_then(Yaml::as_str)
-            .unwrap_or_default()
-            .to_string();
-        if seen.contains(&(kind.clone(), name.clone())) {
-            let api = doc
-                .get("apiVersion")
-                .and_then(Yaml::as_str)
-                .unwrap_or_default();
-            errors.push(format!("duplicate document: {api}/{kind} is not allowed"));
-        }
-        seen.push((kind.clone(), name));
-        if !schema::FieldTable::get().knows_kind(&kind) {
-            let api = doc
-                .get("apiVersion")
-                .and_then(Yaml::as_str)
-                .unwrap_or_default();
-            errors.push(format!("unknown document type \"{api}/{kind}\""));
-            continue;
-        }
-        if let Some(unknown) = schema::unknown_keys(doc, &kind) {
-            errors.push(format!(
-                "unknown keys found during decoding:\n{}",
-                yaml::emit(&unknown)
-            ));
-        }
-        errors.extend(schema::type_errors(doc, &kind));
-    }
-
-    let summary = match summarize_documents(&config) {
-        Ok(summary) => Some(summary),
-        Err(e) => {
-            errors.push(e.to_string());
-            None
-        }
-    };
-    let main = config.v1alpha1().cloned().unwrap_or(Yaml::Null);
-    let worker = summary
-        .as_ref()
-        .is_some_and(|s| !s.machine_type.is_control_plane());
-
-    let mut devices: Vec<&Yaml> = Vec::new();
-    for device in main
-        .path("machine.network.interfaces")
-        .and_then(Yaml::as_seq)
-        .unwrap_or_default()
-    {
-        devices.push(device);
-        devices.extend(
-            device
-                .get("vlans")
-                .and_then(Yaml::as_seq)
-                .unwrap_or_default(),
-        );
-    }
-    for device in devices {
-        for address in device
-            .get("addresses")
-            .and_then(Yaml::as_seq)
-            .unwrap_or_default()
-        {
-            let text = address.as_str().unwrap_or_default();
-            if text.parse::<IpNet>().is_err() {
-                errors.push(format!(
-                    "[networking.os.device.addresses] failed to parse \"{text}\" as CIDR"
-                ));
-            }
-        }
-        if let Some(vip) = device.get("vip") {
-            let ip = vip.get("ip").and_then(Yaml::as_str).unwrap_or_default();
-            if ip.parse::<IpAddr>().is_err() {
-                errors.push(format!(
-                    "[networking.os.device.vip] failed to parse \"{ip}\" as IP address"
-                ));
-            }
-            if worker {
-                errors.push(VIP_ON_WORKER.to_string());
-            }
-        }
-    }
-    for link in config.of_kind("LinkConfig") {
-        let name = str_at(link, "name").unwrap_or_default();
-        for address in link
-            .get("addresses")
-            .and_then(Yaml::as_seq)
-            .unwrap_or_default()
-        {
-            let text = str_at(address, "address").unwrap_or_default();
-            if text.parse::<IpNet>().is_err() {
-                errors.push(format!(
-                    "LinkConfig \"{name}\": failed to parse address \"{text}\" as CIDR"
-                ));
-            }
-        }
-    }
-    for vip in config.of_kind("Layer2VIPConfig") {
-        let ip = str_at(vip, "name").unwrap_or_default();
-        if ip.parse::<IpAddr>().is_err() {
-            errors.push(format!(
-                "Layer2VIPConfig: failed to parse \"{ip}\" as IP address"
-            ));
-        }
-        if worker {
-            errors.push(VIP_ON_WORKER.to_string());
-        }
-    }
-    for hostname_doc in config.of_kind("HostnameConfig") {
-        errors.extend(hostname_config_errors(hostname_doc));
-        // V1Alpha1ConflictValidate (network/hostname.go): the legacy document must not set a
-        // hostname itself, statically or through the stableHostname feature.
-        if str_at(&main, "machine.network.hostname").is_some() {
-            errors.push(HOSTNAME_CONFLICT.to_string());
-        } else if main.path("machine.features.stableHostname") == Some(&Yaml::Bool(true)) {
-            errors.push(STABLE_HOSTNAME_CONFLICT.to_string());
-        }
-    }
-    if let Some(endpoint) = str_at(&main, "cluster.controlPlane.endpoint")
-        && !endpoint.starts_with("https://")
-    {
-        errors.push(format!(
-            "cluster.controlPlane.endpoint: the control plane endpoint URL should have scheme https://: \"{endpoint}\""
-        ));
-    }
-
-    match (summary, errors.is_empty()) {
-        (Some(summary), true) => Ok(summary),
-        _ => Err(errors),
-    }
-}
-
-/// Renders validation errors the way Talos' multierror does.
-pub fn format_errors(errors: &[String]) -> String {
-    let noun = if errors.len() == 1 { "error" } else { "errors" };
-    let mut text = format!("{} {noun} occurred:\n", errors.len());
-    for e in errors {
-        text.push_str(&format!("\t* {e}\n"));
-    }
-    text.push('\n');
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -587,81 +398,6 @@ mod tests {
         assert_eq!(cp.kubernetes_version.as_deref(), Some("1.28.0"));
         assert!(cp.k8s_ca.crt_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(cp.document_kinds.iter().any(|k| k == "HostnameConfig"));
-    }
-
-    fn validation_errors(text: &str) -> Vec<String> {
-        validate(text.as_bytes()).unwrap_err()
-    }
-
-    #[test]
-    fn validation_accepts_samples() {
-        for text in [CP_V111, WORKER_V111, CP_V114] {
-            assert!(validate(text.as_bytes()).is_ok());
-        }
-    }
-
-    #[test]
-    fn validation_catches_what_talos_rejects() {
-        let unknown = CP_V111.replace(
-            "    network: {}\n",
-            "    network:\n        interfacez: []\n",
-        );
-        assert_eq!(
-            validation_errors(&unknown),
-            [
-                "unknown keys found during decoding:\nmachine:\n    network:\n        interfacez: []\n"
-            ]
-        );
-        let vip_on_worker = WORKER_V111.replace(
-            "    network: {}\n",
-            "    network:\n        interfaces:\n            - interface: eth0\n              vip:\n                ip: 10.5.0.10\n",
-        );
-        assert_eq!(validation_errors(&vip_on_worker), [VIP_ON_WORKER]);
-        let hostname_twice = CP_V111
-            .replace("    network: {}\n", "    network:\n        hostname: cp1\n")
-            + "---\napiVersion: v1alpha1\nkind: HostnameConfig\nauto: stable\n";
-        assert_eq!(validation_errors(&hostname_twice), [HOSTNAME_CONFLICT]);
-        let stable_twice =
-            format!("{CP_V111}---\napiVersion: v1alpha1\nkind: HostnameConfig\nauto: stable\n");
-        assert_eq!(validation_errors(&stable_twice), [STABLE_HOSTNAME_CONFLICT]);
-        let both = CP_V114.replace(
-            "kind: HostnameConfig\nauto: stable\n",
-            "kind: HostnameConfig\nauto: stable\nhostname: cp1\n",
-        );
-        assert_eq!(
-            validation_errors(&both),
-            ["'auto' and 'hostname' cannot be set at the same time"]
-        );
-        let static_name = CP_V114.replace(
-            "kind: HostnameConfig\nauto: stable\n",
-            "kind: HostnameConfig\nauto: off\nhostname: cp1\n",
-        );
-        assert_eq!(
-            validate(static_name.as_bytes())
-                .unwrap()
-                .hostname
-                .as_deref(),
-            Some("cp1")
-        );
-        assert_eq!(
-            validation_errors("apiVersion: v1alpha1\nkind: HostnameConfig\nauto: stable\n"),
-            [MISSING_V1ALPHA1]
-        );
-        let bad_address = CP_V111.replace(
-            "    network: {}\n",
-            "    network:\n        interfaces:\n            - interface: eth0\n              addresses: [10.5.0.300/24]\n              vip:\n                ip: not-an-ip\n",
-        );
-        assert_eq!(
-            validation_errors(&bad_address),
-            [
-                "[networking.os.device.addresses] failed to parse \"10.5.0.300/24\" as CIDR",
-                "[networking.os.device.vip] failed to parse \"not-an-ip\" as IP address",
-            ]
-        );
-        assert_eq!(
-            format_errors(&[VIP_ON_WORKER.to_string()]),
-            format!("1 error occurred:\n\t* {VIP_ON_WORKER}\n\n")
-        );
     }
 
     #[test]

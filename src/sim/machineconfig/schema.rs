@@ -12,6 +12,29 @@ use crate::sim::machineconfig::yaml::Yaml;
 pub struct FieldTable {
     order: HashMap<(String, String), usize>,
     types: HashMap<(String, String), ScalarType>,
+    masks: HashMap<(String, String), u8>,
+}
+
+/// Which schema generations a check accepts fields from (bits of `known_fields.txt`).
+pub type SchemaMask = u8;
+/// Fields of the v1.11 schema (the classic layout).
+pub const SCHEMA_V1_11: SchemaMask = 1;
+/// Fields of the v1.13 schema.
+pub const SCHEMA_V1_13: SchemaMask = 2;
+/// Fields of the newest schema (v1.14+ layout).
+pub const SCHEMA_NEWEST: SchemaMask = 4;
+/// Every field any schema knows (what the newest loader accepts: deprecated fields stay).
+pub const SCHEMA_ALL: SchemaMask = SCHEMA_V1_11 | SCHEMA_V1_13 | SCHEMA_NEWEST;
+
+/// The fields a Talos node of `talos_version` (e.g. `v1.11.5`) decodes: loaders keep
+/// accepting fields older schemas documented, so each generation adds to the previous ones.
+/// v1.12 nodes are approximated by the v1.13 schema. Unparsable versions accept everything.
+pub fn schema_mask_for_version(talos_version: &str) -> SchemaMask {
+    match crate::sim::machineconfig::contract::parse_major_minor(talos_version) {
+        Some(v) if v <= (1, 11) => SCHEMA_V1_11,
+        Some(v) if v <= (1, 13) => SCHEMA_V1_11 | SCHEMA_V1_13,
+        _ => SCHEMA_ALL,
+    }
 }
 
 /// The scalar type the schema gives a field.
@@ -60,6 +83,7 @@ impl FieldTable {
     fn load() -> FieldTable {
         let mut order = HashMap::new();
         let mut types = HashMap::new();
+        let mut masks = HashMap::new();
         for (index, line) in include_str!("known_fields.txt").lines().enumerate() {
             let mut parts = line.split(' ');
             let (Some(kind), Some(path)) = (parts.next(), parts.next()) else {
@@ -70,9 +94,18 @@ impl FieldTable {
             if let Some(scalar) = parts.next().and_then(ScalarType::parse) {
                 types.insert(key.clone(), scalar);
             }
+            let mask = parts
+                .next()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(SCHEMA_ALL);
+            masks.insert(key.clone(), mask);
             order.insert(key, index);
         }
-        FieldTable { order, types }
+        FieldTable {
+            order,
+            types,
+            masks,
+        }
     }
 
     /// The shared table.
@@ -83,12 +116,23 @@ impl FieldTable {
 
     /// Whether documents of this kind exist (`v1alpha1` = the legacy document).
     pub fn knows_kind(&self, kind: &str) -> bool {
-        self.order.contains_key(&(kind.to_string(), String::new()))
+        self.knows_kind_in(kind, SCHEMA_ALL)
+    }
+
+    /// Whether the given schema generations know documents of this kind.
+    pub fn knows_kind_in(&self, kind: &str, allowed: SchemaMask) -> bool {
+        self.has_in(kind, "", allowed)
     }
 
     fn has(&self, kind: &str, path: &str) -> bool {
         self.order
             .contains_key(&(kind.to_string(), path.to_string()))
+    }
+
+    fn has_in(&self, kind: &str, path: &str, allowed: SchemaMask) -> bool {
+        self.masks
+            .get(&(kind.to_string(), path.to_string()))
+            .is_some_and(|m| m & allowed != 0)
     }
 
     /// How the mapping at schema path `path` is keyed.
@@ -104,13 +148,23 @@ impl FieldTable {
 
     /// Schema path of child `key` of the mapping at `path`, or None when unknown.
     pub fn child(&self, kind: &str, path: &str, key: &str) -> Option<String> {
+        self.child_in(kind, path, key, SCHEMA_ALL)
+    }
+
+    /// [`FieldTable::child`] restricted to the given schema generations.
+    pub fn child_in(
+        &self,
+        kind: &str,
+        path: &str,
+        key: &str,
+        allowed: SchemaMask,
+    ) -> Option<String> {
         match self.map_kind(kind, path) {
             MapKind::FreeForm => Some(join(path, "*")),
             MapKind::Keyed => Some(join(path, "{}")),
             MapKind::Struct => {
                 let child = join(path, key);
-                (self.has(kind, &child) || (kind == "v1alpha1" && child == "persist"))
-                    .then_some(child)
+                self.has_in(kind, &child, allowed).then_some(child)
             }
         }
     }
@@ -158,10 +212,21 @@ pub fn document_kind(doc: &Yaml) -> String {
 /// Unknown keys of a document as a tree of the offending keys and values (for Talos'
 /// `unknown keys found during decoding:` message); None when every key is known.
 pub fn unknown_keys(doc: &Yaml, kind: &str) -> Option<Yaml> {
-    unknown_below(FieldTable::get(), doc, kind, "")
+    unknown_keys_in(doc, kind, SCHEMA_ALL)
 }
 
-fn unknown_below(table: &FieldTable, node: &Yaml, kind: &str, path: &str) -> Option<Yaml> {
+/// [`unknown_keys`] for a node that knows only the given schema generations.
+pub fn unknown_keys_in(doc: &Yaml, kind: &str, allowed: SchemaMask) -> Option<Yaml> {
+    unknown_below(FieldTable::get(), doc, kind, "", allowed)
+}
+
+fn unknown_below(
+    table: &FieldTable,
+    node: &Yaml,
+    kind: &str,
+    path: &str,
+    allowed: SchemaMask,
+) -> Option<Yaml> {
     match node {
         Yaml::Map(entries) => {
             if table.map_kind(kind, path) == MapKind::FreeForm {
@@ -172,10 +237,10 @@ fn unknown_below(table: &FieldTable, node: &Yaml, kind: &str, path: &str) -> Opt
                 if key == "$patch" {
                     continue;
                 }
-                match table.child(kind, path, key) {
+                match table.child_in(kind, path, key, allowed) {
                     None => unknown.push((key.clone(), redact_long_strings(value))),
                     Some(child) => {
-                        if let Some(sub) = unknown_below(table, value, kind, &child) {
+                        if let Some(sub) = unknown_below(table, value, kind, &child, allowed) {
                             unknown.push((key.clone(), sub));
                         }
                     }
@@ -187,7 +252,7 @@ fn unknown_below(table: &FieldTable, node: &Yaml, kind: &str, path: &str) -> Opt
             let item_path = format!("{path}[]");
             let unknown: Vec<Yaml> = items
                 .iter()
-                .filter_map(|item| unknown_below(table, item, kind, &item_path))
+                .filter_map(|item| unknown_below(table, item, kind, &item_path, allowed))
                 .collect();
             (!unknown.is_empty()).then_some(Yaml::Seq(unknown))
         }
@@ -358,6 +423,30 @@ mod tests {
             }
             assert_eq!(yaml::emit_documents(&docs), text);
         }
+    }
+
+    #[test]
+    fn older_nodes_know_fewer_fields() {
+        let doc =
+            yaml::parse_one("machine:\n    install:\n        grubUseUKICmdline: true\n").unwrap();
+        let v111 = schema_mask_for_version("v1.11.5");
+        assert_eq!(
+            yaml::emit(&unknown_keys_in(&doc, "v1alpha1", v111).unwrap()),
+            "machine:\n    install:\n        grubUseUKICmdline: true\n"
+        );
+        assert_eq!(
+            unknown_keys_in(&doc, "v1alpha1", schema_mask_for_version("v1.12.0")),
+            None
+        );
+        let table = FieldTable::get();
+        assert!(!table.knows_kind_in("HostnameConfig", v111));
+        assert!(table.knows_kind_in("HostnameConfig", schema_mask_for_version("v1.12.1")));
+        // Deprecated fields stay accepted by newer loaders.
+        let network = yaml::parse_one("machine:\n    network:\n        hostname: a\n").unwrap();
+        assert_eq!(
+            unknown_keys_in(&network, "v1alpha1", schema_mask_for_version("v1.14.0")),
+            None
+        );
     }
 
     #[test]

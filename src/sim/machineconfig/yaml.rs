@@ -361,7 +361,7 @@ impl Writer {
                 self.seq(out, items, self.style.seq_child(indent), false);
             }
             Yaml::Str(s) if is_block_literal(s) => {
-                write_literal(out, s, self.style.map_child(indent))
+                write_literal(out, s, indent, self.style.map_child(indent))
             }
             other => {
                 out.push(' ');
@@ -384,7 +384,7 @@ impl Writer {
                 Yaml::Seq(inner) if !inner.is_empty() => self.seq(out, inner, indent + 2, true),
                 Yaml::Str(s) if is_block_literal(s) => {
                     out.pop();
-                    write_literal(out, s, self.style.map_child(indent));
+                    write_literal(out, s, indent, self.style.map_child(indent));
                 }
                 other => {
                     out.push_str(&scalar_inline(other));
@@ -395,13 +395,24 @@ impl Writer {
     }
 }
 
+/// Multi-line text goes into a literal block unless libyaml's analyzer forbids it (a space
+/// before a line break, trailing blanks, control characters): then it is double-quoted.
 fn is_block_literal(s: &str) -> bool {
-    s.contains('\n') && !s.chars().any(|c| c.is_control() && c != '\n')
+    s.contains('\n')
+        && !s.chars().any(|c| c.is_control() && c != '\n')
+        && !s.contains(" \n")
+        && !s.ends_with(' ')
 }
 
-fn write_literal(out: &mut String, s: &str, indent: usize) {
+/// A literal block for `s`; `parent` is the column of the owning key, `indent` the content's.
+fn write_literal(out: &mut String, s: &str, parent: usize, indent: usize) {
     let chomp = if s.ends_with('\n') { "" } else { "-" };
-    let indicator = if s.starts_with(' ') { "4" } else { "" };
+    // Text starting with a space needs an explicit indentation indicator.
+    let indicator = if s.starts_with(' ') {
+        (indent - parent).to_string()
+    } else {
+        String::new()
+    };
     out.push_str(&format!(" |{indicator}{chomp}\n"));
     let body = s.strip_suffix('\n').unwrap_or(s);
     for line in body.split('\n') {
@@ -583,6 +594,26 @@ mod tests {
         assert_eq!(
             emit_with(&doc, Style::GoYamlV2),
             "a:\n  b:\n  - x: 1\n    z:\n    - p\n  c: |\n    l1\n"
+        );
+    }
+
+    #[test]
+    fn multiline_text_round_trips() {
+        for text in ["a\nb\n", "a\nb", "a \nb\n", "  indented\nb\n", "tab\tx\ny"] {
+            let doc = Yaml::from_pairs([("k", Yaml::str(text))]);
+            assert_eq!(parse_one(&emit(&doc)).unwrap(), doc, "{text:?}");
+            let nested = Yaml::from_pairs([(
+                "list",
+                Yaml::Seq(vec![Yaml::from_pairs([
+                    ("name", Yaml::str("x")),
+                    ("k", Yaml::str(text)),
+                ])]),
+            )]);
+            assert_eq!(parse_one(&emit(&nested)).unwrap(), nested, "{text:?}");
+        }
+        assert_eq!(
+            emit(&Yaml::from_pairs([("k", Yaml::str("a\nb\n"))])),
+            "k: |\n    a\n    b\n"
         );
     }
 

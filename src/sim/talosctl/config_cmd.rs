@@ -54,9 +54,13 @@ pub fn run(args: Vec<String>) -> Result<(), CliError> {
     match sub.as_str() {
         "endpoint" | "endpoints" => {
             minimum_args(args, 1, &usage)?;
-            edit_current(&parsed, |ctx| ctx.endpoints = args.clone()).map_err(fail)
+            let trimmed = args.iter().map(|a| a.trim().to_string()).collect();
+            edit_current(&parsed, |ctx| ctx.endpoints = trimmed).map_err(fail)
         }
-        "node" | "nodes" => edit_current(&parsed, |ctx| ctx.nodes = args.clone()).map_err(fail),
+        "node" | "nodes" => {
+            let trimmed = args.iter().map(|a| a.trim().to_string()).collect();
+            edit_current(&parsed, |ctx| ctx.nodes = trimmed).map_err(fail)
+        }
         "context" | "use-context" => {
             exact_args(args, 1, &usage)?;
             let (path, mut config) = load(&parsed).map_err(fail)?;
@@ -66,10 +70,12 @@ pub fn run(args: Vec<String>) -> Result<(), CliError> {
                 ));
             }
             config.context = args[0].clone();
-            config.save(&path, 0o600).map_err(|e| fail(e.to_string()))
+            config
+                .save(&path, 0o600)
+                .map_err(|e| fail(format!("error writing config: {e}")))
         }
         "contexts" | "get-contexts" => {
-            super::no_args(args, "config contexts", &usage)?;
+            // No Args validator upstream: extra arguments are ignored.
             let (_, config) = load(&parsed).map_err(fail)?;
             print!("{}", contexts_table(&config));
             Ok(())
@@ -81,7 +87,7 @@ pub fn run(args: Vec<String>) -> Result<(), CliError> {
             Ok(())
         }
         _ => {
-            exact_args(args, 1, &usage)?;
+            minimum_args(args, 1, &usage)?;
             merge(&parsed, &args[0]).map_err(fail)
         }
     }
@@ -90,21 +96,24 @@ pub fn run(args: Vec<String>) -> Result<(), CliError> {
 fn load(parsed: &ParsedFlags) -> Result<(PathBuf, Talosconfig), String> {
     let explicit = parsed.string("talosconfig");
     let path = talosconfig::resolve_path(Some(explicit.as_str()).filter(|p| !p.is_empty()))
-        .map_err(|e| e.to_string())?;
-    let config = Talosconfig::load(&path).map_err(|e| e.to_string())?;
+        .map_err(|e| format!("error reading config: {e}"))?;
+    let config = Talosconfig::load(&path).map_err(|e| format!("error reading config: {e}"))?;
     Ok((path, config))
 }
 
-/// The context a `config` subcommand edits (`--context` or the current one).
+/// The context a `config` subcommand edits: upstream first insists on a valid current context
+/// (`openConfigAndContext`), then picks `--context` if given (`getContextData`).
 fn context_name(config: &Talosconfig, parsed: &ParsedFlags) -> Result<String, String> {
-    let name = if parsed.changed("context") {
-        parsed.string("context")
-    } else {
-        config.context.clone()
-    };
-    if name.is_empty() {
+    if config.context.is_empty() {
         return Err(TalosconfigError::NoContext.to_string());
     }
+    if !config.contexts.contains_key(&config.context) {
+        return Err(TalosconfigError::UndefinedContext(config.context.clone()).to_string());
+    }
+    let name = match parsed.string("context") {
+        name if name.is_empty() => config.context.clone(),
+        name => name,
+    };
     if !config.contexts.contains_key(&name) {
         return Err(TalosconfigError::UndefinedContext(name).to_string());
     }
@@ -120,7 +129,9 @@ fn edit_current(
     if let Some(ctx) = config.contexts.get_mut(&name) {
         edit(ctx);
     }
-    config.save(&path, 0o600).map_err(|e| e.to_string())
+    config
+        .save(&path, 0o600)
+        .map_err(|e| format!("error writing config: {e}"))
 }
 
 /// Go's text/tabwriter with padding 3 (the last column is not padded).
@@ -207,28 +218,29 @@ pub fn humanize_from_now(seconds: i64) -> String {
     format!("{text} {suffix}")
 }
 
-fn go_duration(seconds: i64) -> String {
-    let sign = if seconds < 0 { "-" } else { "" };
-    let s = seconds.abs();
-    let (h, m, sec) = (s / 3600, (s % 3600) / 60, s % 60);
-    if h > 0 {
-        format!("{sign}{h}h{m}m{sec}s")
-    } else if m > 0 {
-        format!("{sign}{m}m{sec}s")
-    } else {
-        format!("{sign}{sec}s")
-    }
-}
-
 fn info(config: &Talosconfig, parsed: &ParsedFlags) -> Result<String, String> {
     let name = context_name(config, parsed)?;
     let ctx = &config.contexts[&name];
-    let facts = pki::decode_b64_text(&ctx.crt)
-        .and_then(|pem| pki::certificate_facts(&pem))
-        .map_err(|e| format!("error parsing client certificate: {e}"))?;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let not_after = time::OffsetDateTime::from_unix_timestamp(facts.not_after_unix)
-        .map_err(|e| e.to_string())?;
+    // configInfo: roles and expiry only when the context has a client certificate.
+    let (roles, cert_ttl, cert_not_after) = if ctx.crt.is_empty() {
+        (Vec::new(), String::new(), String::new())
+    } else {
+        let facts = pki::decode_b64_text(&ctx.crt)
+            .and_then(|pem| pki::certificate_facts(&pem))
+            .map_err(|e| e.to_string())?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let not_after = time::OffsetDateTime::from_unix_timestamp(facts.not_after_unix)
+            .map_err(|e| e.to_string())?;
+        let mut roles = facts.organizations.clone();
+        roles.sort();
+        (
+            roles,
+            humanize_from_now(facts.not_after_unix - now),
+            not_after.date().to_string(),
+        )
+    };
+    // Upstream prints the file's current context name even when --context picked another.
+    let shown_context = &config.context;
     let list_or = |items: &[String]| {
         if items.is_empty() {
             "not defined".to_string()
@@ -237,46 +249,66 @@ fn info(config: &Talosconfig, parsed: &ParsedFlags) -> Result<String, String> {
         }
     };
     match parsed.string("output").as_str() {
-        "text" => Ok(format!(
-            "Current context:     {name}\nNodes:               {}\nEndpoints:           {}\nRoles:               {}\nCertificate expires: {} ({})\n",
-            list_or(&ctx.nodes),
-            list_or(&ctx.endpoints),
-            facts.organizations.join(", "),
-            humanize_from_now(facts.not_after_unix - now),
-            not_after.date(),
-        )),
-        format @ ("json" | "yaml") => {
-            let rfc3339 = not_after
-                .format(&time::format_description::well_known::Rfc3339)
-                .map_err(|e| e.to_string())?;
+        "text" => {
+            let mut out = format!(
+                "Current context:     {shown_context}\nNodes:               {}\nEndpoints:           {}",
+                list_or(&ctx.nodes),
+                list_or(&ctx.endpoints),
+            );
+            if !roles.is_empty() {
+                out.push_str(&format!("\nRoles:               {}", roles.join(", ")));
+            }
+            if !cert_ttl.is_empty() {
+                out.push_str(&format!(
+                    "\nCertificate expires: {cert_ttl} ({cert_not_after})"
+                ));
+            }
+            out.push('\n');
+            Ok(out)
+        }
+        "json" => {
+            // encoding/json keeps struct field order; nil slices are null.
+            let list = |v: &[String]| {
+                if v.is_empty() {
+                    "null".to_string()
+                } else {
+                    serde_json::to_string_pretty(v)
+                        .unwrap_or_default()
+                        .replace('\n', "\n  ")
+                }
+            };
+            let quote = |v: &str| serde_json::to_string(v).unwrap_or_default();
+            Ok(format!(
+                "{{\n  \"context\": {},\n  \"nodes\": {},\n  \"endpoints\": {},\n  \"roles\": {},\n  \"certTTL\": {},\n  \"certNotAfter\": {}\n}}\n",
+                quote(shown_context),
+                list(&ctx.nodes),
+                list(&ctx.endpoints),
+                list(&roles),
+                quote(&cert_ttl),
+                quote(&cert_not_after),
+            ))
+        }
+        "yaml" => {
             let strings = |v: &[String]| Yaml::Seq(v.iter().map(Yaml::str).collect());
-            let doc = Yaml::from_pairs([
-                ("context", Yaml::str(&name)),
+            Ok(yaml::emit(&Yaml::from_pairs([
+                ("context", Yaml::str(shown_context)),
                 ("nodes", strings(&ctx.nodes)),
                 ("endpoints", strings(&ctx.endpoints)),
-                ("roles", strings(&facts.organizations)),
-                (
-                    "certTTL",
-                    Yaml::str(go_duration(facts.not_after_unix - now)),
-                ),
-                ("certNotAfter", Yaml::str(rfc3339)),
-            ]);
-            if format == "json" {
-                let mut text =
-                    serde_json::to_string_pretty(&doc.to_json()).map_err(|e| e.to_string())?;
-                text.push('\n');
-                Ok(text)
-            } else {
-                Ok(yaml::emit(&doc))
-            }
+                ("roles", strings(&roles)),
+                ("certTTL", Yaml::str(cert_ttl)),
+                ("certNotAfter", Yaml::str(cert_not_after)),
+            ])))
         }
         other => Err(format!("unknown output format: {other:?}")),
     }
 }
 
 fn merge(parsed: &ParsedFlags, from: &str) -> Result<(), String> {
-    let source = Talosconfig::load(std::path::Path::new(from)).map_err(|e| e.to_string())?;
     let (path, mut target) = load(parsed)?;
+    // clientconfig.Open creates a missing file, for the source as well.
+    let from_path =
+        talosconfig::resolve_path(Some(from)).map_err(|e| format!("error reading config: {e}"))?;
+    let source = Talosconfig::load(&from_path).map_err(|e| format!("error reading config: {e}"))?;
     let mut mapped = std::collections::BTreeMap::new();
     for (name, ctx) in &source.contexts {
         let mut merged = name.clone();
@@ -294,10 +326,12 @@ fn merge(parsed: &ParsedFlags, from: &str) -> Result<(), String> {
         mapped.insert(name.clone(), merged.clone());
         target.contexts.insert(merged, ctx.clone());
     }
-    if let Some(current) = mapped.get(&source.context) {
-        target.context = current.clone();
+    if !source.context.is_empty() {
+        target.context = mapped.get(&source.context).cloned().unwrap_or_default();
     }
-    target.save(&path, 0o600).map_err(|e| e.to_string())
+    target
+        .save(&path, 0o600)
+        .map_err(|e| format!("error writing config: {e}"))
 }
 
 #[cfg(test)]
@@ -326,6 +360,5 @@ mod tests {
         assert_eq!(humanize_from_now(365 * 86_400 - 5), "1 year from now");
         assert_eq!(humanize_from_now(3 * 86_400), "3 days from now");
         assert_eq!(humanize_from_now(-90), "1 minute ago");
-        assert_eq!(go_duration(8759 * 3600 + 59 * 60 + 58), "8759h59m58s");
     }
 }

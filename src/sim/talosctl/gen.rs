@@ -3,7 +3,7 @@
 //! and talosctl's exact messages and file handling.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::flags::{self, FlagKind, FlagSpec};
 use super::talosconfig::{TalosContext, Talosconfig, write_private};
@@ -277,14 +277,21 @@ fn gen_secrets(args: Vec<String>) -> Result<(), CliError> {
         .map_err(|e| CliError::new(e.to_string(), &usage))?;
     let mut bundle = if parsed.changed("from-controlplane-config") {
         let path = parsed.string("from-controlplane-config");
-        let bytes = read_file_go(&path).map_err(|e| CliError::new(e, &usage))?;
-        bundle_from_controlplane_config(&bytes).map_err(|e| CliError::new(e, &usage))?
+        let bytes = read_file_go(&path).map_err(|e| {
+            CliError::new(format!("failed to load controlplane config: {e}"), &usage)
+        })?;
+        bundle_from_controlplane_config(&bytes).map_err(|e| {
+            CliError::new(
+                format!("failed to create secrets bundle from controlplane config: {e}"),
+                &usage,
+            )
+        })?
     } else {
         pki::generate(contract).map_err(|e| CliError::new(e.to_string(), &usage))?
     };
     if parsed.changed("from-kubernetes-pki") {
         import_kubernetes_pki(&mut bundle, &parsed.string("from-kubernetes-pki"))
-            .map_err(|e| CliError::new(e, &usage))?;
+            .map_err(|e| CliError::new(format!("failed to create secrets bundle: {e}"), &usage))?;
         let token = parsed.string("kubernetes-bootstrap-token");
         if !token.is_empty() {
             bundle.secrets.bootstraptoken = token;
@@ -416,30 +423,111 @@ fn import_kubernetes_pki(bundle: &mut SecretsBundle, dir: &str) -> Result<(), St
     Ok(())
 }
 
-/// Validates the endpoint argument like talosctl (scheme must be https).
-fn check_endpoint(endpoint: &str) -> Result<(), String> {
-    if let Some((scheme, rest)) = endpoint.split_once("://") {
-        if scheme == "https" {
-            return Ok(());
+/// The parts of a Go `url.URL` that `validateClusterEndpoint` looks at.
+#[derive(Debug, Default)]
+struct GoUrl {
+    scheme: String,
+    host: String,
+    path: String,
+    opaque: String,
+}
+
+impl GoUrl {
+    /// `url.Parse` for the shapes a cluster endpoint takes; Err on Go's parse failures.
+    fn parse(text: &str) -> Result<GoUrl, String> {
+        let mut url = GoUrl::default();
+        let mut rest = text;
+        let scheme_end = text.find(':').filter(|&i| {
+            let candidate = &text[..i];
+            candidate
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic())
+                && candidate
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        });
+        if let Some(i) = scheme_end {
+            url.scheme = text[..i].to_ascii_lowercase();
+            rest = &text[i + 1..];
         }
-        let host = rest.split('/').next().unwrap_or_default();
+        if !url.scheme.is_empty() && !rest.starts_with('/') {
+            url.opaque = rest.to_string();
+            return Ok(url);
+        }
+        if let Some(authority_and_path) = rest.strip_prefix("//") {
+            let (authority, path) = match authority_and_path.find('/') {
+                Some(i) => authority_and_path.split_at(i),
+                None => (authority_and_path, ""),
+            };
+            url.host = authority.to_string();
+            url.path = path.to_string();
+            return Ok(url);
+        }
+        if url.scheme.is_empty() && rest.split('/').next().unwrap_or_default().contains(':') {
+            return Err(format!(
+                "parse \"{text}\": first path segment in URL cannot contain colon"
+            ));
+        }
+        url.path = rest.to_string();
+        Ok(url)
+    }
+
+    fn port(&self) -> &str {
+        let host = &self.host;
+        let after_bracket = host.rfind(']').map_or(0, |i| i + 1);
+        match host[after_bracket..].rfind(':') {
+            Some(i) => &host[after_bracket + i + 1..],
+            None => "",
+        }
+    }
+
+    /// `fixControlPlaneEndpoint` followed by `String()`.
+    fn fixed(mut self) -> String {
+        if self.scheme.is_empty() && self.host.is_empty() && !self.path.is_empty() {
+            self.host = std::mem::take(&mut self.path);
+        }
+        self.scheme = "https".to_string();
+        if self.port().is_empty() {
+            self.host = format!("{}:6443", self.host);
+        }
+        if !self.opaque.is_empty() {
+            return format!("{}:{}", self.scheme, self.opaque);
+        }
+        format!("{}://{}{}", self.scheme, self.host, self.path)
+    }
+}
+
+/// `validateClusterEndpoint` of talosctl: the endpoint must be an https URL.
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let url = match GoUrl::parse(endpoint) {
+        Ok(url) => url,
+        Err(_) if !endpoint.contains('/') => GoUrl {
+            host: endpoint.to_string(),
+            ..GoUrl::default()
+        },
+        Err(e) => return Err(format!("failed to parse the cluster endpoint URL: {e}")),
+    };
+    if url.scheme.is_empty() {
+        let message = if url.port().is_empty() {
+            "no scheme and port specified for the cluster endpoint URL"
+        } else {
+            "no scheme specified for the cluster endpoint URL"
+        };
+        return Err(format!("{message}\ntry: \"{}\"", url.fixed()));
+    }
+    if url.scheme != "https" {
         return Err(format!(
-            "the control plane endpoint URL should have scheme https://\ntry: \"https://{host}\""
+            "the control plane endpoint URL should have scheme https://\ntry: \"{}\"",
+            url.fixed()
         ));
     }
-    let authority = endpoint.split('/').next().unwrap_or_default();
-    let has_port = authority.rsplit_once(':').is_some_and(|(h, p)| {
-        !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':')
-    });
-    if has_port {
-        Err(format!(
-            "no scheme specified for the cluster endpoint URL\ntry: \"https://{authority}\""
-        ))
-    } else {
-        Err(format!(
-            "no scheme and port specified for the cluster endpoint URL\ntry: \"https://{authority}:6443\""
-        ))
+    if url.host.is_empty() {
+        return Err(format!(
+            "error validating the cluster endpoint URL: {endpoint:?}: missing host"
+        ));
     }
+    Ok(())
 }
 
 /// talosctl's default Kubernetes version per talosctl minor (talosctl-cli.md §3).
@@ -490,17 +578,32 @@ fn gen_config(args: Vec<String>) -> Result<(), CliError> {
     let cluster_name = parsed.positionals[0].clone();
     let endpoint = parsed.positionals[1].clone();
     check_endpoint(&endpoint).map_err(fail)?;
-
-    let output = parsed.string("output");
-    let output_dir = parsed.string("output-dir");
-    if !output.is_empty() && !output_dir.is_empty() {
-        return Err(fail("can't use both output-dir and output".to_string()));
+    let config_version = parsed.string("version");
+    if config_version != "v1alpha1" {
+        return Err(fail(format!(
+            "unknown config version: \"{config_version}\""
+        )));
     }
+
+    // validateFlags, in upstream order.
+    let mut output = parsed.string("output");
+    let output_dir = parsed.string("output-dir");
     let types = parsed.list("output-types");
     if types.is_empty() {
         return Err(fail(
             "at least one output type must be specified".to_string(),
         ));
+    }
+    if types.len() > 1 && output == "-" {
+        return Err(fail(
+            "can't use multiple output types with stdout".to_string(),
+        ));
+    }
+    if !output_dir.is_empty() && !output.is_empty() {
+        return Err(fail("can't use both output-dir and output".to_string()));
+    }
+    if !output_dir.is_empty() {
+        output = output_dir.clone();
     }
     let invalid: Vec<String> = types
         .iter()
@@ -510,21 +613,6 @@ fn gen_config(args: Vec<String>) -> Result<(), CliError> {
     if !invalid.is_empty() {
         return Err(fail(crate::sim::machineconfig::format_errors(&invalid)));
     }
-    if output == "-" && types.len() > 1 {
-        return Err(fail(
-            "can't use multiple output types with stdout".to_string(),
-        ));
-    }
-    let config_version = parsed.string("version");
-    if config_version != "v1alpha1" {
-        return Err(fail(format!(
-            "unknown config version: \"{config_version}\""
-        )));
-    }
-    let contract = match parsed.string("talos-version").as_str() {
-        "" => Contract::of_client(&client_version()),
-        text => Contract::parse(text).map_err(|e| fail(e.to_string()))?,
-    };
     let mut registry_mirrors = Vec::new();
     for spec in parsed.list("registry-mirror") {
         let (host, url) = spec
@@ -532,6 +620,10 @@ fn gen_config(args: Vec<String>) -> Result<(), CliError> {
             .ok_or_else(|| fail(format!("invalid registry mirror spec: \"{spec}\"")))?;
         registry_mirrors.push((host.to_string(), url.to_string()));
     }
+    let contract = match parsed.string("talos-version").as_str() {
+        "" => Contract::of_client(&client_version()),
+        text => Contract::parse(text).map_err(|e| fail(e.to_string()))?,
+    };
 
     let supplied_bundle = match parsed.string("with-secrets").as_str() {
         "" => None,
@@ -540,16 +632,24 @@ fn gen_config(args: Vec<String>) -> Result<(), CliError> {
                 .map_err(|e| fail(format!("failed to load secrets bundle: {e}")))?;
             let bundle = pki::parse(&bytes)
                 .map_err(|e| fail(format!("failed to load secrets bundle: {e}")))?;
-            if client_minor() >= (1, 11)
-                && let Some(first) = bundle.validate().first()
-            {
-                return Err(fail(format!("failed to validate secrets bundle: {first}")));
+            // v1.11+ validates the bundle; upstream Bundle.Validate collects with multierror.
+            if client_minor() >= (1, 11) {
+                let problems: Vec<String> =
+                    bundle.validate().iter().map(ToString::to_string).collect();
+                if !problems.is_empty() {
+                    return Err(fail(format!(
+                        "failed to validate secrets bundle: {}",
+                        crate::sim::machineconfig::format_errors(&problems)
+                    )));
+                }
             }
             Some(bundle)
         }
     };
-    let load =
-        |name: &str| merge::load_patches(&parsed.list(name)).map_err(|e| fail(e.to_string()));
+    let load = |name: &str| {
+        merge::load_patches(&parsed.list(name))
+            .map_err(|e| fail(format!("error parsing config JSON patch: {e}")))
+    };
     let common_patches = load("config-patch")?;
     let cp_patches = load("config-patch-control-plane")?;
     let worker_patches = load("config-patch-worker")?;
@@ -615,52 +715,77 @@ fn gen_config(args: Vec<String>) -> Result<(), CliError> {
     let controlplane = render(MachineType::ControlPlane, &cp_patches, "control plane")?;
     let worker = render(MachineType::Worker, &worker_patches, "worker")?;
 
+    // outputPaths + writeConfigBundle: fixed order, files named by filepath.Join.
     let single = types.len() == 1;
-    let directory: Option<PathBuf> = if !output_dir.is_empty() {
-        Some(PathBuf::from(&output_dir))
-    } else if single && !output.is_empty() {
-        None
-    } else if output.is_empty() {
-        Some(std::env::current_dir().map_err(|e| fail(e.to_string()))?)
-    } else {
-        Some(PathBuf::from(&output))
+    let to_stdout = output == "-";
+    let destination = |file: &str| -> Result<String, CliError> {
+        if output.is_empty() {
+            let cwd = std::env::current_dir().map_err(|e| fail(e.to_string()))?;
+            Ok(go_join(&cwd.to_string_lossy(), file))
+        } else if single && output_dir.is_empty() {
+            Ok(output.clone())
+        } else {
+            Ok(go_join(&output, file))
+        }
     };
-    for kind in &types {
-        let content = match kind.as_str() {
+    for (kind, file) in [
+        ("controlplane", "controlplane.yaml"),
+        ("worker", "worker.yaml"),
+        ("talosconfig", "talosconfig"),
+    ] {
+        if !types.iter().any(|t| t == kind) {
+            continue;
+        }
+        let content = match kind {
             "controlplane" => controlplane.clone(),
             "worker" => worker.clone(),
             _ => talosconfig_text(&bundle, &cluster_name).map_err(fail)?,
         };
-        if single && output == "-" && output_dir.is_empty() {
+        if to_stdout {
             std::io::stdout()
                 .write_all(content.as_bytes())
                 .map_err(|e| fail(e.to_string()))?;
             continue;
         }
-        let path = match &directory {
-            Some(dir) => {
-                let file = if kind == "talosconfig" {
-                    "talosconfig".to_string()
-                } else {
-                    format!("{kind}.yaml")
-                };
-                dir.join(file)
-            }
-            None => PathBuf::from(&output),
-        };
-        let shown = path.to_string_lossy().into_owned();
+        let shown = destination(file)?;
+        let path = Path::new(&shown);
         if !parsed.bool("force") && path.exists() {
             return Err(fail(already_exists(&shown)));
         }
-        if let Some(dir) = &directory {
-            // Directory outputs are created (os.MkdirAll); a single output file's parent is not.
-            fs_err::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs_err::create_dir_all(parent)
+                .map_err(|e| fail(format!("failed to create output dir: {e}")))?;
         }
-        write_file_no_parents(&path, content.as_bytes(), 0o644)
-            .map_err(|e| fail(go_io_error("open", &shown, &e)))?;
+        let written = write_private(path, content.as_bytes(), 0o644);
         eprintln!("Created {shown}");
+        written.map_err(|e| fail(go_io_error("open", &shown, &e)))?;
     }
     Ok(())
+}
+
+/// Go's `filepath.Join`: joins and cleans (`./out` + `x` = `out/x`).
+fn go_join(dir: &str, file: &str) -> String {
+    let joined = format!("{dir}/{file}");
+    let absolute = joined.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in joined.split('/') {
+        match part {
+            "" | "." => {}
+            ".." if parts.last().is_some_and(|p| *p != "..") => {
+                parts.pop();
+            }
+            ".." if absolute => {}
+            other => parts.push(other),
+        }
+    }
+    let body = parts.join("/");
+    if absolute {
+        format!("/{body}")
+    } else if body.is_empty() {
+        ".".to_string()
+    } else {
+        body
+    }
 }
 
 /// The talosconfig `gen config` writes: context named after the cluster, no endpoints, the OS CA
@@ -706,6 +831,16 @@ mod tests {
             check_endpoint("10.5.0.2:6443").unwrap_err(),
             "no scheme specified for the cluster endpoint URL\ntry: \"https://10.5.0.2:6443\""
         );
+        assert_eq!(
+            check_endpoint("cp.example:6443").unwrap_err(),
+            "the control plane endpoint URL should have scheme https://\ntry: \"https:6443\""
+        );
+        assert_eq!(
+            check_endpoint("cp.example").unwrap_err(),
+            "no scheme and port specified for the cluster endpoint URL\ntry: \"https://cp.example:6443\""
+        );
+        assert_eq!(go_join("./out/", "talosconfig"), "out/talosconfig");
+        assert_eq!(go_join("/tmp/x/../y", "a.yaml"), "/tmp/y/a.yaml");
         assert_eq!(
             check_endpoint("http://10.5.0.2:6443").unwrap_err(),
             "the control plane endpoint URL should have scheme https://\ntry: \"https://10.5.0.2:6443\""

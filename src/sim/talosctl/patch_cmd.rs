@@ -62,7 +62,11 @@ pub fn run(args: Vec<String>) -> Result<(), CliError> {
 }
 
 fn patch(args: Vec<String>) -> Result<(), CliError> {
-    let usage = command_usage("machineconfig patch <path>", PATCH_FLAGS, false);
+    let usage = command_usage(
+        "machineconfig patch <machineconfig-file>",
+        PATCH_FLAGS,
+        false,
+    );
     let parsed = flags::parse(&args, PATCH_FLAGS).map_err(|e| CliError::new(e, &usage))?;
     if parsed.help {
         print!("Patch a machine config\n\n{usage}");

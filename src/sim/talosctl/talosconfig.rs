@@ -34,7 +34,7 @@ pub struct TalosContext {
     pub crt: String,
     /// base64 of the client key PEM.
     pub key: String,
-    /// Keys this simulator does not interpret (`target`, `auth`, `cluster`), kept verbatim.
+    /// Keys this simulator does not interpret (`auth`, `cluster`), kept verbatim.
     pub extra: Vec<(String, Yaml)>,
 }
 
@@ -106,16 +106,13 @@ impl Talosconfig {
                     context.extra.push((k.clone(), v.clone()));
                 }
             }
-            // Deprecated `target` is folded into endpoints on load, as upstream does.
-            if let Some(target) = context
-                .extra
-                .iter()
-                .find(|(k, _)| k == "target")
-                .and_then(|(_, v)| v.as_str())
-                .filter(|t| !t.is_empty())
-                && context.endpoints.is_empty()
-            {
-                context.endpoints.push(target.to_string());
+            // Deprecated `target` is appended to endpoints and dropped on load (upstream
+            // `Context.upgrade`).
+            if let Some(index) = context.extra.iter().position(|(k, _)| k == "target") {
+                let (_, target) = context.extra.remove(index);
+                if let Some(target) = target.as_str().filter(|t| !t.is_empty()) {
+                    context.endpoints.push(target.to_string());
+                }
             }
             config.contexts.insert(name.clone(), context);
         }
@@ -135,9 +132,6 @@ impl Talosconfig {
             .iter()
             .map(|(name, c)| {
                 let mut entries: Vec<(String, Yaml)> = Vec::new();
-                if let Some((_, target)) = c.extra.iter().find(|(k, _)| k == "target") {
-                    entries.push(("target".to_string(), target.clone()));
-                }
                 entries.push((
                     "endpoints".to_string(),
                     Yaml::Seq(c.endpoints.iter().map(Yaml::str).collect()),
@@ -153,11 +147,7 @@ impl Talosconfig {
                         entries.push((k.to_string(), Yaml::str(v)));
                     }
                 }
-                for (k, v) in &c.extra {
-                    if k != "target" {
-                        entries.push((k.clone(), v.clone()));
-                    }
-                }
+                entries.extend(c.extra.iter().cloned());
                 (name.clone(), Yaml::Map(entries))
             })
             .collect();
@@ -269,6 +259,18 @@ mod tests {
                 .contains("        nodes:\n            - 10.5.0.2\n")
         );
         assert!(!format!("{config:?}").contains("a2V5"));
+    }
+
+    #[test]
+    fn deprecated_target_becomes_an_endpoint() {
+        let text =
+            "context: a\ncontexts:\n    a:\n        target: 10.5.0.2\n        endpoints: []\n";
+        let config = Talosconfig::parse(text, Path::new("x")).unwrap();
+        assert_eq!(config.contexts["a"].endpoints, ["10.5.0.2"]);
+        assert_eq!(
+            config.to_yaml(),
+            "context: a\ncontexts:\n    a:\n        endpoints:\n            - 10.5.0.2\n"
+        );
     }
 
     #[test]
