@@ -393,7 +393,7 @@ pub fn nic_macs(vmid: u32, config: &Map<String, Value>) -> Result<Vec<String>> {
         match nic_mac(value) {
             Ok(Some(mac)) => macs.push(mac),
             Ok(None) => {}
-            Err(()) => {
+            Err(_) => {
                 return Err(ProxmoxClientError::BadNic {
                     vmid,
                     key: key.to_string(),
@@ -406,8 +406,8 @@ pub fn nic_macs(vmid: u32, config: &Map<String, Value>) -> Result<Vec<String>> {
 }
 
 /// The MAC of one `netN` property string (`virtio=BC:24:11:5E:2A:01,bridge=vmbr0`, or
-/// `model=virtio,macaddr=…`, any key order), lower-case.
-pub fn nic_mac(property: &str) -> std::result::Result<Option<String>, ()> {
+/// `model=virtio,macaddr=…`, any key order), lower-case; `None` for a bare model without MAC.
+pub fn nic_mac(property: &str) -> std::result::Result<Option<String>, String> {
     let mut mac = None;
     for item in property.split(',') {
         let Some((key, value)) = item.split_once('=') else {
@@ -421,7 +421,7 @@ pub fn nic_mac(property: &str) -> std::result::Result<Option<String>, ()> {
     match mac {
         None => Ok(None),
         Some(m) if is_mac(m) => Ok(Some(m.to_ascii_lowercase())),
-        Some(_) => Err(()),
+        Some(other) => Err(format!("{other:?} is not a MAC address")),
     }
 }
 
