@@ -159,6 +159,18 @@ async fn a_foreign_maintenance_node_is_ignored() {
     ))
     .await
     .unwrap();
+    // Something else listening on the API port that is not a maintenance-mode Talos API (e.g. an
+    // already configured machine): skipped with a note, never an error.
+    let impostor = tokio::net::TcpListener::bind((bed.ip(99), 50000))
+        .await
+        .unwrap();
+    let impostor = tokio::spawn(async move {
+        loop {
+            if let Ok((stream, _)) = impostor.accept().await {
+                drop(stream);
+            }
+        }
+    });
     let want = expected(&[
         ("cp1", Some("bc:24:11:00:00:01")),
         ("cp2", Some("bc:24:11:00:00:02")),
@@ -166,6 +178,14 @@ async fn a_foreign_maintenance_node_is_ignored() {
     let matching = discover(&bed.params(50000), &want, Some(&loopback()))
         .await
         .unwrap();
+    impostor.abort();
+    assert!(
+        matching.warnings.iter().any(|w| w
+            .starts_with(&format!("{}: answers on port 50000", bed.ip(99)))
+            && w.contains("ignored")),
+        "{:?}",
+        matching.warnings
+    );
     assert_eq!(matching.assigned["cp1"], bed.ip(11));
     assert_eq!(matching.assigned["cp2"], bed.ip(12));
     assert_eq!(matching.foreign, vec![bed.ip(10)]);
@@ -376,6 +396,13 @@ async fn rescans_until_a_late_node_boots_and_reports_missing_ones() {
         other => panic!("expected Missing, got {other}"),
     }
     assert!(err.to_string().contains("w9"), "{err}");
+    assert!(
+        err.to_string().contains(&format!("cp1 at {}", bed.ip(61)))
+            && err
+                .to_string()
+                .contains(&format!("other machines: {}", bed.ip(62))),
+        "{err}"
+    );
 
     // Nothing to look for: no scan at all (a refused subnet proves nothing was attempted).
     let mut refused = bed.params(50000);
