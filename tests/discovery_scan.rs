@@ -132,3 +132,54 @@ async fn refuses_subnets_larger_than_a_16() {
         "{text}"
     );
 }
+
+/// A listener whose accept queue is full (backlog 0 plus one held connection): the kernel drops
+/// further SYNs, so a connect to it hangs until the scanner's timeout, like a firewalled host.
+async fn stuck_listener(ip: IpAddr, port: u16) -> (tokio::net::TcpListener, tokio::net::TcpStream) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(ip, port)).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let filler = tokio::net::TcpStream::connect(SocketAddr::new(ip, port))
+        .await
+        .unwrap();
+    (listener, filler)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_hosts_cost_one_timeout_each_within_the_concurrency_bound() {
+    let prefix = random_prefix("hanging");
+    let (_open, port) = listeners(prefix, &[20]).await;
+    let mut stuck = Vec::new();
+    for last in [10u8, 11, 12, 13] {
+        stuck.push(stuck_listener(addr(prefix, last), port).await);
+    }
+    let subnet = format!("{}.{}.{}.0/27", prefix[0], prefix[1], prefix[2])
+        .parse()
+        .unwrap();
+    let timeout = Duration::from_millis(300);
+
+    // One probe at a time: the four hanging hosts are waited for one after the other.
+    let started = Instant::now();
+    let found = scan(subnet, port, 1, timeout, None).await.unwrap();
+    let serial = started.elapsed();
+    assert_eq!(
+        found,
+        vec![addr(prefix, 20)],
+        "hanging hosts are not reported"
+    );
+    assert!(
+        serial >= timeout * 4,
+        "concurrency 1 overlapped probes: {serial:?}"
+    );
+
+    // Eight at a time: the hanging hosts are waited for together.
+    let started = Instant::now();
+    let found = scan(subnet, port, 8, timeout, None).await.unwrap();
+    let parallel = started.elapsed();
+    assert_eq!(found, vec![addr(prefix, 20)]);
+    assert!(parallel >= timeout, "{parallel:?}");
+    assert!(
+        parallel < timeout * 4,
+        "concurrency 8 did not overlap probes: {parallel:?}"
+    );
+}

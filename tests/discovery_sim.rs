@@ -83,6 +83,7 @@ impl Bed {
             connect_timeout: Duration::from_millis(500),
             attempts: 1,
             retry_wait: Duration::from_millis(100),
+            probe_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -171,14 +172,41 @@ async fn a_foreign_maintenance_node_is_ignored() {
             }
         }
     });
+    // A host that accepts and then says nothing: its probe is given up after probe_timeout.
+    let silent = tokio::net::TcpListener::bind((bed.ip(98), 50000))
+        .await
+        .unwrap();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            if let Ok((stream, _)) = silent.accept().await {
+                held.push(stream);
+            }
+        }
+    });
     let want = expected(&[
         ("cp1", Some("bc:24:11:00:00:01")),
         ("cp2", Some("bc:24:11:00:00:02")),
     ]);
-    let matching = discover(&bed.params(50000), &want, Some(&loopback()))
-        .await
-        .unwrap();
+    let mut params = bed.params(50000);
+    params.probe_timeout = Duration::from_millis(1500);
+    let started = Instant::now();
+    let matching = discover(&params, &want, Some(&loopback())).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     impostor.abort();
+    silent.abort();
+    assert!(
+        matching
+            .warnings
+            .iter()
+            .any(|w| w.starts_with(&format!("{}: ", bed.ip(98))) && w.contains("ignored")),
+        "{:?}",
+        matching.warnings
+    );
     assert!(
         matching.warnings.iter().any(|w| w
             .starts_with(&format!("{}: answers on port 50000", bed.ip(99)))

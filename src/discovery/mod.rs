@@ -16,8 +16,8 @@ use ipnet::IpNet;
 
 pub use allow::{ALLOW_NETS_VAR, AllowNets};
 pub use links::{
-    DEFAULT_API_PORT, LinkProbe, PhysicalLink, nodes_arg, parse_physical_links, probe_links,
-    unsupported,
+    DEFAULT_API_PORT, DEFAULT_PROBE_TIMEOUT, LinkProbe, PhysicalLink, nodes_arg,
+    parse_physical_links, probe_links, probe_links_within, unsupported,
 };
 pub use matching::{ExpectedNode, FoundHost, Matching, match_nodes};
 pub use scan::{MIN_IPV4_PREFIX, MIN_IPV6_PREFIX, check_target, scan, scan_with, tcp_accepts};
@@ -48,6 +48,10 @@ pub enum DiscoveryError {
         ip: IpAddr,
         source: Box<crate::exec::ExecError>,
     },
+    #[error(
+        "`talosctl get links --insecure` against {ip} did not finish within {limit:?}; given up"
+    )]
+    ProbeTimeout { ip: IpAddr, limit: Duration },
     #[error("cannot parse `talosctl get links -o json` from {ip}: {reason}")]
     LinkOutput { ip: IpAddr, reason: String },
     #[error(
@@ -119,6 +123,8 @@ pub struct DiscoverParams {
     pub attempts: u32,
     /// Pause between scans.
     pub retry_wait: Duration,
+    /// Time limit of one `talosctl get links` run.
+    pub probe_timeout: Duration,
 }
 
 impl DiscoverParams {
@@ -133,6 +139,7 @@ impl DiscoverParams {
             connect_timeout: Duration::from_millis(d.connect_timeout_ms),
             attempts: d.attempts.max(1),
             retry_wait: Duration::from_secs(d.retry_wait_s),
+            probe_timeout: DEFAULT_PROBE_TIMEOUT,
         }
     }
 }
@@ -255,10 +262,12 @@ async fn probe_all(params: &DiscoverParams, open: &[IpAddr]) -> (Vec<FoundHost>,
         let permits = permits.clone();
         let talosctl = params.talosctl.clone();
         let port = params.port;
+        let limit = params.probe_timeout;
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await.ok();
             let result =
-                tokio::task::spawn_blocking(move || probe_links(&talosctl, ip, port)).await;
+                tokio::task::spawn_blocking(move || probe_links_within(&talosctl, ip, port, limit))
+                    .await;
             (ip, result)
         });
     }
