@@ -22,11 +22,8 @@ pub enum ProxmoxClientError {
     BadTokenId { token_id: String },
     #[error("the Proxmox token secret is not usable in an HTTP header (control characters?)")]
     BadSecret,
-    #[error("cannot read proxmox.ca_file {path}: {source}")]
-    CaFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot read proxmox.ca_file: {source}")]
+    CaFile { source: std::io::Error },
     #[error("proxmox.ca_file {path} holds no usable PEM certificate: {reason}")]
     BadCa { path: PathBuf, reason: String },
     #[error("cannot build the HTTPS client: {0}")]
@@ -115,10 +112,8 @@ impl ProxmoxClient {
             .no_proxy();
         match tls {
             ProxmoxTls::CaFile(path) => {
-                let pem = fs_err::read(path).map_err(|source| ProxmoxClientError::CaFile {
-                    path: path.clone(),
-                    source: std::io::Error::new(source.kind(), source.to_string()),
-                })?;
+                let pem =
+                    fs_err::read(path).map_err(|source| ProxmoxClientError::CaFile { source })?;
                 let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                     ProxmoxClientError::BadCa {
                         path: path.clone(),
