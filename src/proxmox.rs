@@ -564,6 +564,11 @@ mod tests {
             "{debug}"
         );
         assert_eq!(
+            client.authorization.to_str().unwrap(),
+            "PVEAPIToken=root@pam!talos=s3cr3t-uuid"
+        );
+        assert!(client.authorization.is_sensitive());
+        assert_eq!(
             client.url(&["cluster", "resources"]).as_str(),
             "https://127.0.0.1:8006/api2/json/cluster/resources"
         );
