@@ -22,11 +22,8 @@ pub enum ProxmoxClientError {
     BadTokenId { token_id: String },
     #[error("the Proxmox token secret is not usable in an HTTP header (control characters?)")]
     BadSecret,
-    #[error("cannot read proxmox.ca_file {path}: {source}")]
-    CaFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot read proxmox.ca_file: {source}")]
+    CaFile { source: std::io::Error },
     #[error("proxmox.ca_file {path} holds no usable PEM certificate: {reason}")]
     BadCa { path: PathBuf, reason: String },
     #[error("cannot build the HTTPS client: {0}")]
@@ -115,10 +112,8 @@ impl ProxmoxClient {
             .no_proxy();
         match tls {
             ProxmoxTls::CaFile(path) => {
-                let pem = fs_err::read(path).map_err(|source| ProxmoxClientError::CaFile {
-                    path: path.clone(),
-                    source: std::io::Error::new(source.kind(), source.to_string()),
-                })?;
+                let pem =
+                    fs_err::read(path).map_err(|source| ProxmoxClientError::CaFile { source })?;
                 let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                     ProxmoxClientError::BadCa {
                         path: path.clone(),
@@ -393,7 +388,7 @@ pub fn nic_macs(vmid: u32, config: &Map<String, Value>) -> Result<Vec<String>> {
         match nic_mac(value) {
             Ok(Some(mac)) => macs.push(mac),
             Ok(None) => {}
-            Err(()) => {
+            Err(_) => {
                 return Err(ProxmoxClientError::BadNic {
                     vmid,
                     key: key.to_string(),
@@ -406,8 +401,8 @@ pub fn nic_macs(vmid: u32, config: &Map<String, Value>) -> Result<Vec<String>> {
 }
 
 /// The MAC of one `netN` property string (`virtio=BC:24:11:5E:2A:01,bridge=vmbr0`, or
-/// `model=virtio,macaddr=…`, any key order), lower-case.
-pub fn nic_mac(property: &str) -> std::result::Result<Option<String>, ()> {
+/// `model=virtio,macaddr=…`, any key order), lower-case; `None` for a bare model without MAC.
+pub fn nic_mac(property: &str) -> std::result::Result<Option<String>, String> {
     let mut mac = None;
     for item in property.split(',') {
         let Some((key, value)) = item.split_once('=') else {
@@ -421,7 +416,7 @@ pub fn nic_mac(property: &str) -> std::result::Result<Option<String>, ()> {
     match mac {
         None => Ok(None),
         Some(m) if is_mac(m) => Ok(Some(m.to_ascii_lowercase())),
-        Some(_) => Err(()),
+        Some(other) => Err(format!("{other:?} is not a MAC address")),
     }
 }
 
@@ -568,6 +563,11 @@ mod tests {
             !debug.contains("s3cr3t-uuid") && debug.contains("[redacted]"),
             "{debug}"
         );
+        assert_eq!(
+            client.authorization.to_str().unwrap(),
+            "PVEAPIToken=root@pam!talos=s3cr3t-uuid"
+        );
+        assert!(client.authorization.is_sensitive());
         assert_eq!(
             client.url(&["cluster", "resources"]).as_str(),
             "https://127.0.0.1:8006/api2/json/cluster/resources"

@@ -2,13 +2,16 @@
 //! scanned address can be tied to a profile node by MAC (step 5c of the runbook, without its
 //! `.spec.kind == "ether"` filter, which matches nothing: trap 3).
 
+use std::io::Read;
 use std::net::IpAddr;
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::DiscoveryError;
-use crate::exec::{ExecError, run_capture};
+use crate::exec::ExecError;
 
 /// The Talos API port talosctl appends when `--nodes` has none.
 pub const DEFAULT_API_PORT: u16 = 50000;
@@ -42,10 +45,25 @@ pub fn nodes_arg(ip: IpAddr, port: u16) -> String {
     }
 }
 
+/// How long one `get links` may take before the host is given up on (a host that accepts TCP but
+/// never speaks TLS would otherwise hold discovery forever).
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Runs `talosctl get links --insecure --nodes <ip>[:port] -o json` and keeps the physical links.
 /// A node that reports the resource or API as unsupported yields [`LinkProbe::Unsupported`];
 /// any other failure (unreachable, not in maintenance mode) is an error with talosctl's stderr.
+/// Gives up after [`DEFAULT_PROBE_TIMEOUT`].
 pub fn probe_links(talosctl: &Path, ip: IpAddr, port: u16) -> Result<LinkProbe, DiscoveryError> {
+    probe_links_within(talosctl, ip, port, DEFAULT_PROBE_TIMEOUT)
+}
+
+/// [`probe_links`] with an explicit time limit; talosctl is killed when it is exceeded.
+pub fn probe_links_within(
+    talosctl: &Path,
+    ip: IpAddr,
+    port: u16,
+    limit: Duration,
+) -> Result<LinkProbe, DiscoveryError> {
     let nodes = nodes_arg(ip, port);
     let args = [
         "get",
@@ -56,23 +74,100 @@ pub fn probe_links(talosctl: &Path, ip: IpAddr, port: u16) -> Result<LinkProbe, 
         "-o",
         "json",
     ];
-    match run_capture(talosctl, args, |_| {}) {
-        Ok(output) => {
-            let text = String::from_utf8_lossy(&output.stdout);
-            let links = parse_physical_links(&text)
-                .map_err(|reason| DiscoveryError::LinkOutput { ip, reason })?;
-            Ok(LinkProbe::Macs(links.into_iter().map(|l| l.mac).collect()))
-        }
-        Err(ExecError::Failed { stderr, .. }) if unsupported(&stderr) => {
-            Ok(LinkProbe::Unsupported {
-                reason: first_error_line(&stderr),
-            })
-        }
-        Err(source) => Err(DiscoveryError::Probe {
-            ip,
-            source: Box::new(source),
-        }),
+    let run = run_with_limit(talosctl, &args, limit).map_err(|source| DiscoveryError::Probe {
+        ip,
+        source: Box::new(source),
+    })?;
+    let Some((status, stdout, stderr)) = run else {
+        return Err(DiscoveryError::ProbeTimeout { ip, limit });
+    };
+    if status.success() {
+        let text = String::from_utf8_lossy(&stdout);
+        let links = parse_physical_links(&text)
+            .map_err(|reason| DiscoveryError::LinkOutput { ip, reason })?;
+        return Ok(LinkProbe::Macs(links.into_iter().map(|l| l.mac).collect()));
     }
+    let stderr = String::from_utf8_lossy(&stderr).trim_end().to_string();
+    if unsupported(&stderr) {
+        return Ok(LinkProbe::Unsupported {
+            reason: first_error_line(&stderr),
+        });
+    }
+    Err(DiscoveryError::Probe {
+        ip,
+        source: Box::new(ExecError::Failed {
+            program: talosctl
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            args: args.join(" "),
+            status: status.to_string(),
+            stderr,
+        }),
+    })
+}
+
+type Finished = (std::process::ExitStatus, Vec<u8>, Vec<u8>);
+
+/// Runs `program args` with captured output; `Ok(None)` when it was killed after `limit`.
+fn run_with_limit(
+    program: &Path,
+    args: &[&str],
+    limit: Duration,
+) -> Result<Option<Finished>, ExecError> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| ExecError::Spawn {
+            program: program.display().to_string(),
+            source,
+        })?;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                // The reader threads end when the pipes close; they are not waited for.
+                return Ok(None);
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(source) => {
+                return Err(ExecError::Spawn {
+                    program: program.display().to_string(),
+                    source,
+                });
+            }
+        }
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    Ok(Some((status, stdout, stderr)))
 }
 
 /// Whether talosctl's stderr says the links resource or the API is not available on this node:
@@ -236,5 +331,80 @@ mod tests {
         assert!(!unsupported(
             "rpc error: code = NotFound desc = machine config not found"
         ));
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn fake_talosctl(dir: &Path, script: &str) -> std::path::PathBuf {
+        let path = dir.join("talosctl");
+        fs_err::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_hanging_talosctl_is_killed_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let talosctl = fake_talosctl(dir.path(), "exec sleep 30");
+        let started = Instant::now();
+        let err = probe_links_within(
+            &talosctl,
+            "127.0.0.9".parse().unwrap(),
+            50000,
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(matches!(err, DiscoveryError::ProbeTimeout { .. }), "{err}");
+        assert!(err.to_string().contains("127.0.0.9"), "{err}");
+    }
+
+    #[test]
+    fn passes_the_exact_arguments_and_keeps_stderr_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let argv = dir.path().join("argv");
+        let talosctl = fake_talosctl(
+            dir.path(),
+            &format!(
+                "echo \"$@\" > {}; echo 'rpc error: code = Unavailable desc = boom' >&2; exit 1",
+                argv.display()
+            ),
+        );
+        let err = probe_links_within(
+            &talosctl,
+            "127.0.0.9".parse().unwrap(),
+            50001,
+            Duration::from_secs(10),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("code = Unavailable desc = boom"), "{err}");
+        assert_eq!(
+            fs_err::read_to_string(&argv).unwrap().trim(),
+            "get links --insecure --nodes 127.0.0.9:50001 -o json"
+        );
+        let talosctl = fake_talosctl(
+            dir.path(),
+            "echo 'rpc error: code = Unimplemented desc = API is not implemented in maintenance mode' >&2; exit 1",
+        );
+        let probe = probe_links_within(
+            &talosctl,
+            "127.0.0.9".parse().unwrap(),
+            50000,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert!(
+            matches!(probe, LinkProbe::Unsupported { ref reason } if reason.contains("Unimplemented")),
+            "{probe:?}"
+        );
     }
 }

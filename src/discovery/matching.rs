@@ -28,7 +28,7 @@ pub struct Matching {
     /// Node name → maintenance address.
     pub assigned: BTreeMap<String, IpAddr>,
     /// Hosts proven not to be ours (their MACs match no expected node): another cluster's
-    /// maintenance nodes.
+    /// maintenance nodes. Ignored; not repeated in `warnings`, so callers print this as a note.
     pub foreign: Vec<IpAddr>,
     /// Things the user should know (count-based assignments, ignored hosts).
     pub warnings: Vec<String>,
@@ -104,12 +104,8 @@ pub fn match_nodes(
     if any_without_mac {
         candidates.extend(&unmatched_with_macs);
     } else {
-        for ip in &unmatched_with_macs {
-            matching.foreign.push(*ip);
-            matching.warnings.push(format!(
-                "{ip}: a maintenance-mode machine whose MACs match no node of this cluster; ignored (another cluster's node?)"
-            ));
-        }
+        // Reported through `foreign` only (callers print it as a note), not duplicated in warnings.
+        matching.foreign.extend(&unmatched_with_macs);
     }
     candidates.sort();
     matching.foreign.sort();
@@ -203,7 +199,11 @@ mod tests {
         let m = match_nodes(&expected, &found).unwrap();
         assert_eq!(m.assigned["cp1"], ip(4));
         assert_eq!(m.foreign, vec![ip(3)]);
-        assert!(m.warnings[0].contains("127.0.0.3"), "{:?}", m.warnings);
+        assert!(
+            m.warnings.is_empty(),
+            "foreign hosts are reported once, in `foreign`: {:?}",
+            m.warnings
+        );
     }
 
     #[test]

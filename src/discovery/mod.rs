@@ -16,8 +16,8 @@ use ipnet::IpNet;
 
 pub use allow::{ALLOW_NETS_VAR, AllowNets};
 pub use links::{
-    DEFAULT_API_PORT, LinkProbe, PhysicalLink, nodes_arg, parse_physical_links, probe_links,
-    unsupported,
+    DEFAULT_API_PORT, DEFAULT_PROBE_TIMEOUT, LinkProbe, PhysicalLink, nodes_arg,
+    parse_physical_links, probe_links, probe_links_within, unsupported,
 };
 pub use matching::{ExpectedNode, FoundHost, Matching, match_nodes};
 pub use scan::{MIN_IPV4_PREFIX, MIN_IPV6_PREFIX, check_target, scan, scan_with, tcp_accepts};
@@ -48,6 +48,10 @@ pub enum DiscoveryError {
         ip: IpAddr,
         source: Box<crate::exec::ExecError>,
     },
+    #[error(
+        "`talosctl get links --insecure` against {ip} did not finish within {limit:?}; given up"
+    )]
+    ProbeTimeout { ip: IpAddr, limit: Duration },
     #[error("cannot parse `talosctl get links -o json` from {ip}: {reason}")]
     LinkOutput { ip: IpAddr, reason: String },
     #[error(
@@ -82,7 +86,7 @@ pub enum DiscoveryError {
         partial: Box<Matching>,
     },
     #[error(
-        "nodes not found after {attempts} scan(s) of {subnet} port {port}: {}; {last}. \
+        "nodes not found after {attempts} scan(s) of {subnet} port {port}: {} ({last}). \
          Check that these machines are booted into maintenance mode on that subnet",
         nodes.join(", ")
     )]
@@ -91,7 +95,7 @@ pub enum DiscoveryError {
         attempts: u32,
         subnet: IpNet,
         port: u16,
-        /// The last matching error, rendered.
+        /// What the last scan did find.
         last: String,
     },
 }
@@ -119,6 +123,8 @@ pub struct DiscoverParams {
     pub attempts: u32,
     /// Pause between scans.
     pub retry_wait: Duration,
+    /// Time limit of one `talosctl get links` run.
+    pub probe_timeout: Duration,
 }
 
 impl DiscoverParams {
@@ -133,6 +139,7 @@ impl DiscoverParams {
             connect_timeout: Duration::from_millis(d.connect_timeout_ms),
             attempts: d.attempts.max(1),
             retry_wait: Duration::from_secs(d.retry_wait_s),
+            probe_timeout: DEFAULT_PROBE_TIMEOUT,
         }
     }
 }
@@ -185,20 +192,23 @@ pub async fn discover(
             "discovery scan"
         );
         let (found, skipped) = probe_all(params, &open).await;
-        let outcome = match_nodes(expected, &found);
-        let retry_reason = match outcome {
+        let retry_reason = match match_nodes(expected, &found) {
             Ok(mut matching) => {
                 matching.warnings.extend(skipped);
                 return Ok(matching);
             }
-            Err(DiscoveryError::NodesNotFound { ref nodes, .. }) => {
-                (nodes.clone(), outcome_text(&outcome))
+            Err(DiscoveryError::NodesNotFound { nodes, partial }) => {
+                let summary = found_summary(&partial, &[]);
+                (nodes, summary)
             }
             Err(DiscoveryError::Ambiguous {
-                ref nodes,
-                ref candidates,
-                ..
-            }) if candidates.len() < nodes.len() => (nodes.clone(), outcome_text(&outcome)),
+                nodes,
+                candidates,
+                partial,
+            }) if candidates.len() < nodes.len() => {
+                let summary = found_summary(&partial, &candidates);
+                (nodes, summary)
+            }
             Err(e) => return Err(e),
         };
         if attempt >= attempts {
@@ -223,11 +233,24 @@ pub async fn discover(
     }
 }
 
-fn outcome_text(outcome: &Result<Matching, DiscoveryError>) -> String {
-    match outcome {
-        Ok(_) => String::new(),
-        Err(e) => e.to_string(),
-    }
+/// `matched cp1 at 10.0.0.5; other machines: 10.0.0.9` for the final "missing" error.
+fn found_summary(partial: &Matching, unassigned: &[IpAddr]) -> String {
+    let matched: Vec<String> = partial
+        .assigned
+        .iter()
+        .map(|(node, ip)| format!("{node} at {ip}"))
+        .collect();
+    let mut others: Vec<IpAddr> = partial.foreign.iter().chain(unassigned).copied().collect();
+    others.sort();
+    format!(
+        "matched {}; other machines: {}",
+        if matched.is_empty() {
+            "none".to_string()
+        } else {
+            matched.join(", ")
+        },
+        join_ips(&others)
+    )
 }
 
 /// Probes every answering host's links, a few talosctl processes at a time. Returns the hosts that
@@ -239,10 +262,12 @@ async fn probe_all(params: &DiscoverParams, open: &[IpAddr]) -> (Vec<FoundHost>,
         let permits = permits.clone();
         let talosctl = params.talosctl.clone();
         let port = params.port;
+        let limit = params.probe_timeout;
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await.ok();
             let result =
-                tokio::task::spawn_blocking(move || probe_links(&talosctl, ip, port)).await;
+                tokio::task::spawn_blocking(move || probe_links_within(&talosctl, ip, port, limit))
+                    .await;
             (ip, result)
         });
     }
@@ -274,4 +299,41 @@ fn one_line(text: &str) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::model::Role;
+
+    fn node(name: &str, mac: Option<&str>, vmid: Option<u32>) -> Node {
+        Node {
+            name: name.into(),
+            role: Role::Worker,
+            ip: "10.0.0.5".parse().unwrap(),
+            mac: mac.map(Into::into),
+            vmid,
+            interface: "eth0".into(),
+            index: 0,
+        }
+    }
+
+    #[test]
+    fn expected_mac_comes_from_profile_then_proxmox_net0() {
+        let vm_macs = BTreeMap::from([(
+            101,
+            vec!["BC:24:11:00:00:01".into(), "bc:24:11:00:00:09".into()],
+        )]);
+        let from_profile =
+            ExpectedNode::for_node(&node("a", Some("02:00:00:00:00:0A"), Some(101)), &vm_macs);
+        assert_eq!(from_profile.mac.as_deref(), Some("02:00:00:00:00:0a"));
+        let from_proxmox = ExpectedNode::for_node(&node("b", None, Some(101)), &vm_macs);
+        assert_eq!(from_proxmox.mac.as_deref(), Some("bc:24:11:00:00:01"));
+        let unknown = ExpectedNode::for_node(&node("c", None, Some(555)), &vm_macs);
+        assert_eq!(unknown.mac, None);
+        assert_eq!(
+            ExpectedNode::for_node(&node("d", None, None), &vm_macs).mac,
+            None
+        );
+    }
 }
