@@ -12,7 +12,13 @@ use std::time::{Duration, Instant};
 use talix::sim::node::{ClusterSpec, SimCluster};
 
 const TALIX: &str = env!("CARGO_BIN_EXE_talix");
-const RUNBOOK_MACS: [&str; 5] = ["02:54:00:00:01:51", "02:54:00:00:01:52", "02:54:00:00:01:53", "02:54:00:00:02:61", "02:54:00:00:02:62"];
+const RUNBOOK_MACS: [&str; 5] = [
+    "02:54:00:00:01:51",
+    "02:54:00:00:01:52",
+    "02:54:00:00:01:53",
+    "02:54:00:00:02:61",
+    "02:54:00:00:02:62",
+];
 
 struct Row {
     scenario: String,
@@ -22,12 +28,19 @@ struct Row {
 }
 
 fn subnet(salt: u32) -> (u8, u8) {
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() ^ std::process::id() ^ salt.wrapping_mul(2654435761);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        ^ std::process::id()
+        ^ salt.wrapping_mul(2654435761);
     (1 + (seed % 254) as u8, ((seed >> 8) % 256) as u8)
 }
 
 fn calls(log: &Path) -> usize {
-    std::fs::read_to_string(log).map(|t| t.lines().filter(|l| !l.contains("\"--client\"")).count()).unwrap_or(0)
+    std::fs::read_to_string(log)
+        .map(|t| t.lines().filter(|l| !l.contains("\"--client\"")).count())
+        .unwrap_or(0)
 }
 
 fn peak_child_rss_mib() -> f64 {
@@ -52,10 +65,17 @@ fn talix(ws: &Path, log: &Path, args: &[&str]) -> (Duration, bool, String) {
         .output()
         .unwrap();
     let ok = out.status.success();
-    (started.elapsed(), ok, String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        started.elapsed(),
+        ok,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
-fn start_sim(rt: &tokio::runtime::Runtime, spec: impl Fn(u8, u8) -> ClusterSpec) -> (SimCluster, u8, u8) {
+fn start_sim(
+    rt: &tokio::runtime::Runtime,
+    spec: impl Fn(u8, u8) -> ClusterSpec,
+) -> (SimCluster, u8, u8) {
     for salt in 0..8 {
         let (a, b) = subnet(salt);
         if let Ok(c) = rt.block_on(SimCluster::start(spec(a, b))) {
@@ -76,13 +96,28 @@ fn workspace() -> (tempfile::TempDir, PathBuf) {
 
 fn bench_runbook(rt: &tokio::runtime::Runtime, reboot_ms: u64, rows: &mut Vec<Row>) {
     let runbook = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/bench/runbook.sh");
-    if !Path::new(runbook).exists() || Command::new("sh").args(["-c", "command -v jq && command -v bc"]).output().map(|o| !o.status.success()).unwrap_or(true) {
-        rows.push(Row { scenario: "runbook.sh (literal)".into(), wall: Duration::ZERO, calls: None, note: "skipped: needs ../shared/bench/runbook.sh, jq, bc".into() });
+    if !Path::new(runbook).exists()
+        || Command::new("sh")
+            .args(["-c", "command -v jq && command -v bc"])
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+    {
+        rows.push(Row {
+            scenario: "runbook.sh (literal)".into(),
+            wall: Duration::ZERO,
+            calls: None,
+            note: "skipped: needs ../shared/bench/runbook.sh, jq, bc".into(),
+        });
         return;
     }
     let (_dir, ws) = workspace();
     std::fs::write(ws.join("bin/nc"), "#!/bin/bash\nw=1; while [ $# -gt 2 ]; do case \"$1\" in -w) w=$2; shift 2;; *) shift;; esac; done\ntimeout \"$w\" bash -c \"</dev/tcp/$1/$2\" 2>/dev/null\n").unwrap();
-    std::fs::set_permissions(ws.join("bin/nc"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        ws.join("bin/nc"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let (cluster, a, b) = start_sim(rt, |a, b| {
         let mut spec = talix::demo::spec(a, b, Some(reboot_ms)).unwrap();
         for (n, mac) in spec.nodes.iter_mut().zip(RUNBOOK_MACS) {
@@ -95,7 +130,10 @@ fn bench_runbook(rt: &tokio::runtime::Runtime, reboot_ms: u64, rows: &mut Vec<Ro
     let out = Command::new("bash")
         .arg(runbook)
         .current_dir(&ws)
-        .env("PATH", format!("{}:/usr/bin:/bin", ws.join("bin").display()))
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", ws.join("bin").display()),
+        )
         .env("HOME", &ws)
         .env("NET", format!("127.{a}.{b}"))
         .env("TALOSCTL_SIM_LOG", &log)
@@ -104,11 +142,20 @@ fn bench_runbook(rt: &tokio::runtime::Runtime, reboot_ms: u64, rows: &mut Vec<Ro
         .unwrap();
     let wall = started.elapsed();
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut note = if out.status.success() { "completed".to_string() } else { "FAILED".to_string() };
+    let mut note = if out.status.success() {
+        "completed".to_string()
+    } else {
+        "FAILED".to_string()
+    };
     if text.contains("count-based fallback") {
         note.push_str("; MAC filter matched nothing (trap 3), fell back to count order");
     }
-    rows.push(Row { scenario: "runbook.sh (literal), first bootstrap".into(), wall, calls: Some(calls(&log)), note });
+    rows.push(Row {
+        scenario: "runbook.sh (literal), first bootstrap".into(),
+        wall,
+        calls: Some(calls(&log)),
+        note,
+    });
     rt.block_on(cluster.shutdown());
 }
 
@@ -116,50 +163,92 @@ fn bench_talix(rt: &tokio::runtime::Runtime, reboot_ms: u64, rows: &mut Vec<Row>
     let (_dir, ws) = workspace();
     let (cluster, a, b) = start_sim(rt, |a, b| talix::demo::spec(a, b, Some(reboot_ms)).unwrap());
     let recipient = talix::secrets::generate_identity_file(&ws.join("key.txt")).unwrap();
-    std::fs::write(ws.join("profiles/demo.yaml"), talix::demo::profile_yaml(a, b, &recipient)).unwrap();
+    std::fs::write(
+        ws.join("profiles/demo.yaml"),
+        talix::demo::profile_yaml(a, b, &recipient),
+    )
+    .unwrap();
     let log = ws.join("talosctl.log");
     let p = "profiles/demo.yaml";
     let (wall, ok, err) = talix(&ws, &log, &["secrets", "init", p]);
     assert!(ok, "{err}");
-    rows.push(Row { scenario: "talix secrets init".into(), wall, calls: Some(calls(&log)), note: String::new() });
+    rows.push(Row {
+        scenario: "talix secrets init".into(),
+        wall,
+        calls: Some(calls(&log)),
+        note: String::new(),
+    });
     let _ = std::fs::remove_file(&log);
     let (wall, ok, err) = talix(&ws, &log, &["up", p]);
     assert!(ok, "{err}");
-    rows.push(Row { scenario: "talix up, first bootstrap".into(), wall, calls: Some(calls(&log)), note: format!("peak RSS of a child {:.1} MiB", peak_child_rss_mib()) });
-    for (scenario, prep) in [("talix up, nothing changed", None), ("talix up, store lost (lock file only)", Some("store"))] {
+    rows.push(Row {
+        scenario: "talix up, first bootstrap".into(),
+        wall,
+        calls: Some(calls(&log)),
+        note: format!("peak RSS of a child {:.1} MiB", peak_child_rss_mib()),
+    });
+    for (scenario, prep) in [
+        ("talix up, nothing changed", None),
+        ("talix up, store lost (lock file only)", Some("store")),
+    ] {
         if let Some(dir) = prep {
             std::fs::remove_dir_all(ws.join(dir)).unwrap();
         }
         let _ = std::fs::remove_file(&log);
         let (wall, ok, err) = talix(&ws, &log, &["up", p]);
         assert!(ok, "{err}");
-        rows.push(Row { scenario: scenario.into(), wall, calls: Some(calls(&log)), note: String::new() });
+        rows.push(Row {
+            scenario: scenario.into(),
+            wall,
+            calls: Some(calls(&log)),
+            note: String::new(),
+        });
     }
     let mut plan = Vec::new();
     for _ in 0..10 {
         plan.push(talix(&ws, &log, &["plan", p]).0);
     }
     plan.sort();
-    rows.push(Row { scenario: "talix plan, 28 steps all cached (median of 10)".into(), wall: plan[5], calls: None, note: String::new() });
+    rows.push(Row {
+        scenario: "talix plan, 28 steps all cached (median of 10)".into(),
+        wall: plan[5],
+        calls: None,
+        note: String::new(),
+    });
     let mut build = Vec::new();
     for _ in 0..10 {
         build.push(talix(&ws, &log, &["build", p]).0);
     }
     build.sort();
-    rows.push(Row { scenario: "talix build, nothing changed (median of 10)".into(), wall: build[5], calls: None, note: String::new() });
+    rows.push(Row {
+        scenario: "talix build, nothing changed (median of 10)".into(),
+        wall: build[5],
+        calls: None,
+        note: String::new(),
+    });
     rt.block_on(cluster.shutdown());
 }
 
 fn bench_scan(rt: &tokio::runtime::Runtime, rows: &mut Vec<Row>) {
     let (a, b) = subnet(99);
     let listeners: Vec<_> = (0..5)
-        .filter_map(|i| std::net::TcpListener::bind((Ipv4Addr::new(127, a, b, 101 + i), 50000)).ok())
+        .filter_map(|i| {
+            std::net::TcpListener::bind((Ipv4Addr::new(127, a, b, 101 + i), 50000)).ok()
+        })
         .collect();
     let net: ipnet::IpNet = format!("127.{a}.{b}.0/24").parse().unwrap();
     let allow = talix::discovery::AllowNets::parse("127.0.0.0/8").unwrap();
     for concurrency in [256usize, 16] {
         let started = Instant::now();
-        let found = rt.block_on(talix::discovery::scan(net, 50000, concurrency, Duration::from_millis(500), Some(&allow))).unwrap();
+        let found = rt
+            .block_on(talix::discovery::scan(
+                net,
+                50000,
+                concurrency,
+                Duration::from_millis(500),
+                Some(&allow),
+            ))
+            .unwrap();
         rows.push(Row {
             scenario: format!("scan /24 port 50000, concurrency {concurrency}"),
             wall: started.elapsed(),
@@ -174,16 +263,32 @@ fn main() {
         println!("bootstrap: bench");
         return;
     }
-    let reboot_ms: u64 = std::env::var("BENCH_REBOOT_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let reboot_ms: u64 = std::env::var("BENCH_REBOOT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut rows = Vec::new();
     bench_talix(&rt, reboot_ms, &mut rows);
     bench_runbook(&rt, reboot_ms, &mut rows);
     bench_scan(&rt, &mut rows);
-    println!("\nsimulated 3 control-plane + 2 worker cluster, reboot delay {reboot_ms} ms, loopback only\n");
-    println!("{:<52} {:>10} {:>15}  note", "scenario", "wall", "talosctl calls");
+    println!(
+        "\nsimulated 3 control-plane + 2 worker cluster, reboot delay {reboot_ms} ms, loopback only\n"
+    );
+    println!(
+        "{:<52} {:>10} {:>15}  note",
+        "scenario", "wall", "talosctl calls"
+    );
     for r in rows {
-        let wall = if r.wall.as_secs_f64() >= 1.0 { format!("{:.2} s", r.wall.as_secs_f64()) } else { format!("{:.1} ms", r.wall.as_secs_f64() * 1000.0) };
+        let wall = if r.wall.as_secs_f64() >= 1.0 {
+            format!("{:.2} s", r.wall.as_secs_f64())
+        } else {
+            format!("{:.1} ms", r.wall.as_secs_f64() * 1000.0)
+        };
         let calls = r.calls.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
         println!("{:<52} {:>10} {:>15}  {}", r.scenario, wall, calls, r.note);
     }

@@ -265,6 +265,7 @@ impl SimProcess {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             let _ = child.kill();
+            let _ = child.wait();
         }
         panic!("could not start the simulator");
     }
