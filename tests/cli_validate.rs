@@ -91,7 +91,7 @@ fn unknown_key_is_rejected_with_its_line() {
         .args(["validate", "profiles/homelab.yaml"])
         .assert()
         .code(2)
-        .stderr("error: profiles/homelab.yaml:9: unknown field `gatway`, expected one of api_endpoint, subnet, gateway, nameservers, pod_cidr, service_cidr\n");
+        .stderr("error: profiles/homelab.yaml:9: network.gatway: unknown field `gatway`, expected one of api_endpoint, subnet, gateway, nameservers, pod_cidr, service_cidr\n");
 }
 
 #[test]
@@ -179,7 +179,7 @@ fn missing_and_unparsable_profiles() {
         .args(["validate", "profiles/short.yaml"])
         .assert()
         .code(2)
-        .stderr("error: profiles/short.yaml:3: missing field `subnet`\n");
+        .stderr("error: profiles/short.yaml:3: network.subnet: missing field `subnet`\n");
 }
 
 #[test]

@@ -47,6 +47,15 @@ impl LineIndex {
         }
     }
 
+    /// The deepest field path written on `line` (for errors that only know their line).
+    pub fn deepest_at(&self, line: u64) -> Option<String> {
+        self.lines
+            .iter()
+            .filter(|(path, l)| **l == line && !path.is_empty())
+            .max_by_key(|(path, _)| (path.matches(['.', '[']).count(), path.len()))
+            .map(|(path, _)| path.clone())
+    }
+
     /// The line of `path`, or of its nearest written ancestor (a defaulted field has no line of
     /// its own; its parent does).
     pub fn line_of(&self, path: &str) -> Option<u64> {

@@ -162,11 +162,30 @@ pub fn load(path: &Path) -> Result<Loaded, ProfileError> {
     let raw: RawProfile = serde_saphyr::from_str(&text).map_err(|e| {
         let line = e.location().map(|l| l.line());
         let message = first_line(&e.to_string());
+        // The parser knows the line, not the field: the deepest key written on that line is it.
+        let mut field = line
+            .and_then(|l| LineIndex::build(&text).deepest_at(l))
+            .unwrap_or_default();
+        // "missing field `x`" points into the mapping that lacks it: name the missing field.
+        if let Some(missing) = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
+        {
+            let parent = field
+                .rfind(['.', '['])
+                .map(|i| field[..i].to_string())
+                .unwrap_or_default();
+            field = if parent.is_empty() {
+                missing.to_string()
+            } else {
+                format!("{parent}.{missing}")
+            };
+        }
         ProfileError {
             errors: vec![Finding {
                 file: path.to_path_buf(),
                 line,
-                field: String::new(),
+                field,
                 message,
             }],
             warnings: vec![],
