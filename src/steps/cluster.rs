@@ -149,6 +149,24 @@ fn talosctl_auth(
     exec::run_capture(&program, argv, |_| {})
 }
 
+/// A spinner on stderr while waiting on the cluster (drawn only when stderr is a terminal),
+/// cleared when dropped, on success and on error alike.
+pub struct Spinner(indicatif::ProgressBar);
+
+impl Spinner {
+    pub fn start(message: String) -> Self {
+        let pb = indicatif::ProgressBar::new_spinner().with_message(message);
+        pb.enable_steady_tick(Duration::from_millis(120));
+        Self(pb)
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
 fn receipt(v: Value) -> BTreeMap<String, BuiltOutput> {
     [(
         "receipt".to_string(),
@@ -273,6 +291,10 @@ impl Builder for ReadyBuilder {
         let env = &self.0;
         let node = node_of(cx)?;
         let started = Instant::now();
+        let _spinner = Spinner::start(format!(
+            "waiting for {} to answer at {}",
+            node.name, node.ip
+        ));
         loop {
             match talosctl_auth(cx, env, node.ip, &["version"]) {
                 Ok(out) => {
@@ -395,6 +417,7 @@ impl Builder for HealthBuilder {
         if !workers.is_empty() {
             args.extend(["--worker-nodes", &workers]);
         }
+        let _spinner = Spinner::start("waiting for the cluster to become healthy".to_string());
         talosctl_auth(cx, env, node.ip, &args)
             .map_err(|e| cx.fail(format!("cluster health check failed: {}", stderr_of(&e))))?;
         Ok(receipt(

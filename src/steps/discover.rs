@@ -44,6 +44,12 @@ impl Builder for DiscoverBuilder {
         let talosctl = crate::exec::locate(Tool::Talosctl).map_err(|e| cx.fail(e.to_string()))?;
         let params = DiscoverParams::from_profile(cx.profile, talosctl);
         let allow = AllowNets::from_env().map_err(|e| cx.fail(e.to_string()))?;
+        let _spinner = crate::steps::cluster::Spinner::start(format!(
+            "looking for {} node(s) in maintenance mode on {} port {}",
+            expected.len(),
+            params.subnet,
+            params.port
+        ));
         let matching = runtime
             .block_on(discover(&params, &expected, allow.as_ref()))
             .map_err(|e| cx.fail(e.to_string()))?;
