@@ -413,3 +413,67 @@ fn rendered_configs_pass_the_simulators_validation_for_each_contract() {
         }
     }
 }
+
+/// The `plan` line of step `id`.
+fn plan_line(c: &Cluster, id: &str) -> String {
+    let out = c
+        .talix()
+        .args(["plan", P])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    text.lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(id))
+        .unwrap_or_else(|| panic!("no {id} in\n{text}"))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn plan_names_the_changed_input_in_each_case() {
+    let c = fresh();
+    c.edit(
+        P,
+        "kubernetes_version: 1.34.1",
+        "kubernetes_version: 1.34.2",
+    );
+    assert_eq!(
+        plan_line(&c, "base-config"),
+        "run base-config talos.kubernetes_version 1.34.1 -> 1.34.2"
+    );
+    assert_eq!(
+        plan_line(&c, "render/w1"),
+        "blocked render/w1 waits for base-config"
+    );
+    c.edit(
+        P,
+        "kubernetes_version: 1.34.2",
+        "kubernetes_version: 1.34.1",
+    );
+    c.edit(P, "version: v1.11.5", "version: v1.11.6");
+    let line = plan_line(&c, "base-config");
+    assert!(line.starts_with("run base-config installer_image factory.talos.dev/installer/") && line.ends_with(":v1.11.5 -> factory.talos.dev/installer/376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba:v1.11.6"), "{line}");
+    c.edit(P, "version: v1.11.6", "version: v1.11.5");
+    assert_eq!(plan_line(&c, "base-config"), "cached base-config");
+    c.write(
+        "profiles/patches/ntp.yaml",
+        "machine:\n  time:\n    servers:\n      - pool.ntp.org\n",
+    );
+    let line = plan_line(&c, "render/cp1");
+    assert!(
+        line.starts_with("run render/cp1 user_patch[0] patches/ntp.yaml (")
+            && line.contains(") -> patches/ntp.yaml ("),
+        "{line}"
+    );
+    c.edit(P, "      - { name: w2, ip: 10.0.0.22, vmid: 162 }\n", "      - { name: w2, ip: 10.0.0.22, vmid: 162 }\n      - { name: w3, ip: 10.0.0.23, vmid: 163 }\n");
+    assert_eq!(plan_line(&c, "patch/w3"), "run patch/w3 new");
+    let line = plan_line(&c, "talosconfig");
+    assert!(
+        line.starts_with("run talosconfig nodes [") && line.contains("\"10.0.0.23\"]"),
+        "{line}"
+    );
+}
