@@ -124,86 +124,68 @@ impl BuildContext<'_> {
         if let Some(bytes) = self.observed.get(step).and_then(|o| o.get(output)) {
             return Ok(bytes.clone());
         }
-        let err = |message: String| StepError {
-            step: self.step.id.clone(),
-            message,
-        };
         let key = self
             .store
             .get_ref(&self.profile.name, step)
-            .map_err(|e| err(e.to_string()))?
-            .ok_or_else(|| err(format!("{step} has not run yet")))?;
-        let stored = self
-            .store
-            .read_output(&key, output)
-            .map_err(|e| err(e.to_string()))?;
-        let manifest = self
-            .store
-            .manifest(&key)
-            .map_err(|e| err(e.to_string()))?
-            .ok_or_else(|| err(format!("{step} is not in the store")))?;
-        if manifest.outputs.get(output).is_some_and(|o| o.encrypted) {
-            let cipher = self
-                .cipher
-                .ok_or_else(|| err("no age identity to decrypt secret outputs".to_string()))?;
-            return cipher.decrypt(&stored).map_err(err);
-        }
-        Ok(stored)
+            .map_err(|e| self.fail(e.to_string()))?
+            .ok_or_else(|| self.fail(format!("{step} has not run yet")))?;
+        self.plaintext(step, &key, output)
     }
 
     /// The recorded hash of an upstream output (for hash-only outputs such as the bundle).
     pub fn dep_output_hash(&self, step: &StepId, output: &str) -> Result<Digest, StepError> {
-        let err = |message: String| StepError {
-            step: self.step.id.clone(),
-            message,
-        };
-        let key = self
-            .dep_keys
-            .get(step)
-            .ok_or_else(|| err(format!("{step} is not an input of this step")))?;
-        let manifest = self
-            .store
-            .manifest(key)
-            .map_err(|e| err(e.to_string()))?
-            .ok_or_else(|| err(format!("{step} is not in the store")))?;
+        let manifest = self.dep_manifest(step)?;
         manifest
             .outputs
             .get(output)
             .map(|o| o.hash)
-            .ok_or_else(|| err(format!("{step} has no output {output}")))
+            .ok_or_else(|| self.fail(format!("{step} has no output {output}")))
     }
 
     /// The plaintext of an upstream output (decrypted if the upstream is secret).
     pub fn dep_output(&self, step: &StepId, output: &str) -> Result<Vec<u8>, StepError> {
-        let err = |message: String| StepError {
-            step: self.step.id.clone(),
-            message,
-        };
-        let key = self
+        let key = *self
             .dep_keys
             .get(step)
-            .ok_or_else(|| err(format!("{step} is not an input of this step")))?;
+            .ok_or_else(|| self.fail(format!("{step} is not an input of this step")))?;
+        self.plaintext(step, &key, output)
+    }
+
+    fn dep_manifest(&self, step: &StepId) -> Result<crate::store::Manifest, StepError> {
+        let key = *self
+            .dep_keys
+            .get(step)
+            .ok_or_else(|| self.fail(format!("{step} is not an input of this step")))?;
+        let manifest = self
+            .store
+            .manifest(&key)
+            .map_err(|e| self.fail(e.to_string()))?
+            .ok_or_else(|| self.fail(format!("{step} is not in the store")))?;
+        Ok(manifest)
+    }
+
+    /// Output `output` of object `key` (made by `step`), decrypted when it is secret.
+    fn plaintext(&self, step: &StepId, key: &Digest, output: &str) -> Result<Vec<u8>, StepError> {
         let manifest = self
             .store
             .manifest(key)
-            .map_err(|e| err(e.to_string()))?
-            .ok_or_else(|| err(format!("{step} is not in the store")))?;
-        let stored = self
-            .store
-            .read_output(key, output)
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| self.fail(e.to_string()))?
+            .ok_or_else(|| self.fail(format!("{step} is not in the store")))?;
         let info = manifest
             .outputs
             .get(output)
-            .ok_or_else(|| err(format!("{step} has no output {output}")))?;
-        if info.encrypted {
-            let cipher = self
-                .cipher
-                .ok_or_else(|| err("no age identity to decrypt secret outputs".to_string()))?;
-            cipher.decrypt(&stored).map_err(err)
-        } else {
-            Ok(stored)
+            .ok_or_else(|| self.fail(format!("{step} has no output {output}")))?;
+        let stored = self
+            .store
+            .read_output(key, output)
+            .map_err(|e| self.fail(e.to_string()))?;
+        if !info.encrypted {
+            return Ok(stored);
         }
+        let cipher = self
+            .cipher
+            .ok_or_else(|| self.fail("no age identity to decrypt secret outputs"))?;
+        cipher.decrypt(&stored).map_err(|e| self.fail(e))
     }
 
     pub fn fail(&self, message: impl Into<String>) -> StepError {
