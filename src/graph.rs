@@ -22,6 +22,8 @@ pub mod schema {
     pub const HEALTH: u32 = 1;
     pub const KUBECONFIG: u32 = 1;
     pub const VERIFY: u32 = 1;
+    pub const UPGRADE: u32 = 1;
+    pub const UPGRADE_K8S: u32 = 1;
 }
 
 /// Where the effective contract came from.
@@ -247,6 +249,21 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
             .tool(Tool::Talosctl),
         );
     }
+    // Trap 6: a new installer image in the machine config does not upgrade a running node;
+    // `talosctl upgrade` does. Rolling, one node at a time, in profile order.
+    for node in &p.nodes {
+        out.push(
+            Step::new(
+                StepId::new("upgrade", Some(&node.name)),
+                schema::UPGRADE,
+                Effect::SideEffect,
+            )
+            .value("node.ip", node.ip.to_string())
+            .value("installer_image", t.installer_image())
+            .dep(StepId::new("apply", Some(&node.name)), &[])
+            .tool(Tool::Talosctl),
+        );
+    }
     for node in &p.nodes {
         out.push(
             Step::new(
@@ -255,7 +272,7 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
                 Effect::SideEffect,
             )
             .value("node.ip", node.ip.to_string())
-            .dep(StepId::new("apply", Some(&node.name)), &[]),
+            .dep(StepId::new("upgrade", Some(&node.name)), &[]),
         );
     }
     let first_cp = p.controlplanes().next().map(|n| n.name.clone());
@@ -294,6 +311,18 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
     );
     out.push(
         Step::new(
+            StepId::new("upgrade-k8s", None),
+            schema::UPGRADE_K8S,
+            Effect::SideEffect,
+        )
+        .value("talos.kubernetes_version", t.kubernetes_version.to_string())
+        .dep(StepId::new("health", None), &[])
+        .dep(StepId::new("kubeconfig", None), &[])
+        .tool(Tool::Talosctl)
+        .tool(Tool::Kubectl),
+    );
+    out.push(
+        Step::new(
             StepId::new("verify", None),
             schema::VERIFY,
             Effect::SideEffect,
@@ -303,7 +332,7 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
             "nodes",
             p.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>(),
         )
-        .dep(StepId::new("health", None), &[])
+        .dep(StepId::new("upgrade-k8s", None), &[])
         .dep(StepId::new("kubeconfig", None), &[])
         .tool(Tool::Kubectl)
         .tool(Tool::Talosctl),
@@ -421,6 +450,8 @@ patches:
             "apply",
             "ready",
             "bootstrap",
+            "upgrade",
+            "upgrade-k8s",
             "health",
             "kubeconfig",
             "verify",
@@ -514,8 +545,10 @@ patches:
                 "patch/w1",
                 "render/w1",
                 "apply/w1",
+                "upgrade/w1",
                 "ready/w1",
                 "health",
+                "upgrade-k8s",
                 "verify"
             ])
         );
@@ -530,8 +563,8 @@ patches:
         assert_eq!(
             got,
             with(
-                per_node(&["render", "apply", "ready"], &ALL_NODES),
-                &["base-config", "health", "verify"]
+                per_node(&["render", "apply", "upgrade", "ready"], &ALL_NODES),
+                &["base-config", "health", "upgrade-k8s", "verify"]
             )
         );
     }
@@ -542,8 +575,8 @@ patches:
         assert_eq!(
             got,
             with(
-                per_node(&["render", "apply", "ready"], &ALL_NODES),
-                &["base-config", "health", "verify"]
+                per_node(&["render", "apply", "upgrade", "ready"], &ALL_NODES),
+                &["base-config", "health", "upgrade-k8s", "verify"]
             )
         );
     }
@@ -562,8 +595,11 @@ patches:
         assert_eq!(
             got,
             with(
-                per_node(&["patch", "render", "apply", "ready"], &ALL_NODES),
-                &["health", "verify"]
+                per_node(
+                    &["patch", "render", "apply", "upgrade", "ready"],
+                    &ALL_NODES
+                ),
+                &["health", "upgrade-k8s", "verify"]
             )
         );
     }
@@ -575,10 +611,10 @@ patches:
             got,
             with(
                 per_node(
-                    &["patch", "render", "apply", "ready"],
+                    &["patch", "render", "apply", "upgrade", "ready"],
                     &["cp1", "cp2", "cp3"]
                 ),
-                &["health", "verify"]
+                &["health", "upgrade-k8s", "verify"]
             )
         );
     }
@@ -592,12 +628,13 @@ patches:
         assert_eq!(
             got,
             with(
-                per_node(&["render", "apply", "ready"], &ALL_NODES),
+                per_node(&["render", "apply", "upgrade", "ready"], &ALL_NODES),
                 &[
                     "base-config",
                     "talosconfig",
                     "kubeconfig",
                     "health",
+                    "upgrade-k8s",
                     "verify"
                 ]
             )
@@ -610,8 +647,8 @@ patches:
         assert_eq!(
             got,
             with(
-                per_node(&["render", "apply", "ready"], &ALL_NODES),
-                &["base-config", "health", "verify"]
+                per_node(&["render", "apply", "upgrade", "ready"], &ALL_NODES),
+                &["base-config", "health", "upgrade-k8s", "verify"]
             )
         );
     }
@@ -651,7 +688,15 @@ patches:
         );
         assert_eq!(
             got,
-            set(&["render/cp1", "apply/cp1", "ready/cp1", "health", "verify"])
+            set(&[
+                "render/cp1",
+                "apply/cp1",
+                "upgrade/cp1",
+                "ready/cp1",
+                "health",
+                "upgrade-k8s",
+                "verify"
+            ])
         );
     }
 
@@ -674,8 +719,10 @@ patches:
                 "patch/w3",
                 "render/w3",
                 "apply/w3",
+                "upgrade/w3",
                 "ready/w3",
                 "health",
+                "upgrade-k8s",
                 "verify"
             ])
         );
@@ -687,7 +734,7 @@ patches:
         assert_eq!(
             got,
             with(
-                per_node(&["render", "apply", "ready"], &ALL_NODES),
+                per_node(&["render", "apply", "upgrade", "ready"], &ALL_NODES),
                 &[
                     "secrets",
                     "base-config",
@@ -695,6 +742,7 @@ patches:
                     "bootstrap",
                     "kubeconfig",
                     "health",
+                    "upgrade-k8s",
                     "verify"
                 ]
             )

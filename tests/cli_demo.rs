@@ -22,8 +22,8 @@ fn demo_runs_the_whole_bootstrap_then_everything_is_cached_and_cleaned_up() {
     for needle in [
         "ran      bootstrap",
         "ran      verify",
-        "demo: 0 ran, 28 cached",
-        "28 steps: 28 cached, 0 run, 0 blocked",
+        "demo: 0 ran, 34 cached",
+        "34 steps: 34 cached, 0 run, 0 blocked",
         "the simulated cluster is stopped and the workspace removed",
     ] {
         assert!(text.contains(needle), "{needle:?} missing:\n{text}");

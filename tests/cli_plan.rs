@@ -41,6 +41,11 @@ fn fresh_store_plans_every_step_as_new_or_blocked_and_writes_nothing() {
             "apply/cp3",
             "apply/w1",
             "apply/w2",
+            "upgrade/cp1",
+            "upgrade/cp2",
+            "upgrade/cp3",
+            "upgrade/w1",
+            "upgrade/w2",
             "ready/cp1",
             "ready/cp2",
             "ready/cp3",
@@ -49,6 +54,7 @@ fn fresh_store_plans_every_step_as_new_or_blocked_and_writes_nothing() {
             "bootstrap",
             "health",
             "kubeconfig",
+            "upgrade-k8s",
             "verify"
         ]
     );

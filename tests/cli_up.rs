@@ -143,6 +143,66 @@ fn after_up_plaintext_secrets_exist_only_in_age_files_and_the_files_asked_for() 
 }
 
 #[test]
+fn version_bumps_upgrade_running_nodes_one_by_one() {
+    let (c, _sim) = Cluster::with_sim(50, |_| {});
+    up(&c);
+    // Trap 6: the new installer image reaches the configs, and `upgrade` moves the nodes.
+    c.edit(P, "version: v1.11.5", "version: v1.11.6");
+    c.clear_calls();
+    let text = up(&c);
+    for n in ["cp1", "cp2", "cp3", "w1", "w2"] {
+        assert!(text.contains(&format!("ran      upgrade/{n}")), "{text}");
+    }
+    let upgrades: Vec<_> = c
+        .calls()
+        .into_iter()
+        .filter(|a| a.contains(&"upgrade".to_string()))
+        .collect();
+    assert_eq!(upgrades.len(), 5, "{upgrades:?}");
+    assert!(
+        upgrades
+            .iter()
+            .all(|a| a.iter().any(|x| x.ends_with(":v1.11.6"))),
+        "{upgrades:?}"
+    );
+    assert!(
+        !c.calls()
+            .iter()
+            .any(|a| a.contains(&"bootstrap".to_string()))
+    );
+    let lock = std::fs::read_to_string(c.root().join("profiles/demo.lock")).unwrap();
+    assert_eq!(lock.matches("talos_version: v1.11.6").count(), 5, "{lock}");
+    // Kubernetes: the re-applied configs carry the new kubelet image; upgrade-k8s checks every
+    // kubelet and runs `talosctl upgrade-k8s` (at most once, on one control plane) only for
+    // what is still behind.
+    c.edit(
+        P,
+        "kubernetes_version: 1.34.1",
+        "kubernetes_version: 1.34.2",
+    );
+    c.clear_calls();
+    let text = up(&c);
+    assert!(text.contains("ran      upgrade-k8s"), "{text}");
+    let k8s: Vec<_> = c
+        .calls()
+        .into_iter()
+        .filter(|a| a.contains(&"upgrade-k8s".to_string()))
+        .collect();
+    assert!(k8s.len() <= 1, "{k8s:?}");
+    let kubeconfig = c.root().join("clusters/demo/kubeconfig");
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["get", "nodes", "-o", "json"])
+        .output()
+        .unwrap();
+    let nodes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for item in nodes["items"].as_array().unwrap() {
+        assert_eq!(item["status"]["nodeInfo"]["kubeletVersion"], "v1.34.2");
+    }
+}
+
+#[test]
 fn a_lost_store_never_bootstraps_or_applies_again() {
     let (c, _sim) = Cluster::with_sim(50, |_| {});
     up(&c);

@@ -557,3 +557,153 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     crate::store::local::atomic_write(path, bytes, Some(0o600))
 }
+
+/// The Talos version a node reports (`Server:` block of `talosctl version`), waiting for it to
+/// answer (it may be rebooting after apply or upgrade).
+fn server_version(
+    cx: &BuildContext<'_>,
+    env: &ClusterEnv,
+    node: &Node,
+    want: Option<&str>,
+) -> Result<String, StepError> {
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < env.timing.ready_timeout {
+        match talosctl_auth(cx, env, node.ip, &["version"]) {
+            Ok(out) => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                let tag = text
+                    .split("Server:")
+                    .nth(1)
+                    .and_then(exec::first_version)
+                    .unwrap_or_default();
+                if want.is_none_or(|w| w == tag) {
+                    return Ok(tag);
+                }
+                last = format!("it reports {tag}");
+            }
+            Err(e) => last = stderr_of(&e),
+        }
+        std::thread::sleep(env.timing.poll);
+    }
+    Err(cx.fail(format!(
+        "{} at {}: no answer{} within {:?}: {last}",
+        node.name,
+        node.ip,
+        want.map(|w| format!(" with {w}")).unwrap_or_default(),
+        env.timing.ready_timeout
+    )))
+}
+
+pub struct UpgradeBuilder(pub ClusterEnv);
+
+impl Builder for UpgradeBuilder {
+    fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
+        let env = &self.0;
+        let node = node_of(cx)?;
+        let target = cx.profile.talos.version.with_v();
+        let _spinner = Spinner::start(format!("checking the Talos version of {}", node.name));
+        let running = server_version(cx, env, node, None)?;
+        if running != target {
+            // Trap 6: the installer image in the config changed, but only `upgrade` moves a
+            // running node to it. One node at a time; --wait (the default) blocks until done.
+            let image = cx.profile.talos.installer_image();
+            eprintln!("upgrading {} from {running} to {target}", node.name);
+            talosctl_auth(cx, env, node.ip, &["upgrade", "--image", &image]).map_err(|e| {
+                cx.fail(format!(
+                    "talosctl upgrade of {} to {image} failed: {}",
+                    node.name,
+                    stderr_of(&e)
+                ))
+            })?;
+            server_version(cx, env, node, Some(&target))?;
+        }
+        env.lock.update(cx, |l| {
+            if let Some(n) = l.nodes.get_mut(&node.name) {
+                n.talos_version = Some(target.clone());
+            }
+        })?;
+        Ok(receipt(json!({"node": node.name, "talos": target})))
+    }
+}
+
+pub struct UpgradeK8sBuilder(pub ClusterEnv);
+
+/// Kubelet versions by node name, from the real kubectl.
+fn kubelet_versions(
+    cx: &BuildContext<'_>,
+    env: &ClusterEnv,
+) -> Result<BTreeMap<String, String>, StepError> {
+    let kubectl = exec::locate(Tool::Kubectl).map_err(|e| cx.fail(e.to_string()))?;
+    let out = exec::run_capture(
+        &kubectl,
+        [
+            "--kubeconfig",
+            &env.kubeconfig.display().to_string(),
+            "get",
+            "nodes",
+            "-o",
+            "json",
+        ],
+        |_| {},
+    )
+    .map_err(|e| cx.fail(format!("kubectl get nodes failed: {}", stderr_of(&e))))?;
+    let nodes: Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| cx.fail(format!("kubectl output: {e}")))?;
+    Ok(nodes["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            (
+                i["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                i["status"]["nodeInfo"]["kubeletVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect())
+}
+
+impl Builder for UpgradeK8sBuilder {
+    fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
+        let env = &self.0;
+        let kubeconfig = cx.dep_output(&StepId::new("kubeconfig", None), "kubeconfig")?;
+        write_private(&env.kubeconfig, &kubeconfig)
+            .map_err(|e| cx.fail(format!("{}: {e}", env.kubeconfig.display())))?;
+        let target = format!("v{}", cx.profile.talos.kubernetes_version);
+        let behind: Vec<String> = kubelet_versions(cx, env)?
+            .into_iter()
+            .filter(|(_, v)| *v != target)
+            .map(|(n, v)| format!("{n} ({v})"))
+            .collect();
+        if !behind.is_empty() {
+            let cp = first_controlplane(cx)?;
+            eprintln!("upgrading Kubernetes to {target}: {}", behind.join(", "));
+            let _spinner = Spinner::start(format!("talosctl upgrade-k8s --to {target}"));
+            let to = cx.profile.talos.kubernetes_version.to_string();
+            talosctl_auth(cx, env, cp.ip, &["upgrade-k8s", "--to", &to]).map_err(|e| {
+                cx.fail(format!(
+                    "talosctl upgrade-k8s --to {to} failed: {}",
+                    stderr_of(&e)
+                ))
+            })?;
+            let still: Vec<String> = kubelet_versions(cx, env)?
+                .into_iter()
+                .filter(|(_, v)| *v != target)
+                .map(|(n, v)| format!("{n} ({v})"))
+                .collect();
+            if !still.is_empty() {
+                return Err(cx.fail(format!(
+                    "after upgrade-k8s, nodes still behind {target}: {}",
+                    still.join(", ")
+                )));
+            }
+        }
+        Ok(receipt(json!({"kubernetes": target})))
+    }
+}

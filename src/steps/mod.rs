@@ -46,7 +46,12 @@ pub fn builders(env: &StepEnv) -> Builders {
     if let Some(c) = &env.cluster {
         b.register("discover", Box::new(discover::DiscoverBuilder(c.clone())));
         b.register("apply", Box::new(cluster::ApplyBuilder(c.clone())));
+        b.register("upgrade", Box::new(cluster::UpgradeBuilder(c.clone())));
         b.register("ready", Box::new(cluster::ReadyBuilder(c.clone())));
+        b.register(
+            "upgrade-k8s",
+            Box::new(cluster::UpgradeK8sBuilder(c.clone())),
+        );
         b.register("bootstrap", Box::new(cluster::BootstrapBuilder(c.clone())));
         b.register("health", Box::new(cluster::HealthBuilder(c.clone())));
         b.register(
