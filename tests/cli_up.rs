@@ -284,3 +284,69 @@ fn faults_apply_drops_once_bootstrap_not_ready_and_a_foreign_node() {
         "three FailedPrecondition answers retried, then success"
     );
 }
+
+#[test]
+fn macs_from_the_proxmox_api_when_the_profile_has_none() {
+    let (c, _sim) = Cluster::with_sim(50, |_| {});
+    // The profile loses its MACs and names VM ids instead; the Proxmox API knows the MACs
+    // (upper-case, as PVE writes them).
+    let profile = std::fs::read_to_string(c.root().join(P)).unwrap();
+    let mut guests = String::new();
+    let mut edited = String::new();
+    let mut vmid = 151;
+    for line in profile.lines() {
+        if let Some(start) = line.find("mac: \"") {
+            let mac = &line[start + 6..start + 23];
+            guests.push_str(&format!("  - {{vmid: {vmid}, node: pve1, name: talos-{vmid}, nets: {{0: \"virtio={},bridge=vmbr0,firewall=1\"}}}}\n", mac.to_uppercase()));
+            edited.push_str(&format!("{}vmid: {vmid} }}\n", &line[..start]));
+            vmid += 1;
+        } else {
+            edited.push_str(line);
+            edited.push('\n');
+        }
+    }
+    guests.push_str("  - {vmid: 300, node: pve1, type: lxc, name: dns, nets: {0: \"name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:02:00\"}}\n");
+    let (a, b) = (_sim.subnet.0, _sim.subnet.1);
+    let spec = format!(
+        "address: 127.{a}.{b}.250\nport: 8006\ntoken: \"root@pam!talix=s3cr3t-token\"\nauth_failure_delay_ms: 10\nguests:\n{guests}"
+    );
+    c.write("pve-spec.yaml", &spec);
+    let ready = c.root().join("pve-ready.json");
+    let mut pve = std::process::Command::new(env!("CARGO_BIN_EXE_talix"))
+        .args(["sim", "proxmox", "--spec"])
+        .arg(c.root().join("pve-spec.yaml"))
+        .arg("--ready-file")
+        .arg(&ready)
+        .arg("--ca-file")
+        .arg(c.root().join("profiles/pve-ca.pem"))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !ready.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(&ready).unwrap()).unwrap();
+    let url = info["url"].as_str().unwrap();
+    edited.push_str(&format!("proxmox:\n  url: {url}\n  token_id: root@pam!talix\n  token_secret_env: PVE_TOKEN_SECRET\n  ca_file: pve-ca.pem\n"));
+    c.write(P, &edited);
+    let out = c
+        .talix_fast()
+        .env("PVE_TOKEN_SECRET", "s3cr3t-token")
+        .args(["up", P])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("s3cr3t-token")
+            && !String::from_utf8_lossy(&out.stdout).contains("s3cr3t-token"),
+        "the token never shows"
+    );
+    let lock = std::fs::read_to_string(c.root().join("profiles/demo.lock")).unwrap();
+    assert_eq!(lock.matches("applied_config:").count(), 5, "{lock}");
+    // (the simulator also stops on its own when this test's end closes its stdin)
+    let _ = pve.kill();
+    let _ = pve.wait();
+}
