@@ -1,0 +1,256 @@
+//! Commands that realise steps: `build` (configs only, offline), `export`, and `up` (the whole
+//! runbook against the cluster).
+
+use std::path::Path;
+
+use super::{CliError, Result, Session};
+use crate::derivation::{Step, StepId};
+use crate::engine::Status;
+use crate::graph;
+use crate::lockfile::LockFile;
+use crate::store::Store;
+use crate::store::local::atomic_write;
+
+pub(super) fn export(s: Session, out: &Path) -> Result<()> {
+    let steps: Vec<Step> = s
+        .steps()
+        .into_iter()
+        .filter(|st| graph::BUILD_KINDS.contains(&st.id.kind()))
+        .collect();
+    let planned = s.engine().plan(&steps)?;
+    if planned.iter().any(|p| p.status != Status::Cached) {
+        return Err(CliError {
+            code: 1,
+            message: format!(
+                "error: configs of {} are not built; run `talix build {}` first",
+                s.profile.name,
+                s.profile.source.display()
+            ),
+        });
+    }
+    if !out.exists() {
+        fs_err::create_dir_all(out)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs_err::set_permissions(out, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    let mut written = Vec::new();
+    for p in &planned {
+        let key = p.key.expect("cached steps have keys");
+        let files: Vec<(String, &str)> = match (p.step.id.kind(), p.step.id.node()) {
+            ("base-config", _) => vec![
+                ("controlplane.yaml".into(), "controlplane"),
+                ("worker.yaml".into(), "worker"),
+            ],
+            ("talosconfig", _) => vec![("talosconfig".into(), "talosconfig")],
+            ("render", Some(node)) => vec![(format!("{node}.yaml"), "config")],
+            _ => vec![],
+        };
+        for (name, output) in files {
+            let bytes = s.read_plain(&key, output)?;
+            let target = out.join(&name);
+            atomic_write(&target, &bytes, Some(0o600))?;
+            written.push(name);
+        }
+    }
+    println!(
+        "{}: wrote {} (mode 0600)",
+        out.display(),
+        written.join(", ")
+    );
+    Ok(())
+}
+
+/// Prints one line per step as the engine finishes it; counts what ran.
+#[derive(Default)]
+struct Progress {
+    ran: usize,
+    cached: usize,
+}
+
+impl Progress {
+    fn report_silently(&mut self, r: &crate::engine::Realised) {
+        if r.ran {
+            self.ran += 1
+        } else {
+            self.cached += 1
+        }
+    }
+
+    fn report(&mut self, r: &crate::engine::Realised, status: &Status) {
+        if r.ran {
+            self.ran += 1;
+            let why = match status {
+                Status::Run { new: true, .. } => "new".to_string(),
+                Status::Run { changes, .. } if changes.is_empty() => "re-observed".to_string(),
+                other => other.reason(),
+            };
+            let verb = if matches!(
+                r.id.kind(),
+                "secrets" | "base-config" | "talosconfig" | "patch" | "render" | "kubeconfig"
+            ) {
+                "built"
+            } else {
+                "ran"
+            };
+            println!(
+                "  {verb:<8} {:<16} {} ms  ({why})",
+                r.id.as_str(),
+                r.duration_ms
+            );
+        } else {
+            self.cached += 1;
+            println!("  cached   {}", r.id.as_str());
+        }
+    }
+}
+
+fn config_steps(s: &Session) -> Vec<Step> {
+    s.steps()
+        .into_iter()
+        .filter(|st| graph::BUILD_KINDS.contains(&st.id.kind()))
+        .collect()
+}
+
+pub(super) fn build(s: Session) -> Result<()> {
+    let _guard = s.store.lock(true)?;
+    let builders = crate::steps::builders(&s.step_env());
+    let steps = config_steps(&s);
+    let mut progress = Progress::default();
+    s.engine()
+        .realise(&steps, &builders, |r, st| progress.report(r, st))?;
+    materialise(&s, &steps)?;
+    let lock = pin_lock(&s, s.lock.clone())?;
+    if lock != s.lock {
+        lock.save(&s.profile.lock_path())?;
+    }
+    println!(
+        "{}: {} built, {} cached",
+        s.profile.name, progress.ran, progress.cached
+    );
+    Ok(())
+}
+
+/// The whole runbook: configs, discovery of maintenance-mode nodes (only when a node must be
+/// applied), apply, ready, bootstrap (once, ever), health, kubeconfig, verify.
+pub(super) fn up(s: Session) -> Result<()> {
+    use crate::steps::cluster::{ClusterEnv, SharedLock, Timing, write_private};
+    let _guard = s.store.lock(true)?;
+    let mut progress = Progress::default();
+    let steps = config_steps(&s);
+    s.engine()
+        .realise(&steps, &crate::steps::builders(&s.step_env()), |r, st| {
+            progress.report(r, st)
+        })?;
+    materialise(&s, &steps)?;
+    let lock = pin_lock(&s, s.lock.clone())?;
+    if lock != s.lock {
+        lock.save(&s.profile.lock_path())?;
+    }
+
+    let cluster = ClusterEnv {
+        lock: SharedLock::new(s.profile.lock_path(), lock),
+        talosconfig: s.profile.talos.config_dir.join("talosconfig"),
+        kubeconfig: s.profile.talos.config_dir.join("kubeconfig"),
+        timing: Timing::from_env(),
+    };
+    let env = crate::steps::StepEnv {
+        identities: s.identities.clone(),
+        cluster: Some(cluster.clone()),
+    };
+    let builders = crate::steps::builders(&env);
+    let all = s.steps();
+    let planned = s.engine().plan(&all)?;
+    let must_apply = planned
+        .iter()
+        .any(|p| p.step.id.kind() == "apply" && p.status != Status::Cached);
+    let mut force = std::collections::BTreeSet::new();
+    if must_apply {
+        force.insert(StepId::new("discover", None));
+    }
+    let cluster_steps: Vec<Step> = all.clone();
+    let engine = s.engine();
+    let mut quiet = Progress::default();
+    let result = engine.realise_forcing(&cluster_steps, &builders, &force, |r, st| {
+        if graph::BUILD_KINDS.contains(&r.id.kind()) {
+            quiet.report_silently(r);
+        } else {
+            progress.report(r, st);
+        }
+    });
+    // Whatever happened, hand the operator the kubeconfig if there is one.
+    if let Some(p) = engine
+        .plan(&all)?
+        .iter()
+        .find(|p| p.step.id.kind() == "kubeconfig" && p.status == Status::Cached)
+        && let Some(key) = p.key
+    {
+        write_private(&cluster.kubeconfig, &s.read_plain(&key, "kubeconfig")?)?;
+    }
+    result?;
+    println!(
+        "{}: {} ran, {} cached; talosconfig {} ; kubeconfig {}",
+        s.profile.name,
+        progress.ran,
+        progress.cached,
+        cluster.talosconfig.display(),
+        cluster.kubeconfig.display()
+    );
+    Ok(())
+}
+
+/// Write what operators read to the config dir: each node patch in plaintext (no secrets) to
+/// `<config_dir>/<patches_dir>/<node>.yaml`, and the talosconfig 0600 to
+/// `<config_dir>/talosconfig`. Files are rewritten only when their content differs.
+fn materialise(s: &Session, steps: &[Step]) -> Result<()> {
+    let planned = s.engine().plan(steps)?;
+    for p in &planned {
+        let Some(key) = p.key.filter(|_| p.status == Status::Cached) else {
+            continue;
+        };
+        let (target, output, mode) = match (p.step.id.kind(), p.step.id.node()) {
+            ("patch", Some(node)) => (
+                s.profile.talos.patches_dir.join(format!("{node}.yaml")),
+                "patch",
+                0o644,
+            ),
+            ("talosconfig", None) => (
+                s.profile.talos.config_dir.join("talosconfig"),
+                "talosconfig",
+                0o600,
+            ),
+            _ => continue,
+        };
+        let bytes = s.read_plain(&key, output)?;
+        if std::fs::read(&target).ok().as_deref() != Some(&bytes[..]) {
+            atomic_write(&target, &bytes, Some(mode))?;
+        }
+    }
+    Ok(())
+}
+
+/// Record the contract (and talosctl version) in the lock file the first time configs are built,
+/// and the secrets hashes.
+fn pin_lock(s: &Session, mut lock: LockFile) -> Result<LockFile> {
+    if lock.contract.is_none() || s.contract.source == graph::ContractSource::Profile {
+        lock.contract = Some(s.contract.contract.to_string());
+    }
+    let planned = s.engine().plan(&s.steps())?;
+    if planned
+        .iter()
+        .any(|p| p.step.id.kind() == "base-config" && p.status == Status::Cached)
+        && let Ok(v) = s.tools.get(crate::derivation::Tool::Talosctl)
+    {
+        lock.talosctl_version = Some(v);
+    }
+    if let Some(bundle) = planned
+        .first()
+        .and_then(|p| p.outputs.as_ref())
+        .and_then(|o| o.get("bundle"))
+    {
+        s.record_secrets(&mut lock, *bundle)?;
+    }
+    Ok(lock)
+}
