@@ -71,14 +71,6 @@ struct Progress {
 }
 
 impl Progress {
-    fn report_silently(&mut self, r: &crate::engine::Realised) {
-        if r.ran {
-            self.ran += 1
-        } else {
-            self.cached += 1
-        }
-    }
-
     fn report(&mut self, r: &crate::engine::Realised, status: &Status) {
         if r.ran {
             self.ran += 1;
@@ -114,18 +106,26 @@ fn config_steps(s: &Session) -> Vec<Step> {
         .collect()
 }
 
-pub(super) fn build(s: Session) -> Result<()> {
-    let _guard = s.store.lock(true)?;
-    let builders = crate::steps::builders(&s.step_env());
-    let steps = config_steps(&s);
-    let mut progress = Progress::default();
+/// Realise the configuration steps (the caller holds the store lock), write what operators
+/// read, and pin the contract / talosctl version / secrets hashes in the lock file.
+fn realise_configs(s: &Session, progress: &mut Progress) -> Result<LockFile> {
+    let steps = config_steps(s);
     s.engine()
-        .realise(&steps, &builders, |r, st| progress.report(r, st))?;
-    materialise(&s, &steps)?;
-    let lock = pin_lock(&s, s.lock.clone())?;
+        .realise(&steps, &crate::steps::builders(&s.step_env()), |r, st| {
+            progress.report(r, st)
+        })?;
+    materialise(s, &steps)?;
+    let lock = pin_lock(s, s.lock.clone())?;
     if lock != s.lock {
         lock.save(&s.profile.lock_path())?;
     }
+    Ok(lock)
+}
+
+pub(super) fn build(s: Session) -> Result<()> {
+    let _guard = s.store.lock(true)?;
+    let mut progress = Progress::default();
+    realise_configs(&s, &mut progress)?;
     println!(
         "{}: {} built, {} cached",
         s.profile.name, progress.ran, progress.cached
@@ -134,21 +134,13 @@ pub(super) fn build(s: Session) -> Result<()> {
 }
 
 /// The whole runbook: configs, discovery of maintenance-mode nodes (only when a node must be
-/// applied), apply, ready, bootstrap (once, ever), health, kubeconfig, verify.
+/// applied), apply, upgrade, ready, bootstrap (once, ever), health, kubeconfig, upgrade-k8s,
+/// verify.
 pub(super) fn up(s: Session) -> Result<()> {
     use crate::steps::cluster::{ClusterEnv, SharedLock, Timing, write_private};
     let _guard = s.store.lock(true)?;
     let mut progress = Progress::default();
-    let steps = config_steps(&s);
-    s.engine()
-        .realise(&steps, &crate::steps::builders(&s.step_env()), |r, st| {
-            progress.report(r, st)
-        })?;
-    materialise(&s, &steps)?;
-    let lock = pin_lock(&s, s.lock.clone())?;
-    if lock != s.lock {
-        lock.save(&s.profile.lock_path())?;
-    }
+    let lock = realise_configs(&s, &mut progress)?;
 
     let cluster = ClusterEnv {
         lock: SharedLock::new(s.profile.lock_path(), lock),
@@ -160,23 +152,21 @@ pub(super) fn up(s: Session) -> Result<()> {
         identities: s.identities.clone(),
         cluster: Some(cluster.clone()),
     };
-    let builders = crate::steps::builders(&env);
     let all = s.steps();
-    let planned = s.engine().plan(&all)?;
-    let must_apply = planned
+    let engine = s.engine();
+    // Scan only when some node must be applied: a fresh observation, never a stale one.
+    let must_apply = engine
+        .plan(&all)?
         .iter()
         .any(|p| p.step.id.kind() == "apply" && p.status != Status::Cached);
-    let mut force = std::collections::BTreeSet::new();
-    if must_apply {
-        force.insert(StepId::new("discover", None));
-    }
-    let cluster_steps: Vec<Step> = all.clone();
-    let engine = s.engine();
-    let mut quiet = Progress::default();
-    let result = engine.realise_forcing(&cluster_steps, &builders, &force, |r, st| {
-        if graph::BUILD_KINDS.contains(&r.id.kind()) {
-            quiet.report_silently(r);
-        } else {
+    let force = if must_apply {
+        [StepId::new("discover", None)].into()
+    } else {
+        Default::default()
+    };
+    let result = engine.realise_forcing(&all, &crate::steps::builders(&env), &force, |r, st| {
+        // The configuration steps were reported above.
+        if !graph::BUILD_KINDS.contains(&r.id.kind()) {
             progress.report(r, st);
         }
     });
