@@ -210,7 +210,7 @@ fn bench_talix(rt: &tokio::runtime::Runtime, reboot_ms: u64, rows: &mut Vec<Row>
     }
     plan.sort();
     rows.push(Row {
-        scenario: "talix plan, 28 steps all cached (median of 10)".into(),
+        scenario: "talix plan, 34 steps all cached (median of 10)".into(),
         wall: plan[5],
         calls: None,
         note: String::new(),
