@@ -96,7 +96,7 @@ pub enum Command {
         reboot_delay_ms: Option<u64>,
     },
     /// Write the plaintext configs (controlplane.yaml, worker.yaml, one per node, talosconfig)
-    /// to a directory, each file 0600. Builds first if needed.
+    /// to a directory, each file 0600 (after `talix build`).
     Export {
         #[command(flatten)]
         profile: ProfileArg,
