@@ -350,3 +350,37 @@ fn macs_from_the_proxmox_api_when_the_profile_has_none() {
     let _ = pve.kill();
     let _ = pve.wait();
 }
+
+#[test]
+fn the_scanner_refuses_subnets_outside_talix_allow_nets() {
+    // Both networks are loopback, so even a broken guard could only touch this machine.
+    let (c, sim) = Cluster::with_sim(50, |_| {});
+    let (a, b) = sim.subnet;
+    let allowed = if a == 1 {
+        "127.2.0.0/16"
+    } else {
+        "127.1.0.0/16"
+    };
+    let out = c
+        .talix_fast()
+        .env("TALIX_ALLOW_NETS", allowed)
+        .args(["up", P])
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("discover:")
+            && text.contains(&format!("127.{a}.{b}.0/24"))
+            && text.contains("TALIX_ALLOW_NETS"),
+        "{text}"
+    );
+    let applies = c
+        .calls()
+        .iter()
+        .filter(|a| a.contains(&"apply-config".to_string()) || a.contains(&"links".to_string()))
+        .count();
+    assert_eq!(applies, 0, "nothing was sent to the nodes");
+}
