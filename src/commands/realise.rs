@@ -214,9 +214,7 @@ fn materialise(s: &Session, steps: &[Step]) -> Result<()> {
             _ => continue,
         };
         let bytes = s.read_plain(&key, output)?;
-        if std::fs::read(&target).ok().as_deref() != Some(&bytes[..]) {
-            atomic_write(&target, &bytes, Some(mode))?;
-        }
+        crate::store::local::ensure_file(&target, &bytes, mode)?;
     }
     Ok(())
 }

@@ -552,10 +552,7 @@ pub fn extension_names(stream: &str) -> Vec<String> {
 
 /// Write `bytes` 0600 at `path` when it differs (materialised plaintext the operator asked for).
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if std::fs::read(path).ok().as_deref() == Some(bytes) {
-        return Ok(());
-    }
-    crate::store::local::atomic_write(path, bytes, Some(0o600))
+    crate::store::local::ensure_file(path, bytes, 0o600)
 }
 
 /// The Talos version a node reports (`Server:` block of `talosctl version`), waiting for it to

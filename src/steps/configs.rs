@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::derivation::StepId;
 use crate::derivation::Tool;
+use crate::derivation::{InputValue, StepId};
+use crate::digest::{Digest, domain};
 use crate::engine::{BuildContext, Builder, BuiltOutput, StepError};
 use crate::exec;
 use crate::profile::{Contract, Profile, Role};
@@ -85,9 +86,20 @@ fn redact_inline(argv: &[String]) -> Vec<String> {
 }
 
 /// The decrypted bundle (the `secrets` step has already checked it).
+/// The decrypted bundle, checked to be the one the `secrets` step hashed (the file may have been
+/// edited since): a key never names content it was not made from.
 fn bundle(cx: &BuildContext<'_>, identities: &LazyIdentities) -> Result<SecretBytes, StepError> {
     let ids = identities.get().map_err(|e| cx.fail(e))?;
-    decrypt_file(&cx.profile.talos.secrets_file, ids).map_err(|e| cx.fail(e.to_string()))
+    let bundle =
+        decrypt_file(&cx.profile.talos.secrets_file, ids).map_err(|e| cx.fail(e.to_string()))?;
+    let expected = cx.dep_output_hash(&crate::graph::secrets_id(), "bundle")?;
+    if crate::secrets::bundle_hash(&bundle) != expected {
+        return Err(cx.fail(format!(
+            "{} changed while talix was running; run the command again",
+            cx.profile.talos.secrets_file.display()
+        )));
+    }
+    Ok(bundle)
 }
 
 fn contract_of(cx: &BuildContext<'_>) -> Result<Contract, StepError> {
@@ -241,14 +253,24 @@ impl Builder for RenderBuilder {
         let patch = cx.dep_output(&StepId::new("patch", Some(node_name)), "patch")?;
         let patch_text =
             String::from_utf8(patch).map_err(|_| cx.fail("node patch is not UTF-8"))?;
-        let user_patches: Vec<String> = cx
-            .profile
-            .patches
-            .for_node(node)
-            .iter()
-            .map(|p| format!("@{}", p.path.display()))
-            .collect();
-        let config = talosctl_with_secrets(cx, vec![SecretBytes::new(base)], |fds| {
+        // User patches go to talosctl as the very bytes whose hashes are in the key (read once,
+        // checked, piped), never as paths talosctl would read later.
+        let mut inputs = vec![SecretBytes::new(base)];
+        for (i, patch) in cx.profile.patches.for_node(node).into_iter().enumerate() {
+            let bytes = fs_err::read(&patch.path).map_err(|e| cx.fail(e.to_string()))?;
+            let hashed = Digest::of_domain(domain::FILE, &bytes);
+            match cx.step.values.get(&format!("user_patch[{i}]")) {
+                Some(InputValue::File { hash, .. }) if *hash == hashed => {}
+                _ => {
+                    return Err(cx.fail(format!(
+                        "{} changed while talix was running; run the command again",
+                        patch.path.display()
+                    )));
+                }
+            }
+            inputs.push(SecretBytes::new(bytes));
+        }
+        let config = talosctl_with_secrets(cx, inputs, |fds| {
             let mut args = vec![
                 "machineconfig".to_string(),
                 "patch".to_string(),
@@ -256,8 +278,8 @@ impl Builder for RenderBuilder {
                 "-p".to_string(),
                 patch_text.clone(),
             ];
-            for p in &user_patches {
-                args.extend(["-p".to_string(), p.clone()]);
+            for fd in &fds[1..] {
+                args.extend(["-p".to_string(), format!("@{fd}")]);
             }
             args
         })?;
