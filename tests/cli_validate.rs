@@ -208,3 +208,22 @@ fn no_recipients_anywhere_is_an_error_but_a_recipients_file_counts() {
         .assert()
         .success();
 }
+
+#[test]
+fn endpoint_with_a_port_and_blank_interfaces_are_rejected() {
+    let ws = Workspace::with_examples();
+    ws.edit(
+        "profiles/single.yaml",
+        "api_endpoint: 192.168.1.50",
+        "api_endpoint: 192.168.1.50:6443",
+    );
+    ws.edit(
+        "profiles/single.yaml",
+        "nodes:\n  controlplane:\n",
+        "nodes:\n  controlplane:\n    interface: \"\"\n",
+    );
+    ws.talix().args(["validate", "profiles/single.yaml"]).assert().code(2).stderr(
+        "error: profiles/single.yaml:4: network.api_endpoint: \"192.168.1.50:6443\" must be a host name or IP address (no scheme, no port)\n\
+         error: profiles/single.yaml:19: nodes.controlplane.interface: must name a network interface (e.g. eth0)\n",
+    );
+}

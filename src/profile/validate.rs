@@ -316,9 +316,13 @@ fn resolve(c: &mut Checker, raw: RawProfile, absolute: &Path) -> Option<Profile>
         }
         None => vec!["1.1.1.1".parse().unwrap(), "8.8.8.8".parse().unwrap()],
     };
-    if n.api_endpoint.trim().is_empty()
-        || n.api_endpoint.contains('/')
-        || n.api_endpoint.contains("://")
+    let endpoint = n.api_endpoint.trim();
+    // A bare IPv6 address has colons; anything else with a colon carries a port.
+    let has_port = endpoint.contains(':') && endpoint.parse::<IpAddr>().is_err();
+    if endpoint.is_empty()
+        || endpoint.contains('/')
+        || has_port
+        || endpoint.contains(char::is_whitespace)
     {
         c.error(
             "network.api_endpoint",
@@ -357,7 +361,7 @@ fn resolve(c: &mut Checker, raw: RawProfile, absolute: &Path) -> Option<Profile>
         c.error("talos.factory.schematic_id", format!("must be 64 lower-case hex characters (an Image Factory schematic id); got {} characters", schematic.len()));
     }
     let vip = t.vip.as_ref().and_then(|v| {
-        if v.interface.trim().is_empty() {
+        if v.interface.trim().is_empty() || v.interface.contains(char::is_whitespace) {
             c.error(
                 "talos.vip.interface",
                 "must name the interface the VIP is announced on (e.g. eth0)",
@@ -549,6 +553,16 @@ fn resolve(c: &mut Checker, raw: RawProfile, absolute: &Path) -> Option<Profile>
             .clone()
             .or(default_iface)
             .unwrap_or_else(|| "eth0".to_string());
+        if group
+            .interface
+            .as_deref()
+            .is_some_and(|i| i.trim().is_empty() || i.contains(char::is_whitespace))
+        {
+            c.error(
+                &format!("nodes.{role}.interface"),
+                "must name a network interface (e.g. eth0)",
+            );
+        }
         if let (Role::Controlplane, Some(v), Some(i)) = (role, &vip, &group.interface)
             && &v.interface != i
         {
