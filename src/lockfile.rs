@@ -99,17 +99,23 @@ impl LockFile {
             return Ok(Self::default());
         };
         let text = String::from_utf8_lossy(&bytes);
-        let lock: LockFile = serde_saphyr::from_str(&text).map_err(|e| LockFileError::Parse {
-            path: path.to_path_buf(),
-            reason: e.to_string().lines().next().unwrap_or_default().to_string(),
-        })?;
-        if lock.format > LOCK_FORMAT {
+        // The format first, leniently: a newer talix's lock file is "too new", not "garbage".
+        #[derive(Deserialize)]
+        struct FormatOnly {
+            format: u32,
+        }
+        if let Ok(FormatOnly { format }) = serde_saphyr::from_str::<FormatOnly>(&text)
+            && format > LOCK_FORMAT
+        {
             return Err(LockFileError::Format {
                 path: path.to_path_buf(),
-                found: lock.format,
+                found: format,
             });
         }
-        Ok(lock)
+        serde_saphyr::from_str(&text).map_err(|e| LockFileError::Parse {
+            path: path.to_path_buf(),
+            reason: e.to_string().lines().next().unwrap_or_default().to_string(),
+        })
     }
 
     /// Write atomically (temp + rename).
@@ -156,6 +162,18 @@ mod tests {
             fs_err::read_to_string(&p)
                 .unwrap()
                 .starts_with("# Machine-written by talix")
+        );
+    }
+
+    #[test]
+    fn a_newer_format_is_reported_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.lock");
+        fs_err::write(&p, "format: 2\nsomething_new: true\n").unwrap();
+        let e = LockFile::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("lock file format 2 is newer than this talix understands (1)"),
+            "{e}"
         );
     }
 

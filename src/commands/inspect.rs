@@ -182,6 +182,14 @@ pub(super) fn store_cmd(flag: Option<&Path>, action: &StoreAction) -> Result<()>
         StoreAction::Prune { profile } => (profile, false),
     };
     let store = LocalStore::open(&store_dir(flag, profile.as_deref()))?;
+    if !store.exists() {
+        return Err(CliError::input(format!(
+            "error: no talix store at {} (expected {}/v{})\nhint: pass --store DIR, set TALIX_STORE, or name a profile whose workspace has one",
+            store.root().display(),
+            store.root().display(),
+            crate::store::LAYOUT_VERSION
+        )));
+    }
     if verify {
         let problems = store.verify()?;
         let n = store.keys()?.len();

@@ -138,6 +138,7 @@ pub(super) fn build(s: Session) -> Result<()> {
 /// verify.
 pub(super) fn up(s: Session) -> Result<()> {
     use crate::steps::cluster::{ClusterEnv, SharedLock, Timing, write_private};
+    let timing = Timing::from_env().map_err(|e| CliError::input(format!("error: {e}")))?;
     let _guard = s.store.lock(true)?;
     let mut progress = Progress::default();
     let lock = realise_configs(&s, &mut progress)?;
@@ -146,7 +147,7 @@ pub(super) fn up(s: Session) -> Result<()> {
         lock: SharedLock::new(s.profile.lock_path(), lock),
         talosconfig: s.profile.talos.config_dir.join("talosconfig"),
         kubeconfig: s.profile.talos.config_dir.join("kubeconfig"),
-        timing: Timing::from_env(),
+        timing,
     };
     let env = crate::steps::StepEnv {
         identities: s.identities.clone(),

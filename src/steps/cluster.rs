@@ -40,26 +40,23 @@ pub struct Timing {
 }
 
 impl Timing {
-    pub fn from_env() -> Self {
-        let secs = |var: &str, default: u64| {
-            Duration::from_secs(
-                std::env::var(var)
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(default),
-            )
+    /// From the environment; a value that is not a whole number is an error naming the variable.
+    pub fn from_env() -> Result<Self, String> {
+        let number = |var: &str, default: u64| -> Result<u64, String> {
+            match std::env::var(var) {
+                Ok(v) => v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{var}={v:?} is not a whole number")),
+                Err(_) => Ok(default),
+            }
         };
-        Self {
-            ready_timeout: secs("TALIX_READY_TIMEOUT_S", 600),
-            bootstrap_timeout: secs("TALIX_BOOTSTRAP_TIMEOUT_S", 300),
-            health_timeout: secs("TALIX_HEALTH_TIMEOUT_S", 600),
-            poll: Duration::from_millis(
-                std::env::var("TALIX_POLL_MS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(1000),
-            ),
-        }
+        Ok(Self {
+            ready_timeout: Duration::from_secs(number("TALIX_READY_TIMEOUT_S", 600)?),
+            bootstrap_timeout: Duration::from_secs(number("TALIX_BOOTSTRAP_TIMEOUT_S", 300)?),
+            health_timeout: Duration::from_secs(number("TALIX_HEALTH_TIMEOUT_S", 600)?),
+            poll: Duration::from_millis(number("TALIX_POLL_MS", 1000)?),
+        })
     }
 }
 

@@ -40,6 +40,11 @@ impl LocalStore {
         })
     }
 
+    /// Whether a store of this layout exists at the root (nothing is created by asking).
+    pub fn exists(&self) -> bool {
+        self.base().is_dir()
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -271,7 +276,15 @@ impl Store for LocalStore {
                 // Another writer published the same key first; identical by construction.
                 remove_any(&tmp)?;
             }
-            Err(_) => fs::rename(&tmp, &target)?,
+            Err(e) => {
+                remove_any(&tmp)?;
+                return Err(StoreError::Corrupt {
+                    path: target.display().to_string(),
+                    reason: format!(
+                        "cannot publish the object ({e}); an unreadable leftover is in the way\nhint: run `talix store prune`"
+                    ),
+                });
+            }
         }
         sync_dir(&self.base().join("objects"))?;
         Ok(())
@@ -291,14 +304,15 @@ impl Store for LocalStore {
         let Some(bytes) = read_optional(&path)? else {
             return Ok(None);
         };
-        String::from_utf8_lossy(&bytes)
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|e: crate::digest::DigestParseError| StoreError::Corrupt {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })
+        // A ref only feeds plan/why explanations: a damaged one is reported and ignored (the
+        // next realisation overwrites it), never a reason to stop.
+        match String::from_utf8_lossy(&bytes).trim().parse() {
+            Ok(key) => Ok(Some(key)),
+            Err(e) => {
+                tracing::warn!("ignoring damaged store ref {}: {e}", path.display());
+                Ok(None)
+            }
+        }
     }
 
     fn lock(&self, wait: bool) -> Result<Box<dyn WriteLock>, StoreError> {
