@@ -384,3 +384,50 @@ fn the_scanner_refuses_subnets_outside_talix_allow_nets() {
         .count();
     assert_eq!(applies, 0, "nothing was sent to the nodes");
 }
+
+#[test]
+fn a_lost_lock_file_and_store_recover_from_the_running_cluster() {
+    let (c, _sim) = Cluster::with_sim(50, |_| {});
+    up(&c);
+    // Both the store and the lock file are gone; the configs (and secrets) are the same.
+    std::fs::remove_dir_all(c.root().join("store")).unwrap();
+    std::fs::remove_file(c.root().join("profiles/demo.lock")).unwrap();
+    c.clear_calls();
+    let out = c
+        .talix_fast()
+        .args(["up", P])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr
+            .matches("already answers with this cluster's talosconfig")
+            .count(),
+        5,
+        "{stderr}"
+    );
+    let calls = c.calls();
+    let insecure = calls
+        .iter()
+        .filter(|a| {
+            a.contains(&"apply-config".to_string()) && a.contains(&"--insecure".to_string())
+        })
+        .count();
+    assert_eq!(
+        insecure, 0,
+        "configured nodes are not treated as maintenance nodes: {calls:?}"
+    );
+    // etcd answers AlreadyExists: recorded as bootstrapped, never tried on another node (trap 8).
+    let bootstraps: Vec<_> = calls
+        .iter()
+        .filter(|a| a.contains(&"bootstrap".to_string()))
+        .collect();
+    assert_eq!(bootstraps.len(), 1, "{bootstraps:?}");
+    let lock = std::fs::read_to_string(c.root().join("profiles/demo.lock")).unwrap();
+    assert!(
+        lock.contains("bootstrap:\n  node: cp1\n") && lock.matches("applied_config:").count() == 5,
+        "{lock}"
+    );
+}

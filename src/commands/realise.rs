@@ -171,14 +171,24 @@ pub(super) fn up(s: Session) -> Result<()> {
             progress.report(r, st);
         }
     });
-    // Whatever happened, hand the operator the kubeconfig if there is one.
-    if let Some(p) = engine
-        .plan(&all)?
-        .iter()
-        .find(|p| p.step.id.kind() == "kubeconfig" && p.status == Status::Cached)
-        && let Some(key) = p.key
-    {
-        write_private(&cluster.kubeconfig, &s.read_plain(&key, "kubeconfig")?)?;
+    // Whatever happened, hand the operator the kubeconfig if there is one (best effort: a
+    // failure here must not hide the step error).
+    let handed = (|| -> Result<()> {
+        let planned = engine.plan(&all)?;
+        let kubeconfig = planned
+            .iter()
+            .find(|p| p.step.id.kind() == "kubeconfig" && p.status == Status::Cached);
+        if let Some(key) = kubeconfig.and_then(|p| p.key) {
+            write_private(&cluster.kubeconfig, &s.read_plain(&key, "kubeconfig")?)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = &handed {
+        eprintln!(
+            "warning: could not write {}: {}",
+            cluster.kubeconfig.display(),
+            e.message
+        );
     }
     result?;
     println!(

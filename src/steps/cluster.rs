@@ -164,6 +164,11 @@ impl Drop for Spinner {
     }
 }
 
+/// Whether the node at `ip` answers the authenticated API with this cluster's talosconfig.
+pub fn answers_authenticated(cx: &BuildContext<'_>, env: &ClusterEnv, ip: IpAddr) -> bool {
+    env.talosconfig.is_file() && talosctl_auth(cx, env, ip, &["version"]).is_ok()
+}
+
 fn receipt(v: Value) -> BTreeMap<String, BuiltOutput> {
     [(
         "receipt".to_string(),
@@ -204,7 +209,13 @@ impl Builder for ApplyBuilder {
             );
             return Ok(receipt(json!({"node": node.name, "config": config_hash})));
         }
-        let configured = recorded.is_some();
+        let discovered_configured = recorded.is_none()
+            && cx
+                .latest_output(&StepId::new("discover", None), "configured")
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).ok())
+                .is_some_and(|names| names.contains(&node.name));
+        let configured = recorded.is_some() || discovered_configured;
         let (target, insecure) = if configured {
             // A configured node answers where it was configured (its address may be what this
             // very change moves).

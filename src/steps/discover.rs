@@ -14,17 +14,42 @@ pub struct DiscoverBuilder(pub ClusterEnv);
 
 impl Builder for DiscoverBuilder {
     fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
-        let configured = self.0.lock.get().nodes;
-        let wanted: Vec<_> = cx
+        let recorded = self.0.lock.get().nodes;
+        let unrecorded: Vec<_> = cx
             .profile
             .nodes
             .iter()
-            .filter(|n| !configured.contains_key(&n.name))
+            .filter(|n| !recorded.contains_key(&n.name))
             .collect();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| cx.fail(e.to_string()))?;
+        let allow = AllowNets::from_env().map_err(|e| cx.fail(e.to_string()))?;
+        // A node the lock file does not know may still be configured: an apply whose answer was
+        // lost (the node rebooted mid-reply), or a lock file lost with the store. Such a node
+        // answers the authenticated API at its static address; it is applied there, not looked
+        // for in maintenance mode.
+        let timeout = std::time::Duration::from_millis(cx.profile.discovery.connect_timeout_ms);
+        let mut already_configured = Vec::new();
+        for node in &unrecorded {
+            let allowed = allow.as_ref().is_none_or(|a| a.allows(node.ip));
+            let addr = std::net::SocketAddr::new(node.ip, cx.profile.talos.api_port);
+            if allowed
+                && runtime.block_on(crate::discovery::tcp_accepts(addr, timeout))
+                && crate::steps::cluster::answers_authenticated(cx, &self.0, node.ip)
+            {
+                eprintln!(
+                    "note: discover: {} already answers with this cluster's talosconfig at {}",
+                    node.name, node.ip
+                );
+                already_configured.push(node.name.clone());
+            }
+        }
+        let wanted: Vec<_> = unrecorded
+            .into_iter()
+            .filter(|n| !already_configured.contains(&n.name))
+            .collect();
         let mut vm_macs = BTreeMap::new();
         let need_proxmox: Vec<u32> = wanted
             .iter()
@@ -43,7 +68,6 @@ impl Builder for DiscoverBuilder {
             .collect();
         let talosctl = crate::exec::locate(Tool::Talosctl).map_err(|e| cx.fail(e.to_string()))?;
         let params = DiscoverParams::from_profile(cx.profile, talosctl);
-        let allow = AllowNets::from_env().map_err(|e| cx.fail(e.to_string()))?;
         let _spinner = crate::steps::cluster::Spinner::start(format!(
             "looking for {} node(s) in maintenance mode on {} port {}",
             expected.len(),
@@ -70,6 +94,12 @@ impl Builder for DiscoverBuilder {
         }
         let json =
             serde_json::to_vec_pretty(&matching.assigned).map_err(|e| cx.fail(e.to_string()))?;
-        Ok([("nodes".to_string(), BuiltOutput::Content(json))].into())
+        let configured =
+            serde_json::to_vec_pretty(&already_configured).map_err(|e| cx.fail(e.to_string()))?;
+        Ok([
+            ("nodes".to_string(), BuiltOutput::Content(json)),
+            ("configured".to_string(), BuiltOutput::Content(configured)),
+        ]
+        .into())
     }
 }
