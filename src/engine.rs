@@ -486,7 +486,11 @@ impl<'a> Engine<'a> {
             };
             self.store.put(&manifest, &stored)?;
             self.store.set_ref(&self.profile.name, &step.id, &key)?;
-            known.insert(step.id.clone(), manifest.output_hashes());
+            // Dependants key on what the store holds under this key: for a forced re-run of an
+            // existing key that is the first realisation (objects are immutable); the fresh
+            // observation reaches this run's builders through `latest_output`.
+            let stored_manifest = self.store.manifest(&key)?.unwrap_or(manifest);
+            known.insert(step.id.clone(), stored_manifest.output_hashes());
             keys.insert(step.id.clone(), key);
             let r = Realised {
                 id: step.id.clone(),
@@ -498,5 +502,142 @@ impl<'a> Engine<'a> {
             done.push(r);
         }
         Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The engine on its own: secret outputs are stored as ciphertext and read back as
+    //! plaintext, a missing cipher or builder is a clear error, forcing re-runs a cached step.
+    use super::*;
+    use crate::derivation::Effect;
+    use crate::store::memory::MemoryStore;
+
+    struct Xor;
+    impl ObjectCipher for Xor {
+        fn encrypt(&self, p: &[u8]) -> Result<Vec<u8>, String> {
+            Ok(p.iter().map(|b| b ^ 0x5a).collect())
+        }
+        fn decrypt(&self, s: &[u8]) -> Result<Vec<u8>, String> {
+            Ok(s.iter().map(|b| b ^ 0x5a).collect())
+        }
+    }
+
+    struct Emit(&'static str, std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    impl Builder for Emit {
+        fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut text = self.0.to_string();
+            for dep in &cx.step.deps {
+                text.push_str(&String::from_utf8(cx.dep_output(&dep.step, "out")?).unwrap());
+            }
+            Ok([("out".to_string(), BuiltOutput::Content(text.into_bytes()))].into())
+        }
+    }
+
+    fn profile() -> Profile {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
+        std::fs::write(&path, "name: p\nnetwork: {api_endpoint: 10.0.0.10, subnet: 10.0.0.0/24, pod_cidr: 10.244.0.0/16, service_cidr: 10.96.0.0/12}\ntalos: {version: v1.11.5, kubernetes_version: 1.34.1, factory: {schematic_id: 376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba}}\nsecrets: {recipients: [age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p]}\nnodes: {controlplane: {assignments: [{name: cp1, ip: 10.0.0.11}]}}\n").unwrap();
+        crate::profile::load(&path).unwrap().profile
+    }
+
+    fn two_steps() -> Vec<Step> {
+        vec![
+            Step::new(StepId("a".into()), 1, Effect::Pure)
+                .value("v", "1")
+                .secret(),
+            Step::new(StepId("b".into()), 1, Effect::Observe).dep(StepId("a".into()), &["out"]),
+        ]
+    }
+
+    #[test]
+    fn secret_outputs_are_stored_encrypted_and_read_back_plain() {
+        let (p, store, tools) = (profile(), MemoryStore::default(), ToolVersions::default());
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut b = Builders::default();
+        b.register("a", Box::new(Emit("secret-a", runs.clone())));
+        b.register("b", Box::new(Emit("b+", runs.clone())));
+        let engine = Engine {
+            profile: &p,
+            store: &store,
+            tools: &tools,
+            cipher: Some(&Xor),
+        };
+        let done = engine.realise(&two_steps(), &b, |_, _| {}).unwrap();
+        let stored_a = store.read_output(&done[0].key, "out").unwrap();
+        assert_ne!(stored_a, b"secret-a", "ciphertext in the store");
+        assert!(store.manifest(&done[0].key).unwrap().unwrap().outputs["out"].encrypted);
+        assert_eq!(
+            store.read_output(&done[1].key, "out").unwrap(),
+            b"b+secret-a",
+            "the dependant saw plaintext"
+        );
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn missing_cipher_and_missing_builder_are_errors() {
+        let (p, store, tools) = (profile(), MemoryStore::default(), ToolVersions::default());
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut b = Builders::default();
+        b.register("a", Box::new(Emit("x", runs.clone())));
+        let engine = Engine {
+            profile: &p,
+            store: &store,
+            tools: &tools,
+            cipher: None,
+        };
+        let e = engine
+            .realise(&two_steps(), &b, |_, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("secret output but no age recipients"), "{e}");
+        assert!(
+            store.keys().unwrap().is_empty(),
+            "nothing stored in plaintext"
+        );
+        let engine = Engine {
+            profile: &p,
+            store: &store,
+            tools: &tools,
+            cipher: Some(&Xor),
+        };
+        let e = engine
+            .realise(&two_steps(), &b, |_, _| {})
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "b: no builder for steps of kind \"b\" yet");
+    }
+
+    #[test]
+    fn forcing_reruns_a_cached_step_and_hands_its_fresh_output_on() {
+        let (p, store, tools) = (profile(), MemoryStore::default(), ToolVersions::default());
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut b = Builders::default();
+        b.register("a", Box::new(Emit("x", runs.clone())));
+        b.register("b", Box::new(Emit("y", runs.clone())));
+        let engine = Engine {
+            profile: &p,
+            store: &store,
+            tools: &tools,
+            cipher: Some(&Xor),
+        };
+        engine.realise(&two_steps(), &b, |_, _| {}).unwrap();
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+        engine.realise(&two_steps(), &b, |_, _| {}).unwrap();
+        assert_eq!(
+            runs.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "all cached"
+        );
+        let force = [StepId("b".into())].into();
+        let mut ran = Vec::new();
+        engine
+            .realise_forcing(&two_steps(), &b, &force, |r, _| {
+                ran.push((r.id.to_string(), r.ran))
+            })
+            .unwrap();
+        assert_eq!(ran, [("a".to_string(), false), ("b".to_string(), true)]);
     }
 }

@@ -368,14 +368,7 @@ fn no_plaintext_secret_reaches_the_disk() {
     let needles = secret_needles(&String::from_utf8(plain).unwrap());
     assert!(needles.len() >= 10, "{} needles", needles.len());
     let mut offenders = Vec::new();
-    for dir in [
-        c.root().to_path_buf(),
-        tmp.clone(),
-        std::env::temp_dir().join("nonexistent-guard"),
-    ] {
-        if !dir.exists() {
-            continue;
-        }
+    for dir in [c.root().to_path_buf(), tmp.clone()] {
         for entry in walkdir::WalkDir::new(&dir)
             .into_iter()
             .filter_map(Result::ok)

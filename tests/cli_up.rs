@@ -159,6 +159,38 @@ fn version_bumps_upgrade_running_nodes_one_by_one() {
         .filter(|a| a.contains(&"upgrade".to_string()))
         .collect();
     assert_eq!(upgrades.len(), 5, "{upgrades:?}");
+    // Rolling: one node after the other, each waited for (its version asked) before the next.
+    let order: Vec<String> = c
+        .calls()
+        .into_iter()
+        .filter(|a| a.contains(&"upgrade".to_string()) || a.contains(&"version".to_string()))
+        .filter_map(|a| {
+            let node = a.iter().position(|x| x == "-n").map(|i| a[i + 1].clone())?;
+            Some(format!(
+                "{}:{node}",
+                if a.contains(&"upgrade".to_string()) {
+                    "upgrade"
+                } else {
+                    "version"
+                }
+            ))
+        })
+        .collect();
+    let upgrades_at: Vec<usize> = order
+        .iter()
+        .enumerate()
+        .filter(|(_, x)| x.starts_with("upgrade:"))
+        .map(|(i, _)| i)
+        .collect();
+    for pair in upgrades_at.windows(2) {
+        let upgraded = order[pair[0]].trim_start_matches("upgrade:");
+        assert!(
+            order[pair[0] + 1..pair[1]]
+                .iter()
+                .any(|x| x == &format!("version:{upgraded}")),
+            "the next upgrade waited for {upgraded}: {order:?}"
+        );
+    }
     assert!(
         upgrades
             .iter()
@@ -282,6 +314,15 @@ fn faults_apply_drops_once_bootstrap_not_ready_and_a_foreign_node() {
     assert_eq!(
         bootstraps, 4,
         "three FailedPrecondition answers retried, then success"
+    );
+    let stranger: Vec<_> = c
+        .calls()
+        .into_iter()
+        .filter(|a| a.iter().any(|x| x.contains(".150")) && !a.contains(&"links".to_string()))
+        .collect();
+    assert!(
+        stranger.is_empty(),
+        "nothing but the link probe reached the foreign machine: {stranger:?}"
     );
 }
 

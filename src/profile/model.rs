@@ -130,13 +130,6 @@ pub struct Node {
     pub index: usize,
 }
 
-impl Node {
-    /// `nodes.<role>.assignments[<i>]`.
-    pub fn field_path(&self) -> String {
-        format!("nodes.{}.assignments[{}]", self.role, self.index)
-    }
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct Network {
     /// Host of the Kubernetes API endpoint (`https://<host>:6443`).

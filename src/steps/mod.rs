@@ -62,11 +62,3 @@ pub fn builders(env: &StepEnv) -> Builders {
     }
     b
 }
-
-/// Whether this build of talix has a builder for `kind` (cluster steps need a ClusterEnv).
-pub fn has_builder(kind: &str) -> bool {
-    matches!(
-        kind,
-        "patch" | "secrets" | "base-config" | "talosconfig" | "render"
-    )
-}
