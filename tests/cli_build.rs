@@ -287,7 +287,6 @@ fn rekey_changes_nothing_downstream() {
 fn export_writes_plaintext_configs_0600() {
     let c = fresh();
     // A talosconfig someone opened up is closed again by the next build.
-    use std::os::unix::fs::PermissionsExt as _;
     let tc = c.root().join("clusters/homelab/talosconfig");
     std::fs::set_permissions(&tc, std::fs::Permissions::from_mode(0o644)).unwrap();
     c.talix().args(["build", P]).assert().success();
