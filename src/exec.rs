@@ -48,8 +48,9 @@ pub fn locate(tool: Tool) -> Result<PathBuf, ExecError> {
         .ok_or(ExecError::NotFound { tool: name, env })
 }
 
-/// Run `program args`, capturing stdout; a non-zero exit is an error carrying stderr (with any
-/// secret text the caller lists redacted).
+/// Run `program args`, capturing stdout; a non-zero exit is an error carrying the argv and the
+/// child's stderr. Never pass secrets as arguments: they go through pipes
+/// (see [`crate::secrets::SecretPipe`]).
 pub fn run_capture<I, S>(
     program: &Path,
     args: I,
