@@ -437,7 +437,7 @@ impl<'a> Engine<'a> {
             let mut infos = BTreeMap::new();
             for (name, output) in built {
                 match output {
-                    BuiltOutput::Content(bytes) => {
+                    BuiltOutput::Content(mut bytes) => {
                         let bytes_stored = if step.secret {
                             let cipher = self.cipher.ok_or_else(|| EngineError::Cipher {
                                 step: step.id.clone(),
@@ -456,6 +456,10 @@ impl<'a> Engine<'a> {
                             name.clone(),
                             output_info(&bytes, &bytes_stored, step.secret),
                         );
+                        if step.secret {
+                            // The plaintext is not needed any more: wipe it, not just free it.
+                            zeroize::Zeroize::zeroize(&mut bytes);
+                        }
                         stored.insert(name, bytes_stored);
                     }
                     BuiltOutput::HashOnly(hash) => {
