@@ -193,8 +193,8 @@ impl Builder for ApplyBuilder {
         let env = &self.0;
         let node = node_of(cx)?;
         let render = StepId::new("render", Some(&node.name));
-        let config = cx.dep_output(&render, "config")?;
-        let config_hash = Digest::of_domain(domain::OBJECT, &config);
+        let config = SecretBytes::new(cx.dep_output(&render, "config")?);
+        let config_hash = Digest::of_domain(domain::OBJECT, config.expose_secret());
         let recorded = env.lock.get().nodes.get(&node.name).cloned();
         if recorded
             .as_ref()
@@ -241,7 +241,7 @@ impl Builder for ApplyBuilder {
         let tc = env.talosconfig.display().to_string();
         let mut last_error = String::new();
         for attempt in 1..=3 {
-            let result = talosctl_with_secrets(cx, vec![SecretBytes::new(config.clone())], |fds| {
+            let result = talosctl_with_secrets(cx, vec![config.clone()], |fds| {
                 let mut args = vec![
                     "apply-config".to_string(),
                     "--file".into(),
