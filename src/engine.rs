@@ -166,26 +166,8 @@ impl BuildContext<'_> {
 
     /// Output `output` of object `key` (made by `step`), decrypted when it is secret.
     fn plaintext(&self, step: &StepId, key: &Digest, output: &str) -> Result<Vec<u8>, StepError> {
-        let manifest = self
-            .store
-            .manifest(key)
-            .map_err(|e| self.fail(e.to_string()))?
-            .ok_or_else(|| self.fail(format!("{step} is not in the store")))?;
-        let info = manifest
-            .outputs
-            .get(output)
-            .ok_or_else(|| self.fail(format!("{step} has no output {output}")))?;
-        let stored = self
-            .store
-            .read_output(key, output)
-            .map_err(|e| self.fail(e.to_string()))?;
-        if !info.encrypted {
-            return Ok(stored);
-        }
-        let cipher = self
-            .cipher
-            .ok_or_else(|| self.fail("no age identity to decrypt secret outputs"))?;
-        cipher.decrypt(&stored).map_err(|e| self.fail(e))
+        read_plain(self.store, self.cipher, key, output)
+            .map_err(|e| self.fail(format!("{step}: {e}")))
     }
 
     pub fn fail(&self, message: impl Into<String>) -> StepError {
@@ -194,6 +176,31 @@ impl BuildContext<'_> {
             message: message.into(),
         }
     }
+}
+
+/// Output `output` of object `key` as plaintext: decrypted when the object is secret. The one
+/// way builders and commands read outputs back.
+pub fn read_plain(
+    store: &dyn Store,
+    cipher: Option<&dyn ObjectCipher>,
+    key: &Digest,
+    output: &str,
+) -> Result<Vec<u8>, String> {
+    let manifest = store
+        .manifest(key)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("object {key} is not in the store"))?;
+    let info = manifest
+        .outputs
+        .get(output)
+        .ok_or_else(|| format!("object {key} has no output {output}"))?;
+    let stored = store.read_output(key, output).map_err(|e| e.to_string())?;
+    if !info.encrypted {
+        return Ok(stored);
+    }
+    cipher
+        .ok_or("no age identity to decrypt secret outputs")?
+        .decrypt(&stored)
 }
 
 /// Runs one kind of step.

@@ -20,7 +20,6 @@ use crate::lockfile::{LockFile, SecretsLock};
 use crate::profile::{self, Finding, Profile};
 use crate::secrets::{AgeObjectCipher, LazyIdentities, Recipients};
 use crate::steps::StepEnv;
-use crate::store::Store;
 use crate::store::local::LocalStore;
 
 /// A failure at the edge: what to print and the exit code.
@@ -167,16 +166,8 @@ impl Session {
 
     /// An output's plaintext (decrypted when the object is secret).
     pub fn read_plain(&self, key: &Digest, output: &str) -> Result<Vec<u8>> {
-        let manifest = self
-            .store
-            .manifest(key)?
-            .ok_or_else(|| CliError::from(format!("object {key} is not in the store")))?;
-        let stored = self.store.read_output(key, output)?;
-        if manifest.outputs.get(output).is_some_and(|o| o.encrypted) {
-            use crate::engine::ObjectCipher;
-            return self.cipher.decrypt(&stored).map_err(CliError::from);
-        }
-        Ok(stored)
+        crate::engine::read_plain(&self.store, Some(&self.cipher), key, output)
+            .map_err(CliError::from)
     }
 
     pub fn steps(&self) -> Vec<Step> {

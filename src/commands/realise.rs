@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::{CliError, Result, Session};
 use crate::derivation::{Step, StepId};
-use crate::engine::Status;
+use crate::engine::{Realised, Status};
 use crate::graph;
 use crate::lockfile::LockFile;
 use crate::store::Store;
@@ -110,12 +110,13 @@ fn config_steps(s: &Session) -> Vec<Step> {
 /// read, and pin the contract / talosctl version / secrets hashes in the lock file.
 fn realise_configs(s: &Session, progress: &mut Progress) -> Result<LockFile> {
     let steps = config_steps(s);
-    s.engine()
+    let done = s
+        .engine()
         .realise(&steps, &crate::steps::builders(&s.step_env()), |r, st| {
             progress.report(r, st)
         })?;
-    materialise(s, &steps)?;
-    let lock = pin_lock(s, s.lock.clone())?;
+    materialise(s, &done)?;
+    let lock = pin_lock(s, s.lock.clone(), &done)?;
     if lock != s.lock {
         lock.save(&s.profile.lock_path())?;
     }
@@ -205,13 +206,9 @@ pub(super) fn up(s: Session) -> Result<()> {
 /// Write what operators read to the config dir: each node patch in plaintext (no secrets) to
 /// `<config_dir>/<patches_dir>/<node>.yaml`, and the talosconfig 0600 to
 /// `<config_dir>/talosconfig`. Files are rewritten only when their content differs.
-fn materialise(s: &Session, steps: &[Step]) -> Result<()> {
-    let planned = s.engine().plan(steps)?;
-    for p in &planned {
-        let Some(key) = p.key.filter(|_| p.status == Status::Cached) else {
-            continue;
-        };
-        let (target, output, mode) = match (p.step.id.kind(), p.step.id.node()) {
+fn materialise(s: &Session, done: &[Realised]) -> Result<()> {
+    for r in done {
+        let (target, output, mode) = match (r.id.kind(), r.id.node()) {
             ("patch", Some(node)) => (
                 s.profile.talos.patches_dir.join(format!("{node}.yaml")),
                 "patch",
@@ -224,7 +221,7 @@ fn materialise(s: &Session, steps: &[Step]) -> Result<()> {
             ),
             _ => continue,
         };
-        let bytes = s.read_plain(&key, output)?;
+        let bytes = s.read_plain(&r.key, output)?;
         crate::store::local::ensure_file(&target, &bytes, mode)?;
     }
     Ok(())
@@ -232,24 +229,23 @@ fn materialise(s: &Session, steps: &[Step]) -> Result<()> {
 
 /// Record the contract (and talosctl version) in the lock file the first time configs are built,
 /// and the secrets hashes.
-fn pin_lock(s: &Session, mut lock: LockFile) -> Result<LockFile> {
+fn pin_lock(s: &Session, mut lock: LockFile, done: &[Realised]) -> Result<LockFile> {
     if lock.contract.is_none() || s.contract.source == graph::ContractSource::Profile {
         lock.contract = Some(s.contract.contract.to_string());
     }
-    let planned = s.engine().plan(&s.steps())?;
-    if planned
-        .iter()
-        .any(|p| p.step.id.kind() == "base-config" && p.status == Status::Cached)
+    if done.iter().any(|r| r.id.kind() == "base-config")
         && let Ok(v) = s.tools.get(crate::derivation::Tool::Talosctl)
     {
         lock.talosctl_version = Some(v);
     }
-    if let Some(bundle) = planned
-        .first()
-        .and_then(|p| p.outputs.as_ref())
-        .and_then(|o| o.get("bundle"))
+    let secrets = done.iter().find(|r| r.id == graph::secrets_id());
+    if let Some(m) = secrets
+        .map(|r| s.store.manifest(&r.key))
+        .transpose()?
+        .flatten()
+        && let Some(bundle) = m.outputs.get("bundle")
     {
-        s.record_secrets(&mut lock, *bundle)?;
+        s.record_secrets(&mut lock, bundle.hash)?;
     }
     Ok(lock)
 }

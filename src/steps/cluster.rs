@@ -298,39 +298,14 @@ impl Builder for ReadyBuilder {
     fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
         let env = &self.0;
         let node = node_of(cx)?;
-        let started = Instant::now();
         let _spinner = Spinner::start(format!(
             "waiting for {} to answer at {}",
             node.name, node.ip
         ));
-        loop {
-            match talosctl_auth(cx, env, node.ip, &["version"]) {
-                Ok(out) => {
-                    let text = String::from_utf8_lossy(&out.stdout);
-                    let server = text
-                        .split("Server:")
-                        .nth(1)
-                        .and_then(exec::first_version)
-                        .unwrap_or_default();
-                    return Ok(receipt(
-                        json!({"node": node.name, "address": node.ip.to_string(), "talos": server}),
-                    ));
-                }
-                Err(e) if started.elapsed() < env.timing.ready_timeout => {
-                    tracing::debug!("{} not ready yet: {}", node.name, stderr_of(&e));
-                    std::thread::sleep(env.timing.poll);
-                }
-                Err(e) => {
-                    return Err(cx.fail(format!(
-                        "{} did not answer at {} within {:?} after apply: {}",
-                        node.name,
-                        node.ip,
-                        env.timing.ready_timeout,
-                        stderr_of(&e)
-                    )));
-                }
-            }
-        }
+        let server = server_version(cx, env, node, None)?;
+        Ok(receipt(
+            json!({"node": node.name, "address": node.ip.to_string(), "talos": server}),
+        ))
     }
 }
 
@@ -457,28 +432,11 @@ impl Builder for VerifyBuilder {
         let cp = first_controlplane(cx)?;
         let mut problems = Vec::new();
 
-        // Kubernetes nodes (real kubectl against the kubeconfig the operator gets: written 0600).
-        let kubeconfig = cx.dep_output(&StepId::new("kubeconfig", None), "kubeconfig")?;
-        write_private(&env.kubeconfig, &kubeconfig)
-            .map_err(|e| cx.fail(format!("{}: {e}", env.kubeconfig.display())))?;
-        let kubectl = exec::locate(Tool::Kubectl).map_err(|e| cx.fail(e.to_string()))?;
-        let out = exec::run_capture(
-            &kubectl,
-            [
-                "--kubeconfig",
-                &env.kubeconfig.display().to_string(),
-                "get",
-                "nodes",
-                "-o",
-                "json",
-            ],
-            |_| {},
-        )
-        .map_err(|e| cx.fail(format!("kubectl get nodes failed: {}", stderr_of(&e))))?;
-        let nodes: Value = serde_json::from_slice(&out.stdout)
-            .map_err(|e| cx.fail(format!("kubectl output: {e}")))?;
+        // Kubernetes nodes (real kubectl against the kubeconfig the operator gets).
+        write_kubeconfig(cx, env)?;
+        let nodes = kubernetes_nodes(cx, env)?;
         let mut ready = BTreeMap::new();
-        for item in nodes["items"].as_array().cloned().unwrap_or_default() {
+        for item in &nodes {
             let name = item["metadata"]["name"]
                 .as_str()
                 .unwrap_or_default()
@@ -634,31 +592,36 @@ impl Builder for UpgradeBuilder {
 
 pub struct UpgradeK8sBuilder(pub ClusterEnv);
 
-/// Kubelet versions by node name, from the real kubectl.
-fn kubelet_versions(
-    cx: &BuildContext<'_>,
-    env: &ClusterEnv,
-) -> Result<BTreeMap<String, String>, StepError> {
+/// Write the kubeconfig step's output 0600 where the operator (and kubectl) find it.
+fn write_kubeconfig(cx: &BuildContext<'_>, env: &ClusterEnv) -> Result<(), StepError> {
+    let kubeconfig = cx.dep_output(&StepId::new("kubeconfig", None), "kubeconfig")?;
+    write_private(&env.kubeconfig, &kubeconfig)
+        .map_err(|e| cx.fail(format!("{}: {e}", env.kubeconfig.display())))
+}
+
+/// `kubectl get nodes -o json` items, with the written kubeconfig.
+fn kubernetes_nodes(cx: &BuildContext<'_>, env: &ClusterEnv) -> Result<Vec<Value>, StepError> {
     let kubectl = exec::locate(Tool::Kubectl).map_err(|e| cx.fail(e.to_string()))?;
+    let kubeconfig = env.kubeconfig.display().to_string();
     let out = exec::run_capture(
         &kubectl,
-        [
-            "--kubeconfig",
-            &env.kubeconfig.display().to_string(),
-            "get",
-            "nodes",
-            "-o",
-            "json",
-        ],
+        ["--kubeconfig", &kubeconfig, "get", "nodes", "-o", "json"],
         |_| {},
     )
     .map_err(|e| cx.fail(format!("kubectl get nodes failed: {}", stderr_of(&e))))?;
     let nodes: Value =
         serde_json::from_slice(&out.stdout).map_err(|e| cx.fail(format!("kubectl output: {e}")))?;
-    Ok(nodes["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    Ok(nodes["items"].as_array().cloned().unwrap_or_default())
+}
+
+/// Kubelet versions by node name.
+fn kubelet_versions(
+    cx: &BuildContext<'_>,
+    env: &ClusterEnv,
+) -> Result<BTreeMap<String, String>, StepError> {
+    let nodes = kubernetes_nodes(cx, env)?;
+    Ok(nodes
+        .iter()
         .map(|i| {
             (
                 i["metadata"]["name"]
@@ -677,9 +640,7 @@ fn kubelet_versions(
 impl Builder for UpgradeK8sBuilder {
     fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
         let env = &self.0;
-        let kubeconfig = cx.dep_output(&StepId::new("kubeconfig", None), "kubeconfig")?;
-        write_private(&env.kubeconfig, &kubeconfig)
-            .map_err(|e| cx.fail(format!("{}: {e}", env.kubeconfig.display())))?;
+        write_kubeconfig(cx, env)?;
         let target = format!("v{}", cx.profile.talos.kubernetes_version);
         let behind: Vec<String> = kubelet_versions(cx, env)?
             .into_iter()
