@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use talix::sim::node::{ClusterSpec, SimCluster};
+use talos_sim::node::{ClusterSpec, SimCluster};
 
 const TALIX: &str = env!("CARGO_BIN_EXE_talix");
 const RUNBOOK_MACS: [&str; 5] = [

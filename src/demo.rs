@@ -12,7 +12,7 @@ use clap::Parser;
 
 use crate::cli::Cli;
 use crate::commands::{CliError, dispatch};
-use crate::sim::node::{ClusterSpec, NodeSpec, SimCluster};
+use talos_sim::node::{ClusterSpec, NodeSpec, SimCluster};
 
 const CONTROLPLANES: [&str; 3] = ["cp1", "cp2", "cp3"];
 const WORKERS: [&str; 2] = ["w1", "w2"];

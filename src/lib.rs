@@ -15,6 +15,5 @@ pub mod lockfile;
 pub mod profile;
 pub mod proxmox;
 pub mod secrets;
-pub mod sim;
 pub mod steps;
 pub mod store;

@@ -15,10 +15,10 @@ fn main() -> ExitCode {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     if invoked_as == "talosctl" || invoked_as.starts_with("talosctl-") {
-        return exit_code(talix::sim::talosctl_main(args[1..].to_vec()));
+        return exit_code(talos_sim::talosctl_main(args[1..].to_vec()));
     }
     if args.get(1).is_some_and(|a| a == "sim") {
-        return exit_code(talix::sim::sim_main(args[2..].to_vec()));
+        return exit_code(talos_sim::sim_main(args[2..].to_vec()));
     }
     talix::cli::run(args)
 }

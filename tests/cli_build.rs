@@ -387,7 +387,7 @@ fn rendered_configs_pass_the_simulators_validation_for_each_contract() {
         ("v1.14", "v1.14.0"),
     ] {
         for (node, bytes) in rendered_under(contract, version) {
-            let summary = talix::sim::machineconfig::validate(&bytes)
+            let summary = talos_sim::machineconfig::validate(&bytes)
                 .unwrap_or_else(|errors| panic!("{contract} {node}: {errors:?}"));
             let text = String::from_utf8_lossy(&bytes);
             let hostname_docs = text.matches("kind: HostnameConfig").count();

@@ -12,7 +12,7 @@ use talix::discovery::{
     AllowNets, DiscoverParams, DiscoveryError, ExpectedNode, FoundHost, LinkProbe, discover,
     match_nodes, probe_links,
 };
-use talix::sim::node::{ClusterSpec, SimCluster};
+use talos_sim::node::{ClusterSpec, SimCluster};
 
 fn random_prefix(salt: &str) -> String {
     let seed = format!(

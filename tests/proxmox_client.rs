@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 use talix::profile::model::{Proxmox, ProxmoxTls, TokenSecretSource};
 use talix::proxmox::{ProxmoxClient, ProxmoxClientError, token_secret};
-use talix::sim::proxmox::{ProxmoxSim, ProxmoxSpec};
+use talos_sim::proxmox::{ProxmoxSim, ProxmoxSpec};
 
 const TOKEN_ID: &str = "root@pam!talos";
 const SECRET: &str = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Derives src/sim/machineconfig/known_fields.txt from the Talos machine-config JSON schemas.
+"""Derives sim/src/machineconfig/known_fields.txt from the Talos machine-config JSON schemas.
 
 Usage (schemas oldest first; the simulator reads bit 0 = v1.11, bit 1 = v1.13, bit 2 = newest):
   tools/derive_known_fields.py config.schema.v1.11.json config.schema.v1.13.json \
-      config.schema.json > src/sim/machineconfig/known_fields.txt
+      config.schema.json > sim/src/machineconfig/known_fields.txt
 
 Each output line is `<kind> <path> <scalar type or -> <schema mask>` (bit i set = known to the
 i-th schema argument), in schema (= Go struct field) order, first schema first. `v1alpha1` is

@@ -225,7 +225,7 @@ impl SimProcess {
     pub fn start(
         dir: &Path,
         reboot_delay_ms: u64,
-        edit: impl Fn(&mut talix::sim::node::ClusterSpec),
+        edit: impl Fn(&mut talos_sim::node::ClusterSpec),
     ) -> Self {
         for attempt in 0..5u32 {
             let seed = std::time::SystemTime::now()
@@ -282,7 +282,7 @@ impl Cluster {
     /// A cluster workspace whose `demo` profile matches a running simulator.
     pub fn with_sim(
         reboot_delay_ms: u64,
-        edit: impl Fn(&mut talix::sim::node::ClusterSpec),
+        edit: impl Fn(&mut talos_sim::node::ClusterSpec),
     ) -> (Cluster, SimProcess) {
         let c = Cluster::new();
         let sim = SimProcess::start(c.root(), reboot_delay_ms, edit);

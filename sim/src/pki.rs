@@ -14,8 +14,8 @@ use rustls_pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, Pr
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use crate::sim::machineconfig::contract::Contract;
-use crate::sim::machineconfig::yaml::{self, Yaml};
+use crate::machineconfig::contract::Contract;
+use crate::machineconfig::yaml::{self, Yaml};
 
 /// Failures of key/certificate handling. Messages never contain key material.
 #[derive(Debug, thiserror::Error)]

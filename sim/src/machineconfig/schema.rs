@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use crate::sim::machineconfig::yaml::Yaml;
+use crate::machineconfig::yaml::Yaml;
 
 /// The field table: per document kind, schema paths with their declaration order.
 pub struct FieldTable {
@@ -30,7 +30,7 @@ pub const SCHEMA_ALL: SchemaMask = SCHEMA_V1_11 | SCHEMA_V1_13 | SCHEMA_NEWEST;
 /// accepting fields older schemas documented, so each generation adds to the previous ones.
 /// v1.12 nodes are approximated by the v1.13 schema. Unparsable versions accept everything.
 pub fn schema_mask_for_version(talos_version: &str) -> SchemaMask {
-    match crate::sim::machineconfig::contract::parse_major_minor(talos_version) {
+    match crate::machineconfig::contract::parse_major_minor(talos_version) {
         Some(v) if v <= (1, 11) => SCHEMA_V1_11,
         Some(v) if v <= (1, 13) => SCHEMA_V1_11 | SCHEMA_V1_13,
         _ => SCHEMA_ALL,
@@ -404,7 +404,7 @@ fn canonicalize_at(table: &FieldTable, node: &mut Yaml, kind: &str, path: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::machineconfig::yaml;
+    use crate::machineconfig::yaml;
 
     #[test]
     fn samples_are_known_and_already_canonical() {

@@ -17,8 +17,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::ServerName;
 
-use crate::sim::node::tls;
-use crate::sim::node::wire::{self, Reply, Request, Response, RpcError};
+use crate::node::tls;
+use crate::node::wire::{self, Reply, Request, Response, RpcError};
 
 /// Default Talos API port appended to endpoints and nodes without one.
 const API_PORT: u16 = 50000;
@@ -653,21 +653,20 @@ async fn apply_config(global: &Global, args: ApplyArgs) -> CliResult {
             "unknown command {what:?} for \"talosctl apply\""
         )));
     }
-    let allowed: &[&str] =
-        if crate::sim::node::wire::version_at_least(&crate::sim::client_version(), 1, 14) {
-            &["auto", "no-reboot", "staged", "try"]
-        } else if crate::sim::node::wire::version_at_least(&crate::sim::client_version(), 1, 12) {
-            &["auto", "no-reboot", "reboot", "staged", "try"]
-        } else {
-            &[
-                "auto",
-                "interactive",
-                "no-reboot",
-                "reboot",
-                "staged",
-                "try",
-            ]
-        };
+    let allowed: &[&str] = if crate::node::wire::version_at_least(&crate::client_version(), 1, 14) {
+        &["auto", "no-reboot", "staged", "try"]
+    } else if crate::node::wire::version_at_least(&crate::client_version(), 1, 12) {
+        &["auto", "no-reboot", "reboot", "staged", "try"]
+    } else {
+        &[
+            "auto",
+            "interactive",
+            "no-reboot",
+            "reboot",
+            "staged",
+            "try",
+        ]
+    };
     if !allowed.contains(&args.mode.as_str()) {
         return Err(CliError(format!(
             "possible options are: {}",
@@ -693,7 +692,7 @@ async fn apply_config(global: &Global, args: ApplyArgs) -> CliResult {
     let data = if args.config_patch.is_empty() {
         data
     } else {
-        use crate::sim::machineconfig::{merge, yaml};
+        use crate::machineconfig::{merge, yaml};
         let patches =
             merge::load_patches(&args.config_patch).map_err(|e| CliError(e.to_string()))?;
         let text = String::from_utf8(data)
@@ -1078,7 +1077,7 @@ fn merge_kubeconfig(existing: &str, new: &str, force: bool) -> Result<String, Cl
 }
 
 fn client_block(short: bool) {
-    let tag = crate::sim::client_version();
+    let tag = crate::client_version();
     println!("Client:");
     if short {
         println!("\tTalos {tag}");
@@ -1150,7 +1149,7 @@ async fn version(global: &Global, args: VersionArgs) -> CliResult {
 
 /// `WARNING: <node>: server version X is older than client version Y` (never fails).
 async fn client_version_check(conn: &Connection) {
-    let client = crate::sim::client_version();
+    let client = crate::client_version();
     let Some(client_v) = wire::parse_version(&client) else {
         return;
     };
@@ -1405,7 +1404,7 @@ async fn get(global: &Global, args: GetArgs) -> CliResult {
         .await
         .map_err(|e| CliError(e.to_string()))?;
     let (ok, error) = split_replies(replies);
-    let canonical = crate::sim::node::canonical_type(&args.resource_type);
+    let canonical = crate::node::canonical_type(&args.resource_type);
     let mut stdout = String::new();
     let mut rows = Vec::new();
     if output == "table" {
@@ -1537,7 +1536,7 @@ async fn upgrade(global: &Global, args: UpgradeArgs) -> CliResult {
         (args.force, "force"),
         (args.insecure, "insecure"),
     ] {
-        if used && crate::sim::node::wire::version_at_least(&crate::sim::client_version(), 1, 13) {
+        if used && crate::node::wire::version_at_least(&crate::client_version(), 1, 13) {
             eprintln!(
                 "Flag --{name} has been deprecated, legacy flag for MachineService.Upgrade fallback, to be removed in Talos 1.18"
             );
@@ -1548,12 +1547,10 @@ async fn upgrade(global: &Global, args: UpgradeArgs) -> CliResult {
             "cannot use --wait and --insecure together".to_string(),
         ));
     }
-    let image = args.image.clone().unwrap_or_else(|| {
-        format!(
-            "ghcr.io/siderolabs/installer:{}",
-            crate::sim::client_version()
-        )
-    });
+    let image = args
+        .image
+        .clone()
+        .unwrap_or_else(|| format!("ghcr.io/siderolabs/installer:{}", crate::client_version()));
     let conn = connect(global, args.insecure)?;
     if !args.insecure {
         client_version_check(&conn).await;
@@ -1577,7 +1574,7 @@ async fn upgrade(global: &Global, args: UpgradeArgs) -> CliResult {
         print!("{}", tabwrite(&rows));
         return Ok(());
     }
-    let wanted = crate::sim::node::config::image_tag(&image)
+    let wanted = crate::node::config::image_tag(&image)
         .unwrap_or_default()
         .to_string();
     let timeout = parse_go_duration(&args.timeout)?;
@@ -1682,7 +1679,7 @@ async fn upgrade_k8s(global: &Global, args: UpgradeK8sArgs) -> CliResult {
 
 /// talosctl's built-in default Kubernetes version for its own release line.
 fn default_kubernetes_version() -> String {
-    let client = crate::sim::client_version();
+    let client = crate::client_version();
     let v = wire::parse_version(&client).unwrap_or((1, 11, 0));
     match (v.0, v.1) {
         (1, 7) => "1.30.5",

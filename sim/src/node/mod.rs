@@ -120,7 +120,7 @@ pub(crate) struct EtcdCluster {
 pub(crate) struct ClusterState {
     pub nodes: Vec<NodeState>,
     pub etcd: HashMap<String, EtcdCluster>,
-    pub kube: HashMap<String, crate::sim::kube::KubeApi>,
+    pub kube: HashMap<String, crate::kube::KubeApi>,
 }
 
 pub(crate) struct Shared {

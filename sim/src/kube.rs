@@ -12,8 +12,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::sim::node::config::ConfigFacts;
-use crate::sim::node::{Phase, Shared, tls};
+use crate::node::config::ConfigFacts;
+use crate::node::{Phase, Shared, tls};
 
 /// Errors starting the simulated Kubernetes API.
 #[derive(Debug, thiserror::Error)]
@@ -317,7 +317,7 @@ fn cluster_version(shared: &Shared, key: &str) -> String {
         .nodes
         .iter()
         .find_map(|n| n.config.as_ref().filter(|c| c.facts.os_ca_cert == key))
-        .map(|c| crate::sim::node::cluster_k8s_version(&state, &c.facts))
+        .map(|c| crate::node::cluster_k8s_version(&state, &c.facts))
         .unwrap_or_default()
 }
 
@@ -344,7 +344,7 @@ fn nodes(shared: &Shared, key: &str) -> Vec<Value> {
         if config.facts.is_controlplane() {
             labels.insert("node-role.kubernetes.io/control-plane".into(), json!(""));
         }
-        let version = crate::sim::node::cluster_k8s_version(&state, &config.facts);
+        let version = crate::node::cluster_k8s_version(&state, &config.facts);
         out.push(json!({
             "apiVersion": "v1",
             "kind": "Node",

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::sim::machineconfig::yaml::{self, Yaml};
+use crate::machineconfig::yaml::{self, Yaml};
 
 /// Errors reading or writing a talosconfig.
 #[derive(Debug, thiserror::Error)]

@@ -236,20 +236,20 @@ mod tests {
     fn issues_certificates_from_the_sample_cas() {
         let f = ConfigFacts::extract(SAMPLE).unwrap();
         let ip: std::net::IpAddr = "127.0.0.5".parse().unwrap();
-        let server = crate::sim::node::tls::issue_leaf(
+        let server = crate::node::tls::issue_leaf(
             &f.os_ca_cert,
             f.os_ca_key.as_deref().unwrap(),
-            crate::sim::node::tls::LeafUsage::Server {
+            crate::node::tls::LeafUsage::Server {
                 ips: &[ip],
                 dns: &[],
             },
         )
         .expect("OS CA (Ed25519) signs");
-        crate::sim::node::tls::server_config(&server, Some(&f.os_ca_cert), &[]).unwrap();
-        crate::sim::node::tls::issue_leaf(
+        crate::node::tls::server_config(&server, Some(&f.os_ca_cert), &[]).unwrap();
+        crate::node::tls::issue_leaf(
             f.k8s_ca_cert.as_deref().unwrap(),
             f.k8s_ca_key.as_deref().unwrap(),
-            crate::sim::node::tls::LeafUsage::Client {
+            crate::node::tls::LeafUsage::Client {
                 common_name: "admin",
                 organizations: &["system:masters"],
             },

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use super::flags::{self, FlagKind, FlagSpec, GLOBAL_FLAGS, ParsedFlags};
 use super::talosconfig::{self, Talosconfig, TalosconfigError};
 use super::{CliError, command_usage, exact_args, minimum_args};
-use crate::sim::machineconfig::yaml::{self, Yaml};
-use crate::sim::pki;
+use crate::machineconfig::yaml::{self, Yaml};
+use crate::pki;
 
 fn group_usage() -> String {
     "Manage the client configuration file (talosconfig)\n\nUsage:\n  talosctl config [command]\n\nAvailable Commands:\n  context     Set the current context\n  contexts    List defined contexts\n  endpoint    Set the endpoint(s) for the current context\n  info        Show information about the current context\n  merge       Merge additional contexts from another client configuration file\n  node        Set the node(s) for the current context\n\nFlags:\n  -h, --help   help for config\n\nUse \"talosctl config [command] --help\" for more information about a command.\n".to_string()

@@ -187,7 +187,7 @@ fn decode_config(params: &Value) -> Result<Vec<u8>, RpcError> {
 /// Validation as the node does it: the offline machine-config checker, then the facts the
 /// simulator needs (CA material etc.).
 fn validate_config(bytes: &[u8]) -> Result<ConfigFacts, String> {
-    if let Err(errors) = crate::sim::machineconfig::validate(bytes) {
+    if let Err(errors) = crate::machineconfig::validate(bytes) {
         return Err(errors.join("\n"));
     }
     ConfigFacts::extract(bytes)
@@ -500,7 +500,7 @@ fn bootstrap(shared: &Arc<Shared>, idx: usize) -> CallResult {
         kube_to_start = (!state.kube.contains_key(&key)).then_some((key, config));
     }
     if let Some((key, config)) = kube_to_start {
-        match crate::sim::kube::KubeApi::start(shared.clone(), key.clone(), &config.facts) {
+        match crate::kube::KubeApi::start(shared.clone(), key.clone(), &config.facts) {
             Ok(api) => {
                 shared.lock().kube.insert(key, api);
             }

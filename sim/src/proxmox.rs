@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::sim::node::tls;
+use crate::node::tls;
 
 /// Errors starting the Proxmox simulator.
 #[derive(Debug, thiserror::Error)]

@@ -29,7 +29,7 @@ pub struct Workdir {
 impl Workdir {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_talix"), dir.path().join("talosctl"))
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_talos-sim"), dir.path().join("talosctl"))
             .unwrap();
         Workdir { dir }
     }
@@ -97,8 +97,8 @@ impl Workdir {
     pub fn start_service(&self, subcommand: &str, spec_yaml: &str) -> Service {
         let spec = self.write(&format!("{subcommand}-spec.yaml"), spec_yaml);
         let ready = self.file(&format!("{subcommand}-ready.json"));
-        let child = Command::new(env!("CARGO_BIN_EXE_talix"))
-            .args(["sim", subcommand, "--spec"])
+        let child = Command::new(env!("CARGO_BIN_EXE_talos-sim"))
+            .args([subcommand, "--spec"])
             .arg(&spec)
             .arg("--ready-file")
             .arg(&ready)

@@ -7,18 +7,18 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use talix::sim::machineconfig::yaml::{self, Yaml};
-use talix::sim::machineconfig::{self, MachineType};
-use talix::sim::pki;
-use talix::sim::talosctl::talosconfig::Talosconfig;
+use talos_sim::machineconfig::yaml::{self, Yaml};
+use talos_sim::machineconfig::{self, MachineType};
+use talos_sim::pki;
+use talos_sim::talosctl::talosconfig::Talosconfig;
 
-const SAMPLE_SECRETS: &str = include_str!("../src/sim/machineconfig/testdata/secrets.yaml");
+const SAMPLE_SECRETS: &str = include_str!("../src/machineconfig/testdata/secrets.yaml");
 const SAMPLE_CP_V111: &str =
-    include_str!("../src/sim/machineconfig/testdata/controlplane-contract-v1.11.yaml");
+    include_str!("../src/machineconfig/testdata/controlplane-contract-v1.11.yaml");
 const SAMPLE_WORKER_V111: &str =
-    include_str!("../src/sim/machineconfig/testdata/worker-contract-v1.11.yaml");
+    include_str!("../src/machineconfig/testdata/worker-contract-v1.11.yaml");
 const SAMPLE_CP_V114: &str =
-    include_str!("../src/sim/machineconfig/testdata/controlplane-contract-v1.14-multidoc.yaml");
+    include_str!("../src/machineconfig/testdata/controlplane-contract-v1.14-multidoc.yaml");
 
 /// A scratch directory with a `talosctl` symlink to the talix binary.
 struct Sandbox {
@@ -32,7 +32,7 @@ impl Sandbox {
         fs_err::create_dir(dir.path().join("home")).unwrap();
         fs_err::create_dir(dir.path().join("work")).unwrap();
         std::os::unix::fs::symlink(
-            env!("CARGO_BIN_EXE_talix"),
+            env!("CARGO_BIN_EXE_talos-sim"),
             dir.path().join("bin").join("talosctl"),
         )
         .unwrap();
@@ -1190,16 +1190,16 @@ fn invocation_log_has_one_json_line_per_invocation_even_concurrently() {
 #[test]
 fn talix_sim_talosctl_behaves_like_the_symlink() {
     let sb = Sandbox::new();
-    let o = Command::new(env!("CARGO_BIN_EXE_talix"))
-        .args(["sim", "talosctl", "gen", "secrets", "-o", "-"])
+    let o = Command::new(env!("CARGO_BIN_EXE_talos-sim"))
+        .args(["talosctl", "gen", "secrets", "-o", "-"])
         .current_dir(sb.work())
         .env("TALOSCTL_SIM_VERSION", "v1.12.0")
         .output()
         .unwrap();
     assert_exit(&o, 0);
     assert_eq!(pki::parse(&o.stdout).unwrap().validate(), vec![]);
-    let o = Command::new(env!("CARGO_BIN_EXE_talix"))
-        .args(["sim", "talosctl", "bogus"])
+    let o = Command::new(env!("CARGO_BIN_EXE_talos-sim"))
+        .args(["talosctl", "bogus"])
         .output()
         .unwrap();
     assert_exit(&o, 1);

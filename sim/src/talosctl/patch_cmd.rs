@@ -7,8 +7,8 @@ use std::path::Path;
 use super::flags::{self, FlagKind, FlagSpec};
 use super::gen_cmd::go_io_error;
 use super::{CliError, command_usage, exact_args};
-use crate::sim::machineconfig::merge;
-use crate::sim::machineconfig::yaml;
+use crate::machineconfig::merge;
+use crate::machineconfig::yaml;
 
 const PATCH_FLAGS: &[FlagSpec] = &[
     FlagSpec::new(

@@ -18,7 +18,7 @@ const MACS: [&str; 5] = [
 
 #[test]
 fn runbook_completes_against_simulated_nodes() {
-    let runbook = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/bench/runbook.sh");
+    let runbook = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/bench/runbook.sh");
     assert!(std::path::Path::new(runbook).exists(), "{runbook} missing");
     for tool in ["jq", "bc", "bash", "timeout"] {
         let found = Command::new("sh")
@@ -31,7 +31,7 @@ fn runbook_completes_against_simulated_nodes() {
     let net = random_subnet();
     let bin = work.file("bin");
     std::fs::create_dir(&bin).unwrap();
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_talix"), bin.join("talosctl")).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_talos-sim"), bin.join("talosctl")).unwrap();
     // netcat shim: `nc -z -w N host port` through bash's /dev/tcp.
     let nc = bin.join("nc");
     std::fs::write(

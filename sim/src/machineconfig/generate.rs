@@ -3,10 +3,10 @@
 //! v1.12/v1.13, and the multi-document layout from v1.14 on. Output is a pure function of the
 //! secrets bundle and the inputs, so identical inputs give byte-identical configs.
 
-use crate::sim::machineconfig::MachineType;
-use crate::sim::machineconfig::contract::Contract;
-use crate::sim::machineconfig::yaml::Yaml;
-use crate::sim::pki::{CertAndKey, SecretsBundle, decode_b64_text};
+use crate::machineconfig::MachineType;
+use crate::machineconfig::contract::Contract;
+use crate::machineconfig::yaml::Yaml;
+use crate::pki::{CertAndKey, SecretsBundle, decode_b64_text};
 
 /// Everything `gen config` feeds into the generator besides the bundle.
 #[derive(Clone, Debug)]
@@ -633,8 +633,8 @@ pub fn generate(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::machineconfig::yaml;
-    use crate::sim::pki;
+    use crate::machineconfig::yaml;
+    use crate::pki;
 
     fn fixture_input(contract: Contract) -> GenerateInput {
         GenerateInput {
@@ -720,7 +720,7 @@ mod tests {
                 }
                 for t in [MachineType::ControlPlane, MachineType::Worker] {
                     let text = yaml::emit_documents(&generate(&bundle, &input, t));
-                    let summary = crate::sim::machineconfig::validate(text.as_bytes())
+                    let summary = crate::machineconfig::validate(text.as_bytes())
                         .unwrap_or_else(|e| panic!("v1.{minor} {t:?} {features}: {e:?}"));
                     assert_eq!(summary.machine_type, t);
                     // Workers carry clusterName only for contracts newer than v1.7.
@@ -745,7 +745,7 @@ mod tests {
         input.discovery = false;
         let text = yaml::emit_documents(&generate(&sample_bundle(), &input, MachineType::Worker));
         assert_eq!(
-            crate::sim::machineconfig::validate(text.as_bytes()).unwrap_err(),
+            crate::machineconfig::validate(text.as_bytes()).unwrap_err(),
             [".cluster.discovery should be enabled when .machine.network.kubespan is enabled"]
         );
     }

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use sim_nodes_support::*;
-use talix::sim::node::{ClusterSpec, Phase, SimCluster};
+use talos_sim::node::{ClusterSpec, Phase, SimCluster};
 
 #[test]
 fn maintenance_api_depends_on_the_node_version() {
@@ -294,8 +294,8 @@ fn serve_stops_on_sigterm_and_rejects_bad_specs() {
         "bad.yaml",
         "nodes:\n  - name: a\n    mac: x\n    address: 127.0.0.1\n    colour: red\n",
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_talix"))
-        .args(["sim", "serve", "--spec", &spec.display().to_string()])
+    let out = Command::new(env!("CARGO_BIN_EXE_talos-sim"))
+        .args(["serve", "--spec", &spec.display().to_string()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -4,8 +4,8 @@
 
 use serde_json::Value;
 
-use crate::sim::machineconfig::schema::{self, FieldTable, MapKind};
-use crate::sim::machineconfig::yaml::{self, Style, Yaml};
+use crate::machineconfig::schema::{self, FieldTable, MapKind};
+use crate::machineconfig::yaml::{self, Style, Yaml};
 
 /// One loaded patch. `Debug` shows the shape only (patch values may be key material).
 #[derive(Clone, PartialEq)]
@@ -64,7 +64,7 @@ pub fn read_patch_argument(arg: &str) -> Result<String, PatchError> {
     };
     match path {
         Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| PatchError::Load(crate::sim::go_io_error("open", path, &e))),
+            .map_err(|e| PatchError::Load(crate::go_io_error("open", path, &e))),
         None => Ok(arg.to_string()),
     }
 }
@@ -77,7 +77,7 @@ fn document_id(doc: &Yaml) -> (String, String, String) {
             .unwrap_or_default()
             .to_string()
     };
-    if crate::sim::machineconfig::is_v1alpha1_document(doc) {
+    if crate::machineconfig::is_v1alpha1_document(doc) {
         return (String::new(), "v1alpha1".to_string(), String::new());
     }
     (text("apiVersion"), text("kind"), text("name"))
@@ -93,7 +93,7 @@ fn check_strategic_document(doc: &Yaml) -> Result<(), String> {
     if doc.as_map().is_none() {
         return Err("missing kind".to_string());
     }
-    let kind = if crate::sim::machineconfig::is_v1alpha1_document(doc) {
+    let kind = if crate::machineconfig::is_v1alpha1_document(doc) {
         "v1alpha1".to_string()
     } else if let Some(kind) = doc.get("kind").and_then(Yaml::as_str) {
         if doc.get("apiVersion").is_none() {

@@ -8,13 +8,13 @@ use std::path::Path;
 use super::flags::{self, FlagKind, FlagSpec};
 use super::talosconfig::{TalosContext, Talosconfig, write_private};
 use super::{CliError, command_usage, exact_args};
-use crate::sim::client_version;
-use crate::sim::machineconfig::MachineType;
-use crate::sim::machineconfig::contract::{Contract, parse_major_minor};
-use crate::sim::machineconfig::generate::{GenerateInput, generate};
-use crate::sim::machineconfig::merge::{self, Patch, Patched};
-use crate::sim::machineconfig::yaml::{self, Yaml};
-use crate::sim::pki::{self, CertAndKey, KeyOnly, SecretsBundle};
+use crate::client_version;
+use crate::machineconfig::MachineType;
+use crate::machineconfig::contract::{Contract, parse_major_minor};
+use crate::machineconfig::generate::{GenerateInput, generate};
+use crate::machineconfig::merge::{self, Patch, Patched};
+use crate::machineconfig::yaml::{self, Yaml};
+use crate::pki::{self, CertAndKey, KeyOnly, SecretsBundle};
 
 const FORCE: FlagSpec = FlagSpec::new(
     "force",
@@ -243,7 +243,7 @@ pub fn run(args: Vec<String>) -> Result<(), CliError> {
     }
 }
 
-pub use crate::sim::go_io_error;
+pub use crate::go_io_error;
 
 /// `os.WriteFile` semantics: the parent directory must exist; the mode applies to new files.
 fn write_file_no_parents(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
@@ -315,11 +315,10 @@ fn gen_secrets(args: Vec<String>) -> Result<(), CliError> {
 
 /// Rebuilds a bundle from a classic or multi-document controlplane config.
 fn bundle_from_controlplane_config(bytes: &[u8]) -> Result<SecretsBundle, String> {
-    let config =
-        crate::sim::machineconfig::ConfigDocuments::parse(bytes).map_err(|e| e.to_string())?;
+    let config = crate::machineconfig::ConfigDocuments::parse(bytes).map_err(|e| e.to_string())?;
     let main = config
         .v1alpha1()
-        .ok_or_else(|| crate::sim::machineconfig::MISSING_V1ALPHA1.to_string())?;
+        .ok_or_else(|| crate::machineconfig::MISSING_V1ALPHA1.to_string())?;
     let text = |node: &Yaml, path: &str| {
         node.path(path)
             .and_then(Yaml::as_str)
@@ -611,7 +610,7 @@ fn gen_config(args: Vec<String>) -> Result<(), CliError> {
         .map(|t| format!("invalid output type: \"{t}\""))
         .collect();
     if !invalid.is_empty() {
-        return Err(fail(crate::sim::machineconfig::format_errors(&invalid)));
+        return Err(fail(crate::machineconfig::format_errors(&invalid)));
     }
     let mut registry_mirrors = Vec::new();
     for spec in parsed.list("registry-mirror") {
@@ -639,7 +638,7 @@ fn gen_config(args: Vec<String>) -> Result<(), CliError> {
                 if !problems.is_empty() {
                     return Err(fail(format!(
                         "failed to validate secrets bundle: {}",
-                        crate::sim::machineconfig::format_errors(&problems)
+                        crate::machineconfig::format_errors(&problems)
                     )));
                 }
             }
