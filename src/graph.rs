@@ -13,7 +13,7 @@ pub mod schema {
     pub const SECRETS: u32 = 1;
     pub const BASE_CONFIG: u32 = 1;
     pub const TALOSCONFIG: u32 = 1;
-    pub const PATCH: u32 = 1;
+    pub const PATCH: u32 = 2;
     pub const RENDER: u32 = 1;
     pub const DISCOVER: u32 = 1;
     pub const APPLY: u32 = 1;
@@ -188,7 +188,7 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
                 .map(|n| n.to_string())
                 .collect::<Vec<_>>(),
         )
-        .value("node.interface", &node.interface)
+        .value("node.nic", crate::steps::patch::Nic::of(node).input())
         .value("talos.contract", contract.to_string());
         if node.role == Role::Controlplane {
             patch = patch.value(

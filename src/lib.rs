@@ -2,6 +2,7 @@
 //!
 //! Architecture: profile → derivation graph → store ← steps (exec, discovery, proxmox, secrets).
 
+pub mod address;
 pub mod cli;
 pub mod commands;
 pub mod demo;

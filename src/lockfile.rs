@@ -45,6 +45,10 @@ pub struct NodeLock {
     pub at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub talos_version: Option<String>,
+    /// The MAC its NIC was selected by when the profile names none (learned from the Proxmox
+    /// API), so later offline builds select the same NIC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +63,10 @@ pub struct LockFile {
     pub secrets: Option<SecretsLock>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap: Option<BootstrapLock>,
+    /// The Kubernetes version the cluster was brought to (bootstrap or `upgrade-k8s`): a bump of
+    /// more than one minor version from it is refused before anything changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub nodes: BTreeMap<String, NodeLock>,
 }
@@ -71,6 +79,7 @@ impl Default for LockFile {
             talosctl_version: None,
             secrets: None,
             bootstrap: None,
+            kubernetes: None,
             nodes: BTreeMap::new(),
         }
     }
@@ -154,6 +163,7 @@ mod tests {
                 address: Some("10.0.0.11".into()),
                 at: "2026-01-01T00:00:00Z".into(),
                 talos_version: None,
+                mac: None,
             },
         );
         lock.save(&p).unwrap();

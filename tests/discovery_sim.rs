@@ -93,6 +93,7 @@ fn expected(list: &[(&str, Option<&str>)]) -> Vec<ExpectedNode> {
         .map(|(name, mac)| ExpectedNode {
             name: name.to_string(),
             mac: mac.map(str::to_string),
+            link: None,
         })
         .collect()
 }
@@ -124,7 +125,12 @@ async fn all_macs_known_on_a_non_default_port() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(probe, LinkProbe::Macs(vec!["bc:24:11:00:00:01".into()]));
+    let LinkProbe::Links(links) = &probe else {
+        panic!("links unreadable: {probe:?}")
+    };
+    let macs: Vec<&str> = links.iter().map(|l| l.mac.as_str()).collect();
+    assert_eq!(macs, ["bc:24:11:00:00:01"]);
+    assert!(!links[0].name.is_empty(), "each link has its name");
 
     let want = expected(&[
         ("cp1", Some("bc:24:11:00:00:01")),
@@ -365,7 +371,7 @@ async fn a_node_with_unreadable_links_is_matched_by_count() {
     let found = [
         FoundHost {
             ip: bed.ip(51),
-            probe: LinkProbe::Macs(vec!["bc:24:11:00:00:01".into()]),
+            probe: LinkProbe::links([("ens18", "bc:24:11:00:00:01")]),
         },
         FoundHost {
             ip: bed.ip(52),

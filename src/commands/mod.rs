@@ -100,9 +100,15 @@ impl Session {
         profile_path: &Path,
         contract: &ContractArgs,
     ) -> Result<Self> {
-        let profile = load_profile(profile_path)?;
+        let mut profile = load_profile(profile_path)?;
         let lock = LockFile::load(&profile.lock_path())
             .map_err(|e| CliError::input(format!("error: {e}")))?;
+        // A MAC learned from the Proxmox API at an earlier `up` selects the same NIC offline.
+        for node in &mut profile.nodes {
+            if node.mac.is_none() {
+                node.mac = lock.nodes.get(&node.name).and_then(|n| n.mac.clone());
+            }
+        }
         let contract = graph::effective_contract(&profile, &lock, contract.allow_contract_change)
             .map_err(|e| CliError::input(format!("error: {e}")))?;
         if contract.source == graph::ContractSource::Profile

@@ -137,9 +137,26 @@ pub(super) fn build(s: Session) -> Result<()> {
 /// The whole runbook: configs, discovery of maintenance-mode nodes (only when a node must be
 /// applied), apply, upgrade, ready, bootstrap (once, ever), health, kubeconfig, upgrade-k8s,
 /// verify.
-pub(super) fn up(s: Session) -> Result<()> {
+pub(super) fn up(mut s: Session) -> Result<()> {
     use crate::steps::cluster::{ClusterEnv, SharedLock, Timing, write_private};
     let timing = Timing::from_env().map_err(|e| CliError::input(format!("error: {e}")))?;
+    // Refused before anything changes: a Kubernetes jump upgrade-k8s would refuse half-way.
+    if let Some(current) = s.lock.kubernetes.as_deref() {
+        let from: crate::profile::model::Version = current.parse().map_err(|e: String| {
+            CliError::input(format!(
+                "error: {}: kubernetes: {e}",
+                s.profile.lock_path().display()
+            ))
+        })?;
+        crate::steps::cluster::check_kubernetes_path(&from, &s.profile.talos.kubernetes_version)
+            .map_err(|e| {
+                CliError::input(format!(
+                    "error: {}: talos.kubernetes_version: {e}\nnothing was changed",
+                    s.profile.source.display()
+                ))
+            })?;
+    }
+    resolve_proxmox_macs(&mut s)?;
     let _guard = s.store.lock(true)?;
     let mut progress = Progress::default();
     let lock = realise_configs(&s, &mut progress)?;
@@ -200,6 +217,45 @@ pub(super) fn up(s: Session) -> Result<()> {
         cluster.talosconfig.display(),
         cluster.kubeconfig.display()
     );
+    Ok(())
+}
+
+/// Nodes without a MAC in the profile or the lock file but with a Proxmox `vmid` get the MAC
+/// of their VM's first NIC (`net0` first) from the Proxmox API before anything is built, so
+/// their configs select the NIC by MAC (trap 10); the apply records it in the lock file, and
+/// later offline builds select the same NIC.
+fn resolve_proxmox_macs(s: &mut Session) -> Result<()> {
+    let Some(px) = s.profile.proxmox.clone() else {
+        return Ok(());
+    };
+    let wanted: Vec<u32> = s
+        .profile
+        .nodes
+        .iter()
+        .filter(|n| n.mac.is_none())
+        .filter_map(|n| n.vmid)
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let client = crate::proxmox::ProxmoxClient::from_profile(&px)
+        .map_err(|e| CliError::from(format!("error: {e}")))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let macs = runtime
+        .block_on(client.vm_macs(&wanted))
+        .map_err(|e| CliError::from(format!("error: {e}")))?;
+    for node in &mut s.profile.nodes {
+        if node.mac.is_none()
+            && let Some(mac) = node
+                .vmid
+                .and_then(|id| macs.get(&id))
+                .and_then(|m| m.first())
+        {
+            node.mac = Some(mac.to_ascii_lowercase());
+        }
+    }
     Ok(())
 }
 

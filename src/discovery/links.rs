@@ -13,17 +13,33 @@ use serde_json::Value;
 use super::DiscoveryError;
 use crate::exec::ExecError;
 
-/// The Talos API port talosctl appends when `--nodes` has none.
-pub const DEFAULT_API_PORT: u16 = 50000;
+pub use crate::address::DEFAULT_API_PORT;
 
 /// What `get links` told us about one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkProbe {
-    /// MACs of the physical links (`type == "ether"`, `kind == ""`), lower-case, in output order.
-    Macs(Vec<String>),
+    /// The physical links (`type == "ether"`, `kind == ""`), in output order.
+    Links(Vec<PhysicalLink>),
     /// The node refused the links resource or the API (older maintenance servers); `reason` is
     /// talosctl's error line.
     Unsupported { reason: String },
+}
+
+impl LinkProbe {
+    /// A probe that read these `(name, mac)` links.
+    pub fn links<N: Into<String>, M: Into<String>>(
+        links: impl IntoIterator<Item = (N, M)>,
+    ) -> Self {
+        LinkProbe::Links(
+            links
+                .into_iter()
+                .map(|(name, mac)| PhysicalLink {
+                    name: name.into(),
+                    mac: mac.into().to_ascii_lowercase(),
+                })
+                .collect(),
+        )
+    }
 }
 
 /// One physical NIC found in a `get links -o json` stream.
@@ -35,14 +51,10 @@ pub struct PhysicalLink {
     pub mac: String,
 }
 
-/// The `--nodes` value for `ip` and `port`: the port only when it is not 50000 (talosctl adds
-/// 50000 itself); IPv6 is bracketed when a port is added.
+/// The `--nodes` value of an `--insecure` call: the node is the endpoint there, so the port is
+/// added when it is not 50000 (see [`crate::address`]).
 pub fn nodes_arg(ip: IpAddr, port: u16) -> String {
-    match (ip, port) {
-        (_, DEFAULT_API_PORT) => ip.to_string(),
-        (IpAddr::V4(v4), _) => format!("{v4}:{port}"),
-        (IpAddr::V6(v6), _) => format!("[{v6}]:{port}"),
-    }
+    crate::address::endpoint_arg(ip, port)
 }
 
 /// How long one `get links` may take before the host is given up on (a host that accepts TCP but
@@ -85,7 +97,7 @@ pub fn probe_links_within(
         let text = String::from_utf8_lossy(&stdout);
         let links = parse_physical_links(&text)
             .map_err(|reason| DiscoveryError::LinkOutput { ip, reason })?;
-        return Ok(LinkProbe::Macs(links.into_iter().map(|l| l.mac).collect()));
+        return Ok(LinkProbe::Links(links));
     }
     let stderr = String::from_utf8_lossy(&stderr).trim_end().to_string();
     if unsupported(&stderr) {

@@ -13,6 +13,9 @@ pub struct ExpectedNode {
     pub name: String,
     /// Any case; compared lower-case.
     pub mac: Option<String>,
+    /// The link name the node's config addresses when its NIC is not selected by MAC: the
+    /// machine it is matched to must have it (checked before anything is applied).
+    pub link: Option<String>,
 }
 
 /// A host that answered on the API port, and what its links said.
@@ -56,8 +59,9 @@ pub fn match_nodes(
     let mut unsupported: Vec<(IpAddr, &str)> = Vec::new();
     for host in found {
         match &host.probe {
-            LinkProbe::Macs(macs) => {
-                let macs: BTreeSet<String> = macs.iter().map(|m| m.to_ascii_lowercase()).collect();
+            LinkProbe::Links(links) => {
+                let macs: BTreeSet<String> =
+                    links.iter().map(|l| l.mac.to_ascii_lowercase()).collect();
                 let nodes: Vec<&str> = expected
                     .iter()
                     .filter(|n| {
@@ -151,12 +155,17 @@ mod tests {
         ExpectedNode {
             name: name.into(),
             mac: mac.map(Into::into),
+            link: None,
         }
     }
     fn host(last: u8, macs: &[&str]) -> FoundHost {
         FoundHost {
             ip: IpAddr::from([127, 0, 0, last]),
-            probe: LinkProbe::Macs(macs.iter().map(|m| m.to_string()).collect()),
+            probe: LinkProbe::links(
+                macs.iter()
+                    .enumerate()
+                    .map(|(i, m)| (format!("ens{}", 18 + i), *m)),
+            ),
         }
     }
     fn dark(last: u8) -> FoundHost {

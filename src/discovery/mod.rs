@@ -80,6 +80,17 @@ pub enum DiscoveryError {
         /// What could be matched anyway.
         partial: Box<Matching>,
     },
+    #[error(
+        "node {node}: its config puts the static address on link {link}, but the machine at {ip} has no such link (it has: {}); nothing was applied. \
+         Set the node's `mac:` (or `vmid:` with `proxmox:`) so talix selects the NIC by MAC, or set `interface:` to one of its links",
+        if have.is_empty() { "no physical links".to_string() } else { have.join(", ") }
+    )]
+    LinkMissing {
+        node: String,
+        ip: IpAddr,
+        link: String,
+        have: Vec<String>,
+    },
     #[error("no maintenance-mode machine found for {}", nodes.join(", "))]
     NodesNotFound {
         nodes: Vec<String>,
@@ -153,9 +164,15 @@ impl ExpectedNode {
                 .and_then(|id| vm_macs.get(&id))
                 .and_then(|macs| macs.first().cloned())
         });
+        // The config names the link only when the profile (or lock file) knows no MAC.
+        let link = match crate::steps::patch::Nic::of(node) {
+            crate::steps::patch::Nic::Name(name) => Some(name),
+            crate::steps::patch::Nic::Mac(_) => None,
+        };
         ExpectedNode {
             name: node.name.clone(),
             mac: mac.map(|m| m.to_ascii_lowercase()),
+            link,
         }
     }
 }
@@ -195,6 +212,7 @@ pub async fn discover(
         let retry_reason = match match_nodes(expected, &found) {
             Ok(mut matching) => {
                 matching.warnings.extend(skipped);
+                check_named_links(expected, &found, &mut matching)?;
                 return Ok(matching);
             }
             Err(DiscoveryError::NodesNotFound { nodes, partial }) => {
@@ -231,6 +249,39 @@ pub async fn discover(
         );
         tokio::time::sleep(params.retry_wait).await;
     }
+}
+
+/// A node whose config names its link (no MAC known) must be matched to a machine that has a
+/// link of that name: a config for a link the machine lacks leaves it configured but without
+/// its static address (trap 10), so this is refused before anything is applied. A machine
+/// whose links could not be read cannot be checked: that is a warning.
+pub fn check_named_links(
+    expected: &[ExpectedNode],
+    found: &[FoundHost],
+    matching: &mut Matching,
+) -> Result<(), DiscoveryError> {
+    for node in expected {
+        let (Some(link), Some(ip)) = (&node.link, matching.assigned.get(&node.name)) else {
+            continue;
+        };
+        match found.iter().find(|h| h.ip == *ip).map(|h| &h.probe) {
+            Some(LinkProbe::Links(links)) => {
+                if !links.iter().any(|l| &l.name == link) {
+                    return Err(DiscoveryError::LinkMissing {
+                        node: node.name.clone(),
+                        ip: *ip,
+                        link: link.clone(),
+                        have: links.iter().map(|l| l.name.clone()).collect(),
+                    });
+                }
+            }
+            _ => matching.warnings.push(format!(
+                "{}: the links of {ip} could not be read, so talix cannot check that it has the link {link} its config names",
+                node.name
+            )),
+        }
+    }
+    Ok(())
 }
 
 /// `matched cp1 at 10.0.0.5; other machines: 10.0.0.9` for the final "missing" error.
@@ -316,6 +367,64 @@ mod tests {
             interface: "eth0".into(),
             index: 0,
         }
+    }
+
+    fn expected_by_link(name: &str, link: &str) -> ExpectedNode {
+        ExpectedNode {
+            name: name.into(),
+            mac: None,
+            link: Some(link.into()),
+        }
+    }
+
+    /// A config that names a link the machine lacks strands the node: refused before apply,
+    /// naming the links the machine has.
+    #[test]
+    fn a_named_link_the_machine_lacks_is_refused_with_the_links_it_has() {
+        let ip: IpAddr = "127.0.0.5".parse().unwrap();
+        let found = [FoundHost {
+            ip,
+            probe: LinkProbe::links([("ens18", "bc:24:11:00:00:01")]),
+        }];
+        let mut m = Matching::default();
+        m.assigned.insert("w1".into(), ip);
+        let err = check_named_links(&[expected_by_link("w1", "eth0")], &found, &mut m)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("link eth0"), "{err}");
+        assert!(err.contains("it has: ens18"), "{err}");
+        assert!(err.contains("nothing was applied"), "{err}");
+
+        let mut m2 = Matching::default();
+        m2.assigned.insert("w1".into(), ip);
+        check_named_links(&[expected_by_link("w1", "ens18")], &found, &mut m2).unwrap();
+        assert!(m2.warnings.is_empty());
+    }
+
+    #[test]
+    fn unreadable_links_cannot_be_checked_and_say_so() {
+        let ip: IpAddr = "127.0.0.5".parse().unwrap();
+        let found = [FoundHost {
+            ip,
+            probe: LinkProbe::Unsupported {
+                reason: "Unimplemented".into(),
+            },
+        }];
+        let mut m = Matching::default();
+        m.assigned.insert("w1".into(), ip);
+        check_named_links(&[expected_by_link("w1", "eth0")], &found, &mut m).unwrap();
+        assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
+    }
+
+    #[test]
+    fn a_node_without_mac_expects_its_interface_and_one_with_mac_none() {
+        let by_name = ExpectedNode::for_node(&node("a", None, None), &BTreeMap::new());
+        assert_eq!(by_name.link.as_deref(), Some("eth0"));
+        let by_mac = ExpectedNode::for_node(
+            &node("a", Some("02:00:00:00:00:0a"), None),
+            &BTreeMap::new(),
+        );
+        assert_eq!(by_mac.link, None);
     }
 
     #[test]

@@ -29,6 +29,21 @@ pub fn parse_major_minor(version: &str) -> Result<(u64, u64), SecretsError> {
     Ok((major, minor))
 }
 
+/// Whether `talosctl gen secrets -o -` writes to stdout for this talosctl version. `-` means
+/// stdout from v1.12.0-beta.0 on; in v1.12.0-alpha.0 … alpha.2 (and before v1.12) it is a file
+/// named `-`, which would put the plaintext bundle on disk (upstream:
+/// `cmd/talosctl/cmd/mgmt/gen/secrets.go`, `stdoutOutput` exists at v1.12.0-beta.0 and is
+/// absent at v1.12.0-alpha.2).
+pub fn writes_secrets_to_stdout(talosctl_version: &str) -> Result<bool, SecretsError> {
+    let version = parse_major_minor(talosctl_version)?;
+    if version != (1, 12) {
+        return Ok(version > (1, 12));
+    }
+    // v1.12.x: only the pre-releases before beta.0 lack it.
+    let bare = talosctl_version.trim().trim_start_matches('v');
+    Ok(!bare.starts_with("1.12.0-alpha"))
+}
+
 /// Run `talosctl gen secrets --talos-version <contract>` and return the validated bundle.
 ///
 /// `talosctl_version` is the version of the `talosctl` binary (as `talosctl version --client`
@@ -40,8 +55,7 @@ pub fn generate_bundle_with_talosctl(
     contract: &str,
     talosctl_version: &str,
 ) -> Result<SecretBytes, SecretsError> {
-    let version = parse_major_minor(talosctl_version)?;
-    let bundle = if version >= (1, 12) {
+    let bundle = if writes_secrets_to_stdout(talosctl_version)? {
         generate_to_stdout(talosctl, contract)?
     } else {
         generate_through_fifo(talosctl, contract)?
@@ -160,6 +174,27 @@ fn release_reader<T>(fifo: &PathBuf, reader: &std::thread::JoinHandle<T>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stdout_output_starts_at_v1_12_0_beta_0() {
+        for (version, stdout) in [
+            ("v1.11.6", false),
+            ("v1.12.0-alpha.0", false),
+            ("v1.12.0-alpha.2", false),
+            ("v1.12.0-beta.0", true),
+            ("v1.12.0-rc.1", true),
+            ("v1.12.0", true),
+            ("v1.12.11", true),
+            ("v1.13.0-alpha.0", true),
+            ("v1.14.0-rc.1", true),
+        ] {
+            assert_eq!(
+                writes_secrets_to_stdout(version).unwrap(),
+                stdout,
+                "{version}"
+            );
+        }
+    }
 
     #[test]
     fn parses_versions() {

@@ -21,6 +21,7 @@ use crate::digest::{Digest, domain};
 use crate::engine::{BuildContext, Builder, BuiltOutput, StepError};
 use crate::exec::{self, ExecError};
 use crate::lockfile::{BootstrapLock, LockFile, NodeLock};
+use crate::profile::model::Version as KubeVersion;
 use crate::profile::{Node, Profile, Role};
 use crate::secrets::SecretBytes;
 use crate::steps::configs::talosctl_with_secrets;
@@ -100,17 +101,9 @@ pub struct ClusterEnv {
     pub timing: Timing,
 }
 
+/// The `-e` value for a node's own API (see [`crate::address`]).
 fn endpoint(profile: &Profile, ip: IpAddr) -> String {
-    let host = if ip.is_ipv6() {
-        format!("[{ip}]")
-    } else {
-        ip.to_string()
-    };
-    if profile.talos.api_port == 50000 {
-        host
-    } else {
-        format!("{host}:{}", profile.talos.api_port)
-    }
+    crate::address::endpoint_arg(ip, profile.talos.api_port)
 }
 
 fn node_of<'a>(cx: &'a BuildContext<'_>) -> Result<&'a Node, StepError> {
@@ -131,17 +124,31 @@ fn first_controlplane<'a>(cx: &'a BuildContext<'_>) -> Result<&'a Node, StepErro
         .ok_or_else(|| cx.fail("no control-plane node"))
 }
 
-/// `talosctl --talosconfig T -e E -n N ARGS` (authenticated), capturing output.
+/// `talosctl --talosconfig T -e <node> -n <node> ARGS` (authenticated, the node as its own
+/// endpoint), capturing output.
 fn talosctl_auth(
     cx: &BuildContext<'_>,
     env: &ClusterEnv,
     node: IpAddr,
     args: &[&str],
 ) -> Result<Output, ExecError> {
+    talosctl_via(cx, env, node, node, args)
+}
+
+/// `talosctl --talosconfig T -e <endpoint> -n <node> ARGS`: `-n` is always the bare address
+/// (apid forwards to port 50000 of the node), `-e` carries the API port when it is not 50000.
+fn talosctl_via(
+    cx: &BuildContext<'_>,
+    env: &ClusterEnv,
+    endpoint_ip: IpAddr,
+    node: IpAddr,
+    args: &[&str],
+) -> Result<Output, ExecError> {
     let program = exec::locate(Tool::Talosctl)?;
     let tc = env.talosconfig.display().to_string();
-    let ep = endpoint(cx.profile, node);
-    let mut argv: Vec<&str> = vec!["--talosconfig", &tc, "-e", &ep, "-n", &ep];
+    let ep = endpoint(cx.profile, endpoint_ip);
+    let n = crate::address::node_arg(node);
+    let mut argv: Vec<&str> = vec!["--talosconfig", &tc, "-e", &ep, "-n", &n];
     argv.extend_from_slice(args);
     exec::run_capture(&program, argv, |_| {})
 }
@@ -238,21 +245,24 @@ impl Builder for ApplyBuilder {
             (ip, true)
         };
         let ep = endpoint(cx.profile, target);
+        let bare = crate::address::node_arg(target);
         let tc = env.talosconfig.display().to_string();
         let mut last_error = String::new();
         for attempt in 1..=3 {
             let result = talosctl_with_secrets(cx, vec![config.clone()], |fds| {
-                let mut args = vec![
-                    "apply-config".to_string(),
-                    "--file".into(),
-                    fds[0].clone(),
-                    "-n".into(),
-                    ep.clone(),
-                ];
+                let mut args = vec!["apply-config".to_string(), "--file".into(), fds[0].clone()];
                 if insecure {
-                    args.push("--insecure".into());
+                    // Maintenance mode: the node is the endpoint.
+                    args.extend(["-n".into(), ep.clone(), "--insecure".into()]);
                 } else {
-                    args.extend(["--talosconfig".into(), tc.clone(), "-e".into(), ep.clone()]);
+                    args.extend([
+                        "--talosconfig".into(),
+                        tc.clone(),
+                        "-e".into(),
+                        ep.clone(),
+                        "-n".into(),
+                        bare.clone(),
+                    ]);
                 }
                 args
             });
@@ -283,6 +293,7 @@ impl Builder for ApplyBuilder {
                     address: Some(node.ip.to_string()),
                     at: now_rfc3339(),
                     talos_version: Some(cx.profile.talos.version.with_v()),
+                    mac: node.mac.clone(),
                 },
             );
         })?;
@@ -345,9 +356,7 @@ impl Builder for BootstrapBuilder {
                         // Trap 8: etcd already has data on this node: it is bootstrapped.
                         break "already bootstrapped";
                     }
-                    let transient = text.contains("FailedPrecondition")
-                        || text.contains("Unavailable")
-                        || text.contains("connection refused");
+                    let transient = bootstrap_transient(&text);
                     if transient && started.elapsed() < env.timing.bootstrap_timeout {
                         std::thread::sleep(env.timing.poll);
                         continue;
@@ -365,12 +374,32 @@ impl Builder for BootstrapBuilder {
                 at: now_rfc3339(),
                 secrets_hash: secrets,
             });
+            // The cluster is created at the profile's Kubernetes version.
+            l.kubernetes
+                .get_or_insert_with(|| cx.profile.talos.kubernetes_version.to_string());
         })?;
         // The receipt says what holds, not how it was learned (identical when rebuilt from the
         // lock file, so nothing downstream re-runs).
         tracing::info!("bootstrap on {}: {result}", node.name);
         Ok(receipt(json!({"node": node.name, "secrets": secrets})))
     }
+}
+
+/// Errors of `talosctl bootstrap` that upstream retries as transient
+/// (`pkg/cluster/bootstrap.go@v1.13.9`: FailedPrecondition, Unavailable, DeadlineExceeded,
+/// Canceled, "apid restarts on transitioning maintenance -> ready", and
+/// `error reading from server: EOF`), plus a refused connection while apid restarts.
+pub fn bootstrap_transient(stderr: &str) -> bool {
+    [
+        "FailedPrecondition",
+        "Unavailable",
+        "DeadlineExceeded",
+        "Canceled",
+        "error reading from server: EOF",
+        "connection refused",
+    ]
+    .iter()
+    .any(|needle| stderr.contains(needle))
 }
 
 pub struct HealthBuilder(pub ClusterEnv);
@@ -415,7 +444,10 @@ impl Builder for KubeconfigBuilder {
     fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
         let env = &self.0;
         let node = first_controlplane(cx)?;
-        let out = talosctl_auth(cx, env, node.ip, &["kubeconfig", "-"])
+        // `-` is stdout only with `--merge=false`: with the default `--merge=true` talosctl
+        // merges into a file named `-` when one exists in the working directory
+        // (cmd/talosctl/cmd/talos/kubeconfig.go@v1.14.0-rc.1, same at v1.11.6).
+        let out = talosctl_auth(cx, env, node.ip, &["kubeconfig", "-", "--merge=false"])
             .map_err(|e| cx.fail(format!("talosctl kubeconfig failed: {}", stderr_of(&e))))?;
         if out.stdout.is_empty() {
             return Err(cx.fail("talosctl kubeconfig returned nothing"));
@@ -558,6 +590,15 @@ fn server_version(
     )))
 }
 
+/// The endpoint a node's upgrade goes through: a control plane upgrades through itself, a
+/// worker through the first control-plane node that is not itself (the bootstrap node).
+fn upgrade_endpoint(cx: &BuildContext<'_>, node: &Node) -> Result<IpAddr, StepError> {
+    if node.role == Role::Controlplane {
+        return Ok(node.ip);
+    }
+    Ok(first_controlplane(cx)?.ip)
+}
+
 pub struct UpgradeBuilder(pub ClusterEnv);
 
 impl Builder for UpgradeBuilder {
@@ -571,8 +612,12 @@ impl Builder for UpgradeBuilder {
             // Trap 6: the installer image in the config changed, but only `upgrade` moves a
             // running node to it. One node at a time; --wait (the default) blocks until done.
             let image = cx.profile.talos.installer_image();
+            // Trap 11: talosctl >= v1.13 drains the node first and fetches the kubeconfig from
+            // the *endpoint*; only control planes serve it ("kubeconfig is only available on
+            // control plane nodes"), so a worker is upgraded through a control-plane endpoint.
+            let via = upgrade_endpoint(cx, node)?;
             eprintln!("upgrading {} from {running} to {target}", node.name);
-            talosctl_auth(cx, env, node.ip, &["upgrade", "--image", &image]).map_err(|e| {
+            talosctl_via(cx, env, via, node.ip, &["upgrade", "--image", &image]).map_err(|e| {
                 cx.fail(format!(
                     "talosctl upgrade of {} to {image} failed: {}",
                     node.name,
@@ -641,23 +686,50 @@ impl Builder for UpgradeK8sBuilder {
     fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
         let env = &self.0;
         write_kubeconfig(cx, env)?;
-        let target = format!("v{}", cx.profile.talos.kubernetes_version);
-        let behind: Vec<String> = kubelet_versions(cx, env)?
+        let want = &cx.profile.talos.kubernetes_version;
+        let target = format!("v{want}");
+        // Trap 12: re-applied configs move the kubelets and the static control-plane pods, but
+        // kube-proxy and the bootstrap manifests move only with `upgrade-k8s`. So the cluster's
+        // version is the lowest control-plane/kube-proxy version, as upstream detects it.
+        let current = lowest_control_plane_version(cx, env)?;
+        let kubelets_behind: Vec<String> = kubelet_versions(cx, env)?
             .into_iter()
             .filter(|(_, v)| *v != target)
             .map(|(n, v)| format!("{n} ({v})"))
             .collect();
-        if !behind.is_empty() {
+        let behind = current.as_ref().is_some_and(|c| c != want);
+        if behind || !kubelets_behind.is_empty() {
+            if let Some(from) = &current {
+                check_kubernetes_path(from, want).map_err(|e| cx.fail(e))?;
+            }
             let cp = first_controlplane(cx)?;
-            eprintln!("upgrading Kubernetes to {target}: {}", behind.join(", "));
-            let _spinner = Spinner::start(format!("talosctl upgrade-k8s --to {target}"));
-            let to = cx.profile.talos.kubernetes_version.to_string();
+            eprintln!(
+                "upgrading Kubernetes from {} to {target}{}",
+                current
+                    .as_ref()
+                    .map(|c| format!("v{c}"))
+                    .unwrap_or_else(|| "?".into()),
+                if kubelets_behind.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (kubelets behind: {})", kubelets_behind.join(", "))
+                }
+            );
+            let _spinner = Spinner::start(format!("talosctl upgrade-k8s --to {want}"));
+            let to = want.to_string();
             talosctl_auth(cx, env, cp.ip, &["upgrade-k8s", "--to", &to]).map_err(|e| {
                 cx.fail(format!(
                     "talosctl upgrade-k8s --to {to} failed: {}",
                     stderr_of(&e)
                 ))
             })?;
+            let after = lowest_control_plane_version(cx, env)?;
+            if after.as_ref().is_some_and(|a| a != want) {
+                return Err(cx.fail(format!(
+                    "after upgrade-k8s, the control plane / kube-proxy is still at v{} (wanted {target})",
+                    after.unwrap()
+                )));
+            }
             let still: Vec<String> = kubelet_versions(cx, env)?
                 .into_iter()
                 .filter(|(_, v)| *v != target)
@@ -665,11 +737,163 @@ impl Builder for UpgradeK8sBuilder {
                 .collect();
             if !still.is_empty() {
                 return Err(cx.fail(format!(
-                    "after upgrade-k8s, nodes still behind {target}: {}",
+                    "after upgrade-k8s, kubelets still behind {target}: {}",
                     still.join(", ")
                 )));
             }
         }
+        env.lock
+            .update(cx, |l| l.kubernetes = Some(want.to_string()))?;
         Ok(receipt(json!({"kubernetes": target})))
+    }
+}
+
+/// The lowest version of the kube-system pods labelled `k8s-app` in {kube-apiserver,
+/// kube-controller-manager, kube-scheduler, kube-proxy}, from the image tag of the container
+/// named like the app: what `talosctl upgrade-k8s` detects as `--from`
+/// (`pkg/cluster/kubernetes/detect.go@v1.14.0-rc.1`, `DetectLowestVersion`). `None` when no
+/// such pod exists.
+fn lowest_control_plane_version(
+    cx: &BuildContext<'_>,
+    env: &ClusterEnv,
+) -> Result<Option<KubeVersion>, StepError> {
+    let kubectl = exec::locate(Tool::Kubectl).map_err(|e| cx.fail(e.to_string()))?;
+    let kubeconfig = env.kubeconfig.display().to_string();
+    let out = exec::run_capture(
+        &kubectl,
+        [
+            "--kubeconfig",
+            &kubeconfig,
+            "-n",
+            "kube-system",
+            "get",
+            "pods",
+            "-o",
+            "json",
+        ],
+        |_| {},
+    )
+    .map_err(|e| {
+        cx.fail(format!(
+            "kubectl get pods -n kube-system failed: {}",
+            stderr_of(&e)
+        ))
+    })?;
+    let pods: Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| cx.fail(format!("kubectl output: {e}")))?;
+    Ok(lowest_version_of_pods(&pods))
+}
+
+/// See [`lowest_control_plane_version`]; `pods` is a `PodList` as JSON.
+pub fn lowest_version_of_pods(pods: &Value) -> Option<KubeVersion> {
+    const APPS: [&str; 4] = [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-proxy",
+        "kube-scheduler",
+    ];
+    let mut lowest: Option<KubeVersion> = None;
+    for pod in pods["items"].as_array().into_iter().flatten() {
+        let Some(app) = pod["metadata"]["labels"]["k8s-app"].as_str() else {
+            continue;
+        };
+        if !APPS.contains(&app) {
+            continue;
+        }
+        for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
+            if c["name"].as_str() != Some(app) {
+                continue;
+            }
+            let tag = c["image"]
+                .as_str()
+                .and_then(|i| i.rsplit_once(':'))
+                .map(|(_, t)| t)
+                .unwrap_or_default();
+            if let Ok(v) = tag.trim_start_matches('v').parse::<KubeVersion>()
+                && lowest.as_ref().is_none_or(|l| v < *l)
+            {
+                lowest = Some(v);
+            }
+        }
+    }
+    lowest
+}
+
+/// `upgrade-k8s` moves one minor version at a time and never down (siderolabs/go-kubernetes
+/// upgrade path, used by `upgrade.NewPath` in cmd/talosctl/cmd/talos/upgrade-k8s.go@v1.14.0-rc.1).
+/// The error says what to do instead.
+pub fn check_kubernetes_path(from: &KubeVersion, to: &KubeVersion) -> Result<(), String> {
+    if to < from {
+        return Err(format!(
+            "Kubernetes v{to} is older than the cluster's v{from}; Kubernetes is never downgraded (set talos.kubernetes_version back to {from} or newer)"
+        ));
+    }
+    if to.major != from.major || to.minor > from.minor + 1 {
+        return Err(format!(
+            "Kubernetes v{from} -> v{to} skips a minor version; upgrade-k8s moves one minor version at a time: set talos.kubernetes_version to a 1.{}.x release, run `talix up`, then bump again",
+            from.minor + 1
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> KubeVersion {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn bootstrap_retries_what_upstream_treats_as_transient() {
+        // pkg/cluster/bootstrap.go@v1.13.9.
+        for text in [
+            "rpc error: code = FailedPrecondition desc = time is not in sync yet",
+            "rpc error: code = Unavailable desc = connection error",
+            "rpc error: code = DeadlineExceeded desc = context deadline exceeded",
+            "rpc error: code = Canceled desc = grpc: the client connection is closing",
+            "rpc error: code = Unknown desc = error reading from server: EOF",
+        ] {
+            assert!(bootstrap_transient(text), "{text}");
+        }
+        for text in [
+            "rpc error: code = AlreadyExists desc = etcd data directory is not empty",
+            "rpc error: code = PermissionDenied desc = not authorized",
+            "rpc error: code = InvalidArgument desc = bad",
+        ] {
+            assert!(!bootstrap_transient(text), "{text}");
+        }
+    }
+
+    fn pod(app: &str, container: &str, image: &str) -> Value {
+        json!({"metadata": {"labels": {"k8s-app": app}},
+               "spec": {"containers": [{"name": container, "image": image}]}})
+    }
+
+    #[test]
+    fn the_cluster_version_is_the_lowest_control_plane_or_kube_proxy_image() {
+        let pods = json!({"items": [
+            pod("kube-apiserver", "kube-apiserver", "registry.k8s.io/kube-apiserver:v1.34.2"),
+            pod("kube-scheduler", "kube-scheduler", "registry.k8s.io/kube-scheduler:v1.34.2"),
+            pod("kube-proxy", "kube-proxy", "registry.k8s.io/kube-proxy:v1.34.1"),
+            // Not one of the four apps, or a container not named like the app: ignored.
+            pod("kube-dns", "coredns", "registry.k8s.io/coredns/coredns:v1.12.0"),
+            pod("kube-apiserver", "sidecar", "example.org/sidecar:v0.1.0"),
+        ]});
+        assert_eq!(lowest_version_of_pods(&pods), Some(v("1.34.1")));
+        assert_eq!(lowest_version_of_pods(&json!({"items": []})), None);
+    }
+
+    #[test]
+    fn kubernetes_moves_one_minor_version_at_a_time_and_never_down() {
+        assert!(check_kubernetes_path(&v("1.34.1"), &v("1.34.3")).is_ok());
+        assert!(check_kubernetes_path(&v("1.34.1"), &v("1.35.0")).is_ok());
+        assert!(check_kubernetes_path(&v("1.34.1"), &v("1.34.1")).is_ok());
+        let skip = check_kubernetes_path(&v("1.34.1"), &v("1.36.0")).unwrap_err();
+        assert!(skip.contains("skips a minor version"), "{skip}");
+        assert!(skip.contains("1.35.x"), "{skip}");
+        let down = check_kubernetes_path(&v("1.34.1"), &v("1.33.5")).unwrap_err();
+        assert!(down.contains("never downgraded"), "{down}");
     }
 }
