@@ -412,9 +412,9 @@ fn rendered_configs_pass_the_simulators_validation_for_each_contract() {
                 Some(node.as_str()),
                 "{contract} {node}"
             );
-            let vip = text.contains("ip: 10.0.0.10");
+            let vip = summary.vip.map(|v| v.to_string());
             assert_eq!(
-                vip,
+                vip.as_deref() == Some("10.0.0.10"),
                 node.starts_with("cp"),
                 "{contract} {node}: VIP on control planes only"
             );
