@@ -14,6 +14,11 @@ use crate::cli::Cli;
 use crate::commands::{CliError, dispatch};
 use talos_sim::node::{ClusterSpec, NodeSpec, SimCluster};
 
+/// The Talos release the demo installs (current Talos: contract v1.14), the talosctl it drives
+/// and the Kubernetes it runs.
+pub const DEMO_TALOS: &str = "v1.14.0";
+pub const DEMO_KUBERNETES: &str = "1.37.0";
+
 const CONTROLPLANES: [&str; 3] = ["cp1", "cp2", "cp3"];
 const WORKERS: [&str; 2] = ["w1", "w2"];
 
@@ -56,7 +61,7 @@ pub fn profile_yaml(a: u8, b: u8, recipient: &str) -> String {
         })
         .collect();
     format!(
-        "# Written by `talix demo`: a 3+2 cluster on loopback, simulated.\nname: demo\nnetwork:\n  api_endpoint: {net}.10\n  subnet: {net}.0/24\n  gateway: {net}.1\n  pod_cidr: 10.244.0.0/16\n  service_cidr: 10.96.0.0/12\ntalos:\n  version: v1.11.5\n  kubernetes_version: 1.34.1\n  factory:\n    schematic_id: 376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba\n  vip: {{ interface: eth0, ip: {net}.10 }}\n  extensions: [siderolabs/qemu-guest-agent]\nsecrets:\n  recipients: [{recipient}]\ndiscovery:\n  concurrency: 64\n  connect_timeout_ms: 300\n  attempts: 3\n  retry_wait_s: 1\nnodes:\n  controlplane:\n    assignments:\n{cps}  worker:\n    assignments:\n{ws}"
+        "# Written by `talix demo`: a 3+2 cluster on loopback, simulated.\nname: demo\nnetwork:\n  api_endpoint: {net}.10\n  subnet: {net}.0/24\n  gateway: {net}.1\n  pod_cidr: 10.244.0.0/16\n  service_cidr: 10.96.0.0/12\ntalos:\n  version: {DEMO_TALOS}\n  kubernetes_version: {DEMO_KUBERNETES}\n  factory:\n    schematic_id: 376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba\n  vip: {{ interface: ens18, ip: {net}.10 }}\n  extensions: [siderolabs/qemu-guest-agent]\nsecrets:\n  recipients: [{recipient}]\ndiscovery:\n  concurrency: 64\n  connect_timeout_ms: 300\n  attempts: 3\n  retry_wait_s: 1\nnodes:\n  controlplane:\n    assignments:\n{cps}  worker:\n    assignments:\n{ws}"
     )
 }
 
@@ -69,6 +74,7 @@ pub fn spec(a: u8, b: u8, reboot_delay_ms: Option<u64>) -> Result<ClusterSpec, C
             "name": name,
             "mac": format!("02:54:00:{a:02x}:{b:02x}:{mac_last:02x}"),
             "address": Ipv4Addr::new(127, a, b, 101 + i as u8).to_string(),
+            "maintenance_version": DEMO_TALOS,
             "extensions": [{"name": "qemu-guest-agent", "version": "10.0.2"}],
         }))
         .map_err(|e| CliError::from(format!("demo spec: {e}")))?;
@@ -132,6 +138,8 @@ pub fn run(keep: bool, reboot_delay_ms: Option<u64>) -> Result<(), CliError> {
         std::env::set_var("TALIX_AGE_KEY_FILE", &key);
         std::env::set_var("TALIX_STORE", root.join("store"));
         std::env::set_var("TALIX_ALLOW_NETS", "127.0.0.0/8");
+        // The simulated talosctl claims the demo's release.
+        std::env::set_var("TALOSCTL_SIM_VERSION", DEMO_TALOS);
         if std::env::var_os("TALIX_POLL_MS").is_none() {
             std::env::set_var("TALIX_POLL_MS", "200");
         }

@@ -213,6 +213,23 @@ impl Cluster {
     }
 }
 
+/// The Talos the `up` tests run (the demo's profile and machines moved back to contract v1.11;
+/// tests/contract_matrix.rs covers v1.11-v1.14).
+pub const LEGACY_TALOS: &str = "v1.11.5";
+
+/// [`talix::demo::profile_yaml`] on Talos v1.11.5 / Kubernetes 1.34.1.
+pub fn legacy_demo_profile(a: u8, b: u8, recipient: &str) -> String {
+    talix::demo::profile_yaml(a, b, recipient)
+        .replace(
+            &format!("version: {}\n", talix::demo::DEMO_TALOS),
+            &format!("version: {LEGACY_TALOS}\n"),
+        )
+        .replace(
+            &format!("kubernetes_version: {}\n", talix::demo::DEMO_KUBERNETES),
+            "kubernetes_version: 1.34.1\n",
+        )
+}
+
 /// A simulated cluster (`talix sim serve`) running as a child process for one test, on its own
 /// random /24 inside 127.0.0.0/8; killed on drop.
 pub struct SimProcess {
@@ -236,6 +253,9 @@ impl SimProcess {
                 ^ attempt.wrapping_mul(2654435761);
             let (a, b) = (1 + (seed % 254) as u8, ((seed >> 8) % 256) as u8);
             let mut spec = talix::demo::spec(a, b, Some(reboot_delay_ms)).unwrap();
+            for n in &mut spec.nodes {
+                n.maintenance_version = LEGACY_TALOS.to_string();
+            }
             edit(&mut spec);
             let spec_path = dir.join("sim-spec.json");
             let ready = dir.join("sim-ready.json");
@@ -287,10 +307,7 @@ impl Cluster {
         let c = Cluster::new();
         let sim = SimProcess::start(c.root(), reboot_delay_ms, edit);
         let (a, b) = sim.subnet;
-        c.write(
-            "profiles/demo.yaml",
-            &talix::demo::profile_yaml(a, b, &c.recipient),
-        );
+        c.write("profiles/demo.yaml", &legacy_demo_profile(a, b, &c.recipient));
         c.talix()
             .args(["secrets", "init", "profiles/demo.yaml"])
             .assert()
