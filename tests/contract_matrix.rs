@@ -291,8 +291,18 @@ fn run(case: Case) {
     let bed = Bed::start(&case);
     let (cp_ip, w_ip) = (bed.ip(11), bed.ip(21));
 
+    // A file named `-` in the working directory: `kubeconfig -` without `--merge=false`
+    // would merge into it (cmd/talosctl/cmd/talos/kubeconfig.go@v1.14.0-rc.1).
+    let dash = bed.root.join("-");
+    std::fs::write(&dash, "not a kubeconfig\n").unwrap();
+
     // 1. Fresh up, NICs selected by MAC.
     bed.up(case.talosctl);
+    assert_eq!(
+        std::fs::read_to_string(&dash).unwrap(),
+        "not a kubeconfig\n",
+        "talosctl kubeconfig wrote into ./-"
+    );
     let applies = bed.calls_of("apply-config");
     assert_eq!(applies.len(), 2, "{applies:?}");
     assert_eq!(bed.calls_of("bootstrap").len(), 1);
@@ -363,6 +373,30 @@ fn run(case: Case) {
             .contains(&format!("kubernetes: {}", case.kubernetes_next))
     );
 
+    // A Kubernetes jump of two minor versions is refused before anything changes.
+    let next: Vec<u32> = case
+        .kubernetes_next
+        .split('.')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let skip = format!("{}.{}.0", next[0], next[1] + 2);
+    bed.write_profile(&case, case.talos_next, &skip);
+    bed.clear_calls();
+    let lock_before = bed.lock();
+    let out = bed
+        .talix()
+        .env("TALOSCTL_SIM_VERSION", case.talosctl)
+        .args(["up", "profiles/m.yaml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("skips a minor version"), "{stderr}");
+    assert!(stderr.contains("nothing was changed"), "{stderr}");
+    assert_eq!(bed.calls(), Vec::<Vec<String>>::new());
+    assert_eq!(bed.lock(), lock_before);
+    bed.write_profile(&case, case.talos_next, case.kubernetes_next);
+
     // And once more: nothing to do.
     bed.clear_calls();
     bed.up(case.talosctl);
@@ -429,4 +463,42 @@ fn talosctl_v1_14_manages_a_contract_v1_11_cluster() {
         kubernetes: "1.34.1",
         kubernetes_next: "1.34.2",
     });
+}
+
+/// Trap 10: a node whose MAC is unknown is configured on the link the profile names; when the
+/// machine has no such link (its NIC is `ens18`, the profile says `eth0`), `up` refuses before
+/// anything is applied and names the links the machine has.
+#[test]
+fn a_named_link_the_machine_lacks_is_refused_before_any_apply() {
+    let case = Case {
+        contract: "v1.14",
+        talosctl: "v1.14.0",
+        talos: "v1.14.0",
+        talos_next: "v1.14.1",
+        kubernetes: "1.37.0",
+        kubernetes_next: "1.37.1",
+    };
+    let bed = Bed::start(&case);
+    let profile = bed.root.join("profiles/m.yaml");
+    let text = std::fs::read_to_string(&profile).unwrap();
+    let m2 = mac(bed.net, 0x21);
+    let text = text
+        .replace(&format!(", mac: \"{m2}\" }}"), " }")
+        .replace("  worker:\n", "  worker:\n    interface: eth0\n");
+    assert!(text.contains("interface: eth0"), "{text}");
+    std::fs::write(&profile, text).unwrap();
+    let out = bed
+        .talix()
+        .env("TALOSCTL_SIM_VERSION", case.talosctl)
+        .args(["up", "profiles/m.yaml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("node w1: its config puts the static address on link eth0"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("it has: ens18"), "{stderr}");
+    assert_eq!(bed.calls_of("apply-config"), Vec::<Vec<String>>::new());
 }

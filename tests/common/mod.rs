@@ -307,7 +307,10 @@ impl Cluster {
         let c = Cluster::new();
         let sim = SimProcess::start(c.root(), reboot_delay_ms, edit);
         let (a, b) = sim.subnet;
-        c.write("profiles/demo.yaml", &legacy_demo_profile(a, b, &c.recipient));
+        c.write(
+            "profiles/demo.yaml",
+            &legacy_demo_profile(a, b, &c.recipient),
+        );
         c.talix()
             .args(["secrets", "init", "profiles/demo.yaml"])
             .assert()
