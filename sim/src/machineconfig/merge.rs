@@ -164,14 +164,20 @@ struct Extractor<'a> {
 }
 
 impl Extractor<'_> {
-    fn selector(&self, path: &[String], item: Option<(String, String)>) -> Result<Selector, String> {
+    fn selector(
+        &self,
+        path: &[String],
+        item: Option<(String, String)>,
+    ) -> Result<Selector, String> {
         let find = |key: &str| self.root.get(key).map(scalar_text);
         let required = path.is_empty();
         let api = find("apiVersion");
         let kind = find("kind");
         if required {
             if api.is_none() {
-                return Err("missing apiVersion in document for which $patch: delete is used".into());
+                return Err(
+                    "missing apiVersion in document for which $patch: delete is used".into(),
+                );
             }
             if kind.is_none() {
                 return Err("missing kind in document for which $patch: delete is used".into());
@@ -196,7 +202,12 @@ impl Extractor<'_> {
     }
 
     /// Returns whether `node` is to be removed from its parent.
-    fn process(&mut self, parent: Parent, node: &mut Yaml, path: &mut Vec<String>) -> Result<bool, String> {
+    fn process(
+        &mut self,
+        parent: Parent,
+        node: &mut Yaml,
+        path: &mut Vec<String>,
+    ) -> Result<bool, String> {
         match node {
             Yaml::Map(entries) => {
                 let mut i = 0;
@@ -208,12 +219,18 @@ impl Extractor<'_> {
                                 .find(|(k, v)| !is_delete_entry(k, v))
                                 .map(|(k, v)| (k.clone(), scalar_text(v)))
                                 .ok_or_else(|| {
-                                    format!("no key:val found in sequence node for path {}", path.join("."))
+                                    format!(
+                                        "no key:val found in sequence node for path {}",
+                                        path.join(".")
+                                    )
                                 })?;
                             self.selector(path, Some(item))?
                         } else {
                             if path.iter().any(|p| p.starts_with('[')) {
-                                return Err(format!("cannot delete an inner key in '{}'", path.join(".")));
+                                return Err(format!(
+                                    "cannot delete an inner key in '{}'",
+                                    path.join(".")
+                                ));
                             }
                             self.selector(path, None)?
                         };
@@ -260,7 +277,8 @@ impl Extractor<'_> {
 fn is_empty_doc(doc: &Yaml) -> bool {
     match doc {
         Yaml::Map(entries) => entries.iter().all(|(k, v)| {
-            !matches!(v, Yaml::Map(_) | Yaml::Seq(_)) && ["version", "kind", "name"].contains(&k.as_str())
+            !matches!(v, Yaml::Map(_) | Yaml::Seq(_))
+                && ["version", "kind", "name"].contains(&k.as_str())
         }),
         _ => false,
     }
@@ -269,7 +287,10 @@ fn is_empty_doc(doc: &Yaml) -> bool {
 /// Splits one patch document into its delete selectors and the document left to merge.
 fn split_patch_document(mut doc: Yaml) -> Result<Vec<PatchDoc>, String> {
     let root = doc.clone();
-    let mut extractor = Extractor { root: &root, found: Vec::new() };
+    let mut extractor = Extractor {
+        root: &root,
+        found: Vec::new(),
+    };
     let whole = extractor.process(Parent::Document, &mut doc, &mut Vec::new())?;
     let mut out: Vec<PatchDoc> = extractor.found.into_iter().map(PatchDoc::Delete).collect();
     if !whole && !is_empty_doc(&doc) {
@@ -301,7 +322,10 @@ fn parse_strategic(text: &str) -> Result<Vec<PatchDoc>, String> {
     let mut out = Vec::new();
     for (i, doc) in docs.into_iter().enumerate() {
         if doc.as_map().is_none() {
-            return Err(format!("expected a YAML document at line {}", lines.get(i).copied().unwrap_or(1)));
+            return Err(format!(
+                "expected a YAML document at line {}",
+                lines.get(i).copied().unwrap_or(1)
+            ));
         }
         let parts = split_patch_document(doc).map_err(|e| {
             format!(
@@ -388,7 +412,11 @@ impl Patched {
             }
             // container.encodeToBuf: the v1alpha1 document first, then the others in order.
             docs.sort_by_key(|d| usize::from(go_kind_of(d) != "v1alpha1"));
-            Patched { docs, last_was_json: false }.render_canonical()
+            Patched {
+                docs,
+                last_was_json: false,
+            }
+            .render_canonical()
         }
     }
 
@@ -487,7 +515,10 @@ fn apply_selector(doc: &mut Yaml, selector: &Selector) -> Result<bool, PatchErro
         }
         return Ok(true);
     }
-    let item = selector.item.as_ref().map(|(k, v)| (k.as_str(), v.as_str()));
+    let item = selector
+        .item
+        .as_ref()
+        .map(|(k, v)| (k.as_str(), v.as_str()));
     match go::delete_path(doc, kind, "", &selector.path, item) {
         Ok(()) => Ok(false),
         Err(reason) if name.is_empty() => Err(PatchError::Delete(format!(
@@ -558,7 +589,8 @@ mod go {
             let mut children: HashMap<(String, String), Vec<(String, String)>> = HashMap::new();
             for line in include_str!("go_fields.txt").lines() {
                 let mut parts = line.split(' ');
-                let (Some(kind), Some(path), Some(flags)) = (parts.next(), parts.next(), parts.next())
+                let (Some(kind), Some(path), Some(flags)) =
+                    (parts.next(), parts.next(), parts.next())
                 else {
                     continue;
                 };
@@ -615,7 +647,9 @@ mod go {
             if path.is_empty() {
                 return self.knows_kind(kind).then_some(ROOT);
             }
-            self.fields.get(&(kind.to_string(), path.to_string())).copied()
+            self.fields
+                .get(&(kind.to_string(), path.to_string()))
+                .copied()
         }
 
         /// Struct fields of the struct at `path`, in declaration order.
@@ -672,7 +706,9 @@ mod go {
         match field.kind {
             GoKind::Str => matches!(node, Yaml::Str(s) if s.is_empty()),
             GoKind::Int => matches!(node, Yaml::Int(0)),
-            GoKind::Float => matches!(node, Yaml::Int(0)) || matches!(node, Yaml::Float(x) if *x == 0.0),
+            GoKind::Float => {
+                matches!(node, Yaml::Int(0)) || matches!(node, Yaml::Float(x) if *x == 0.0)
+            }
             GoKind::Bool => matches!(node, Yaml::Bool(false)),
             GoKind::Slice => matches!(node, Yaml::Seq(items) if items.is_empty()),
             GoKind::Map | GoKind::Any => matches!(node, Yaml::Map(entries) if entries.is_empty()),
@@ -797,7 +833,8 @@ mod go {
         match (a, b) {
             (Yaml::Map(x), Yaml::Map(y)) => {
                 x.len() == y.len()
-                    && x.iter().all(|(k, v)| b.get(k).is_some_and(|w| same_entries(v, w)))
+                    && x.iter()
+                        .all(|(k, v)| b.get(k).is_some_and(|w| same_entries(v, w)))
             }
             _ => a == b,
         }
@@ -805,7 +842,10 @@ mod go {
 
     fn items_match(base: &Yaml, patch: &Yaml, key: &str) -> bool {
         if key == "interface" {
-            let name = patch.get("interface").and_then(Yaml::as_str).unwrap_or_default();
+            let name = patch
+                .get("interface")
+                .and_then(Yaml::as_str)
+                .unwrap_or_default();
             if !name.is_empty() {
                 return base.get("interface").and_then(Yaml::as_str) == Some(name);
             }
@@ -814,12 +854,23 @@ mod go {
                 _ => false,
             };
         }
-        let zero = if key == "vlanId" { Yaml::Int(0) } else { Yaml::str("") };
+        let zero = if key == "vlanId" {
+            Yaml::Int(0)
+        } else {
+            Yaml::str("")
+        };
         base.get(key).unwrap_or(&zero) == patch.get(key).unwrap_or(&zero)
     }
 
     /// `merge.Merge(left, right)` on the values at `path` (upstream: config/merge/merge.go).
-    pub fn merge(base: &mut Yaml, patch: &Yaml, kind: &str, path: &str, replace: bool, overwrite: bool) {
+    pub fn merge(
+        base: &mut Yaml,
+        patch: &Yaml,
+        kind: &str,
+        path: &str,
+        replace: bool,
+        overwrite: bool,
+    ) {
         let table = GoTable::get();
         let Some(field) = table.field(kind, path) else {
             merge_untyped(base, patch);
@@ -878,7 +929,13 @@ mod go {
                 let value_path = format!("{path}{{}}");
                 // meta.Args (`extraArgs`) copies values over; other maps merge them.
                 let copy_values = field.kind == GoKind::Map
-                    && matches!(table.field(kind, &value_path), Some(Field { kind: GoKind::Text(None), .. }));
+                    && matches!(
+                        table.field(kind, &value_path),
+                        Some(Field {
+                            kind: GoKind::Text(None),
+                            ..
+                        })
+                    );
                 let (Yaml::Map(_), Yaml::Map(entries)) = (&*base, patch) else {
                     *base = patch.clone();
                     return;
@@ -898,7 +955,16 @@ mod go {
             }
             GoKind::Struct => {
                 if replace {
-                    if !is_zero(table, patch, kind, path, Field { ptr: false, ..field }) {
+                    if !is_zero(
+                        table,
+                        patch,
+                        kind,
+                        path,
+                        Field {
+                            ptr: false,
+                            ..field
+                        },
+                    ) {
                         *base = patch.clone();
                     }
                     return;
@@ -912,7 +978,9 @@ mod go {
                         continue;
                     };
                     match (patch.get(key), base.get_mut(key)) {
-                        (Some(value), Some(existing)) => merge(existing, value, kind, child, f.replace, false),
+                        (Some(value), Some(existing)) => {
+                            merge(existing, value, kind, child, f.replace, false)
+                        }
                         (Some(value), None) => {
                             let mut slot = Yaml::Null;
                             merge(&mut slot, value, kind, child, f.replace, false);
@@ -944,7 +1012,18 @@ mod go {
             }
             GoKind::Bool => *base = patch.clone(),
             GoKind::Str | GoKind::Int | GoKind::Float | GoKind::Text(_) => {
-                if overwrite || !is_zero(table, patch, kind, path, Field { ptr: false, ..field }) {
+                if overwrite
+                    || !is_zero(
+                        table,
+                        patch,
+                        kind,
+                        path,
+                        Field {
+                            ptr: false,
+                            ..field
+                        },
+                    )
+                {
                     *base = patch.clone();
                 }
             }
@@ -958,7 +1037,9 @@ mod go {
             (Yaml::Map(_), Yaml::Map(entries)) => {
                 for (key, value) in entries {
                     match base.get_mut(key) {
-                        Some(existing) if !matches!(existing, Yaml::Null) => merge_untyped(existing, value),
+                        Some(existing) if !matches!(existing, Yaml::Null) => {
+                            merge_untyped(existing, value)
+                        }
                         _ => base.insert(key, value.clone()),
                     }
                 }
@@ -1030,17 +1111,23 @@ mod go {
             }
             (GoKind::Slice | GoKind::Any, Yaml::Seq(items)) => {
                 if !rest_after.is_empty() {
-                    return Err("searching for complex paths in slices is not supported".to_string());
+                    return Err(
+                        "searching for complex paths in slices is not supported".to_string()
+                    );
                 }
                 if search.is_empty() {
                     return Err("searching for '' in a slice is not supported".to_string());
                 }
                 if !search.starts_with('[') {
-                    return Err("searching for non-integer keys in slices is not supported".to_string());
+                    return Err(
+                        "searching for non-integer keys in slices is not supported".to_string()
+                    );
                 }
                 let item_path = format!("{path}[]");
                 let is_struct = field == GoKind::Slice
-                    && table.field(kind, &item_path).is_some_and(|f| f.kind == GoKind::Struct);
+                    && table
+                        .field(kind, &item_path)
+                        .is_some_and(|f| f.kind == GoKind::Struct);
                 let (key, value) = item.unwrap_or(("", ""));
                 if !is_struct || table.child(kind, &item_path, key).is_none() {
                     return Err(LOOKUP_FAILED.to_string());
@@ -1302,7 +1389,17 @@ mod tests {
         let p = patch("machine:\n  network:\n    hostname:\n      $patch: delete\n");
         let out = apply_patches(docs(&with_hostname), std::slice::from_ref(&p)).unwrap();
         assert!(out.docs[0].path("machine.network.hostname").is_none());
-        let err = apply_patches(docs(CP_V111), &[p]).unwrap_err();
+        // upstream (decoder/selector.go@v1.14.0-rc.1): deleting a field of a struct that is
+        // there is a SetZero, not an error, even when the field is already empty
+        // (`network: {}`); only a nil pointer on the way fails the lookup.
+        let out = apply_patches(docs(CP_V111), std::slice::from_ref(&p)).unwrap();
+        assert_eq!(
+            out.docs[0].path("machine.network"),
+            Some(&Yaml::map()),
+            "network stays an empty struct"
+        );
+        let without_network = CP_V111.replace("    network: {}\n", "");
+        let err = apply_patches(docs(&without_network), &[p]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "patch delete: path 'machine.network.hostname' in document '/v1alpha1': failed to delete path 'machine.network.hostname': lookup failed"
@@ -1313,6 +1410,46 @@ mod tests {
             !out.docs
                 .iter()
                 .any(|d| d.get("kind") == Some(&Yaml::str("HostnameConfig")))
+        );
+        // Deleting a document that is not there is skipped (upstream strategic.go).
+        let missing = patch("apiVersion: v1alpha1\nkind: SideroLinkConfig\n$patch: delete\n");
+        let out = apply_patches(docs(CP_V114), &[missing]).unwrap();
+        assert_eq!(out.docs, docs(CP_V114));
+    }
+
+    #[test]
+    fn one_patch_file_may_hold_one_document_several_times() {
+        let p = patch(
+            "apiVersion: v1alpha1\nkind: HostnameConfig\n$patch: delete\n---\napiVersion: v1alpha1\nkind: HostnameConfig\nhostname: again\n",
+        );
+        let Patch::Strategic(parts) = &p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(parts.len(), 2);
+        let out = apply_patches(docs(CP_V114), &[p]).unwrap();
+        let hostname: Vec<&Yaml> = out
+            .docs
+            .iter()
+            .filter(|d| d.get("kind") == Some(&Yaml::str("HostnameConfig")))
+            .collect();
+        assert_eq!(hostname.len(), 1);
+        assert_eq!(hostname[0].get("hostname"), Some(&Yaml::str("again")));
+        assert_eq!(hostname[0].get("auto"), None, "re-added from scratch");
+        // It goes last: deleted and appended again.
+        assert_eq!(out.docs.last(), Some(hostname[0]));
+    }
+
+    #[test]
+    fn render_encodes_like_go_yaml() {
+        let p = patch("machine:\n  network:\n    hostname: a\n");
+        let out = apply_patches(
+            docs("version: v1alpha1\nmachine:\n  nodeLabels: {}\n"),
+            &[p],
+        )
+        .unwrap();
+        assert_eq!(
+            out.render(),
+            "version: v1alpha1\nmachine:\n    type: \"\"\n    token: \"\"\n    certSANs: []\n    network:\n        hostname: a\ncluster: null\n"
         );
     }
 
