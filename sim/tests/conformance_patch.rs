@@ -26,11 +26,8 @@ struct Sandbox {
 impl Sandbox {
     fn new() -> Sandbox {
         let dir = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(
-            env!("CARGO_BIN_EXE_talos-sim"),
-            dir.path().join("talosctl"),
-        )
-        .unwrap();
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_talos-sim"), dir.path().join("talosctl"))
+            .unwrap();
         Sandbox { dir }
     }
 
@@ -73,14 +70,22 @@ fn assert_patches_to(input: &str, patches: &[&str], expected: &str) {
     assert!(o.status.success(), "stderr: {}", text(&o.stderr));
     assert_eq!(o.stdout, b"", "nothing on stdout with -o");
     let written = fs_err::read(&out_path).unwrap();
-    assert_eq!(text(&written), text(&want), "-o output differs from {expected}");
+    assert_eq!(
+        text(&written),
+        text(&want),
+        "-o output differs from {expected}"
+    );
     assert_eq!(written, want);
 
     let o = sb.patch(input, patches, &[]);
     assert!(o.status.success(), "stderr: {}", text(&o.stderr));
     let mut want_stdout = want.clone();
     want_stdout.push(b'\n');
-    assert_eq!(text(&o.stdout), text(&want_stdout), "stdout differs from {expected}");
+    assert_eq!(
+        text(&o.stdout),
+        text(&want_stdout),
+        "stdout differs from {expected}"
+    );
 }
 
 /// Runs a case that must fail; returns stderr.
