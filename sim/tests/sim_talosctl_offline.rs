@@ -1312,12 +1312,30 @@ fn machineconfig_patch_deletes_and_yaml_json6902_lists() {
     );
     assert!(doc.get("debug").is_none());
 
+    // Deleting a field of the (empty but present) `network: {}` struct is no error upstream
+    // (configloader/internal/decoder/selector.go@v1.14.0-rc.1: SetZero); only a nil pointer
+    // on the way fails the lookup.
     let o = sb.run(
         "v1.11.5",
         &[
             "machineconfig",
             "patch",
             "single.yaml",
+            "-p",
+            "machine: {network: {hostname: {$patch: delete}}}",
+        ],
+    );
+    assert_exit(&o, 0);
+    sb.write(
+        "no-network.yaml",
+        &SAMPLE_CP_V111.replace("    network: {}\n", ""),
+    );
+    let o = sb.run(
+        "v1.11.5",
+        &[
+            "machineconfig",
+            "patch",
+            "no-network.yaml",
             "-p",
             "machine: {network: {hostname: {$patch: delete}}}",
         ],

@@ -1,19 +1,43 @@
 //! Config patches as Talos applies them (strategic-merge.md): format detection, strategic merge
-//! with Talos' list rules (interfaces by name, vlans by id, ...), `$patch: delete`, and RFC 6902
-//! JSON patches, which only work on single-document configs.
+//! with Talos' Go merge rules (interfaces by name, vlans by id, zero values skipped, ...),
+//! `$patch: delete` selectors, and RFC 6902 JSON patches, which only work on single-document
+//! configs. Ported from pkg/machinery/config/configpatcher, config/merge and
+//! configloader/internal/decoder@v1.14.0-rc.1; the Go field facts (omitempty, pointers,
+//! `merge:"replace"`) come from go_fields.txt (tools/derive_go_fields.py).
 
 use serde_json::Value;
 
-use crate::machineconfig::schema::{self, FieldTable, MapKind};
+use crate::machineconfig::schema::{self, FieldTable};
 use crate::machineconfig::yaml::{self, Style, Yaml};
+
+use go::GoTable;
 
 /// One loaded patch. `Debug` shows the shape only (patch values may be key material).
 #[derive(Clone, PartialEq)]
 pub enum Patch {
-    /// A partial machine config (one or more documents).
-    Strategic(Vec<Yaml>),
+    /// A partial machine config: delete selectors and documents to merge, in file order.
+    Strategic(Vec<PatchDoc>),
     /// RFC 6902 operations.
     Json6902(Vec<Value>),
+}
+
+/// One element of a strategic patch, as the upstream decoder yields them: the `$patch:
+/// delete` selectors of a document first, then what remains of the document.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PatchDoc {
+    Delete(Selector),
+    Merge(Yaml),
+}
+
+/// A `$patch: delete` selector (upstream: configloader/internal/decoder/selector.go).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Selector {
+    /// (apiVersion, kind, name) of the document it applies to; kind `v1alpha1` = legacy.
+    pub id: (String, String, String),
+    /// Keys from the document root; list items appear as `[i]`.
+    pub path: Vec<String>,
+    /// For list items: the first `key: value` of the item, which picks the item to remove.
+    pub item: Option<(String, String)>,
 }
 
 impl std::fmt::Debug for Patch {
@@ -25,7 +49,7 @@ impl std::fmt::Debug for Patch {
     }
 }
 
-/// Patch failures, with Talos' texts where the reference gives them.
+/// Patch failures, with Talos' texts.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PatchError {
     #[error("{0}")]
@@ -34,18 +58,9 @@ pub enum PatchError {
     JsonOnMultiDoc,
     #[error("failure applying rfc6902 patches to talos machine config: {0}")]
     Json6902(String),
-    #[error("patch delete: path '{path}' in document '{document}': {reason}")]
-    Delete {
-        path: String,
-        document: String,
-        reason: String,
-    },
-    #[error("can't delete the root of the legacy document")]
-    DeleteRoot,
-    #[error("cannot delete an inner key in '{0}'")]
-    InnerDelete(String),
-    #[error("duplicate document: {0} is not allowed")]
-    Duplicate(String),
+    /// A selector that failed on its document (upstream `selector.ApplyTo`).
+    #[error("{0}")]
+    Delete(String),
 }
 
 /// Resolves a patch argument (strategic-merge.md §4): `@path`, a bare file name (no newline,
@@ -77,15 +92,10 @@ fn document_id(doc: &Yaml) -> (String, String, String) {
             .unwrap_or_default()
             .to_string()
     };
-    if crate::machineconfig::is_v1alpha1_document(doc) {
+    if crate::machineconfig::is_v1alpha1_document(doc) || doc.get("kind").is_none() {
         return (String::new(), "v1alpha1".to_string(), String::new());
     }
     (text("apiVersion"), text("kind"), text("name"))
-}
-
-fn document_label(doc: &Yaml) -> String {
-    let (api, kind, _) = document_id(doc);
-    format!("{api}/{kind}")
 }
 
 /// Strict check of a strategic patch document (the config loader's job).
@@ -103,7 +113,7 @@ fn check_strategic_document(doc: &Yaml) -> Result<(), String> {
     } else {
         return Err("missing kind".to_string());
     };
-    if !FieldTable::get().knows_kind(&kind) {
+    if !FieldTable::get().knows_kind(&kind) && !GoTable::get().knows_kind(&kind) {
         let api = doc
             .get("apiVersion")
             .and_then(Yaml::as_str)
@@ -123,31 +133,224 @@ fn check_strategic_document(doc: &Yaml) -> Result<(), String> {
     Ok(())
 }
 
-/// Detects the format of a patch text (strategic-merge.md §2).
-pub fn parse_patch(text: &str) -> Result<Patch, PatchError> {
-    let strategic_error = match yaml::parse_documents(text) {
-        Ok(docs) if !docs.is_empty() => {
-            let mut seen = Vec::new();
-            let mut result = Ok(());
-            for doc in &docs {
-                if let Err(e) = check_strategic_document(doc) {
-                    result = Err(e);
-                    break;
-                }
-                let id = document_id(doc);
-                if seen.contains(&id) {
-                    result = Err(PatchError::Duplicate(document_label(doc)).to_string());
-                    break;
-                }
-                seen.push(id);
+// ---- `$patch: delete` extraction (upstream: decoder/delete.go) ----
+
+fn is_delete_entry(key: &str, value: &Yaml) -> bool {
+    key == "$patch" && value.as_str() == Some("delete")
+}
+
+/// The text of a scalar as the YAML node holds it (`yaml.Node.Value`); "" for collections.
+fn scalar_text(node: &Yaml) -> String {
+    match node {
+        Yaml::Str(s) => s.clone(),
+        Yaml::Bool(b) => b.to_string(),
+        Yaml::Int(i) => i.to_string(),
+        Yaml::Float(x) => x.to_string(),
+        Yaml::Null => "null".to_string(),
+        Yaml::Seq(_) | Yaml::Map(_) => String::new(),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Parent {
+    Document,
+    Map,
+    Seq,
+}
+
+struct Extractor<'a> {
+    root: &'a Yaml,
+    found: Vec<Selector>,
+}
+
+impl Extractor<'_> {
+    fn selector(
+        &self,
+        path: &[String],
+        item: Option<(String, String)>,
+    ) -> Result<Selector, String> {
+        let find = |key: &str| self.root.get(key).map(scalar_text);
+        let required = path.is_empty();
+        let api = find("apiVersion");
+        let kind = find("kind");
+        if required {
+            if api.is_none() {
+                return Err(
+                    "missing apiVersion in document for which $patch: delete is used".into(),
+                );
             }
-            match result {
-                Ok(()) => return Ok(Patch::Strategic(docs)),
-                Err(e) => e,
+            if kind.is_none() {
+                return Err("missing kind in document for which $patch: delete is used".into());
             }
         }
-        Ok(_) => "missing kind".to_string(),
-        Err(e) => e.to_string(),
+        let (api, kind) = (api.unwrap_or_default(), kind.unwrap_or_default());
+        let kind = match (api.is_empty(), kind.is_empty()) {
+            (true, true) => "v1alpha1".to_string(),
+            (false, false) => kind,
+            _ => {
+                return Err(format!(
+                    "kind and apiVersion must be both set for path {}",
+                    path.join(".")
+                ));
+            }
+        };
+        Ok(Selector {
+            id: (api, kind, find("name").unwrap_or_default()),
+            path: path.to_vec(),
+            item,
+        })
+    }
+
+    /// Returns whether `node` is to be removed from its parent.
+    fn process(
+        &mut self,
+        parent: Parent,
+        node: &mut Yaml,
+        path: &mut Vec<String>,
+    ) -> Result<bool, String> {
+        match node {
+            Yaml::Map(entries) => {
+                let mut i = 0;
+                while i < entries.len() {
+                    if is_delete_entry(&entries[i].0, &entries[i].1) {
+                        let selector = if parent == Parent::Seq {
+                            let item = entries
+                                .iter()
+                                .find(|(k, v)| !is_delete_entry(k, v))
+                                .map(|(k, v)| (k.clone(), scalar_text(v)))
+                                .ok_or_else(|| {
+                                    format!(
+                                        "no key:val found in sequence node for path {}",
+                                        path.join(".")
+                                    )
+                                })?;
+                            self.selector(path, Some(item))?
+                        } else {
+                            if path.iter().any(|p| p.starts_with('[')) {
+                                return Err(format!(
+                                    "cannot delete an inner key in '{}'",
+                                    path.join(".")
+                                ));
+                            }
+                            self.selector(path, None)?
+                        };
+                        self.found.push(selector);
+                        return Ok(true);
+                    }
+                    path.push(entries[i].0.clone());
+                    let delete = self.process(Parent::Map, &mut entries[i].1, path)?;
+                    path.pop();
+                    if delete {
+                        entries.remove(i);
+                        if entries.is_empty() {
+                            return Ok(true);
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+                Ok(false)
+            }
+            Yaml::Seq(items) => {
+                let mut i = 0;
+                while i < items.len() {
+                    path.push(format!("[{i}]"));
+                    let delete = self.process(Parent::Seq, &mut items[i], path)?;
+                    path.pop();
+                    if delete {
+                        items.remove(i);
+                        if items.is_empty() {
+                            return Ok(true);
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+                Ok(false)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+/// Whether what remains of a patch document holds nothing but `version`/`kind`/`name`.
+fn is_empty_doc(doc: &Yaml) -> bool {
+    match doc {
+        Yaml::Map(entries) => entries.iter().all(|(k, v)| {
+            !matches!(v, Yaml::Map(_) | Yaml::Seq(_))
+                && ["version", "kind", "name"].contains(&k.as_str())
+        }),
+        _ => false,
+    }
+}
+
+/// Splits one patch document into its delete selectors and the document left to merge.
+fn split_patch_document(mut doc: Yaml) -> Result<Vec<PatchDoc>, String> {
+    let root = doc.clone();
+    let mut extractor = Extractor {
+        root: &root,
+        found: Vec::new(),
+    };
+    let whole = extractor.process(Parent::Document, &mut doc, &mut Vec::new())?;
+    let mut out: Vec<PatchDoc> = extractor.found.into_iter().map(PatchDoc::Delete).collect();
+    if !whole && !is_empty_doc(&doc) {
+        out.push(PatchDoc::Merge(doc));
+    }
+    Ok(out)
+}
+
+/// Line numbers where each document of a multi-document text starts (for decoder errors).
+fn document_lines(text: &str) -> Vec<usize> {
+    let mut lines = vec![1];
+    for (i, line) in text.lines().enumerate() {
+        if line == "---" || line.starts_with("--- ") {
+            lines.push(i + 2);
+        }
+    }
+    if text.lines().next().is_some_and(|l| l == "---") {
+        lines.remove(0);
+    }
+    lines
+}
+
+fn parse_strategic(text: &str) -> Result<Vec<PatchDoc>, String> {
+    let docs = yaml::parse_documents(text).map_err(|e| e.to_string())?;
+    if docs.is_empty() {
+        return Err("config not found".to_string());
+    }
+    let lines = document_lines(text);
+    let mut out = Vec::new();
+    for (i, doc) in docs.into_iter().enumerate() {
+        if doc.as_map().is_none() {
+            return Err(format!(
+                "expected a YAML document at line {}",
+                lines.get(i).copied().unwrap_or(1)
+            ));
+        }
+        let parts = split_patch_document(doc).map_err(|e| {
+            format!(
+                "error processing patch delete statements at line {}: {e}",
+                lines.get(i).copied().unwrap_or(1)
+            )
+        })?;
+        for part in &parts {
+            if let PatchDoc::Merge(d) = part {
+                check_strategic_document(d)?;
+            }
+        }
+        out.extend(parts);
+    }
+    if out.is_empty() {
+        return Err("config not found".to_string());
+    }
+    Ok(out)
+}
+
+/// Detects the format of a patch text (upstream: configpatcher/load.go `LoadPatch`).
+pub fn parse_patch(text: &str) -> Result<Patch, PatchError> {
+    let strategic_error = match parse_strategic(text) {
+        Ok(docs) => return Ok(Patch::Strategic(docs)),
+        Err(e) => e,
     };
     let json_error = match serde_json::from_str::<Vec<Value>>(text) {
         Ok(ops) => return Ok(Patch::Json6902(ops)),
@@ -167,11 +370,18 @@ pub fn parse_patch(text: &str) -> Result<Patch, PatchError> {
     }
 }
 
-/// Reads and parses every patch argument, in order.
+/// Reads and parses every patch argument, in order; consecutive JSON patches are joined into
+/// one (upstream `LoadPatches`).
 pub fn load_patches(args: &[String]) -> Result<Vec<Patch>, PatchError> {
-    args.iter()
-        .map(|arg| read_patch_argument(arg).and_then(|text| parse_patch(&text)))
-        .collect()
+    let mut out: Vec<Patch> = Vec::new();
+    for arg in args {
+        let patch = parse_patch(&read_patch_argument(arg)?)?;
+        match (out.last_mut(), patch) {
+            (Some(Patch::Json6902(previous)), Patch::Json6902(ops)) => previous.extend(ops),
+            (_, patch) => out.push(patch),
+        }
+    }
+    Ok(out)
 }
 
 /// A config after patching.
@@ -183,8 +393,10 @@ pub struct Patched {
 }
 
 impl Patched {
-    /// Bytes as `machineconfig patch` writes them: Talos field order and 4-space YAML after a
-    /// strategic merge; sorted 2-space YAML (ghodss/yaml) after a JSON patch.
+    /// Bytes as `machineconfig patch` writes them (upstream `configOrBytes.Bytes`): after a
+    /// strategic merge the documents are Go structs encoded by go-yaml v4 (field order, zero
+    /// values of non-`omitempty` fields, v1alpha1 first); after a JSON patch, ghodss/yaml's
+    /// sorted 2-space YAML.
     pub fn render(&self) -> String {
         if self.last_was_json {
             self.docs
@@ -193,7 +405,18 @@ impl Patched {
                 .collect::<Vec<_>>()
                 .join("---\n")
         } else {
-            self.render_canonical()
+            let mut docs = self.docs.clone();
+            for doc in &mut docs {
+                let kind = go_kind_of(doc);
+                go::roundtrip(doc, &kind);
+            }
+            // container.encodeToBuf: the v1alpha1 document first, then the others in order.
+            docs.sort_by_key(|d| usize::from(go_kind_of(d) != "v1alpha1"));
+            Patched {
+                docs,
+                last_was_json: false,
+            }
+            .render_canonical()
         }
     }
 
@@ -208,23 +431,35 @@ impl Patched {
     }
 }
 
-/// Applies patches in order to the documents of a config.
+fn go_kind_of(doc: &Yaml) -> String {
+    document_id(doc).1
+}
+
+/// Applies patches in order to the documents of a config (upstream `configpatcher.Apply`).
 pub fn apply_patches(docs: Vec<Yaml>, patches: &[Patch]) -> Result<Patched, PatchError> {
     let mut state = Patched {
         docs,
         last_was_json: false,
     };
+    // Whether the config has been decoded into Go structs (the input starts as bytes).
+    let mut decoded = false;
     for patch in patches {
         match patch {
             Patch::Strategic(patch_docs) => {
                 strategic_merge(&mut state.docs, patch_docs)?;
                 state.last_was_json = false;
+                decoded = true;
             }
             Patch::Json6902(ops) => {
-                if state.docs.len() > 1 {
+                if state.docs.len() != 1 {
                     return Err(PatchError::JsonOnMultiDoc);
                 }
-                let mut value = state.docs.first().map(Yaml::to_json).unwrap_or(Value::Null);
+                if decoded && !state.last_was_json {
+                    // The JSON patch works on the bytes of the re-encoded config.
+                    let kind = go_kind_of(&state.docs[0]);
+                    go::roundtrip(&mut state.docs[0], &kind);
+                }
+                let mut value = state.docs[0].to_json();
                 for op in ops {
                     apply_json_op(&mut value, op).map_err(PatchError::Json6902)?;
                 }
@@ -236,56 +471,63 @@ pub fn apply_patches(docs: Vec<Yaml>, patches: &[Patch]) -> Result<Patched, Patc
     Ok(state)
 }
 
-fn is_delete_marker(node: &Yaml) -> bool {
-    node.get("$patch").and_then(Yaml::as_str) == Some("delete")
-}
-
-/// Merges strategic patch documents into the config documents.
-pub fn strategic_merge(base: &mut Vec<Yaml>, patch_docs: &[Yaml]) -> Result<(), PatchError> {
+/// Merges strategic patch documents into the config documents (upstream `StrategicMerge`):
+/// documents match by (apiVersion, kind, name); unmatched documents are appended, unmatched
+/// delete selectors are skipped.
+pub fn strategic_merge(base: &mut Vec<Yaml>, patch_docs: &[PatchDoc]) -> Result<(), PatchError> {
+    for doc in base.iter_mut() {
+        let kind = go_kind_of(doc);
+        go::decode(doc, &kind);
+    }
     for patch_doc in patch_docs {
-        let id = document_id(patch_doc);
-        let position = base.iter().position(|d| document_id(d) == id);
-        let whole_document_delete = is_delete_marker(patch_doc)
-            && patch_doc
-                .as_map()
-                .unwrap_or_default()
-                .iter()
-                .all(|(k, _)| ["apiVersion", "kind", "name", "$patch"].contains(&k.as_str()));
-        if whole_document_delete {
-            if id.1 == "v1alpha1" {
-                return Err(PatchError::DeleteRoot);
-            }
-            match position {
-                Some(i) => {
+        match patch_doc {
+            PatchDoc::Delete(selector) => {
+                let Some(i) = base.iter().position(|d| document_id(d) == selector.id) else {
+                    continue;
+                };
+                if apply_selector(&mut base[i], selector)? {
                     base.remove(i);
                 }
-                None => {
-                    return Err(PatchError::Delete {
-                        path: String::new(),
-                        document: document_label(patch_doc),
-                        reason: "document not found".to_string(),
-                    });
+            }
+            PatchDoc::Merge(patch) => {
+                let id = document_id(patch);
+                let mut patch = patch.clone();
+                go::decode(&mut patch, &id.1);
+                match base.iter().position(|d| document_id(d) == id) {
+                    Some(i) => go::merge(&mut base[i], &patch, &id.1, "", false, false),
+                    None => base.push(patch),
                 }
-            }
-            continue;
-        }
-        let mut patch = patch_doc.clone();
-        match position {
-            Some(i) => {
-                let label = document_label(&base[i]);
-                apply_deletes(&mut base[i], &mut patch, "", &label, false)?;
-                let kind = schema::document_kind(&base[i]);
-                merge_node(&mut base[i], &patch, &kind, "", "");
-            }
-            None => {
-                let label = document_label(&patch);
-                let mut empty = Yaml::map();
-                apply_deletes(&mut empty, &mut patch, "", &label, false)?;
-                base.push(patch);
             }
         }
     }
     Ok(())
+}
+
+/// Runs a selector on its document; true when the whole document is to be removed.
+fn apply_selector(doc: &mut Yaml, selector: &Selector) -> Result<bool, PatchError> {
+    let (api, kind, name) = &selector.id;
+    let path = selector.path.join(".");
+    if selector.path.is_empty() {
+        if kind == "v1alpha1" {
+            return Err(PatchError::Delete(format!(
+                "patch delete: path '' in document '{api}/{kind}': can't delete the root of the legacy document"
+            )));
+        }
+        return Ok(true);
+    }
+    let item = selector
+        .item
+        .as_ref()
+        .map(|(k, v)| (k.as_str(), v.as_str()));
+    match go::delete_path(doc, kind, "", &selector.path, item) {
+        Ok(()) => Ok(false),
+        Err(reason) if name.is_empty() => Err(PatchError::Delete(format!(
+            "patch delete: path '{path}' in document '{api}/{kind}': failed to delete path '{path}': {reason}"
+        ))),
+        Err(reason) => Err(PatchError::Delete(format!(
+            "named patch delete: document {api}/{kind}: failed to delete path '{path}': {reason}"
+        ))),
+    }
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -296,184 +538,616 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-fn contains_delete_marker(node: &Yaml) -> bool {
-    match node {
-        Yaml::Map(entries) => {
-            is_delete_marker(node) || entries.iter().any(|(_, v)| contains_delete_marker(v))
-        }
-        Yaml::Seq(items) => items.iter().any(contains_delete_marker),
-        _ => false,
-    }
-}
+/// The Go side of the config documents: which fields exist with which Go type, how go-yaml
+/// decodes and encodes them, and how `merge.Merge` combines them.
+mod go {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
 
-fn lookup_failed(path: &str, document: &str) -> PatchError {
-    PatchError::Delete {
-        path: path.to_string(),
-        document: document.to_string(),
-        reason: format!("failed to delete path '{path}': lookup failed"),
-    }
-}
+    use super::join;
+    use crate::machineconfig::yaml::Yaml;
 
-/// Executes `$patch: delete` markers of `patch` against `base` and removes them from `patch`.
-fn apply_deletes(
-    base: &mut Yaml,
-    patch: &mut Yaml,
-    path: &str,
-    document: &str,
-    below_list: bool,
-) -> Result<(), PatchError> {
-    let Yaml::Map(entries) = patch else {
-        return Ok(());
+    /// The Go kind of a field (go_fields.txt).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum GoKind {
+        Str,
+        Int,
+        Float,
+        Bool,
+        Slice,
+        Map,
+        Struct,
+        /// meta.Unstructured: free-form content.
+        Any,
+        /// A custom-marshalled scalar and the encoding of its zero value, when known.
+        Text(Option<&'static str>),
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    pub struct Field {
+        pub omitempty: bool,
+        pub ptr: bool,
+        pub replace: bool,
+        pub kind: GoKind,
+    }
+
+    pub struct GoTable {
+        fields: HashMap<(String, String), Field>,
+        children: HashMap<(String, String), Vec<(String, String)>>,
+    }
+
+    const ROOT: Field = Field {
+        omitempty: false,
+        ptr: true,
+        replace: false,
+        kind: GoKind::Struct,
     };
-    let mut kept = Vec::new();
-    for (key, mut value) in std::mem::take(entries) {
-        if key == "$patch" {
-            continue;
-        }
-        let full = join(path, &key);
-        if value.as_map().is_some() && is_delete_marker(&value) {
-            if below_list {
-                return Err(PatchError::InnerDelete(full));
-            }
-            if base.remove(&key).is_none() {
-                return Err(lookup_failed(&full, document));
-            }
-            continue;
-        }
-        match &mut value {
-            Yaml::Map(_) => {
-                let mut missing = Yaml::map();
-                let base_child = base.get_mut(&key).unwrap_or(&mut missing);
-                apply_deletes(base_child, &mut value, &full, document, below_list)?;
-            }
-            Yaml::Seq(items) => {
-                let mut remaining = Vec::new();
-                for item in std::mem::take(items) {
-                    if item.as_map().is_some() && is_delete_marker(&item) {
-                        if below_list {
-                            return Err(PatchError::InnerDelete(full));
-                        }
-                        let selector = item
-                            .as_map()
-                            .unwrap_or_default()
-                            .iter()
-                            .find(|(k, _)| k != "$patch")
-                            .cloned();
-                        let Some((sel_key, sel_value)) = selector else {
-                            return Err(lookup_failed(&full, document));
-                        };
-                        let Some(Yaml::Seq(base_items)) = base.get_mut(&key) else {
-                            return Err(lookup_failed(&full, document));
-                        };
-                        let before = base_items.len();
-                        base_items.retain(|b| b.get(&sel_key) != Some(&sel_value));
-                        if base_items.len() == before {
-                            return Err(lookup_failed(&full, document));
-                        }
-                    } else {
-                        if contains_delete_marker(&item) {
-                            return Err(PatchError::InnerDelete(full));
-                        }
-                        remaining.push(item);
+
+    impl GoTable {
+        fn load() -> GoTable {
+            let mut fields = HashMap::new();
+            let mut children: HashMap<(String, String), Vec<(String, String)>> = HashMap::new();
+            for line in include_str!("go_fields.txt").lines() {
+                let mut parts = line.split(' ');
+                let (Some(kind), Some(path), Some(flags)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    continue;
+                };
+                let path = if path == "." { "" } else { path };
+                let mut field = Field {
+                    omitempty: false,
+                    ptr: false,
+                    replace: false,
+                    kind: GoKind::Any,
+                };
+                for flag in flags.split(',') {
+                    match flag {
+                        "omitempty" => field.omitempty = true,
+                        "ptr" => field.ptr = true,
+                        "replace" => field.replace = true,
+                        "str" => field.kind = GoKind::Str,
+                        "int" => field.kind = GoKind::Int,
+                        "float" => field.kind = GoKind::Float,
+                        "bool" => field.kind = GoKind::Bool,
+                        "slice" => field.kind = GoKind::Slice,
+                        "map" => field.kind = GoKind::Map,
+                        "struct" => field.kind = GoKind::Struct,
+                        "any" => field.kind = GoKind::Any,
+                        "text:\"\"" => field.kind = GoKind::Text(Some("")),
+                        "text:\"0s\"" => field.kind = GoKind::Text(Some("0s")),
+                        _ => field.kind = GoKind::Text(None),
                     }
                 }
-                *items = remaining;
+                if !path.is_empty() && !path.ends_with("[]") && !path.ends_with("{}") {
+                    let (parent, key) = match path.rsplit_once('.') {
+                        Some((parent, key)) => (parent.to_string(), key.to_string()),
+                        None => (String::new(), path.to_string()),
+                    };
+                    let list = children.entry((kind.to_string(), parent)).or_default();
+                    if !list.iter().any(|(k, _)| *k == key) {
+                        list.push((key, path.to_string()));
+                    }
+                }
+                fields.insert((kind.to_string(), path.to_string()), field);
+            }
+            GoTable { fields, children }
+        }
+
+        pub fn get() -> &'static GoTable {
+            static TABLE: OnceLock<GoTable> = OnceLock::new();
+            TABLE.get_or_init(GoTable::load)
+        }
+
+        pub fn knows_kind(&self, kind: &str) -> bool {
+            self.fields.contains_key(&(kind.to_string(), String::new()))
+        }
+
+        pub fn field(&self, kind: &str, path: &str) -> Option<Field> {
+            if path.is_empty() {
+                return self.knows_kind(kind).then_some(ROOT);
+            }
+            self.fields
+                .get(&(kind.to_string(), path.to_string()))
+                .copied()
+        }
+
+        /// Struct fields of the struct at `path`, in declaration order.
+        pub fn struct_fields(&self, kind: &str, path: &str) -> &[(String, String)] {
+            self.children
+                .get(&(kind.to_string(), path.to_string()))
+                .map_or(&[], Vec::as_slice)
+        }
+
+        /// Path of child `key` of the struct or map at `path`.
+        pub fn child(&self, kind: &str, path: &str, key: &str) -> Option<String> {
+            match self.field(kind, path)?.kind {
+                GoKind::Struct => {
+                    let child = join(path, key);
+                    self.fields
+                        .contains_key(&(kind.to_string(), child.clone()))
+                        .then_some(child)
+                }
+                GoKind::Map => Some(format!("{path}{{}}")),
+                _ => None,
+            }
+        }
+    }
+
+    /// What go-yaml decoding does beyond structure (custom unmarshalers): inline manifests
+    /// lose their leading blank lines (upstream: v1alpha1_types.go `ClusterInlineManifests`).
+    pub fn decode(doc: &mut Yaml, kind: &str) {
+        if kind != "v1alpha1" {
+            return;
+        }
+        let Some(Yaml::Seq(items)) = doc
+            .get_mut("cluster")
+            .and_then(|c| c.get_mut("inlineManifests"))
+        else {
+            return;
+        };
+        for item in items {
+            if let Some(Yaml::Str(contents)) = item.get_mut("contents") {
+                *contents = contents
+                    .trim_start_matches(['\t', '\n', '\u{b}', '\u{c}', '\r'])
+                    .to_string();
+            }
+        }
+    }
+
+    /// go-yaml `isZero` of a decoded value.
+    pub fn is_zero(table: &GoTable, node: &Yaml, kind: &str, path: &str, field: Field) -> bool {
+        if matches!(node, Yaml::Null) {
+            return true;
+        }
+        if field.ptr {
+            return false;
+        }
+        match field.kind {
+            GoKind::Str => matches!(node, Yaml::Str(s) if s.is_empty()),
+            GoKind::Int => matches!(node, Yaml::Int(0)),
+            GoKind::Float => {
+                matches!(node, Yaml::Int(0)) || matches!(node, Yaml::Float(x) if *x == 0.0)
+            }
+            GoKind::Bool => matches!(node, Yaml::Bool(false)),
+            GoKind::Slice => matches!(node, Yaml::Seq(items) if items.is_empty()),
+            GoKind::Map | GoKind::Any => matches!(node, Yaml::Map(entries) if entries.is_empty()),
+            GoKind::Struct => match node {
+                Yaml::Map(entries) => entries.iter().all(|(key, value)| {
+                    let Some(child) = table.child(kind, path, key) else {
+                        return false;
+                    };
+                    let Some(f) = table.field(kind, &child) else {
+                        return false;
+                    };
+                    is_zero(table, value, kind, &child, f)
+                }),
+                _ => false,
+            },
+            GoKind::Text(Some("")) => matches!(node, Yaml::Str(s) if s.is_empty()),
+            GoKind::Text(_) => false,
+        }
+    }
+
+    /// How go-yaml encodes the zero value of a field; None when unknown.
+    fn zero_value(table: &GoTable, kind: &str, path: &str, field: Field) -> Option<Yaml> {
+        if field.ptr {
+            return Some(Yaml::Null);
+        }
+        Some(match field.kind {
+            GoKind::Str => Yaml::str(""),
+            GoKind::Int => Yaml::Int(0),
+            GoKind::Float => Yaml::Float(0.0),
+            GoKind::Bool => Yaml::Bool(false),
+            GoKind::Slice => Yaml::Seq(Vec::new()),
+            GoKind::Map | GoKind::Any => Yaml::map(),
+            GoKind::Struct => {
+                let mut node = Yaml::map();
+                fill_struct(table, &mut node, kind, path);
+                node
+            }
+            GoKind::Text(Some(z)) => Yaml::str(z),
+            GoKind::Text(None) => return None,
+        })
+    }
+
+    fn fill_struct(table: &GoTable, node: &mut Yaml, kind: &str, path: &str) {
+        for (key, child) in table.struct_fields(kind, path) {
+            let Some(f) = table.field(kind, child) else {
+                continue;
+            };
+            if f.omitempty || node.get(key).is_some() {
+                continue;
+            }
+            if let Some(zero) = zero_value(table, kind, child, f) {
+                node.insert(key, zero);
+            }
+        }
+    }
+
+    /// Decodes into Go structs and encodes back, as go-yaml v4 does: nulls become zero values,
+    /// `omitempty` zero values disappear, other zero values appear (`type: ""`, `certSANs:
+    /// []`, `cluster: null`). Unknown kinds and free-form content are left as they are.
+    pub fn roundtrip(doc: &mut Yaml, kind: &str) {
+        let table = GoTable::get();
+        if !table.knows_kind(kind) {
+            return;
+        }
+        decode(doc, kind);
+        roundtrip_at(table, doc, kind, "");
+    }
+
+    fn roundtrip_at(table: &GoTable, node: &mut Yaml, kind: &str, path: &str) {
+        let Some(field) = table.field(kind, path) else {
+            return;
+        };
+        match (field.kind, node) {
+            (GoKind::Struct, node @ Yaml::Map(_)) => {
+                if let Yaml::Map(entries) = node {
+                    entries.retain_mut(|(key, value)| {
+                        let Some(child) = table.child(kind, path, key) else {
+                            return true;
+                        };
+                        let Some(f) = table.field(kind, &child) else {
+                            return true;
+                        };
+                        if matches!(value, Yaml::Null) {
+                            return false;
+                        }
+                        roundtrip_at(table, value, kind, &child);
+                        !(f.omitempty && is_zero(table, value, kind, &child, f))
+                    });
+                }
+                fill_struct(table, node, kind, path);
+            }
+            (GoKind::Slice, Yaml::Seq(items)) => {
+                let item_path = format!("{path}[]");
+                for item in items {
+                    roundtrip_at(table, item, kind, &item_path);
+                }
+            }
+            (GoKind::Map, Yaml::Map(entries)) => {
+                let value_path = format!("{path}{{}}");
+                for (_, value) in entries {
+                    roundtrip_at(table, value, kind, &value_path);
+                }
             }
             _ => {}
         }
-        kept.push((key, value));
     }
-    *entries = kept;
-    Ok(())
-}
 
-fn is_zero_scalar(node: &Yaml) -> bool {
-    matches!(node, Yaml::Str(s) if s.is_empty())
-        || matches!(node, Yaml::Int(0))
-        || matches!(node, Yaml::Null)
-}
-
-/// Lists merged element-wise by a key instead of appended (strategic-merge.md §3).
-fn list_merge_key(kind: &str, schema_path: &str) -> Option<&'static str> {
-    if kind != "v1alpha1" {
-        return None;
+    /// Custom `Merge` methods: lists merged item-wise by a key (upstream: v1alpha1_types.go
+    /// `NetworkDeviceList`, `VlanList`, `AdmissionPluginConfigList`; extensions
+    /// `ConfigFileList`).
+    fn list_merge_key(kind: &str, path: &str) -> Option<&'static str> {
+        match (kind, path) {
+            ("v1alpha1", "machine.network.interfaces") => Some("interface"),
+            ("v1alpha1", "machine.network.interfaces[].vlans") => Some("vlanId"),
+            ("v1alpha1", "cluster.apiServer.admissionControl") => Some("name"),
+            ("ExtensionServiceConfig", "configFiles") => Some("mountPath"),
+            _ => None,
+        }
     }
-    match schema_path {
-        "machine.network.interfaces" => Some("interface"),
-        "machine.network.interfaces[].vlans" => Some("vlanId"),
-        "cluster.apiServer.admissionControl" => Some("name"),
-        _ => None,
+
+    fn same_entries(a: &Yaml, b: &Yaml) -> bool {
+        match (a, b) {
+            (Yaml::Map(x), Yaml::Map(y)) => {
+                x.len() == y.len()
+                    && x.iter()
+                        .all(|(k, v)| b.get(k).is_some_and(|w| same_entries(v, w)))
+            }
+            _ => a == b,
+        }
     }
-}
 
-fn replaced_wholesale(kind: &str, schema_path: &str) -> bool {
-    kind == "v1alpha1"
-        && matches!(
-            schema_path,
-            "cluster.network.podSubnets"
-                | "cluster.network.serviceSubnets"
-                | "cluster.apiServer.auditPolicy"
-        )
-}
+    fn items_match(base: &Yaml, patch: &Yaml, key: &str) -> bool {
+        if key == "interface" {
+            let name = patch
+                .get("interface")
+                .and_then(Yaml::as_str)
+                .unwrap_or_default();
+            if !name.is_empty() {
+                return base.get("interface").and_then(Yaml::as_str) == Some(name);
+            }
+            return match (patch.get("deviceSelector"), base.get("deviceSelector")) {
+                (Some(p @ Yaml::Map(_)), Some(b @ Yaml::Map(_))) => same_entries(p, b),
+                _ => false,
+            };
+        }
+        let zero = if key == "vlanId" {
+            Yaml::Int(0)
+        } else {
+            Yaml::str("")
+        };
+        base.get(key).unwrap_or(&zero) == patch.get(key).unwrap_or(&zero)
+    }
 
-fn merge_node(base: &mut Yaml, patch: &Yaml, kind: &str, schema_path: &str, path: &str) {
-    let table = FieldTable::get();
-    match (&mut *base, patch) {
-        (Yaml::Map(_), Yaml::Map(patch_entries)) => {
-            let map_kind = table.map_kind(kind, schema_path);
-            for (key, patch_value) in patch_entries {
-                let child_schema = table
-                    .child(kind, schema_path, key)
-                    .unwrap_or_else(|| join(schema_path, key));
-                let child_path = join(path, key);
-                if map_kind == MapKind::Struct && is_zero_scalar(patch_value) {
-                    continue;
+    /// `merge.Merge(left, right)` on the values at `path` (upstream: config/merge/merge.go).
+    pub fn merge(
+        base: &mut Yaml,
+        patch: &Yaml,
+        kind: &str,
+        path: &str,
+        replace: bool,
+        overwrite: bool,
+    ) {
+        let table = GoTable::get();
+        let Some(field) = table.field(kind, path) else {
+            merge_untyped(base, patch);
+            return;
+        };
+        if let Some(key) = list_merge_key(kind, path) {
+            let (Yaml::Seq(items), Yaml::Seq(patch_items)) = (&mut *base, patch) else {
+                if !matches!(patch, Yaml::Null) {
+                    *base = patch.clone();
                 }
-                match base.get_mut(key) {
-                    Some(base_value) => {
-                        if replaced_wholesale(kind, &child_schema) {
-                            *base_value = patch_value.clone();
-                        } else {
-                            merge_node(base_value, patch_value, kind, &child_schema, &child_path);
-                        }
-                    }
-                    None => base.insert(key, patch_value.clone()),
+                return;
+            };
+            let item_path = format!("{path}[]");
+            for item in patch_items {
+                match items.iter_mut().find(|b| items_match(b, item, key)) {
+                    Some(existing) => merge(existing, item, kind, &item_path, false, false),
+                    None => items.push(item.clone()),
                 }
             }
+            return;
         }
-        (Yaml::Seq(base_items), Yaml::Seq(patch_items)) => {
-            if replaced_wholesale(kind, schema_path) {
-                *base_items = patch_items.clone();
+        if matches!(patch, Yaml::Null) {
+            // nil pointers, slices and maps, and zero values, leave the left side alone
+            // (booleans aside, but a null boolean is a nil *bool or false).
+            if field.kind == GoKind::Bool && !field.ptr {
+                *base = Yaml::Bool(false);
+            }
+            return;
+        }
+        if matches!(base, Yaml::Null) {
+            if field.ptr || matches!(field.kind, GoKind::Slice | GoKind::Map | GoKind::Any) {
+                *base = patch.clone();
                 return;
             }
-            let item_schema = format!("{schema_path}[]");
-            match list_merge_key(kind, schema_path) {
-                Some(merge_key) => {
-                    for item in patch_items {
-                        let target = base_items
-                            .iter_mut()
-                            .find(|b| list_items_match(b, item, merge_key, schema_path));
-                        match target {
-                            Some(target) => merge_node(target, item, kind, &item_schema, path),
-                            None => base_items.push(item.clone()),
+            *base = zero_value(table, kind, path, field).unwrap_or(Yaml::Null);
+        }
+        let overwrite = overwrite || field.ptr;
+        let replace = replace || field.replace;
+        match field.kind {
+            GoKind::Slice => {
+                if replace {
+                    *base = patch.clone();
+                } else if let (Yaml::Seq(items), Yaml::Seq(more)) = (&mut *base, patch) {
+                    items.extend(more.iter().cloned());
+                } else {
+                    *base = patch.clone();
+                }
+            }
+            GoKind::Map | GoKind::Any => {
+                if replace {
+                    if !matches!(patch, Yaml::Map(e) if e.is_empty()) || field.kind == GoKind::Map {
+                        *base = patch.clone();
+                    }
+                    return;
+                }
+                let value_path = format!("{path}{{}}");
+                // meta.Args (`extraArgs`) copies values over; other maps merge them.
+                let copy_values = field.kind == GoKind::Map
+                    && matches!(
+                        table.field(kind, &value_path),
+                        Some(Field {
+                            kind: GoKind::Text(None),
+                            ..
+                        })
+                    );
+                let (Yaml::Map(_), Yaml::Map(entries)) = (&*base, patch) else {
+                    *base = patch.clone();
+                    return;
+                };
+                for (key, value) in entries {
+                    match base.get_mut(key) {
+                        Some(existing) if !matches!(existing, Yaml::Null) && !copy_values => {
+                            if field.kind == GoKind::Any {
+                                merge_untyped(existing, value);
+                            } else {
+                                merge(existing, value, kind, &value_path, false, false);
+                            }
+                        }
+                        _ => base.insert(key, value.clone()),
+                    }
+                }
+            }
+            GoKind::Struct => {
+                if replace {
+                    if !is_zero(
+                        table,
+                        patch,
+                        kind,
+                        path,
+                        Field {
+                            ptr: false,
+                            ..field
+                        },
+                    ) {
+                        *base = patch.clone();
+                    }
+                    return;
+                }
+                let (Yaml::Map(_), Yaml::Map(entries)) = (&*base, patch) else {
+                    *base = patch.clone();
+                    return;
+                };
+                for (key, child) in table.struct_fields(kind, path) {
+                    let Some(f) = table.field(kind, child) else {
+                        continue;
+                    };
+                    match (patch.get(key), base.get_mut(key)) {
+                        (Some(value), Some(existing)) => {
+                            merge(existing, value, kind, child, f.replace, false)
+                        }
+                        (Some(value), None) => {
+                            let mut slot = Yaml::Null;
+                            merge(&mut slot, value, kind, child, f.replace, false);
+                            let omitted = f.omitempty && is_zero(table, &slot, kind, child, f);
+                            if !omitted && (!matches!(slot, Yaml::Null) || f.ptr) {
+                                base.insert(key, slot);
+                            }
+                        }
+                        // A right side without the field is its zero value: only a plain
+                        // bool (always merged) or a struct holding one changes the left.
+                        (None, Some(existing)) => {
+                            if f.kind == GoKind::Bool && !f.ptr {
+                                *existing = Yaml::Bool(false);
+                            } else if f.kind == GoKind::Struct && !f.ptr {
+                                merge(existing, &Yaml::map(), kind, child, f.replace, false);
+                            }
+                        }
+                        (None, None) => {}
+                    }
+                }
+                for (key, value) in entries {
+                    if table.child(kind, path, key).is_none() {
+                        match base.get_mut(key) {
+                            Some(existing) => merge_untyped(existing, value),
+                            None => base.insert(key, value.clone()),
                         }
                     }
                 }
-                None => base_items.extend(patch_items.iter().cloned()),
+            }
+            GoKind::Bool => *base = patch.clone(),
+            GoKind::Str | GoKind::Int | GoKind::Float | GoKind::Text(_) => {
+                if overwrite
+                    || !is_zero(
+                        table,
+                        patch,
+                        kind,
+                        path,
+                        Field {
+                            ptr: false,
+                            ..field
+                        },
+                    )
+                {
+                    *base = patch.clone();
+                }
             }
         }
-        (base_slot, patch_value) => *base_slot = patch_value.clone(),
     }
-}
 
-fn list_items_match(base: &Yaml, patch: &Yaml, merge_key: &str, schema_path: &str) -> bool {
-    match patch.get(merge_key) {
-        Some(value) => base.get(merge_key) == Some(value),
-        None if schema_path == "machine.network.interfaces" => {
-            patch.get("deviceSelector").is_some()
-                && base.get("deviceSelector") == patch.get("deviceSelector")
+    /// Merge of free-form values (`map[string]any`): maps by key, lists appended, scalars
+    /// replaced unless zero (booleans always).
+    fn merge_untyped(base: &mut Yaml, patch: &Yaml) {
+        match (&mut *base, patch) {
+            (Yaml::Map(_), Yaml::Map(entries)) => {
+                for (key, value) in entries {
+                    match base.get_mut(key) {
+                        Some(existing) if !matches!(existing, Yaml::Null) => {
+                            merge_untyped(existing, value)
+                        }
+                        _ => base.insert(key, value.clone()),
+                    }
+                }
+            }
+            (Yaml::Seq(items), Yaml::Seq(more)) => items.extend(more.iter().cloned()),
+            (_, Yaml::Null) => {}
+            (_, Yaml::Str(s)) if s.is_empty() => {}
+            (_, Yaml::Int(0)) => {}
+            (slot, value) => *slot = value.clone(),
         }
-        None => false,
+    }
+
+    const LOOKUP_FAILED: &str = "lookup failed";
+
+    /// `deleteForPath` (upstream: decoder/selector.go) on the value at `path`; errors are the
+    /// reason texts.
+    pub fn delete_path(
+        node: &mut Yaml,
+        kind: &str,
+        path: &str,
+        rest: &[String],
+        item: Option<(&str, &str)>,
+    ) -> Result<(), String> {
+        let table = GoTable::get();
+        let Some((search, rest_after)) = rest.split_first() else {
+            return Err("path is empty".to_string());
+        };
+        let field = table.field(kind, path).map_or(GoKind::Any, |f| f.kind);
+        match (field, &mut *node) {
+            (_, Yaml::Null) => Err(LOOKUP_FAILED.to_string()),
+            (GoKind::Struct, Yaml::Map(_)) => {
+                let child = table.child(kind, path, search).ok_or(LOOKUP_FAILED)?;
+                let f = table.field(kind, &child).ok_or(LOOKUP_FAILED)?;
+                if rest_after.is_empty() {
+                    // SetZero; a non-omitempty zero comes back when encoding.
+                    node.remove(search);
+                    return Ok(());
+                }
+                match node.get_mut(search) {
+                    Some(value) if !matches!(value, Yaml::Null) => {
+                        delete_path(value, kind, &child, rest_after, item)
+                    }
+                    _ if f.kind == GoKind::Struct && !f.ptr => {
+                        let mut zero = Yaml::map();
+                        delete_path(&mut zero, kind, &child, rest_after, item)
+                    }
+                    _ if f.kind == GoKind::Slice && !f.ptr => {
+                        let mut zero = Yaml::Seq(Vec::new());
+                        delete_path(&mut zero, kind, &child, rest_after, item)
+                    }
+                    _ => Err(LOOKUP_FAILED.to_string()),
+                }
+            }
+            (GoKind::Map | GoKind::Any, Yaml::Map(_)) => {
+                let value_path = format!("{path}{{}}");
+                if node.get(search).is_none() {
+                    return Err(LOOKUP_FAILED.to_string());
+                }
+                if rest_after.is_empty() {
+                    node.remove(search);
+                    return Ok(());
+                }
+                let value = node.get_mut(search).ok_or(LOOKUP_FAILED)?;
+                if field == GoKind::Any {
+                    delete_path(value, "", "", rest_after, item)
+                } else {
+                    delete_path(value, kind, &value_path, rest_after, item)
+                }
+            }
+            (GoKind::Slice | GoKind::Any, Yaml::Seq(items)) => {
+                if !rest_after.is_empty() {
+                    return Err(
+                        "searching for complex paths in slices is not supported".to_string()
+                    );
+                }
+                if search.is_empty() {
+                    return Err("searching for '' in a slice is not supported".to_string());
+                }
+                if !search.starts_with('[') {
+                    return Err(
+                        "searching for non-integer keys in slices is not supported".to_string()
+                    );
+                }
+                let item_path = format!("{path}[]");
+                let is_struct = field == GoKind::Slice
+                    && table
+                        .field(kind, &item_path)
+                        .is_some_and(|f| f.kind == GoKind::Struct);
+                let (key, value) = item.unwrap_or(("", ""));
+                if !is_struct || table.child(kind, &item_path, key).is_none() {
+                    return Err(LOOKUP_FAILED.to_string());
+                }
+                let position = items.iter().position(|candidate| {
+                    candidate.as_map().is_some()
+                        && candidate
+                            .get(key)
+                            .map_or(value.is_empty(), |v| super::scalar_text(v) == value)
+                });
+                match position {
+                    Some(i) => {
+                        items.remove(i);
+                        Ok(())
+                    }
+                    None => Err(LOOKUP_FAILED.to_string()),
+                }
+            }
+            _ => Err(LOOKUP_FAILED.to_string()),
+        }
     }
 }
 
@@ -715,7 +1389,17 @@ mod tests {
         let p = patch("machine:\n  network:\n    hostname:\n      $patch: delete\n");
         let out = apply_patches(docs(&with_hostname), std::slice::from_ref(&p)).unwrap();
         assert!(out.docs[0].path("machine.network.hostname").is_none());
-        let err = apply_patches(docs(CP_V111), &[p]).unwrap_err();
+        // upstream (decoder/selector.go@v1.14.0-rc.1): deleting a field of a struct that is
+        // there is a SetZero, not an error, even when the field is already empty
+        // (`network: {}`); only a nil pointer on the way fails the lookup.
+        let out = apply_patches(docs(CP_V111), std::slice::from_ref(&p)).unwrap();
+        assert_eq!(
+            out.docs[0].path("machine.network"),
+            Some(&Yaml::map()),
+            "network stays an empty struct"
+        );
+        let without_network = CP_V111.replace("    network: {}\n", "");
+        let err = apply_patches(docs(&without_network), &[p]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "patch delete: path 'machine.network.hostname' in document '/v1alpha1': failed to delete path 'machine.network.hostname': lookup failed"
@@ -726,6 +1410,46 @@ mod tests {
             !out.docs
                 .iter()
                 .any(|d| d.get("kind") == Some(&Yaml::str("HostnameConfig")))
+        );
+        // Deleting a document that is not there is skipped (upstream strategic.go).
+        let missing = patch("apiVersion: v1alpha1\nkind: SideroLinkConfig\n$patch: delete\n");
+        let out = apply_patches(docs(CP_V114), &[missing]).unwrap();
+        assert_eq!(out.docs, docs(CP_V114));
+    }
+
+    #[test]
+    fn one_patch_file_may_hold_one_document_several_times() {
+        let p = patch(
+            "apiVersion: v1alpha1\nkind: HostnameConfig\n$patch: delete\n---\napiVersion: v1alpha1\nkind: HostnameConfig\nhostname: again\n",
+        );
+        let Patch::Strategic(parts) = &p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(parts.len(), 2);
+        let out = apply_patches(docs(CP_V114), &[p]).unwrap();
+        let hostname: Vec<&Yaml> = out
+            .docs
+            .iter()
+            .filter(|d| d.get("kind") == Some(&Yaml::str("HostnameConfig")))
+            .collect();
+        assert_eq!(hostname.len(), 1);
+        assert_eq!(hostname[0].get("hostname"), Some(&Yaml::str("again")));
+        assert_eq!(hostname[0].get("auto"), None, "re-added from scratch");
+        // It goes last: deleted and appended again.
+        assert_eq!(out.docs.last(), Some(hostname[0]));
+    }
+
+    #[test]
+    fn render_encodes_like_go_yaml() {
+        let p = patch("machine:\n  network:\n    hostname: a\n");
+        let out = apply_patches(
+            docs("version: v1alpha1\nmachine:\n  nodeLabels: {}\n"),
+            &[p],
+        )
+        .unwrap();
+        assert_eq!(
+            out.render(),
+            "version: v1alpha1\nmachine:\n    type: \"\"\n    token: \"\"\n    certSANs: []\n    network:\n        hostname: a\ncluster: null\n"
         );
     }
 
