@@ -23,8 +23,10 @@ pub struct GenerateInput {
     pub additional_sans: Vec<String>,
     pub discovery: bool,
     pub kubespan: bool,
-    /// `(registry host, mirror URL)` pairs from `--registry-mirror`.
+    /// `(registry host, mirror URL)` pairs from `--registry-mirror`, in flag order.
     pub registry_mirrors: Vec<(String, String)>,
+    /// `persist` of the v1alpha1 document (`--persist`, talosctl ≤ v1.12; always true later).
+    pub persist: bool,
 }
 
 fn s(v: &str) -> Yaml {
@@ -156,10 +158,15 @@ fn discovery(input: &GenerateInput) -> Yaml {
     ])
 }
 
-fn sorted_mirrors(input: &GenerateInput) -> Vec<(String, String)> {
-    let mut mirrors = input.registry_mirrors.clone();
-    mirrors.sort();
-    mirrors
+/// Mirrors grouped by host, hosts sorted, each host's endpoints in flag order: upstream collects
+/// `WithRegistryMirror(host, url)` into a `map[host][]endpoint` (appending) and emits one
+/// mirror per host sorted by name (`generate/options.go`, `generate/registry.go`@v1.14.0-rc.1).
+fn grouped_mirrors(input: &GenerateInput) -> Vec<(String, Vec<String>)> {
+    let mut grouped: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (host, url) in &input.registry_mirrors {
+        grouped.entry(host.clone()).or_default().push(url.clone());
+    }
+    grouped.into_iter().collect()
 }
 
 /// The classic (≤ v1.13) v1alpha1 document.
@@ -204,9 +211,9 @@ fn classic_document(bundle: &SecretsBundle, input: &GenerateInput, t: MachineTyp
     }
     machine.push(("install", Yaml::from_pairs(install)));
     if !input.registry_mirrors.is_empty() && !c.greater_than(1, 11) {
-        let mirrors: Vec<(String, Yaml)> = sorted_mirrors(input)
+        let mirrors: Vec<(String, Yaml)> = grouped_mirrors(input)
             .into_iter()
-            .map(|(host, url)| (host, map([("endpoints", Yaml::Seq(vec![s(&url)]))])))
+            .map(|(host, urls)| (host, map([("endpoints", strings(&urls))])))
             .collect();
         machine.push(("registries", map([("mirrors", Yaml::Map(mirrors))])));
     }
@@ -260,15 +267,13 @@ fn classic_document(bundle: &SecretsBundle, input: &GenerateInput, t: MachineTyp
             .unwrap_or_default();
         cluster.push(("serviceAccount", map([("key", s(&sa_key))])));
 
+        // upstream: generate.go GetAPIServerSANs@v1.14.0-rc.1 — the endpoint host (contracts
+        // ≤ v1.11) then the additional SANs, appended without de-duplication.
         let mut sans: Vec<String> = Vec::new();
         if !c.greater_than(1, 11) {
             sans.push(endpoint_host(&input.endpoint));
         }
-        for san in &input.additional_sans {
-            if !sans.contains(san) {
-                sans.push(san.clone());
-            }
-        }
+        sans.extend(input.additional_sans.iter().cloned());
         let mut api = vec![(
             "image",
             s(&format!("registry.k8s.io/kube-apiserver:v{k8s}")),
@@ -309,7 +314,7 @@ fn classic_document(bundle: &SecretsBundle, input: &GenerateInput, t: MachineTyp
     map([
         ("version", s("v1alpha1")),
         ("debug", Yaml::Bool(false)),
-        ("persist", Yaml::Bool(true)),
+        ("persist", Yaml::Bool(input.persist)),
         ("machine", Yaml::from_pairs(machine)),
         ("cluster", Yaml::from_pairs(cluster)),
     ])
@@ -321,18 +326,18 @@ fn typed(kind: &str, rest: Vec<(&str, Yaml)>) -> Yaml {
     Yaml::from_pairs(pairs)
 }
 
-/// The v1.14+ multi-document layout (see `samples/controlplane-contract-v1.14-multidoc.yaml`).
-fn multidoc(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Vec<Yaml> {
+/// The v1.14+ v1alpha1 document: `machine{type, token, ca, certSANs, features}` and
+/// `cluster{token, etcd}` (upstream: generate/init.go, worker.go@v1.14.0-rc.1).
+fn multidoc_main(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Yaml {
     let cp = t.is_control_plane();
-    let k8s = &input.kubernetes_version;
     let mut cluster: Vec<(&str, Yaml)> = vec![("token", s(&bundle.secrets.bootstraptoken))];
     if cp {
         cluster.push(("etcd", map([("ca", ca_pair(&bundle.certs.etcd, true))])));
     }
-    let main = map([
+    map([
         ("version", s("v1alpha1")),
         ("debug", Yaml::Bool(false)),
-        ("persist", Yaml::Bool(true)),
+        ("persist", Yaml::Bool(input.persist)),
         (
             "machine",
             map([
@@ -344,8 +349,67 @@ fn multidoc(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Ve
             ]),
         ),
         ("cluster", Yaml::from_pairs(cluster)),
-    ]);
-    let mut docs = vec![main];
+    ])
+}
+
+/// Go's `%q` of a plain string (what `fmt.Sprintf("disk.dev_path == %q", disk)` produces):
+/// double quotes, `"` and `\` backslash-escaped, control characters as Go escapes.
+fn go_quote(text: &str) -> String {
+    let mut out = String::from("\"");
+    for ch in text.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The `UnattendedInstallConfig` document that replaces `machine.install` from the v1.14
+/// contract on; generated only when an install disk is set (upstream: generate/init.go
+/// `unattendedInstallConfig`@v1.14.0-rc.1; kind `UnattendedInstallConfigKind` in
+/// types/runtime/unattended_install.go@v1.14.0-rc.1 — the JSON schema's `UnattendedInstall` is
+/// not a registered kind).
+fn unattended_install(input: &GenerateInput) -> Yaml {
+    let installer = if input.install_image.is_empty() {
+        Yaml::map()
+    } else {
+        map([("image", s(&input.install_image))])
+    };
+    typed(
+        "UnattendedInstallConfig",
+        vec![
+            ("installer", installer),
+            (
+                "provisioning",
+                map([
+                    (
+                        "diskSelector",
+                        map([(
+                            "match",
+                            s(&format!("disk.dev_path == {}", go_quote(&input.install_disk))),
+                        )]),
+                    ),
+                    ("wipe", Yaml::Bool(false)),
+                ]),
+            ),
+        ],
+    )
+}
+
+/// The v1.14+ documents between the v1alpha1 document and the registry/network ones, in
+/// upstream order: discovery service, discovery identity, unattended install, resolver, block
+/// (`VolumeConfig EPHEMERAL`, `FilesystemTrimConfig`), security profile.
+fn multidoc_machine_docs(bundle: &SecretsBundle, input: &GenerateInput) -> Vec<Yaml> {
+    let mut docs = Vec::new();
     if input.discovery {
         docs.push(typed(
             "DiscoveryServiceConfig",
@@ -362,6 +426,9 @@ fn multidoc(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Ve
             ("clusterSecret", s(&bundle.cluster.secret)),
         ],
     ));
+    if !input.install_disk.is_empty() {
+        docs.push(unattended_install(input));
+    }
     docs.push(typed(
         "ResolverConfig",
         vec![(
@@ -387,7 +454,15 @@ fn multidoc(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Ve
         "SecurityProfileConfig",
         vec![("workloadIsolation", Yaml::Bool(true))],
     ));
-    docs.push(typed("HostnameConfig", vec![("auto", s("stable"))]));
+    docs
+}
+
+/// The v1.14+ Kubernetes documents (upstream: generate/kubernetes.go@v1.14.0-rc.1): the
+/// universal ones for every node, then the control plane ones.
+fn kubernetes_docs(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Vec<Yaml> {
+    let cp = t.is_control_plane();
+    let k8s = &input.kubernetes_version;
+    let mut docs = Vec::new();
     docs.push(typed(
         "KubeClusterConfig",
         vec![
@@ -429,13 +504,17 @@ fn multidoc(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Ve
             ("serviceSubnets", Yaml::Seq(vec![s("10.96.0.0/12")])),
         ],
     ));
+    // Control planes carry the issuing CA, workers only accept it.
     let (k8s_crt, k8s_key) = pem_of(&bundle.certs.k8s);
-    let issuing = if cp {
-        map([("cert", s(&k8s_crt)), ("key", s(&k8s_key))])
+    let ca = if cp {
+        (
+            "issuingCA",
+            map([("cert", s(&k8s_crt)), ("key", s(&k8s_key))]),
+        )
     } else {
-        map([("cert", s(&k8s_crt))])
+        ("acceptedCAs", Yaml::Seq(vec![s(&k8s_crt)]))
     };
-    docs.push(typed("KubeAPIServerCAConfig", vec![("issuingCA", issuing)]));
+    docs.push(typed("KubeAPIServerCAConfig", vec![ca]));
     docs.push(typed("KubePrismConfig", vec![("port", Yaml::Int(7445))]));
     if cp {
         let (agg_crt, agg_key) = pem_of(&bundle.certs.k8saggregator);
@@ -489,11 +568,23 @@ fn multidoc(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Ve
             "KubeAuthorizerConfig",
             vec![("name", s("rbac")), ("type", s("RBAC"))],
         ));
-        let (provider, secret) = if bundle.secrets.secretboxencryptionsecret.is_empty() {
-            ("aescbc", &bundle.secrets.aescbcencryptionsecret)
-        } else {
-            ("secretbox", &bundle.secrets.secretboxencryptionsecret)
-        };
+        // Both bundle secrets become `secretbox` providers, key2 (secretbox secret) first, then
+        // key1 (the legacy aescbc secret), as upstream orders them for the legacy apiserver path.
+        let mut providers = Vec::new();
+        for (name, secret) in [
+            ("key2", &bundle.secrets.secretboxencryptionsecret),
+            ("key1", &bundle.secrets.aescbcencryptionsecret),
+        ] {
+            if !secret.is_empty() {
+                providers.push(map([(
+                    "secretbox",
+                    map([(
+                        "keys",
+                        Yaml::Seq(vec![map([("name", s(name)), ("secret", s(secret))])]),
+                    )]),
+                )]));
+            }
+        }
         docs.push(typed(
             "KubeEtcdEncryptionConfig",
             vec![(
@@ -501,19 +592,7 @@ fn multidoc(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Ve
                 map([(
                     "resources",
                     Yaml::Seq(vec![map([
-                        (
-                            "providers",
-                            Yaml::Seq(vec![map([(
-                                provider,
-                                map([(
-                                    "keys",
-                                    Yaml::Seq(vec![map([
-                                        ("name", s("key2")),
-                                        ("secret", s(secret)),
-                                    ])]),
-                                )]),
-                            )])]),
-                        ),
+                        ("providers", Yaml::Seq(providers)),
                         ("resources", Yaml::Seq(vec![s("secrets")])),
                     ])]),
                 )]),
@@ -579,53 +658,39 @@ fn multidoc(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Ve
             vec![("enabled", Yaml::Bool(true))],
         ));
     }
-    if !input.install_disk.is_empty() {
-        // formats.md calls it "UnattendedInstallConfig"; the schema's kind is `UnattendedInstall`.
-        docs.push(typed(
-            "UnattendedInstall",
-            vec![
-                ("installer", map([("image", s(&input.install_image))])),
-                (
-                    "provisioning",
-                    map([(
-                        "diskSelector",
-                        map([(
-                            "match",
-                            s(&format!("disk.dev_path == '{}'", input.install_disk)),
-                        )]),
-                    )]),
-                ),
-            ],
-        ));
-    }
     docs
 }
 
-/// Generates the documents of one machine config.
+/// Generates the documents of one machine config, in upstream's order (generate/init.go,
+/// worker.go@v1.14.0-rc.1, same order at v1.12.11/v1.13.9): the v1alpha1 document; from v1.14
+/// the discovery/install/resolver/block/security documents; from v1.12 the registry mirror
+/// documents, `HostnameConfig`, and from v1.13 `KubeSpanConfig`; from v1.14 the Kubernetes
+/// documents.
 pub fn generate(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Vec<Yaml> {
     let c = input.contract;
-    let mut docs = if c.greater_than(1, 13) {
-        multidoc(bundle, input, t)
-    } else {
-        let mut docs = vec![classic_document(bundle, input, t)];
-        if c.greater_than(1, 11) {
-            docs.push(typed("HostnameConfig", vec![("auto", s("stable"))]));
-        }
+    let multidoc = c.greater_than(1, 13);
+    let mut docs = if multidoc {
+        let mut docs = vec![multidoc_main(bundle, input, t)];
+        docs.extend(multidoc_machine_docs(bundle, input));
         docs
+    } else {
+        vec![classic_document(bundle, input, t)]
     };
     if c.greater_than(1, 11) {
-        for (host, url) in sorted_mirrors(input) {
+        for (host, urls) in grouped_mirrors(input) {
+            let endpoints = urls.iter().map(|url| map([("url", s(url))])).collect();
             docs.push(typed(
                 "RegistryMirrorConfig",
-                vec![
-                    ("name", s(&host)),
-                    ("endpoints", Yaml::Seq(vec![map([("url", s(&url))])])),
-                ],
+                vec![("name", s(&host)), ("endpoints", Yaml::Seq(endpoints))],
             ));
         }
+        docs.push(typed("HostnameConfig", vec![("auto", s("stable"))]));
     }
     if input.kubespan && c.greater_than(1, 12) {
         docs.push(typed("KubeSpanConfig", vec![("enabled", Yaml::Bool(true))]));
+    }
+    if multidoc {
+        docs.extend(kubernetes_docs(bundle, input, t));
     }
     docs
 }
@@ -649,6 +714,7 @@ mod tests {
             discovery: true,
             kubespan: false,
             registry_mirrors: vec![],
+            persist: true,
         }
     }
 

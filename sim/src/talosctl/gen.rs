@@ -545,10 +545,8 @@ pub fn default_kubernetes_version() -> &'static str {
 /// The default installer image: `ghcr.io/siderolabs/installer:<tag>` up to v1.13, the image
 /// factory's vanilla metal installer from v1.14; tag from env `TAG` or the client version.
 pub fn default_install_image() -> String {
-    let tag = std::env::var("TAG")
-        .ok()
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(client_version);
+    // `os.LookupEnv`: a set but empty TAG gives an empty tag (helpers/image.go@v1.14.0-rc.1).
+    let tag = std::env::var("TAG").unwrap_or_else(|_| client_version());
     if client_minor() >= (1, 14) {
         format!(
             "factory.talos.dev/metal-installer/376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba:{tag}"
@@ -662,9 +660,13 @@ fn gen_config(args: Vec<String>) -> Result<(), CliError> {
         "" => default_kubernetes_version().to_string(),
         v => v.trim_start_matches('v').to_string(),
     };
-    let install_image = match parsed.string("install-image").as_str() {
-        "" => default_install_image(),
-        image => image.to_string(),
+    // The flag's default is the computed image; an explicit value, even "", is used as given
+    // (upstream: cmd/talosctl/cmd/mgmt/gen/config.go@v1.14.0-rc.1 and @v1.11.6 pass
+    // `genConfigCmdFlags.installImage` straight to `generate.WithInstallImage`).
+    let install_image = if parsed.changed("install-image") {
+        parsed.string("install-image")
+    } else {
+        default_install_image()
     };
     let input = GenerateInput {
         cluster_name: cluster_name.clone(),
@@ -678,6 +680,9 @@ fn gen_config(args: Vec<String>) -> Result<(), CliError> {
         discovery: parsed.bool("with-cluster-discovery"),
         kubespan: parsed.bool("with-kubespan"),
         registry_mirrors,
+        // `-p/--persist` (talosctl ≤ v1.12, `generate.WithPersist`); later releases always
+        // generate `persist: true` (generate/init.go@v1.13.9).
+        persist: !specs.iter().any(|f| f.long == "persist") || parsed.bool("persist"),
     };
     let with_docs = parsed.bool("with-docs") || parsed.bool("with-examples");
     let render = |t: MachineType, extra: &[Patch], scope: &str| -> Result<String, CliError> {
