@@ -91,13 +91,21 @@ impl Sandbox {
     }
 
     fn run(&self, client: &str, args: &[&str]) -> Output {
-        Command::new(self.dir.path().join("bin").join("talosctl"))
-            .current_dir(self.work())
+        self.run_with_tag(client, None, args)
+    }
+
+    fn run_with_tag(&self, client: &str, tag: Option<&str>, args: &[&str]) -> Output {
+        let mut cmd = Command::new(self.dir.path().join("bin").join("talosctl"));
+        if let Some(tag) = tag {
+            cmd.env("TAG", tag);
+        } else {
+            cmd.env_remove("TAG");
+        }
+        cmd.current_dir(self.work())
             .env("HOME", self.dir.path().join("home"))
             .env("TALOSCTL_SIM_VERSION", client)
             .env_remove("TALOSCONFIG")
             .env_remove("TALOS_HOME")
-            .env_remove("TAG")
             .env_remove("TALOSCTL_SIM_LOG")
             .args(args)
             .output()
@@ -127,7 +135,11 @@ impl Sandbox {
         args.extend(extra);
         let out = self.run(client, &args);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "{client} {contract} {kind}: {stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{client} {contract} {kind}: {stderr}"
+        );
         assert_eq!(stderr, "generating PKI and tokens\n");
         String::from_utf8(out.stdout).unwrap()
     }
@@ -192,7 +204,11 @@ fn remove_cli_install_defaults(out: &str, contract: &str, client: &str) -> Strin
     let image = default_install_image(client);
     if contract != "v1.14" {
         let added = format!("    install:\n        disk: /dev/sda\n        image: {image}\n");
-        assert_eq!(out.matches(&added).count(), 1, "{client} {contract}:\n{out}");
+        assert_eq!(
+            out.matches(&added).count(),
+            1,
+            "{client} {contract}:\n{out}"
+        );
         return out.replacen(&added, "    install:\n", 1);
     }
     let added = format!(
@@ -261,7 +277,10 @@ fn v1_14_worker_with_cli_expressible_overrides_matches_upstream() {
         .iter()
         .position(|d| kind_of(d) == "SysctlConfig")
         .unwrap();
-    assert_eq!(expected.remove(sysctl), "apiVersion: v1alpha1\nkind: SysctlConfig\nparams:\n    foo: bar\n");
+    assert_eq!(
+        expected.remove(sysctl),
+        "apiVersion: v1alpha1\nkind: SysctlConfig\nparams:\n    foo: bar\n"
+    );
     let expected = expected.join("---\n");
     assert!(
         out == expected,
@@ -297,7 +316,138 @@ fn v1_14_worker_overrides_without_patch_differ_only_in_the_patched_document() {
         .filter(|d| kind_of(d) != "SysctlConfig")
         .map(|d| d.replace("clusterDNS:\n    - 3.3.3.3\n", ""))
         .collect();
-    assert_eq!(documents(&out), expected);
+    let expected = expected.join("---\n");
+    assert!(
+        out == expected,
+        "overrides worker without patch:\n{}",
+        first_difference(&out, &expected)
+    );
+}
+
+/// `TAG` overrides the default installer tag even when set but empty (`os.LookupEnv` in
+/// `cmd/talosctl/pkg/mgmt/helpers/image.go`@v1.14.0-rc.1 and @v1.11.6).
+#[test]
+fn install_image_default_takes_tag_from_the_environment() {
+    let sb = Sandbox::new();
+    for (tag, expected) in [
+        ("v9.9.9", "ghcr.io/siderolabs/installer:v9.9.9"),
+        // A plain scalar may not end in `:`; go-yaml single-quotes it.
+        ("", "'ghcr.io/siderolabs/installer:'"),
+    ] {
+        let out = sb.run_with_tag(
+            "v1.13.9",
+            Some(tag),
+            &[
+                "gen",
+                "config",
+                "base",
+                "https://base:6443",
+                "--with-secrets",
+                "secrets.yaml",
+                "--with-docs=false",
+                "--with-examples=false",
+                "-t",
+                "worker",
+                "-o",
+                "-",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains(&format!("        image: {expected}\n        wipe: false\n")),
+            "TAG={tag:?}"
+        );
+    }
+}
+
+/// `-p/--persist=false` (talosctl ≤ v1.12, `generate.WithPersist`, `generate/init.go`@v1.12.11
+/// `ConfigPersist: pointer.To(in.Options.Persist)`) reaches the document.
+#[test]
+fn persist_flag_reaches_the_document_up_to_v1_12() {
+    let sb = Sandbox::new();
+    for client in ["v1.11.6", "v1.12.11"] {
+        let out = sb.gen_config(client, "v1.12", "worker", &["--persist=false"]);
+        assert!(
+            out.starts_with("version: v1alpha1\ndebug: false\npersist: false\n"),
+            "{client}"
+        );
+    }
+}
+
+/// `--kubernetes-version`: default `constants.DefaultKubernetesVersion` of the release
+/// (pkg/machinery/constants/constants.go: 1.36.3@v1.13.9, 1.37.0-rc.0@v1.14.0-rc.1), one leading
+/// `v` trimmed (`strings.TrimPrefix`, cmd/talosctl/cmd/mgmt/gen/config.go@v1.14.0-rc.1), an empty
+/// value refused by v1.14's `generate.NewInput` and used as given before
+/// (generate/generate.go@v1.14.0-rc.1 vs @v1.13.9).
+#[test]
+fn kubernetes_version_flag_follows_upstream() {
+    let sb = Sandbox::new();
+    let kubelet = |client: &str, extra: &[&str]| {
+        let out = sb.gen_config(client, "v1.13", "worker", extra);
+        out.lines()
+            .find_map(|l| l.strip_prefix("        image: ghcr.io/siderolabs/kubelet:"))
+            .unwrap()
+            .to_string()
+    };
+    let base = ["--install-disk", "", "--install-image", ""];
+    let no_version = |client: &str| {
+        let args: Vec<&str> = [
+            "gen",
+            "config",
+            "base",
+            "https://base:6443",
+            "--with-secrets",
+            "secrets.yaml",
+            "--talos-version",
+            "v1.13",
+            "-t",
+            "worker",
+            "-o",
+            "-",
+        ]
+        .into_iter()
+        .chain(base)
+        .collect();
+        let out = sb.run(client, &args);
+        assert_eq!(out.status.code(), Some(0));
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("        image: ghcr.io/siderolabs/kubelet:"))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(no_version("v1.13.9"), "v1.36.3");
+    assert_eq!(no_version("v1.14.0-rc.1"), "v1.37.0-rc.0");
+    assert_eq!(
+        kubelet("v1.13.9", &["--kubernetes-version", "vv1.30.0"]),
+        "vv1.30.0"
+    );
+    // The stability flags pass 1.28.0 first; the last value wins.
+    assert_eq!(kubelet("v1.13.9", &["--kubernetes-version", ""]), "v");
+    let out = sb.run(
+        "v1.14.0-rc.1",
+        &[
+            "gen",
+            "config",
+            "base",
+            "https://base:6443",
+            "--with-secrets",
+            "secrets.yaml",
+            "--kubernetes-version",
+            "",
+            "-t",
+            "worker",
+            "-o",
+            "-",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr,
+        "generating PKI and tokens\nfailed to generate config bundle: kubernetes version must be specified\n"
+    );
 }
 
 /// A readable pointer to where two texts part (the texts hold key material only from the

@@ -1371,18 +1371,21 @@ fn gen_config_features_follow_the_contract() {
     assert!(v111.contains(
         "    registries:\n        mirrors:\n            docker.io:\n                endpoints:\n                    - http://127.0.0.1:5000\n"
     ));
+    // Registry documents come before HostnameConfig, KubeSpanConfig after it (upstream:
+    // generate/init.go@v1.12.11 and @v1.13.9, generate/network.go@v1.13.9; the
+    // stability/v1.13/overrides-worker.yaml golden@v1.14.0-rc.1 has this order).
     let v112 = generate("v1.12");
     assert_eq!(
         document_kinds(&v112),
-        ["v1alpha1", "HostnameConfig", "RegistryMirrorConfig"]
+        ["v1alpha1", "RegistryMirrorConfig", "HostnameConfig"]
     );
     let v113 = generate("v1.13");
     assert_eq!(
         document_kinds(&v113),
         [
             "v1alpha1",
-            "HostnameConfig",
             "RegistryMirrorConfig",
+            "HostnameConfig",
             "KubeSpanConfig"
         ]
     );

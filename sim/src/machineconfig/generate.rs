@@ -395,7 +395,10 @@ fn unattended_install(input: &GenerateInput) -> Yaml {
                         "diskSelector",
                         map([(
                             "match",
-                            s(&format!("disk.dev_path == {}", go_quote(&input.install_disk))),
+                            s(&format!(
+                                "disk.dev_path == {}",
+                                go_quote(&input.install_disk)
+                            )),
                         )]),
                     ),
                     ("wipe", Yaml::Bool(false)),
@@ -814,6 +817,126 @@ mod tests {
             crate::machineconfig::validate(text.as_bytes()).unwrap_err(),
             [".cluster.discovery should be enabled when .machine.network.kubespan is enabled"]
         );
+    }
+
+    fn kinds(docs: &[Yaml]) -> Vec<&str> {
+        docs.iter()
+            .map(|d| d.get("kind").and_then(Yaml::as_str).unwrap_or("v1alpha1"))
+            .collect()
+    }
+
+    #[test]
+    fn mirrors_of_one_host_share_a_document_and_hosts_are_sorted() {
+        // upstream: generate/options.go WithRegistryMirror appends per host; registry.go sorts
+        // the documents by name (@v1.14.0-rc.1).
+        let mut input = fixture_input(Contract::parse("v1.13").unwrap());
+        input.registry_mirrors = vec![
+            ("ghcr.io".to_string(), "https://b.example".to_string()),
+            ("docker.io".to_string(), "https://z.example".to_string()),
+            ("ghcr.io".to_string(), "https://a.example".to_string()),
+        ];
+        let docs = generate(&sample_bundle(), &input, MachineType::Worker);
+        assert_eq!(
+            kinds(&docs),
+            [
+                "v1alpha1",
+                "RegistryMirrorConfig",
+                "RegistryMirrorConfig",
+                "HostnameConfig"
+            ]
+        );
+        assert_eq!(
+            yaml::emit(&docs[2]),
+            "apiVersion: v1alpha1\nkind: RegistryMirrorConfig\nname: ghcr.io\nendpoints:\n    - url: https://b.example\n    - url: https://a.example\n"
+        );
+        assert_eq!(
+            docs[1].get("name").and_then(Yaml::as_str),
+            Some("docker.io")
+        );
+        let mut v111 = input.clone();
+        v111.contract = Contract::parse("v1.11").unwrap();
+        let classic = yaml::emit_documents(&generate(&sample_bundle(), &v111, MachineType::Worker));
+        assert!(classic.contains(
+            "        mirrors:\n            docker.io:\n                endpoints:\n                    - https://z.example\n            ghcr.io:\n                endpoints:\n                    - https://b.example\n                    - https://a.example\n"
+        ));
+    }
+
+    #[test]
+    fn v1_14_places_kubespan_and_mirrors_between_machine_and_kubernetes_documents() {
+        // upstream: generate/init.go, network.go@v1.14.0-rc.1.
+        let mut input = fixture_input(Contract::parse("v1.14").unwrap());
+        input.kubespan = true;
+        input.registry_mirrors =
+            vec![("docker.io".to_string(), "http://127.0.0.1:5000".to_string())];
+        let docs = generate(&sample_bundle(), &input, MachineType::Worker);
+        let k = kinds(&docs);
+        let at = k.iter().position(|k| *k == "HostnameConfig").unwrap();
+        assert_eq!(
+            k[at - 2..at + 3],
+            [
+                "SecurityProfileConfig",
+                "RegistryMirrorConfig",
+                "HostnameConfig",
+                "KubeSpanConfig",
+                "KubeClusterConfig"
+            ]
+        );
+    }
+
+    #[test]
+    fn api_server_sans_keep_duplicates_like_upstream() {
+        // upstream: generate.go GetAPIServerSANs@v1.11.6 and @v1.14.0-rc.1 appends without
+        // de-duplication.
+        let mut input = fixture_input(Contract::parse("v1.11").unwrap());
+        input.additional_sans = vec!["base".to_string(), "10.0.0.1".to_string()];
+        let docs = generate(&sample_bundle(), &input, MachineType::ControlPlane);
+        assert_eq!(
+            docs[0].path("cluster.apiServer.certSANs"),
+            Some(&Yaml::Seq(vec![s("base"), s("base"), s("10.0.0.1")]))
+        );
+    }
+
+    #[test]
+    fn v1_14_encryption_config_maps_a_legacy_aescbc_secret_to_secretbox_key1() {
+        // upstream: generate/kubernetes.go@v1.14.0-rc.1 — secretbox key2 for the secretbox
+        // secret, then secretbox key1 for the aescbc secret.
+        let mut bundle = sample_bundle();
+        let secret = std::mem::take(&mut bundle.secrets.secretboxencryptionsecret);
+        bundle.secrets.aescbcencryptionsecret = secret.clone();
+        let input = fixture_input(Contract::parse("v1.14").unwrap());
+        let docs = generate(&bundle, &input, MachineType::ControlPlane);
+        let enc = docs
+            .iter()
+            .find(|d| d.get("kind").and_then(Yaml::as_str) == Some("KubeEtcdEncryptionConfig"))
+            .unwrap();
+        assert_eq!(
+            yaml::emit(enc),
+            format!(
+                "apiVersion: v1alpha1\nkind: KubeEtcdEncryptionConfig\nconfig:\n    resources:\n        - providers:\n            - secretbox:\n                keys:\n                    - name: key1\n                      secret: {secret}\n          resources:\n            - secrets\n"
+            )
+        );
+    }
+
+    #[test]
+    fn persist_false_reaches_the_document() {
+        let mut input = fixture_input(Contract::parse("v1.12").unwrap());
+        input.persist = false;
+        let docs = generate(&sample_bundle(), &input, MachineType::Worker);
+        assert_eq!(docs[0].get("persist"), Some(&Yaml::Bool(false)));
+    }
+
+    #[test]
+    fn install_disk_selector_is_go_quoted() {
+        let mut input = fixture_input(Contract::parse("v1.14").unwrap());
+        input.install_disk = "/dev/disk/by-id/a\"b\\c".to_string();
+        let docs = generate(&sample_bundle(), &input, MachineType::Worker);
+        assert_eq!(
+            docs[3]
+                .path("provisioning.diskSelector.match")
+                .and_then(Yaml::as_str),
+            Some("disk.dev_path == \"/dev/disk/by-id/a\\\"b\\\\c\"")
+        );
+        assert_eq!(kinds(&docs)[3], "UnattendedInstallConfig");
     }
 
     #[test]

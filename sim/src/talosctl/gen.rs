@@ -538,7 +538,9 @@ pub fn default_kubernetes_version() -> &'static str {
         (1, 10) => "1.33.0",
         (1, 11) => "1.34.1",
         (1, 12) => "1.35.4",
-        _ => "1.36.3",
+        (1, 13) => "1.36.3",
+        // upstream: pkg/machinery/constants/constants.go@v1.14.0-rc.1.
+        _ => "1.37.0-rc.0",
     }
 }
 
@@ -656,10 +658,20 @@ fn gen_config(args: Vec<String>) -> Result<(), CliError> {
         Some(b) => b,
         None => pki::generate(contract).map_err(|e| fail(e.to_string()))?,
     };
-    let kubernetes_version = match parsed.string("kubernetes-version").as_str() {
-        "" => default_kubernetes_version().to_string(),
-        v => v.trim_start_matches('v').to_string(),
+    // `strings.TrimPrefix(kubernetesVersion, "v")`; an explicit empty version is used as given
+    // up to v1.13 (images tagged `:v`) and refused by v1.14's `generate.NewInput`
+    // (generate/generate.go@v1.14.0-rc.1, wrapped in bundle.NewBundle's error).
+    let kubernetes_version = if parsed.changed("kubernetes-version") {
+        let given = parsed.string("kubernetes-version");
+        given.strip_prefix('v').unwrap_or(&given).to_string()
+    } else {
+        default_kubernetes_version().to_string()
     };
+    if kubernetes_version.is_empty() && client_minor() >= (1, 14) {
+        return Err(fail(
+            "failed to generate config bundle: kubernetes version must be specified".to_string(),
+        ));
+    }
     // The flag's default is the computed image; an explicit value, even "", is used as given
     // (upstream: cmd/talosctl/cmd/mgmt/gen/config.go@v1.14.0-rc.1 and @v1.11.6 pass
     // `genConfigCmdFlags.installImage` straight to `generate.WithInstallImage`).
