@@ -187,6 +187,35 @@ fn go_api_flags_reproduce_the_goldens_byte_for_byte() {
     }
 }
 
+/// An older talosctl asked for a newer contract generates its own series' layout: its generator
+/// has no gate past its own series (newest `Greater(...)` in pkg/machinery/config/contract.go:
+/// `TalosVersion1_10`@v1.11.6, `TalosVersion1_11`@v1.12.11, `TalosVersion1_12`@v1.13.9), so
+/// the output is its own contract's golden.
+#[test]
+fn older_talosctl_asked_for_v1_14_generates_its_own_series() {
+    let sb = Sandbox::new();
+    for (client, series) in [
+        ("v1.11.6", "v1.11"),
+        ("v1.12.11", "v1.12"),
+        ("v1.13.9", "v1.13"),
+    ] {
+        for kind in KINDS {
+            let out = sb.gen_config(
+                client,
+                "v1.14",
+                kind,
+                &["--install-disk", "", "--install-image", ""],
+            );
+            let expected = golden(&format!("{series}/base-{kind}.yaml"));
+            assert!(
+                out == expected,
+                "talosctl {client} --talos-version v1.14 {kind}:\n{}",
+                first_difference(&out, &expected)
+            );
+        }
+    }
+}
+
 /// The installer image talosctl `client` defaults `--install-image` to (TAG unset).
 fn default_install_image(client: &str) -> String {
     if client.starts_with("v1.14.") {

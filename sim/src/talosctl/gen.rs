@@ -558,6 +558,24 @@ pub fn default_install_image() -> String {
     }
 }
 
+/// The contract a talosctl release actually generates for a requested one: its generator only
+/// knows the features of contracts up to its own series, so asking an older talosctl for a newer
+/// contract yields its own series' layout (the newest gate in contract.go is
+/// `Greater(TalosVersion1_10)`@v1.11.6, `Greater(TalosVersion1_11)`@v1.12.11,
+/// `Greater(TalosVersion1_12)`@v1.13.9, and each series' own-contract stability goldens are
+/// byte-identical at those tags).
+fn generator_contract(requested: Contract, client: Contract) -> Contract {
+    match (requested, client) {
+        (Contract::Version { major, minor }, Contract::Version { .. })
+            if client.greater_than(major, minor) || client == requested =>
+        {
+            requested
+        }
+        (_, Contract::Version { .. }) => client,
+        (requested, Contract::Current) => requested,
+    }
+}
+
 const OUTPUT_TYPES: [&str; 3] = ["controlplane", "worker", "talosconfig"];
 
 fn gen_config(args: Vec<String>) -> Result<(), CliError> {
@@ -623,6 +641,7 @@ fn gen_config(args: Vec<String>) -> Result<(), CliError> {
         "" => Contract::of_client(&client_version()),
         text => Contract::parse(text).map_err(|e| fail(e.to_string()))?,
     };
+    let contract = generator_contract(contract, Contract::of_client(&client_version()));
 
     let supplied_bundle = match parsed.string("with-secrets").as_str() {
         "" => None,
@@ -860,6 +879,23 @@ mod tests {
         assert_eq!(
             check_endpoint("http://10.5.0.2:6443").unwrap_err(),
             "the control plane endpoint URL should have scheme https://\ntry: \"https://10.5.0.2:6443\""
+        );
+    }
+
+    #[test]
+    fn older_talosctl_generates_its_own_series_for_newer_contracts() {
+        let v = |text: &str| Contract::parse(text).unwrap();
+        assert_eq!(generator_contract(v("v1.14"), v("v1.11.6")), v("v1.11"));
+        assert_eq!(generator_contract(v("v1.9"), v("v1.11.6")), v("v1.9"));
+        assert_eq!(generator_contract(v("v1.13"), v("v1.13.9")), v("v1.13"));
+        assert_eq!(generator_contract(v("v2.0"), v("v1.14.0-rc.1")), v("v1.14"));
+        assert_eq!(
+            generator_contract(Contract::Current, v("v1.12.11")),
+            v("v1.12")
+        );
+        assert_eq!(
+            generator_contract(v("v1.14"), Contract::Current),
+            v("v1.14")
         );
     }
 
