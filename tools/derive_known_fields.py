@@ -30,6 +30,15 @@ def add(entry):
 
 types = {}
 
+# Kinds whose schema `kind` enum (taken from a `schemaMeta` comment) is not the kind the config
+# registry knows; the registered kind is what Talos decodes (upstream @v1.14.0-rc.1:
+# types/runtime/unattended_install.go `UnattendedInstallConfigKind`,
+# types/network/kubespan_endpoints.go `KubespanEndpointsKind`).
+KIND_FIXUPS = {
+    "UnattendedInstall": "UnattendedInstallConfig",
+    "KubeSpanEndpoints": "KubeSpanEndpointsConfig",
+}
+
 
 def scalar_type(defs, node):
     """The JSON type of a scalar field (string/integer/boolean/number), else None."""
@@ -99,6 +108,7 @@ for index, schema_path in enumerate(sys.argv[1:]):
         doc = defs[name]
         kind_enum = doc.get("properties", {}).get("kind", {}).get("enum")
         kind = kind_enum[0] if kind_enum else "v1alpha1"
+        kind = KIND_FIXUPS.get(kind, kind)
         add((kind, ""))
         walk(defs, doc, kind, "", set())
 

@@ -23,8 +23,10 @@ pub struct GenerateInput {
     pub additional_sans: Vec<String>,
     pub discovery: bool,
     pub kubespan: bool,
-    /// `(registry host, mirror URL)` pairs from `--registry-mirror`.
+    /// `(registry host, mirror URL)` pairs from `--registry-mirror`, in flag order.
     pub registry_mirrors: Vec<(String, String)>,
+    /// `persist` of the v1alpha1 document (`--persist`, talosctl ≤ v1.12; always true later).
+    pub persist: bool,
 }
 
 fn s(v: &str) -> Yaml {
@@ -156,10 +158,15 @@ fn discovery(input: &GenerateInput) -> Yaml {
     ])
 }
 
-fn sorted_mirrors(input: &GenerateInput) -> Vec<(String, String)> {
-    let mut mirrors = input.registry_mirrors.clone();
-    mirrors.sort();
-    mirrors
+/// Mirrors grouped by host, hosts sorted, each host's endpoints in flag order: upstream collects
+/// `WithRegistryMirror(host, url)` into a `map[host][]endpoint` (appending) and emits one
+/// mirror per host sorted by name (`generate/options.go`, `generate/registry.go`@v1.14.0-rc.1).
+fn grouped_mirrors(input: &GenerateInput) -> Vec<(String, Vec<String>)> {
+    let mut grouped: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (host, url) in &input.registry_mirrors {
+        grouped.entry(host.clone()).or_default().push(url.clone());
+    }
+    grouped.into_iter().collect()
 }
 
 /// The classic (≤ v1.13) v1alpha1 document.
@@ -204,9 +211,9 @@ fn classic_document(bundle: &SecretsBundle, input: &GenerateInput, t: MachineTyp
     }
     machine.push(("install", Yaml::from_pairs(install)));
     if !input.registry_mirrors.is_empty() && !c.greater_than(1, 11) {
-        let mirrors: Vec<(String, Yaml)> = sorted_mirrors(input)
+        let mirrors: Vec<(String, Yaml)> = grouped_mirrors(input)
             .into_iter()
-            .map(|(host, url)| (host, map([("endpoints", Yaml::Seq(vec![s(&url)]))])))
+            .map(|(host, urls)| (host, map([("endpoints", strings(&urls))])))
             .collect();
         machine.push(("registries", map([("mirrors", Yaml::Map(mirrors))])));
     }
@@ -260,15 +267,13 @@ fn classic_document(bundle: &SecretsBundle, input: &GenerateInput, t: MachineTyp
             .unwrap_or_default();
         cluster.push(("serviceAccount", map([("key", s(&sa_key))])));
 
+        // upstream: generate.go GetAPIServerSANs@v1.14.0-rc.1 — the endpoint host (contracts
+        // ≤ v1.11) then the additional SANs, appended without de-duplication.
         let mut sans: Vec<String> = Vec::new();
         if !c.greater_than(1, 11) {
             sans.push(endpoint_host(&input.endpoint));
         }
-        for san in &input.additional_sans {
-            if !sans.contains(san) {
-                sans.push(san.clone());
-            }
-        }
+        sans.extend(input.additional_sans.iter().cloned());
         let mut api = vec![(
             "image",
             s(&format!("registry.k8s.io/kube-apiserver:v{k8s}")),
@@ -309,7 +314,7 @@ fn classic_document(bundle: &SecretsBundle, input: &GenerateInput, t: MachineTyp
     map([
         ("version", s("v1alpha1")),
         ("debug", Yaml::Bool(false)),
-        ("persist", Yaml::Bool(true)),
+        ("persist", Yaml::Bool(input.persist)),
         ("machine", Yaml::from_pairs(machine)),
         ("cluster", Yaml::from_pairs(cluster)),
     ])
@@ -321,18 +326,18 @@ fn typed(kind: &str, rest: Vec<(&str, Yaml)>) -> Yaml {
     Yaml::from_pairs(pairs)
 }
 
-/// The v1.14+ multi-document layout (see `samples/controlplane-contract-v1.14-multidoc.yaml`).
-fn multidoc(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Vec<Yaml> {
+/// The v1.14+ v1alpha1 document: `machine{type, token, ca, certSANs, features}` and
+/// `cluster{token, etcd}` (upstream: generate/init.go, worker.go@v1.14.0-rc.1).
+fn multidoc_main(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Yaml {
     let cp = t.is_control_plane();
-    let k8s = &input.kubernetes_version;
     let mut cluster: Vec<(&str, Yaml)> = vec![("token", s(&bundle.secrets.bootstraptoken))];
     if cp {
         cluster.push(("etcd", map([("ca", ca_pair(&bundle.certs.etcd, true))])));
     }
-    let main = map([
+    map([
         ("version", s("v1alpha1")),
         ("debug", Yaml::Bool(false)),
-        ("persist", Yaml::Bool(true)),
+        ("persist", Yaml::Bool(input.persist)),
         (
             "machine",
             map([
@@ -344,8 +349,70 @@ fn multidoc(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Ve
             ]),
         ),
         ("cluster", Yaml::from_pairs(cluster)),
-    ]);
-    let mut docs = vec![main];
+    ])
+}
+
+/// Go's `%q` of a plain string (what `fmt.Sprintf("disk.dev_path == %q", disk)` produces):
+/// double quotes, `"` and `\` backslash-escaped, control characters as Go escapes.
+fn go_quote(text: &str) -> String {
+    let mut out = String::from("\"");
+    for ch in text.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The `UnattendedInstallConfig` document that replaces `machine.install` from the v1.14
+/// contract on; generated only when an install disk is set (upstream: generate/init.go
+/// `unattendedInstallConfig`@v1.14.0-rc.1; kind `UnattendedInstallConfigKind` in
+/// types/runtime/unattended_install.go@v1.14.0-rc.1 — the JSON schema's `UnattendedInstall` is
+/// not a registered kind).
+fn unattended_install(input: &GenerateInput) -> Yaml {
+    let installer = if input.install_image.is_empty() {
+        Yaml::map()
+    } else {
+        map([("image", s(&input.install_image))])
+    };
+    typed(
+        "UnattendedInstallConfig",
+        vec![
+            ("installer", installer),
+            (
+                "provisioning",
+                map([
+                    (
+                        "diskSelector",
+                        map([(
+                            "match",
+                            s(&format!(
+                                "disk.dev_path == {}",
+                                go_quote(&input.install_disk)
+                            )),
+                        )]),
+                    ),
+                    ("wipe", Yaml::Bool(false)),
+                ]),
+            ),
+        ],
+    )
+}
+
+/// The v1.14+ documents between the v1alpha1 document and the registry/network ones, in
+/// upstream order: discovery service, discovery identity, unattended install, resolver, block
+/// (`VolumeConfig EPHEMERAL`, `FilesystemTrimConfig`), security profile.
+fn multidoc_machine_docs(bundle: &SecretsBundle, input: &GenerateInput) -> Vec<Yaml> {
+    let mut docs = Vec::new();
     if input.discovery {
         docs.push(typed(
             "DiscoveryServiceConfig",
@@ -362,6 +429,9 @@ fn multidoc(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Ve
             ("clusterSecret", s(&bundle.cluster.secret)),
         ],
     ));
+    if !input.install_disk.is_empty() {
+        docs.push(unattended_install(input));
+    }
     docs.push(typed(
         "ResolverConfig",
         vec![(
@@ -387,7 +457,15 @@ fn multidoc(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Ve
         "SecurityProfileConfig",
         vec![("workloadIsolation", Yaml::Bool(true))],
     ));
-    docs.push(typed("HostnameConfig", vec![("auto", s("stable"))]));
+    docs
+}
+
+/// The v1.14+ Kubernetes documents (upstream: generate/kubernetes.go@v1.14.0-rc.1): the
+/// universal ones for every node, then the control plane ones.
+fn kubernetes_docs(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Vec<Yaml> {
+    let cp = t.is_control_plane();
+    let k8s = &input.kubernetes_version;
+    let mut docs = Vec::new();
     docs.push(typed(
         "KubeClusterConfig",
         vec![
@@ -429,13 +507,17 @@ fn multidoc(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Ve
             ("serviceSubnets", Yaml::Seq(vec![s("10.96.0.0/12")])),
         ],
     ));
+    // Control planes carry the issuing CA, workers only accept it.
     let (k8s_crt, k8s_key) = pem_of(&bundle.certs.k8s);
-    let issuing = if cp {
-        map([("cert", s(&k8s_crt)), ("key", s(&k8s_key))])
+    let ca = if cp {
+        (
+            "issuingCA",
+            map([("cert", s(&k8s_crt)), ("key", s(&k8s_key))]),
+        )
     } else {
-        map([("cert", s(&k8s_crt))])
+        ("acceptedCAs", Yaml::Seq(vec![s(&k8s_crt)]))
     };
-    docs.push(typed("KubeAPIServerCAConfig", vec![("issuingCA", issuing)]));
+    docs.push(typed("KubeAPIServerCAConfig", vec![ca]));
     docs.push(typed("KubePrismConfig", vec![("port", Yaml::Int(7445))]));
     if cp {
         let (agg_crt, agg_key) = pem_of(&bundle.certs.k8saggregator);
@@ -489,11 +571,23 @@ fn multidoc(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Ve
             "KubeAuthorizerConfig",
             vec![("name", s("rbac")), ("type", s("RBAC"))],
         ));
-        let (provider, secret) = if bundle.secrets.secretboxencryptionsecret.is_empty() {
-            ("aescbc", &bundle.secrets.aescbcencryptionsecret)
-        } else {
-            ("secretbox", &bundle.secrets.secretboxencryptionsecret)
-        };
+        // Both bundle secrets become `secretbox` providers, key2 (secretbox secret) first, then
+        // key1 (the legacy aescbc secret), as upstream orders them for the legacy apiserver path.
+        let mut providers = Vec::new();
+        for (name, secret) in [
+            ("key2", &bundle.secrets.secretboxencryptionsecret),
+            ("key1", &bundle.secrets.aescbcencryptionsecret),
+        ] {
+            if !secret.is_empty() {
+                providers.push(map([(
+                    "secretbox",
+                    map([(
+                        "keys",
+                        Yaml::Seq(vec![map([("name", s(name)), ("secret", s(secret))])]),
+                    )]),
+                )]));
+            }
+        }
         docs.push(typed(
             "KubeEtcdEncryptionConfig",
             vec![(
@@ -501,19 +595,7 @@ fn multidoc(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Ve
                 map([(
                     "resources",
                     Yaml::Seq(vec![map([
-                        (
-                            "providers",
-                            Yaml::Seq(vec![map([(
-                                provider,
-                                map([(
-                                    "keys",
-                                    Yaml::Seq(vec![map([
-                                        ("name", s("key2")),
-                                        ("secret", s(secret)),
-                                    ])]),
-                                )]),
-                            )])]),
-                        ),
+                        ("providers", Yaml::Seq(providers)),
                         ("resources", Yaml::Seq(vec![s("secrets")])),
                     ])]),
                 )]),
@@ -579,53 +661,39 @@ fn multidoc(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Ve
             vec![("enabled", Yaml::Bool(true))],
         ));
     }
-    if !input.install_disk.is_empty() {
-        // formats.md calls it "UnattendedInstallConfig"; the schema's kind is `UnattendedInstall`.
-        docs.push(typed(
-            "UnattendedInstall",
-            vec![
-                ("installer", map([("image", s(&input.install_image))])),
-                (
-                    "provisioning",
-                    map([(
-                        "diskSelector",
-                        map([(
-                            "match",
-                            s(&format!("disk.dev_path == '{}'", input.install_disk)),
-                        )]),
-                    )]),
-                ),
-            ],
-        ));
-    }
     docs
 }
 
-/// Generates the documents of one machine config.
+/// Generates the documents of one machine config, in upstream's order (generate/init.go,
+/// worker.go@v1.14.0-rc.1, same order at v1.12.11/v1.13.9): the v1alpha1 document; from v1.14
+/// the discovery/install/resolver/block/security documents; from v1.12 the registry mirror
+/// documents, `HostnameConfig`, and from v1.13 `KubeSpanConfig`; from v1.14 the Kubernetes
+/// documents.
 pub fn generate(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Vec<Yaml> {
     let c = input.contract;
-    let mut docs = if c.greater_than(1, 13) {
-        multidoc(bundle, input, t)
-    } else {
-        let mut docs = vec![classic_document(bundle, input, t)];
-        if c.greater_than(1, 11) {
-            docs.push(typed("HostnameConfig", vec![("auto", s("stable"))]));
-        }
+    let multidoc = c.greater_than(1, 13);
+    let mut docs = if multidoc {
+        let mut docs = vec![multidoc_main(bundle, input, t)];
+        docs.extend(multidoc_machine_docs(bundle, input));
         docs
+    } else {
+        vec![classic_document(bundle, input, t)]
     };
     if c.greater_than(1, 11) {
-        for (host, url) in sorted_mirrors(input) {
+        for (host, urls) in grouped_mirrors(input) {
+            let endpoints = urls.iter().map(|url| map([("url", s(url))])).collect();
             docs.push(typed(
                 "RegistryMirrorConfig",
-                vec![
-                    ("name", s(&host)),
-                    ("endpoints", Yaml::Seq(vec![map([("url", s(&url))])])),
-                ],
+                vec![("name", s(&host)), ("endpoints", Yaml::Seq(endpoints))],
             ));
         }
+        docs.push(typed("HostnameConfig", vec![("auto", s("stable"))]));
     }
     if input.kubespan && c.greater_than(1, 12) {
         docs.push(typed("KubeSpanConfig", vec![("enabled", Yaml::Bool(true))]));
+    }
+    if multidoc {
+        docs.extend(kubernetes_docs(bundle, input, t));
     }
     docs
 }
@@ -649,6 +717,7 @@ mod tests {
             discovery: true,
             kubespan: false,
             registry_mirrors: vec![],
+            persist: true,
         }
     }
 
@@ -748,6 +817,126 @@ mod tests {
             crate::machineconfig::validate(text.as_bytes()).unwrap_err(),
             [".cluster.discovery should be enabled when .machine.network.kubespan is enabled"]
         );
+    }
+
+    fn kinds(docs: &[Yaml]) -> Vec<&str> {
+        docs.iter()
+            .map(|d| d.get("kind").and_then(Yaml::as_str).unwrap_or("v1alpha1"))
+            .collect()
+    }
+
+    #[test]
+    fn mirrors_of_one_host_share_a_document_and_hosts_are_sorted() {
+        // upstream: generate/options.go WithRegistryMirror appends per host; registry.go sorts
+        // the documents by name (@v1.14.0-rc.1).
+        let mut input = fixture_input(Contract::parse("v1.13").unwrap());
+        input.registry_mirrors = vec![
+            ("ghcr.io".to_string(), "https://b.example".to_string()),
+            ("docker.io".to_string(), "https://z.example".to_string()),
+            ("ghcr.io".to_string(), "https://a.example".to_string()),
+        ];
+        let docs = generate(&sample_bundle(), &input, MachineType::Worker);
+        assert_eq!(
+            kinds(&docs),
+            [
+                "v1alpha1",
+                "RegistryMirrorConfig",
+                "RegistryMirrorConfig",
+                "HostnameConfig"
+            ]
+        );
+        assert_eq!(
+            yaml::emit(&docs[2]),
+            "apiVersion: v1alpha1\nkind: RegistryMirrorConfig\nname: ghcr.io\nendpoints:\n    - url: https://b.example\n    - url: https://a.example\n"
+        );
+        assert_eq!(
+            docs[1].get("name").and_then(Yaml::as_str),
+            Some("docker.io")
+        );
+        let mut v111 = input.clone();
+        v111.contract = Contract::parse("v1.11").unwrap();
+        let classic = yaml::emit_documents(&generate(&sample_bundle(), &v111, MachineType::Worker));
+        assert!(classic.contains(
+            "        mirrors:\n            docker.io:\n                endpoints:\n                    - https://z.example\n            ghcr.io:\n                endpoints:\n                    - https://b.example\n                    - https://a.example\n"
+        ));
+    }
+
+    #[test]
+    fn v1_14_places_kubespan_and_mirrors_between_machine_and_kubernetes_documents() {
+        // upstream: generate/init.go, network.go@v1.14.0-rc.1.
+        let mut input = fixture_input(Contract::parse("v1.14").unwrap());
+        input.kubespan = true;
+        input.registry_mirrors =
+            vec![("docker.io".to_string(), "http://127.0.0.1:5000".to_string())];
+        let docs = generate(&sample_bundle(), &input, MachineType::Worker);
+        let k = kinds(&docs);
+        let at = k.iter().position(|k| *k == "HostnameConfig").unwrap();
+        assert_eq!(
+            k[at - 2..at + 3],
+            [
+                "SecurityProfileConfig",
+                "RegistryMirrorConfig",
+                "HostnameConfig",
+                "KubeSpanConfig",
+                "KubeClusterConfig"
+            ]
+        );
+    }
+
+    #[test]
+    fn api_server_sans_keep_duplicates_like_upstream() {
+        // upstream: generate.go GetAPIServerSANs@v1.11.6 and @v1.14.0-rc.1 appends without
+        // de-duplication.
+        let mut input = fixture_input(Contract::parse("v1.11").unwrap());
+        input.additional_sans = vec!["base".to_string(), "10.0.0.1".to_string()];
+        let docs = generate(&sample_bundle(), &input, MachineType::ControlPlane);
+        assert_eq!(
+            docs[0].path("cluster.apiServer.certSANs"),
+            Some(&Yaml::Seq(vec![s("base"), s("base"), s("10.0.0.1")]))
+        );
+    }
+
+    #[test]
+    fn v1_14_encryption_config_maps_a_legacy_aescbc_secret_to_secretbox_key1() {
+        // upstream: generate/kubernetes.go@v1.14.0-rc.1 — secretbox key2 for the secretbox
+        // secret, then secretbox key1 for the aescbc secret.
+        let mut bundle = sample_bundle();
+        let secret = std::mem::take(&mut bundle.secrets.secretboxencryptionsecret);
+        bundle.secrets.aescbcencryptionsecret = secret.clone();
+        let input = fixture_input(Contract::parse("v1.14").unwrap());
+        let docs = generate(&bundle, &input, MachineType::ControlPlane);
+        let enc = docs
+            .iter()
+            .find(|d| d.get("kind").and_then(Yaml::as_str) == Some("KubeEtcdEncryptionConfig"))
+            .unwrap();
+        assert_eq!(
+            yaml::emit(enc),
+            format!(
+                "apiVersion: v1alpha1\nkind: KubeEtcdEncryptionConfig\nconfig:\n    resources:\n        - providers:\n            - secretbox:\n                keys:\n                    - name: key1\n                      secret: {secret}\n          resources:\n            - secrets\n"
+            )
+        );
+    }
+
+    #[test]
+    fn persist_false_reaches_the_document() {
+        let mut input = fixture_input(Contract::parse("v1.12").unwrap());
+        input.persist = false;
+        let docs = generate(&sample_bundle(), &input, MachineType::Worker);
+        assert_eq!(docs[0].get("persist"), Some(&Yaml::Bool(false)));
+    }
+
+    #[test]
+    fn install_disk_selector_is_go_quoted() {
+        let mut input = fixture_input(Contract::parse("v1.14").unwrap());
+        input.install_disk = "/dev/disk/by-id/a\"b\\c".to_string();
+        let docs = generate(&sample_bundle(), &input, MachineType::Worker);
+        assert_eq!(
+            docs[3]
+                .path("provisioning.diskSelector.match")
+                .and_then(Yaml::as_str),
+            Some("disk.dev_path == \"/dev/disk/by-id/a\\\"b\\\\c\"")
+        );
+        assert_eq!(kinds(&docs)[3], "UnattendedInstallConfig");
     }
 
     #[test]

@@ -112,7 +112,7 @@ pub struct MachineConfigSummary {
     pub install_disk: Option<String>,
     /// Talos API CA (`machine.ca`).
     pub os_ca: CaMaterial,
-    /// Kubernetes CA (`cluster.ca` / `KubeAPIServerCAConfig.issuingCA`).
+    /// Kubernetes CA (`cluster.ca` / `KubeAPIServerCAConfig.issuingCA`, or its first `acceptedCAs`).
     pub k8s_ca: CaMaterial,
     pub shape: ContractShape,
     /// `kind` of every typed document, in file order (the v1alpha1 document is not listed).
@@ -309,7 +309,7 @@ pub fn summarize_documents(config: &ConfigDocuments) -> Result<MachineConfigSumm
         .and_then(|image| image_tag_version(&image));
     let install_image = str_at(main, "machine.install.image").or_else(|| {
         config
-            .of_kind("UnattendedInstall")
+            .of_kind("UnattendedInstallConfig")
             .find_map(|d| str_at(d, "installer.image"))
     });
     let install_disk = str_at(main, "machine.install.disk");
@@ -328,7 +328,16 @@ pub fn summarize_documents(config: &ConfigDocuments) -> Result<MachineConfigSumm
             .of_kind("KubeAPIServerCAConfig")
             .next()
             .map(|d| CaMaterial {
-                crt_pem: str_at(d, "issuingCA.cert").unwrap_or_default(),
+                // Workers carry only `acceptedCAs` (generate/kubernetes.go@v1.14.0-rc.1).
+                crt_pem: str_at(d, "issuingCA.cert")
+                    .or_else(|| {
+                        d.get("acceptedCAs")
+                            .and_then(Yaml::as_seq)
+                            .and_then(|cas| cas.first())
+                            .and_then(Yaml::as_str)
+                            .map(str::to_string)
+                    })
+                    .unwrap_or_default(),
                 key_pem: str_at(d, "issuingCA.key").unwrap_or_default(),
             })
             .unwrap_or_default()

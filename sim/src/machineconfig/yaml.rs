@@ -384,7 +384,10 @@ impl Writer {
                 Yaml::Seq(inner) if !inner.is_empty() => self.seq(out, inner, indent + 2, true),
                 Yaml::Str(s) if is_block_literal(s) => {
                     out.pop();
-                    write_literal(out, s, indent, self.style.map_child(indent));
+                    // The block's content sits under the item, two columns past the dash
+                    // (`acceptedCAs` in the v1.14 worker golden, stability/v1.14/base-worker.yaml
+                    // @v1.14.0-rc.1).
+                    write_literal(out, s, indent, indent + 2);
                 }
                 other => {
                     out.push_str(&scalar_inline(other));

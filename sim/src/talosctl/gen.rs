@@ -538,23 +538,41 @@ pub fn default_kubernetes_version() -> &'static str {
         (1, 10) => "1.33.0",
         (1, 11) => "1.34.1",
         (1, 12) => "1.35.4",
-        _ => "1.36.3",
+        (1, 13) => "1.36.3",
+        // upstream: pkg/machinery/constants/constants.go@v1.14.0-rc.1.
+        _ => "1.37.0-rc.0",
     }
 }
 
 /// The default installer image: `ghcr.io/siderolabs/installer:<tag>` up to v1.13, the image
 /// factory's vanilla metal installer from v1.14; tag from env `TAG` or the client version.
 pub fn default_install_image() -> String {
-    let tag = std::env::var("TAG")
-        .ok()
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(client_version);
+    // `os.LookupEnv`: a set but empty TAG gives an empty tag (helpers/image.go@v1.14.0-rc.1).
+    let tag = std::env::var("TAG").unwrap_or_else(|_| client_version());
     if client_minor() >= (1, 14) {
         format!(
             "factory.talos.dev/metal-installer/376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba:{tag}"
         )
     } else {
         format!("ghcr.io/siderolabs/installer:{tag}")
+    }
+}
+
+/// The contract a talosctl release actually generates for a requested one: its generator only
+/// knows the features of contracts up to its own series, so asking an older talosctl for a newer
+/// contract yields its own series' layout (the newest gate in contract.go is
+/// `Greater(TalosVersion1_10)`@v1.11.6, `Greater(TalosVersion1_11)`@v1.12.11,
+/// `Greater(TalosVersion1_12)`@v1.13.9, and each series' own-contract stability goldens are
+/// byte-identical at those tags).
+fn generator_contract(requested: Contract, client: Contract) -> Contract {
+    match (requested, client) {
+        (Contract::Version { major, minor }, Contract::Version { .. })
+            if client.greater_than(major, minor) || client == requested =>
+        {
+            requested
+        }
+        (_, Contract::Version { .. }) => client,
+        (requested, Contract::Current) => requested,
     }
 }
 
@@ -623,6 +641,7 @@ fn gen_config(args: Vec<String>) -> Result<(), CliError> {
         "" => Contract::of_client(&client_version()),
         text => Contract::parse(text).map_err(|e| fail(e.to_string()))?,
     };
+    let contract = generator_contract(contract, Contract::of_client(&client_version()));
 
     let supplied_bundle = match parsed.string("with-secrets").as_str() {
         "" => None,
@@ -658,13 +677,27 @@ fn gen_config(args: Vec<String>) -> Result<(), CliError> {
         Some(b) => b,
         None => pki::generate(contract).map_err(|e| fail(e.to_string()))?,
     };
-    let kubernetes_version = match parsed.string("kubernetes-version").as_str() {
-        "" => default_kubernetes_version().to_string(),
-        v => v.trim_start_matches('v').to_string(),
+    // `strings.TrimPrefix(kubernetesVersion, "v")`; an explicit empty version is used as given
+    // up to v1.13 (images tagged `:v`) and refused by v1.14's `generate.NewInput`
+    // (generate/generate.go@v1.14.0-rc.1, wrapped in bundle.NewBundle's error).
+    let kubernetes_version = if parsed.changed("kubernetes-version") {
+        let given = parsed.string("kubernetes-version");
+        given.strip_prefix('v').unwrap_or(&given).to_string()
+    } else {
+        default_kubernetes_version().to_string()
     };
-    let install_image = match parsed.string("install-image").as_str() {
-        "" => default_install_image(),
-        image => image.to_string(),
+    if kubernetes_version.is_empty() && client_minor() >= (1, 14) {
+        return Err(fail(
+            "failed to generate config bundle: kubernetes version must be specified".to_string(),
+        ));
+    }
+    // The flag's default is the computed image; an explicit value, even "", is used as given
+    // (upstream: cmd/talosctl/cmd/mgmt/gen/config.go@v1.14.0-rc.1 and @v1.11.6 pass
+    // `genConfigCmdFlags.installImage` straight to `generate.WithInstallImage`).
+    let install_image = if parsed.changed("install-image") {
+        parsed.string("install-image")
+    } else {
+        default_install_image()
     };
     let input = GenerateInput {
         cluster_name: cluster_name.clone(),
@@ -678,6 +711,9 @@ fn gen_config(args: Vec<String>) -> Result<(), CliError> {
         discovery: parsed.bool("with-cluster-discovery"),
         kubespan: parsed.bool("with-kubespan"),
         registry_mirrors,
+        // `-p/--persist` (talosctl ≤ v1.12, `generate.WithPersist`); later releases always
+        // generate `persist: true` (generate/init.go@v1.13.9).
+        persist: !specs.iter().any(|f| f.long == "persist") || parsed.bool("persist"),
     };
     let with_docs = parsed.bool("with-docs") || parsed.bool("with-examples");
     let render = |t: MachineType, extra: &[Patch], scope: &str| -> Result<String, CliError> {
@@ -843,6 +879,23 @@ mod tests {
         assert_eq!(
             check_endpoint("http://10.5.0.2:6443").unwrap_err(),
             "the control plane endpoint URL should have scheme https://\ntry: \"https://10.5.0.2:6443\""
+        );
+    }
+
+    #[test]
+    fn older_talosctl_generates_its_own_series_for_newer_contracts() {
+        let v = |text: &str| Contract::parse(text).unwrap();
+        assert_eq!(generator_contract(v("v1.14"), v("v1.11.6")), v("v1.11"));
+        assert_eq!(generator_contract(v("v1.9"), v("v1.11.6")), v("v1.9"));
+        assert_eq!(generator_contract(v("v1.13"), v("v1.13.9")), v("v1.13"));
+        assert_eq!(generator_contract(v("v2.0"), v("v1.14.0-rc.1")), v("v1.14"));
+        assert_eq!(
+            generator_contract(Contract::Current, v("v1.12.11")),
+            v("v1.12")
+        );
+        assert_eq!(
+            generator_contract(v("v1.14"), Contract::Current),
+            v("v1.14")
         );
     }
 
