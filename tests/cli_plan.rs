@@ -85,7 +85,7 @@ fn plan_json_has_a_stable_schema() {
         .clone();
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["profile"], "single");
-    assert_eq!(v["contract"], "v1.14");
+    assert_eq!(v["contract"], "v1.11");
     let patch = v["steps"]
         .as_array()
         .unwrap()
@@ -232,18 +232,7 @@ fn store_flag_and_env_override_the_default_store() {
 #[test]
 fn contract_pin_survives_a_version_bump_and_a_change_needs_a_flag() {
     let ws = Cluster::new();
-    // single.yaml names no contract: it defaults to the version's (here v1.11) and is pinned
-    // at the first build.
-    ws.edit(
-        "profiles/single.yaml",
-        "version: v1.14.0",
-        "version: v1.11.5",
-    );
-    ws.edit(
-        "profiles/single.yaml",
-        "kubernetes_version: 1.37.0",
-        "kubernetes_version: 1.34.1",
-    );
+    // single.yaml names no contract: it defaults to v1.11 and is pinned at the first build.
     ws.talix()
         .args(["build", "profiles/single.yaml"])
         .assert()

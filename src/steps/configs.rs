@@ -166,9 +166,33 @@ pub struct BaseConfigBuilder {
     pub identities: Arc<LazyIdentities>,
 }
 
+/// A talosctl older than the contract cannot write its configs: its generator has no switches
+/// past its own release and silently writes its own layout (e.g. v1.11's single document for
+/// `--talos-version v1.14`; `pkg/machinery/config/contract.go` at v1.11.6 knows nothing newer).
+pub fn check_talosctl_for_contract(talosctl: &str, contract: Contract) -> Result<(), String> {
+    let version = crate::exec::first_version(talosctl).unwrap_or_else(|| talosctl.to_string());
+    let series: Option<Contract> = version
+        .trim_start_matches('v')
+        .split(['-', '+'])
+        .next()
+        .and_then(|v| v.parse::<crate::profile::model::Version>().ok())
+        .map(|v| v.contract());
+    match series {
+        Some(series) if series < contract => Err(format!(
+            "talosctl {version} cannot write configs of contract {contract}: it writes its own {series} layout instead; install talosctl {contract}.x or newer (TALIX_TALOSCTL names the one to use)"
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl Builder for BaseConfigBuilder {
     fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
         let contract = contract_of(cx)?;
+        let talosctl = cx
+            .tools
+            .get(crate::derivation::Tool::Talosctl)
+            .map_err(|e| cx.fail(e))?;
+        check_talosctl_for_contract(&talosctl, contract).map_err(|e| cx.fail(e))?;
         let bundle = bundle(cx, &self.identities)?;
         let mut out = BTreeMap::new();
         for role in [Role::Controlplane, Role::Worker] {
@@ -284,5 +308,31 @@ impl Builder for RenderBuilder {
             args
         })?;
         Ok([("config".to_string(), BuiltOutput::Content(config))].into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_talosctl_is_refused_for_a_newer_contract() {
+        let c14 = Contract {
+            major: 1,
+            minor: 14,
+        };
+        let c11 = Contract {
+            major: 1,
+            minor: 11,
+        };
+        let err = check_talosctl_for_contract("v1.11.5", c14).unwrap_err();
+        assert!(
+            err.contains("cannot write configs of contract v1.14"),
+            "{err}"
+        );
+        check_talosctl_for_contract("v1.14.0", c14).unwrap();
+        check_talosctl_for_contract("v1.14.0", c11).unwrap();
+        check_talosctl_for_contract("v1.14.0-rc.1", c14).unwrap();
+        assert!(check_talosctl_for_contract("v1.13.9", c14).is_err());
     }
 }

@@ -11,8 +11,27 @@ pub struct Workspace {
 }
 
 impl Workspace {
-    /// A workspace with copies of the example profiles (and their patch files).
+    /// A workspace with copies of the example profiles (and their patch files), with
+    /// `single.yaml` moved back to Talos v1.11.5 / Kubernetes 1.34.1 so the mechanics tests run
+    /// one talosctl release (the simulator's default) for both; the examples as shipped are
+    /// checked by tests/examples.rs with the talosctl of their release.
     pub fn with_examples() -> Self {
+        let ws = Self::shipped_examples();
+        let single = ws.profile("single");
+        let text = std::fs::read_to_string(&single).unwrap();
+        let legacy = text
+            .replace("version: v1.14.0\n", "version: v1.11.5\n")
+            .replace(
+                "kubernetes_version: 1.37.0\n",
+                "kubernetes_version: 1.34.1\n",
+            );
+        assert_ne!(text, legacy, "single.yaml is no longer on v1.14.0 / 1.37.0");
+        std::fs::write(&single, legacy).unwrap();
+        ws
+    }
+
+    /// A workspace with exact copies of the example profiles (and their patch files).
+    pub fn shipped_examples() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
         copy_dir(&src, &dir.path().join("profiles"));
@@ -126,7 +145,11 @@ impl std::ops::Deref for Cluster {
 
 impl Cluster {
     pub fn new() -> Self {
-        let ws = Workspace::with_examples();
+        Self::of(Workspace::with_examples())
+    }
+
+    /// A cluster workspace around `ws` (its `homelab` and `single` profiles get the test key).
+    pub fn of(ws: Workspace) -> Self {
         let out = std::process::Command::new("age-keygen")
             .arg("-o")
             .arg(ws.root().join("key.txt"))
