@@ -136,7 +136,10 @@ fn handle(shared: &Arc<Shared>, idx: usize, request: &Request) -> Outcome {
         (Phase::Running, "version") => Ok(version_info(&shared.lock().nodes[idx].talos_version)),
         (Phase::Running, "get") => get_resources(&shared.lock(), idx, params),
         (Phase::Running, "apply_config") => configured_apply(shared, idx, params),
-        (Phase::Running, "bootstrap") => bootstrap(shared, idx),
+        (Phase::Running, "bootstrap") => match bootstrap_fault(shared, idx) {
+            Some(outcome) => return outcome,
+            None => bootstrap(shared, idx),
+        },
         (Phase::Running, "etcd_members") => etcd_members(&shared.lock(), idx),
         (Phase::Running, "kubeconfig") => kubeconfig(&shared.lock(), idx),
         (Phase::Running, "health") => Ok(health(&shared.lock(), idx, params)),
@@ -428,6 +431,35 @@ fn configured_apply(shared: &Arc<Shared>, idx: usize, params: &Value) -> CallRes
         spawn_reboot(shared.clone(), idx, delay, false);
     }
     Ok(json!({"mode_details": details, "warnings": []}))
+}
+
+/// The next injected transient bootstrap failure of node `idx`, as the client would get it.
+/// Texts: grpc-go's status for a timed-out call (`context deadline exceeded`) and for a closed
+/// client connection (`grpc: the client connection is closing`, what apid's backend connection
+/// answers while apid restarts), apid's dial error, and the node's own FailedPrecondition answers
+/// (upstream: internal/app/machined/internal/server/v1alpha1/v1alpha1_server.go@v1.13.9 Bootstrap).
+fn bootstrap_fault(shared: &Arc<Shared>, idx: usize) -> Option<Outcome> {
+    use super::BootstrapError as E;
+    let mut state = shared.lock();
+    let node = &mut state.nodes[idx];
+    let fault = node.bootstrap_errors_left.pop_front()?;
+    let error = match fault {
+        E::DeadlineExceeded => RpcError::new("DeadlineExceeded", "context deadline exceeded"),
+        E::Canceled => RpcError::new("Canceled", "grpc: the client connection is closing"),
+        E::Eof => return Some(Outcome::Drop),
+        E::Unavailable => RpcError::new(
+            "Unavailable",
+            format!(
+                "connection error: desc = \"transport: Error while dialing: dial tcp {}:{}: connect: connection refused\"",
+                node.address, node.spec.api_port
+            ),
+        ),
+        E::FailedPrecondition => {
+            RpcError::new("FailedPrecondition", "bootstrap is not available yet")
+        }
+        E::TimeNotInSync => RpcError::new("FailedPrecondition", "time is not in sync yet"),
+    };
+    Some(Outcome::Reply(Err(error)))
 }
 
 fn bootstrap(shared: &Arc<Shared>, idx: usize) -> CallResult {

@@ -25,7 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 
 pub use config::ConfigFacts;
-pub use spec::{ClusterSpec, ExtensionSpec, Faults, NodeSpec, RoleHint, SpecError};
+pub use spec::{BootstrapError, ClusterSpec, ExtensionSpec, Faults, NodeSpec, RoleHint, SpecError};
 
 /// Errors starting or running the simulated cluster.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +85,8 @@ pub(crate) struct NodeState {
     pub config: Option<Arc<AppliedConfig>>,
     pub apply_failures_left: u32,
     pub bootstrap_not_ready_left: u32,
+    /// Transient bootstrap failures still to answer, in order.
+    pub bootstrap_errors_left: std::collections::VecDeque<BootstrapError>,
     /// TLS configuration of the current listener (maintenance or authenticated).
     pub tls: Option<Arc<ServerConfig>>,
     /// False while a running node only has a self-signed certificate (no CA key reachable).
@@ -164,6 +166,7 @@ impl SimCluster {
                 config: None,
                 apply_failures_left: u32::from(node.faults.apply_fails_once),
                 bootstrap_not_ready_left: node.faults.bootstrap_not_ready_times,
+                bootstrap_errors_left: node.faults.bootstrap_errors.iter().copied().collect(),
                 tls: Some(tls::server_config(&cert, None, &[])?),
                 trusted_cert: false,
                 listening: false,
