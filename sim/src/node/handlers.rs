@@ -22,6 +22,18 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, me: usize, request: Request) -> Opt
             Outcome::Reply(r) => replies.push(reply(String::new(), r)),
             Outcome::Drop => return None,
         }
+    } else if let Some(bad) = request
+        .nodes
+        .iter()
+        .find(|t| t.is_empty() || crate::gonet::address_contains_port(t))
+    {
+        // apid's backend factory refuses a target with a port, failing the whole call.
+        // upstream: internal/app/apid/pkg/backend/apid.go@v1.13.9 NewAPID,
+        // internal/app/apid/pkg/director/director.go@v1.13.9 aggregateDirector (codes.Internal)
+        replies.push(reply(
+            String::new(),
+            Err(RpcError::new("Internal", format!("invalid target {bad:?}"))),
+        ));
     } else {
         for target in &request.nodes {
             let resolved = resolve_target(&shared.lock(), me, target);
@@ -61,19 +73,11 @@ enum Outcome {
     Drop,
 }
 
-fn host_of(target: &str) -> &str {
-    if let Some(rest) = target.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match target.rsplit_once(':') {
-        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => target,
-    }
-}
-
-/// apid proxying: find the running node of the same cluster answering at `target`.
+/// apid proxying: find the running node of the same cluster answering at `target`. apid dials
+/// `FormatAddress(target):50000`, so `2001:db8::11` and `[2001:db8::11]` are the same node.
+/// upstream: internal/app/apid/pkg/backend/apid.go@v1.13.9 GetConnection
 fn resolve_target(state: &ClusterState, me: usize, target: &str) -> Result<usize, RpcError> {
-    let host = host_of(target);
+    let host = crate::gonet::format_address(target);
     let port = state.nodes[me].spec.api_port;
     let unreachable = || {
         RpcError::new(

@@ -406,20 +406,10 @@ fn load_context(global: &Global) -> Result<Context, CliError> {
     })
 }
 
+/// The dial target of an endpoint, as talosctl builds it (default port appended with Go's
+/// JoinHostPort to whatever SplitHostPort rejects).
 fn with_port(host: &str) -> String {
-    if host.starts_with('[') {
-        if host.contains("]:") {
-            host.to_string()
-        } else {
-            format!("{host}:{API_PORT}")
-        }
-    } else if host.matches(':').count() == 1 {
-        host.to_string()
-    } else if host.contains(':') {
-        format!("[{host}]:{API_PORT}")
-    } else {
-        format!("{host}:{API_PORT}")
-    }
+    crate::gonet::ensure_port(host, API_PORT)
 }
 
 /// Where to connect and what to ask for.
@@ -516,10 +506,23 @@ fn tls_error_text(e: &std::io::Error) -> Option<String> {
 /// One request/response exchange with a single endpoint, errors rendered like grpc-go's.
 async fn exchange(
     endpoint: &str,
+    single: bool,
     tls: Arc<rustls::ClientConfig>,
     request: &Request,
 ) -> Result<Response, RpcError> {
     let target = with_port(endpoint);
+    // upstream: pkg/machinery/client/connection.go@v1.13.9 getTarget: one endpoint is dialled as
+    // `dns:///TARGET` (grpc's dns resolver parses it first), several through the round-robin
+    // resolver, whose addresses go to the dialer as they are.
+    if single {
+        if let Err(e) = crate::gonet::dns_parse_target(&target) {
+            return Err(unavailable(format!("name resolver error: {e}")));
+        }
+    } else if let Err(e) = crate::gonet::split_host_port(&target) {
+        return Err(unavailable(format!(
+            "connection error: desc = \"transport: Error while dialing: dial tcp: {e}\""
+        )));
+    }
     let addr: SocketAddr = match target.parse() {
         Ok(a) => a,
         Err(_) => {
@@ -533,6 +536,11 @@ async fn exchange(
             "connection error: desc = \"transport: Error while dialing: dial tcp {addr}: {what}\""
         ))
     };
+    // The simulator only ever dials loopback: anything else is answered as an unroutable network
+    // without a packet leaving the machine.
+    if !addr.ip().is_loopback() {
+        return Err(dial_error("connect: network is unreachable"));
+    }
     let tcp = match tokio::time::timeout(
         Duration::from_secs(10),
         tokio::net::TcpStream::connect(addr),
@@ -585,7 +593,14 @@ async fn call(conn: &Connection, method: &str, params: Value) -> Result<Vec<Repl
     };
     let mut last = None;
     for endpoint in &conn.endpoints {
-        match exchange(endpoint, conn.tls.clone(), &request).await {
+        match exchange(
+            endpoint,
+            conn.endpoints.len() == 1,
+            conn.tls.clone(),
+            &request,
+        )
+        .await
+        {
             Ok(r) => return Ok(r.replies),
             Err(e) => last = Some(e),
         }
