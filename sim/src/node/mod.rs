@@ -5,7 +5,7 @@
 
 pub mod config;
 mod handlers;
-pub(crate) use handlers::{canonical_type, cluster_k8s_version};
+pub(crate) use handlers::{canonical_type, manifests_k8s_version};
 pub mod spec;
 pub mod tls;
 pub mod wire;
@@ -87,6 +87,8 @@ pub(crate) struct NodeState {
     pub bootstrap_not_ready_left: u32,
     /// Transient bootstrap failures still to answer, in order.
     pub bootstrap_errors_left: std::collections::VecDeque<BootstrapError>,
+    /// Talos version installed by a LifecycleService upgrade, booted by the next reboot.
+    pub pending_version: Option<String>,
     /// TLS configuration of the current listener (maintenance or authenticated).
     pub tls: Option<Arc<ServerConfig>>,
     /// False while a running node only has a self-signed certificate (no CA key reachable).
@@ -116,8 +118,11 @@ pub(crate) struct EtcdCluster {
     pub bootstrapped: bool,
     /// Node indices of members, in join order.
     pub members: Vec<usize>,
-    /// Kubernetes version after `upgrade-k8s`, overriding the configs' kubelet version.
-    pub kubernetes_version: Option<String>,
+    /// Version of the bootstrap manifests (kube-proxy DaemonSet, CoreDNS…): the bootstrap
+    /// node's Kubernetes version, moved only by `upgrade-k8s` — a new config does not touch
+    /// existing objects (upstream: internal/app/machined/pkg/controllers/k8s/manifest_apply.go
+    /// @v1.14.0-rc.1 creates missing objects only).
+    pub manifests_version: Option<String>,
 }
 
 pub(crate) struct ClusterState {
@@ -167,6 +172,7 @@ impl SimCluster {
                 apply_failures_left: u32::from(node.faults.apply_fails_once),
                 bootstrap_not_ready_left: node.faults.bootstrap_not_ready_times,
                 bootstrap_errors_left: node.faults.bootstrap_errors.iter().copied().collect(),
+                pending_version: None,
                 tls: Some(tls::server_config(&cert, None, &[])?),
                 trusted_cert: false,
                 listening: false,
