@@ -165,8 +165,10 @@ impl Service {
         serde_json::from_value(self.ready_json()).unwrap()
     }
 
-    /// Stops the service with SIGTERM and waits for a clean exit (killed after a generous bound).
+    /// Stops the service with SIGTERM (closing stdin too: `proxmox` still stops on stdin EOF)
+    /// and waits for a clean exit (killed after a generous bound).
     pub fn stop(mut self) -> std::process::ExitStatus {
+        drop(self.child.stdin.take());
         sigterm(&self.child);
         match wait_exit(&mut self.child, Duration::from_secs(60)) {
             Some(status) => status,
