@@ -151,6 +151,12 @@ where
             let (status, body) = route(path, shared, key, addr);
             if wants_table && status == 200 && path.starts_with("/api/v1/nodes") {
                 (status, node_table(&body))
+            } else if wants_table
+                && status == 200
+                && body.get("kind").and_then(Value::as_str) != Some("Status")
+                && (path.contains("/pods") || path.contains("/daemonsets"))
+            {
+                (status, name_table(&body))
             } else {
                 (status, body)
             }
@@ -210,14 +216,38 @@ fn route(path: &str, shared: &Shared, key: &str, addr: SocketAddr) -> (u16, Valu
         ),
         "/apis" => (
             200,
-            json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
+            json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+                {"name": "apps", "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
+                 "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"}}]}),
+        ),
+        "/apis/apps/v1" => (
+            200,
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "apps/v1", "resources": [
+                {"name": "daemonsets", "singularName": "daemonset", "namespaced": true, "kind": "DaemonSet",
+                 "verbs": ["get", "list", "watch"], "shortNames": ["ds"], "categories": ["all"]}
+            ]}),
+        ),
+        "/apis/apps/v1/daemonsets" | "/apis/apps/v1/namespaces/kube-system/daemonsets" => (
+            200,
+            json!({"kind": "DaemonSetList", "apiVersion": "apps/v1", "metadata": {"resourceVersion": "1"},
+                   "items": [kube_proxy_daemonset(shared, key)]}),
+        ),
+        "/apis/apps/v1/namespaces/kube-system/daemonsets/kube-proxy" => {
+            (200, kube_proxy_daemonset(shared, key))
+        }
+        "/api/v1/pods" | "/api/v1/namespaces/kube-system/pods" => (
+            200,
+            json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
+                   "items": kube_system_pods(shared, key)}),
         ),
         "/api/v1" => (
             200,
             json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
                 {"name": "nodes", "singularName": "node", "namespaced": false, "kind": "Node",
                  "verbs": ["get", "list", "watch"], "shortNames": ["no"]},
-                {"name": "nodes/status", "singularName": "", "namespaced": false, "kind": "Node", "verbs": ["get"]}
+                {"name": "nodes/status", "singularName": "", "namespaced": false, "kind": "Node", "verbs": ["get"]},
+                {"name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod",
+                 "verbs": ["get", "list", "watch"], "shortNames": ["po"], "categories": ["all"]}
             ]}),
         ),
         "/api/v1/nodes" => (
@@ -232,6 +262,30 @@ fn route(path: &str, shared: &Shared, key: &str, addr: SocketAddr) -> (u16, Valu
                     .find(|n| n.pointer("/metadata/name").and_then(Value::as_str) == Some(name))
             {
                 return (200, node);
+            }
+            if let Some(name) = path.strip_prefix("/api/v1/namespaces/kube-system/pods/") {
+                return match kube_system_pods(shared, key)
+                    .into_iter()
+                    .find(|p| p.pointer("/metadata/name").and_then(Value::as_str) == Some(name))
+                {
+                    Some(p) => (200, p),
+                    None => (
+                        404,
+                        status_body(404, "NotFound", &format!("pods \"{name}\" not found")),
+                    ),
+                };
+            }
+            if let Some(name) =
+                path.strip_prefix("/apis/apps/v1/namespaces/kube-system/daemonsets/")
+            {
+                return (
+                    404,
+                    status_body(
+                        404,
+                        "NotFound",
+                        &format!("daemonsets.apps \"{name}\" not found"),
+                    ),
+                );
             }
             if let Some(name) = path.strip_prefix("/api/v1/nodes/") {
                 return (
@@ -311,14 +365,168 @@ fn age(timestamp: &str) -> String {
     }
 }
 
+/// The API server's version: the kube-apiserver static pod of the first running control plane
+/// (its image follows the machine config; the simulator takes the config's Kubernetes version).
 fn cluster_version(shared: &Shared, key: &str) -> String {
     let state = shared.lock();
     state
         .nodes
         .iter()
-        .find_map(|n| n.config.as_ref().filter(|c| c.facts.os_ca_cert == key))
-        .map(|c| crate::node::cluster_k8s_version(&state, &c.facts))
+        .filter(|n| n.phase == Phase::Running)
+        .find_map(|n| {
+            n.config
+                .as_ref()
+                .filter(|c| c.facts.os_ca_cert == key && c.facts.is_controlplane())
+        })
+        .or_else(|| {
+            state
+                .nodes
+                .iter()
+                .find_map(|n| n.config.as_ref().filter(|c| c.facts.os_ca_cert == key))
+        })
+        .map(|c| c.facts.kubernetes_version.clone())
         .unwrap_or_default()
+}
+
+fn manifests_version(shared: &Shared, key: &str) -> String {
+    let state = shared.lock();
+    state
+        .nodes
+        .iter()
+        .find_map(|n| n.config.as_ref().filter(|c| c.facts.os_ca_cert == key))
+        .map(|c| crate::node::manifests_k8s_version(&state, &c.facts))
+        .unwrap_or_default()
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The kube-proxy DaemonSet of the bootstrap manifests, as a real cluster returns it (trimmed
+/// to what an operator reads: image, selector, status counts).
+fn kube_proxy_daemonset(shared: &Shared, key: &str) -> Value {
+    let version = manifests_version(shared, key);
+    let count = nodes(shared, key).len();
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "kube-proxy", "namespace": "kube-system", "uid": "kube-proxy",
+                     "resourceVersion": "1", "generation": 1,
+                     "creationTimestamp": "2025-01-01T00:00:00Z",
+                     "labels": {"k8s-app": "kube-proxy", "tier": "node"}},
+        "spec": {
+            "selector": {"matchLabels": {"k8s-app": "kube-proxy", "tier": "node"}},
+            "template": {
+                "metadata": {"labels": {"k8s-app": "kube-proxy", "tier": "node"}},
+                "spec": {"containers": [{"name": "kube-proxy",
+                    "image": format!("registry.k8s.io/kube-proxy:v{version}"),
+                    "command": ["/usr/local/bin/kube-proxy", "--cluster-cidr=10.244.0.0/16",
+                                "--hostname-override=$(NODE_NAME)", "--kubeconfig=/etc/kubernetes/kubeconfig",
+                                "--proxy-mode=iptables", "--conntrack-max-per-core=0"]}],
+                         "serviceAccountName": "kube-proxy", "hostNetwork": true,
+                         "priorityClassName": "system-node-critical"},
+            },
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}},
+        },
+        "status": {"currentNumberScheduled": count, "desiredNumberScheduled": count,
+                   "numberAvailable": count, "numberReady": count, "updatedNumberScheduled": count,
+                   "numberMisscheduled": 0, "observedGeneration": 1},
+    })
+}
+
+/// kube-system pods: the control-plane static pods of each control plane (images from its
+/// machine config) and one kube-proxy pod per node (image from the DaemonSet).
+fn kube_system_pods(shared: &Shared, key: &str) -> Vec<Value> {
+    let proxy_version = manifests_version(shared, key);
+    let state = shared.lock();
+    let mut out = Vec::new();
+    let pod = |name: String,
+               app: &str,
+               image: String,
+               node: &str,
+               ip: String,
+               created: String,
+               owner: Value| {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "kube-system", "uid": name,
+                         "resourceVersion": "1", "creationTimestamp": created,
+                         "labels": {"k8s-app": app, "tier": if app == "kube-proxy" { "node" } else { "control-plane" }},
+                         "ownerReferences": owner},
+            "spec": {"nodeName": node, "containers": [{"name": app, "image": image}]},
+            "status": {"phase": "Running", "hostIP": ip, "podIP": ip,
+                       "conditions": [{"type": "Ready", "status": "True"}],
+                       "containerStatuses": [{"name": app, "ready": true, "restartCount": 0,
+                                              "image": image, "started": true,
+                                              "state": {"running": {"startedAt": created}}}]},
+        })
+    };
+    for n in &state.nodes {
+        let Some(c) = &n.config else { continue };
+        if c.facts.os_ca_cert != key || n.phase != Phase::Running {
+            continue;
+        }
+        let host = n.hostname();
+        let created = rfc3339(n.booted_at);
+        let ip = n.address.to_string();
+        if c.facts.is_controlplane() {
+            for app in [
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+            ] {
+                out.push(pod(
+                    format!("{app}-{host}"),
+                    app,
+                    format!("registry.k8s.io/{app}:v{}", c.facts.kubernetes_version),
+                    &host,
+                    ip.clone(),
+                    created.clone(),
+                    json!([{"apiVersion": "v1", "kind": "Node", "name": host, "controller": true}]),
+                ));
+            }
+        }
+        out.push(pod(
+            format!("kube-proxy-{:05x}", n.member_id & 0xfffff),
+            "kube-proxy",
+            format!("registry.k8s.io/kube-proxy:v{proxy_version}"),
+            &host,
+            ip,
+            created,
+            json!([{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "kube-proxy", "controller": true}]),
+        ));
+    }
+    out
+}
+
+/// A minimal server-side Table (`NAME AGE`) for list/get requests other than nodes.
+fn name_table(body: &Value) -> Value {
+    let items: Vec<Value> = match body.get("items").and_then(Value::as_array) {
+        Some(list) => list.clone(),
+        None => vec![body.clone()],
+    };
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|o| {
+            let s = |p: &str| {
+                o.pointer(p)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            json!({"cells": [s("/metadata/name"), age(&s("/metadata/creationTimestamp"))],
+                   "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                              "metadata": o.get("metadata").cloned().unwrap_or(Value::Null)}})
+        })
+        .collect();
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": "1"},
+           "columnDefinitions": [
+               {"name": "Name", "type": "string", "format": "name", "description": "", "priority": 0},
+               {"name": "Age", "type": "string", "format": "", "description": "", "priority": 0}],
+           "rows": rows})
 }
 
 /// Every running node of the cluster, as Kubernetes Node objects.
@@ -344,7 +552,8 @@ fn nodes(shared: &Shared, key: &str) -> Vec<Value> {
         if config.facts.is_controlplane() {
             labels.insert("node-role.kubernetes.io/control-plane".into(), json!(""));
         }
-        let version = crate::node::cluster_k8s_version(&state, &config.facts);
+        // The kubelet runs the image of this node's own machine config.
+        let version = config.facts.kubernetes_version.clone();
         out.push(json!({
             "apiVersion": "v1",
             "kind": "Node",
@@ -357,7 +566,7 @@ fn nodes(shared: &Shared, key: &str) -> Vec<Value> {
                 "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
                                 "message": "kubelet is posting ready status",
                                 "lastHeartbeatTime": created, "lastTransitionTime": created}],
-                "nodeInfo": {"kubeletVersion": format!("v{version}"), "kubeProxyVersion": format!("v{version}"),
+                "nodeInfo": {"kubeletVersion": format!("v{version}"),
                              "osImage": format!("Talos ({})", n.talos_version),
                              "containerRuntimeVersion": "containerd://2.1.5",
                              "kernelVersion": "6.12.57-talos", "operatingSystem": "linux",

@@ -2,6 +2,7 @@
 //! simulated Kubernetes API and a Proxmox VE API, so every cluster operation can be exercised
 //! end to end with real processes and real TCP.
 
+pub mod gonet;
 pub mod kube;
 pub mod machineconfig;
 pub mod node;

@@ -22,6 +22,18 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, me: usize, request: Request) -> Opt
             Outcome::Reply(r) => replies.push(reply(String::new(), r)),
             Outcome::Drop => return None,
         }
+    } else if let Some(bad) = request
+        .nodes
+        .iter()
+        .find(|t| t.is_empty() || crate::gonet::address_contains_port(t))
+    {
+        // apid's backend factory refuses a target with a port, failing the whole call.
+        // upstream: internal/app/apid/pkg/backend/apid.go@v1.13.9 NewAPID,
+        // internal/app/apid/pkg/director/director.go@v1.13.9 aggregateDirector (codes.Internal)
+        replies.push(reply(
+            String::new(),
+            Err(RpcError::new("Internal", format!("invalid target {bad:?}"))),
+        ));
     } else {
         for target in &request.nodes {
             let resolved = resolve_target(&shared.lock(), me, target);
@@ -61,19 +73,11 @@ enum Outcome {
     Drop,
 }
 
-fn host_of(target: &str) -> &str {
-    if let Some(rest) = target.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match target.rsplit_once(':') {
-        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => target,
-    }
-}
-
-/// apid proxying: find the running node of the same cluster answering at `target`.
+/// apid proxying: find the running node of the same cluster answering at `target`. apid dials
+/// `FormatAddress(target):50000`, so `2001:db8::11` and `[2001:db8::11]` are the same node.
+/// upstream: internal/app/apid/pkg/backend/apid.go@v1.13.9 GetConnection
 fn resolve_target(state: &ClusterState, me: usize, target: &str) -> Result<usize, RpcError> {
-    let host = host_of(target);
+    let host = crate::gonet::format_address(target);
     let port = state.nodes[me].spec.api_port;
     let unreachable = || {
         RpcError::new(
@@ -136,11 +140,18 @@ fn handle(shared: &Arc<Shared>, idx: usize, request: &Request) -> Outcome {
         (Phase::Running, "version") => Ok(version_info(&shared.lock().nodes[idx].talos_version)),
         (Phase::Running, "get") => get_resources(&shared.lock(), idx, params),
         (Phase::Running, "apply_config") => configured_apply(shared, idx, params),
-        (Phase::Running, "bootstrap") => bootstrap(shared, idx),
+        (Phase::Running, "bootstrap") => match bootstrap_fault(shared, idx) {
+            Some(outcome) => return outcome,
+            None => bootstrap(shared, idx),
+        },
         (Phase::Running, "etcd_members") => etcd_members(&shared.lock(), idx),
         (Phase::Running, "kubeconfig") => kubeconfig(&shared.lock(), idx),
         (Phase::Running, "health") => Ok(health(&shared.lock(), idx, params)),
         (Phase::Running, "upgrade") => upgrade(shared, idx, params),
+        (Phase::Running, "reboot") => reboot(shared, idx),
+        (Phase::Running, "nodename") => {
+            Ok(json!({"nodename": shared.lock().nodes[idx].hostname()}))
+        }
         (Phase::Running, "upgrade_k8s") => upgrade_k8s(shared, idx, params),
         (Phase::Running, "reset") => reset(shared, idx, params),
         (_, other) => Err(RpcError::new(
@@ -430,6 +441,35 @@ fn configured_apply(shared: &Arc<Shared>, idx: usize, params: &Value) -> CallRes
     Ok(json!({"mode_details": details, "warnings": []}))
 }
 
+/// The next injected transient bootstrap failure of node `idx`, as the client would get it.
+/// Texts: grpc-go's status for a timed-out call (`context deadline exceeded`) and for a closed
+/// client connection (`grpc: the client connection is closing`, what apid's backend connection
+/// answers while apid restarts), apid's dial error, and the node's own FailedPrecondition answers
+/// (upstream: internal/app/machined/internal/server/v1alpha1/v1alpha1_server.go@v1.13.9 Bootstrap).
+fn bootstrap_fault(shared: &Arc<Shared>, idx: usize) -> Option<Outcome> {
+    use super::BootstrapError as E;
+    let mut state = shared.lock();
+    let node = &mut state.nodes[idx];
+    let fault = node.bootstrap_errors_left.pop_front()?;
+    let error = match fault {
+        E::DeadlineExceeded => RpcError::new("DeadlineExceeded", "context deadline exceeded"),
+        E::Canceled => RpcError::new("Canceled", "grpc: the client connection is closing"),
+        E::Eof => return Some(Outcome::Drop),
+        E::Unavailable => RpcError::new(
+            "Unavailable",
+            format!(
+                "connection error: desc = \"transport: Error while dialing: dial tcp {}:{}: connect: connection refused\"",
+                node.address, node.spec.api_port
+            ),
+        ),
+        E::FailedPrecondition => {
+            RpcError::new("FailedPrecondition", "bootstrap is not available yet")
+        }
+        E::TimeNotInSync => RpcError::new("FailedPrecondition", "time is not in sync yet"),
+    };
+    Some(Outcome::Reply(Err(error)))
+}
+
 fn bootstrap(shared: &Arc<Shared>, idx: usize) -> CallResult {
     let kube_to_start;
     {
@@ -492,6 +532,7 @@ fn bootstrap(shared: &Arc<Shared>, idx: usize) -> CallResult {
             ));
         }
         etcd.bootstrapped = true;
+        etcd.manifests_version = Some(config.facts.kubernetes_version.clone());
         for j in joiners {
             if !etcd.members.contains(&j) {
                 etcd.members.push(j);
@@ -543,12 +584,13 @@ fn etcd_members(state: &ClusterState, idx: usize) -> CallResult {
     Ok(json!({ "members": members }))
 }
 
-/// Kubernetes version currently run by the cluster of `config`.
-pub(crate) fn cluster_k8s_version(state: &ClusterState, config: &ConfigFacts) -> String {
+/// Version of the cluster's bootstrap manifests (kube-proxy): fixed at bootstrap, moved only by
+/// `upgrade-k8s`.
+pub(crate) fn manifests_k8s_version(state: &ClusterState, config: &ConfigFacts) -> String {
     state
         .etcd
         .get(&config.os_ca_cert)
-        .and_then(|e| e.kubernetes_version.clone())
+        .and_then(|e| e.manifests_version.clone())
         .unwrap_or_else(|| config.kubernetes_version.clone())
 }
 
@@ -561,10 +603,18 @@ fn kubeconfig(state: &ClusterState, idx: usize) -> CallResult {
         ));
     };
     let facts = &config.facts;
+    // upstream: internal/app/internal/machinehelper/machinehelper.go@v1.13.9 CheckControlplane
+    // (checkControlplane in v1alpha1_server.go@v1.11.6/v1.12.9): Unimplemented on workers.
+    if !facts.is_controlplane() {
+        return Err(RpcError::new(
+            "Unimplemented",
+            "kubeconfig is only available on control plane nodes",
+        ));
+    }
     let (Some(ca), Some(key)) = (&facts.k8s_ca_cert, &facts.k8s_ca_key) else {
         return Err(RpcError::new(
             "FailedPrecondition",
-            "kubeconfig is only available on control plane nodes",
+            "k8s API server CA config is not set",
         ));
     };
     let client = tls::issue_leaf(
@@ -766,6 +816,16 @@ fn upgrade(shared: &Arc<Shared>, idx: usize, params: &Value) -> CallResult {
             format!("invalid image reference {image:?}"),
         ));
     };
+    if params
+        .get("install_only")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        // LifecycleService.Upgrade: installs the new image; the node keeps running its current
+        // version until it is rebooted (upstream: cmd/talosctl/cmd/talos/upgrade.go@v1.13.9).
+        shared.lock().nodes[idx].pending_version = Some(tag);
+        return Ok(json!({"exit_code": 0}));
+    }
     let delay = {
         let mut state = shared.lock();
         let node = &mut state.nodes[idx];
@@ -785,6 +845,41 @@ fn upgrade(shared: &Arc<Shared>, idx: usize, params: &Value) -> CallResult {
         shared.bump(idx);
     });
     Ok(json!({"ack": "Upgrade request received"}))
+}
+
+/// `reboot`: the node goes down and comes back, booting an installed upgrade if there is one.
+fn reboot(shared: &Arc<Shared>, idx: usize) -> CallResult {
+    let delay = {
+        let mut state = shared.lock();
+        let node = &mut state.nodes[idx];
+        node.phase = Phase::Rebooting;
+        node.tls = None;
+        if let Some(v) = node.pending_version.take() {
+            node.talos_version = v;
+        }
+        Duration::from_millis(node.spec.reboot_delay_ms + node.spec.faults.slow_reboot_ms)
+    };
+    shared.bump(idx);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let refreshed = come_up(&mut shared.lock(), idx);
+        for other in refreshed {
+            shared.bump(other);
+        }
+        shared.bump(idx);
+    });
+    Ok(json!({"ack": "Reboot request received"}))
+}
+
+/// Is `from -> to` an upgrade path go-kubernetes supports: same minor or the next one, within
+/// 1.19..=1.37 (upstream: github.com/siderolabs/go-kubernetes kubernetes/upgrade/path.go@v0.2.41
+/// IsSupported, used by pkg/cluster/kubernetes/talos_managed.go@v1.14.0-rc.1 Upgrade).
+fn upgrade_path_supported(from: (u64, u64, u64), to: (u64, u64, u64)) -> bool {
+    from.0 == 1
+        && to.0 == 1
+        && (19..=37).contains(&from.1)
+        && (to.1 == from.1 || (to.1 == from.1 + 1 && to.1 <= 37))
 }
 
 fn upgrade_k8s(shared: &Arc<Shared>, idx: usize, params: &Value) -> CallResult {
@@ -807,14 +902,67 @@ fn upgrade_k8s(shared: &Arc<Shared>, idx: usize, params: &Value) -> CallResult {
             "upgrade-k8s must be run against a control plane node",
         ));
     }
-    let from = cluster_k8s_version(&state, &config.facts);
-    let etcd = state
-        .etcd
-        .get_mut(&config.facts.os_ca_cert)
-        .filter(|e| e.bootstrapped)
-        .ok_or_else(|| RpcError::new("Unavailable", "kubernetes API is not available yet"))?;
-    etcd.kubernetes_version = Some(to.clone());
-    Ok(json!({"from": from, "to": to}))
+    let key = config.facts.os_ca_cert.clone();
+    if !state.etcd.get(&key).is_some_and(|e| e.bootstrapped) {
+        return Err(RpcError::new(
+            "Unavailable",
+            "kubernetes API is not available yet",
+        ));
+    }
+    // The lowest version among kube-apiserver, kube-controller-manager, kube-scheduler and
+    // kube-proxy (upstream: pkg/cluster/kubernetes/detect.go@v1.14.0-rc.1 DetectLowestVersion).
+    let mut versions: Vec<String> = vec![manifests_k8s_version(&state, &config.facts)];
+    for n in &state.nodes {
+        if let Some(c) = &n.config
+            && c.facts.os_ca_cert == key
+            && c.facts.is_controlplane()
+        {
+            versions.push(c.facts.kubernetes_version.clone());
+        }
+    }
+    let detected = versions
+        .iter()
+        .min_by_key(|v| super::wire::parse_version(v).unwrap_or_default())
+        .cloned()
+        .unwrap_or_default();
+    let from = params
+        .get("from")
+        .and_then(Value::as_str)
+        .filter(|f| !f.is_empty())
+        .map(|f| f.trim_start_matches('v').to_string())
+        .unwrap_or_else(|| detected.clone());
+    let (Some(fv), Some(tv)) = (
+        super::wire::parse_version(&from),
+        super::wire::parse_version(&to),
+    ) else {
+        return Err(RpcError::new(
+            "InvalidArgument",
+            format!("error creating upgrade path error parsing version {from:?} -> {to:?}"),
+        ));
+    };
+    if !upgrade_path_supported(fv, tv) {
+        return Ok(json!({"from": from, "to": to, "detected": detected,
+            "error": format!("unsupported upgrade path {}.{}->{}.{} (from {from:?} to {to:?})", fv.0, fv.1, tv.0, tv.1)}));
+    }
+    let upgrade_kubelet = params
+        .get("upgrade_kubelet")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    // Machine configs are patched: the control plane images (static pods) on control planes,
+    // the kubelet image everywhere unless --upgrade-kubelet=false.
+    for n in state.nodes.iter_mut() {
+        let Some(c) = n.config.clone() else { continue };
+        if c.facts.os_ca_cert != key || (!upgrade_kubelet && !c.facts.is_controlplane()) {
+            continue;
+        }
+        let mut facts = c.facts.clone();
+        facts.kubernetes_version = to.clone();
+        n.config = Some(Arc::new(AppliedConfig { facts }));
+    }
+    if let Some(etcd) = state.etcd.get_mut(&key) {
+        etcd.manifests_version = Some(to.clone());
+    }
+    Ok(json!({"from": from, "to": to, "detected": detected}))
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {

@@ -5,12 +5,13 @@
 
 pub mod config;
 mod handlers;
-pub(crate) use handlers::{canonical_type, cluster_k8s_version};
+pub(crate) use handlers::{canonical_type, manifests_k8s_version};
 pub mod spec;
 pub mod tls;
 pub mod wire;
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,7 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 
 pub use config::ConfigFacts;
-pub use spec::{ClusterSpec, ExtensionSpec, Faults, NodeSpec, RoleHint, SpecError};
+pub use spec::{BootstrapError, ClusterSpec, ExtensionSpec, Faults, NodeSpec, RoleHint, SpecError};
 
 /// Errors starting or running the simulated cluster.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +85,10 @@ pub(crate) struct NodeState {
     pub config: Option<Arc<AppliedConfig>>,
     pub apply_failures_left: u32,
     pub bootstrap_not_ready_left: u32,
+    /// Transient bootstrap failures still to answer, in order.
+    pub bootstrap_errors_left: std::collections::VecDeque<BootstrapError>,
+    /// Talos version installed by a LifecycleService upgrade, booted by the next reboot.
+    pub pending_version: Option<String>,
     /// TLS configuration of the current listener (maintenance or authenticated).
     pub tls: Option<Arc<ServerConfig>>,
     /// False while a running node only has a self-signed certificate (no CA key reachable).
@@ -113,8 +118,11 @@ pub(crate) struct EtcdCluster {
     pub bootstrapped: bool,
     /// Node indices of members, in join order.
     pub members: Vec<usize>,
-    /// Kubernetes version after `upgrade-k8s`, overriding the configs' kubelet version.
-    pub kubernetes_version: Option<String>,
+    /// Version of the bootstrap manifests (kube-proxy DaemonSet, CoreDNS…): the bootstrap
+    /// node's Kubernetes version, moved only by `upgrade-k8s` — a new config does not touch
+    /// existing objects (upstream: internal/app/machined/pkg/controllers/k8s/manifest_apply.go
+    /// @v1.14.0-rc.1 creates missing objects only).
+    pub manifests_version: Option<String>,
 }
 
 pub(crate) struct ClusterState {
@@ -163,6 +171,8 @@ impl SimCluster {
                 config: None,
                 apply_failures_left: u32::from(node.faults.apply_fails_once),
                 bootstrap_not_ready_left: node.faults.bootstrap_not_ready_times,
+                bootstrap_errors_left: node.faults.bootstrap_errors.iter().copied().collect(),
+                pending_version: None,
                 tls: Some(tls::server_config(&cert, None, &[])?),
                 trusted_cert: false,
                 listening: false,
@@ -411,24 +421,35 @@ where
     let _ = tokio::io::AsyncWriteExt::shutdown(reader.get_mut()).await;
 }
 
-/// `talix sim serve --spec FILE [--ready-file PATH]`: runs the nodes until SIGTERM, SIGINT or
-/// EOF on stdin. Returns the process exit status.
+const SERVE_USAGE: &str =
+    "usage: talix sim serve --spec FILE [--ready-file PATH] [--exit-on-stdin-eof]";
+
+/// How long `serve` waits for its listeners and tasks once asked to stop; past it the runtime is
+/// dropped with whatever is still running (a stuck client connection must not keep it alive).
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(3);
+
+/// `talix sim serve --spec FILE [--ready-file PATH] [--exit-on-stdin-eof]` (also `talos-sim
+/// serve`): runs the nodes until SIGTERM or SIGINT (or EOF on stdin, only when asked with
+/// `--exit-on-stdin-eof`), printing one line per machine on stdout saying where it listens (and
+/// another whenever a machine moves). Returns the process exit status.
 pub fn serve_main(args: Vec<std::ffi::OsString>) -> i32 {
     let mut spec_path = None;
     let mut ready_path = None;
+    let mut exit_on_stdin_eof = false;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.to_str() {
             Some("--spec") => spec_path = it.next(),
             Some("--ready-file") => ready_path = it.next(),
+            Some("--exit-on-stdin-eof") => exit_on_stdin_eof = true,
             _ => {
-                eprintln!("usage: talix sim serve --spec FILE [--ready-file PATH]");
+                eprintln!("{SERVE_USAGE}");
                 return 2;
             }
         }
     }
     let Some(spec_path) = spec_path else {
-        eprintln!("usage: talix sim serve --spec FILE [--ready-file PATH]");
+        eprintln!("{SERVE_USAGE}");
         return 2;
     };
     let _ = tracing_subscriber::fmt()
@@ -445,10 +466,14 @@ pub fn serve_main(args: Vec<std::ffi::OsString>) -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(serve(
+    let result = runtime.block_on(serve(
         Path::new(&spec_path),
         ready_path.as_deref().map(Path::new),
-    )) {
+        exit_on_stdin_eof,
+    ));
+    // Never wait for stragglers (a half-open client connection, a reboot timer) after stopping.
+    runtime.shutdown_timeout(SHUTDOWN_BOUND);
+    match result {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("talix sim serve: {e}");
@@ -457,39 +482,104 @@ pub fn serve_main(args: Vec<std::ffi::OsString>) -> i32 {
     }
 }
 
-async fn serve(spec_path: &Path, ready_path: Option<&Path>) -> Result<(), SimError> {
+/// One line per machine: where its API answers now and in which phase.
+fn listening_lines(cluster: &SimCluster) -> Vec<String> {
+    cluster
+        .statuses()
+        .into_iter()
+        .map(|s| {
+            let phase = match s.phase {
+                Phase::Maintenance => "maintenance",
+                Phase::Rebooting => "rebooting",
+                Phase::Running => "running",
+                Phase::Gone => "gone",
+            };
+            let kind = if s.foreign { "foreign node" } else { "node" };
+            format!(
+                "talos-sim: {kind} {} listening on {}:{} ({phase}, Talos {})",
+                s.name, s.address, s.api_port, s.talos_version
+            )
+        })
+        .collect()
+}
+
+fn print_lines(lines: &[String]) {
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = out.flush();
+}
+
+/// EOF on stdin, watched from a detached thread (a blocking read inside the runtime would keep
+/// the runtime from shutting down while stdin stays open).
+fn stdin_eof() -> tokio::sync::oneshot::Receiver<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut sink = [0u8; 4096];
+        let mut stdin = std::io::stdin();
+        loop {
+            match std::io::Read::read(&mut stdin, &mut sink) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send(());
+    });
+    rx
+}
+
+async fn serve(
+    spec_path: &Path,
+    ready_path: Option<&Path>,
+    exit_on_stdin_eof: bool,
+) -> Result<(), SimError> {
     let spec = ClusterSpec::load(spec_path)?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let cluster = SimCluster::start(spec).await?;
     let ready_path_owned = ready_path.map(Path::to_path_buf);
+    let mut last_lines = listening_lines(&cluster);
+    print_lines(&last_lines);
     if let Some(path) = &ready_path_owned {
         write_ready_file(path, &cluster)?;
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let stdin_eof = tokio::task::spawn_blocking(|| {
-        let mut sink = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
-    });
+    let mut eof = if exit_on_stdin_eof {
+        Some(stdin_eof())
+    } else {
+        None
+    };
     let mut refresh = tokio::time::interval(Duration::from_millis(100));
     let mut last = cluster.addresses();
-    tokio::pin!(stdin_eof);
-    loop {
+    let result = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
-            _ = &mut stdin_eof => break,
+            _ = int.recv() => break Ok(()),
+            _ = term.recv() => break Ok(()),
+            _ = async { match eof.as_mut() { Some(rx) => { let _ = rx.await; } None => std::future::pending().await } } => break Ok(()),
             _ = refresh.tick() => {
+                let lines = listening_lines(&cluster);
+                if lines != last_lines {
+                    let changed: Vec<String> =
+                        lines.iter().filter(|l| !last_lines.contains(l)).cloned().collect();
+                    print_lines(&changed);
+                    last_lines = lines;
+                }
                 let now = cluster.addresses();
                 if now != last {
-                    if let Some(path) = &ready_path_owned {
-                        write_ready_file(path, &cluster)?;
+                    if let Some(path) = &ready_path_owned
+                        && let Err(e) = write_ready_file(path, &cluster)
+                    {
+                        break Err(e);
                     }
                     last = now;
                 }
             }
         }
-    }
-    cluster.shutdown().await;
-    Ok(())
+    };
+    let _ = tokio::time::timeout(SHUTDOWN_BOUND, cluster.shutdown()).await;
+    result
 }
 
 /// Writes the ready file atomically (temp file + rename) so readers never see half of it.

@@ -90,6 +90,29 @@ pub struct Faults {
     /// `bootstrap` answers FailedPrecondition this many times before working.
     #[serde(default)]
     pub bootstrap_not_ready_times: u32,
+    /// Transient `bootstrap` failures, one per call in this order, before bootstrap works
+    /// (repeat a kind for N calls). Nothing is bootstrapped by a failed call.
+    #[serde(default)]
+    pub bootstrap_errors: Vec<BootstrapError>,
+}
+
+/// A transient bootstrap failure, each one the talosctl-side retry of upstream treats as
+/// expected (upstream: pkg/cluster/bootstrap.go@v1.13.9 APIBootstrapper.Bootstrap).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BootstrapError {
+    /// `DeadlineExceeded`: the call timed out in the gRPC stack.
+    DeadlineExceeded,
+    /// `Canceled`: apid restarting (maintenance -> ready) closed the backend connection.
+    Canceled,
+    /// The connection is dropped without an answer (`error reading from server: EOF`).
+    Eof,
+    /// `Unavailable`: apid cannot dial the node (connection refused).
+    Unavailable,
+    /// `FailedPrecondition`: bootstrap is not available yet.
+    FailedPrecondition,
+    /// `FailedPrecondition`: time is not in sync yet.
+    TimeNotInSync,
 }
 
 fn default_api_port() -> u16 {

@@ -217,6 +217,18 @@ struct UpgradeArgs {
     debug: bool,
     #[arg(long, default_value = "30m0s")]
     timeout: String,
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    drain: bool,
+    #[arg(long = "drain-timeout", default_value = "5m0s")]
+    drain_timeout: String,
+    #[arg(long = "no-reboot")]
+    no_reboot: bool,
+    #[arg(long)]
+    legacy: bool,
+    #[arg(long, default_value = "auto")]
+    progress: String,
+    #[arg(long, default_value = "system")]
+    namespace: String,
 }
 
 #[derive(Args, Debug)]
@@ -406,20 +418,10 @@ fn load_context(global: &Global) -> Result<Context, CliError> {
     })
 }
 
+/// The dial target of an endpoint, as talosctl builds it (default port appended with Go's
+/// JoinHostPort to whatever SplitHostPort rejects).
 fn with_port(host: &str) -> String {
-    if host.starts_with('[') {
-        if host.contains("]:") {
-            host.to_string()
-        } else {
-            format!("{host}:{API_PORT}")
-        }
-    } else if host.matches(':').count() == 1 {
-        host.to_string()
-    } else if host.contains(':') {
-        format!("[{host}]:{API_PORT}")
-    } else {
-        format!("{host}:{API_PORT}")
-    }
+    crate::gonet::ensure_port(host, API_PORT)
 }
 
 /// Where to connect and what to ask for.
@@ -516,10 +518,23 @@ fn tls_error_text(e: &std::io::Error) -> Option<String> {
 /// One request/response exchange with a single endpoint, errors rendered like grpc-go's.
 async fn exchange(
     endpoint: &str,
+    single: bool,
     tls: Arc<rustls::ClientConfig>,
     request: &Request,
 ) -> Result<Response, RpcError> {
     let target = with_port(endpoint);
+    // upstream: pkg/machinery/client/connection.go@v1.13.9 getTarget: one endpoint is dialled as
+    // `dns:///TARGET` (grpc's dns resolver parses it first), several through the round-robin
+    // resolver, whose addresses go to the dialer as they are.
+    if single {
+        if let Err(e) = crate::gonet::dns_parse_target(&target) {
+            return Err(unavailable(format!("name resolver error: {e}")));
+        }
+    } else if let Err(e) = crate::gonet::split_host_port(&target) {
+        return Err(unavailable(format!(
+            "connection error: desc = \"transport: Error while dialing: dial tcp: {e}\""
+        )));
+    }
     let addr: SocketAddr = match target.parse() {
         Ok(a) => a,
         Err(_) => {
@@ -533,6 +548,11 @@ async fn exchange(
             "connection error: desc = \"transport: Error while dialing: dial tcp {addr}: {what}\""
         ))
     };
+    // The simulator only ever dials loopback: anything else is answered as an unroutable network
+    // without a packet leaving the machine.
+    if !addr.ip().is_loopback() {
+        return Err(dial_error("connect: network is unreachable"));
+    }
     let tcp = match tokio::time::timeout(
         Duration::from_secs(10),
         tokio::net::TcpStream::connect(addr),
@@ -585,7 +605,14 @@ async fn call(conn: &Connection, method: &str, params: Value) -> Result<Vec<Repl
     };
     let mut last = None;
     for endpoint in &conn.endpoints {
-        match exchange(endpoint, conn.tls.clone(), &request).await {
+        match exchange(
+            endpoint,
+            conn.endpoints.len() == 1,
+            conn.tls.clone(),
+            &request,
+        )
+        .await
+        {
             Ok(r) => return Ok(r.replies),
             Err(e) => last = Some(e),
         }
@@ -1530,16 +1557,42 @@ async fn etcd_members(global: &Global) -> CliResult {
     Ok(())
 }
 
-async fn upgrade(global: &Global, args: UpgradeArgs) -> CliResult {
-    for (used, name) in [
-        (args.stage, "stage"),
-        (args.force, "force"),
-        (args.insecure, "insecure"),
-    ] {
-        if used && crate::node::wire::version_at_least(&crate::client_version(), 1, 13) {
-            eprintln!(
-                "Flag --{name} has been deprecated, legacy flag for MachineService.Upgrade fallback, to be removed in Talos 1.18"
-            );
+/// Is `tag` inside talosctl's new-upgrade-API range `>1.13.0-alpha.2 <2.0.0`.
+/// upstream: cmd/talosctl/cmd/talos/upgrade.go@v1.13.9 talosUpgradeAPIVersionRange
+fn lifecycle_upgrade_api(tag: &str) -> bool {
+    let Some((major, minor, _)) = wire::parse_version(tag) else {
+        return false;
+    };
+    let pre = tag.split_once('-').map(|(_, p)| p).unwrap_or("");
+    if (major, minor) == (1, 13) && matches!(pre, "alpha.0" | "alpha.1" | "alpha.2") {
+        return false;
+    }
+    major == 1 && minor >= 13
+}
+
+async fn upgrade(global: &Global, mut args: UpgradeArgs) -> CliResult {
+    let client = crate::client_version();
+    let modern = wire::version_at_least(&client, 1, 13);
+    // upstream: cmd/talosctl/cmd/talos/upgrade.go@v1.14.0-rc.1 no longer defines --insecure.
+    if args.insecure && wire::version_at_least(&client, 1, 14) {
+        return Err(CliError("unknown flag: --insecure".to_string()));
+    }
+    if modern {
+        // pflag prints MarkDeprecated notices on stderr while parsing (upgrade.go@v1.13.9).
+        for (used, name) in [
+            (args.force, "force"),
+            (args.insecure, "insecure"),
+            (args.preserve, "preserve"),
+            (args.stage, "stage"),
+        ] {
+            if used {
+                eprintln!(
+                    "Flag --{name} has been deprecated, legacy flag for MachineService.Upgrade fallback, to be removed in Talos 1.18"
+                );
+            }
+        }
+        if args.debug || args.drain {
+            args.wait = true;
         }
     }
     if args.wait && args.insecure {
@@ -1550,7 +1603,167 @@ async fn upgrade(global: &Global, args: UpgradeArgs) -> CliResult {
     let image = args
         .image
         .clone()
-        .unwrap_or_else(|| format!("ghcr.io/siderolabs/installer:{}", crate::client_version()));
+        .unwrap_or_else(|| format!("ghcr.io/siderolabs/installer:{client}"));
+    if !modern {
+        return upgrade_legacy(global, &args, &image).await;
+    }
+    if args.no_reboot {
+        args.drain = false;
+    }
+    if args.legacy {
+        eprintln!(
+            "WARNING: Forcing use of legacy upgrade method. This flag is deprecated and will be removed in Talos 1.18."
+        );
+        return upgrade_legacy(global, &args, &image).await;
+    }
+    let conn = connect_authenticated(global)?;
+    let replies = call(&conn, "version", json!({})).await.map_err(|e| {
+        CliError(format!(
+            "error checking Talos version compatibility: error getting server versions: {e}"
+        ))
+    })?;
+    let (versions, error) = split_replies(replies);
+    if let Some(e) = error {
+        return Err(CliError(format!(
+            "error checking Talos version compatibility: error getting server versions: {e}"
+        )));
+    }
+    if versions.iter().any(|(_, v)| {
+        !lifecycle_upgrade_api(v.get("tag").and_then(Value::as_str).unwrap_or_default())
+    }) {
+        eprintln!("New upgrade API is not available, falling back to legacy");
+        return upgrade_legacy(global, &args, &image).await;
+    }
+    let nodes = conn.nodes.clone();
+    let per_node = |n: &str| Connection {
+        tls: conn.tls.clone(),
+        endpoints: conn.endpoints.clone(),
+        nodes: vec![n.to_string()],
+    };
+    // Image pull, then LifecycleService.Upgrade (install only), reported per node.
+    let pulled: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{n}: pulled image {image}"))
+        .collect();
+    eprintln!("{}", pulled.join("\n"));
+    let replies = call(
+        &conn,
+        "upgrade",
+        json!({"image": image, "install_only": true}),
+    )
+    .await
+    .map_err(|e| {
+        CliError(format!(
+            "error during upgrade: error from node {}: {e}",
+            nodes.join(",")
+        ))
+    })?;
+    let (done, error) = split_replies(replies);
+    if let Some(e) = error {
+        return Err(CliError(format!("error during upgrade: {e}")));
+    }
+    let completed: Vec<String> = done
+        .iter()
+        .map(|(n, _)| format!("{n}: upgrade completed"))
+        .collect();
+    eprintln!("{}", completed.join("\n"));
+    // Drain: the kubeconfig comes from the endpoint (no node metadata), so a worker as its own
+    // endpoint fails here (upstream: cmd/talosctl/cmd/talos/drain.go@v1.13.9 drainNodes,
+    // cmd/talosctl/pkg/talos/kubeclient/kubeclient.go@v1.13.9 FromTalosClient).
+    let mut names = Vec::new();
+    if args.drain {
+        let endpoint_only = Connection {
+            tls: conn.tls.clone(),
+            endpoints: conn.endpoints.clone(),
+            nodes: Vec::new(),
+        };
+        let kubeconfig_error = |e: String| {
+            CliError(format!(
+                "error creating Kubernetes client for drain: error fetching kubeconfig from Talos API: {e}"
+            ))
+        };
+        let replies = call(&endpoint_only, "kubeconfig", json!({}))
+            .await
+            .map_err(|e| kubeconfig_error(e.to_string()))?;
+        if let Some(e) = split_replies(replies).1 {
+            return Err(kubeconfig_error(e));
+        }
+        for n in &nodes {
+            let replies = call(&per_node(n), "nodename", json!({}))
+                .await
+                .map_err(|e| {
+                    CliError(format!("error resolving Kubernetes node name for {n}: {e}"))
+                })?;
+            let (ok, error) = split_replies(replies);
+            if let Some(e) = error {
+                return Err(CliError(format!(
+                    "error resolving Kubernetes node name for {n}: {e}"
+                )));
+            }
+            let name = ok
+                .first()
+                .and_then(|(_, v)| v.get("nodename"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            // upstream: cmd/talosctl/pkg/talos/nodedrain/nodedrain.go@v1.13.9 messages.
+            for m in [
+                "cordoning node",
+                "node cordoned",
+                "draining node",
+                "node drained",
+            ] {
+                eprintln!("{name}: {m}");
+            }
+            names.push(name);
+        }
+    }
+    if args.no_reboot {
+        return Ok(());
+    }
+    let replies = call(&conn, "reboot", json!({}))
+        .await
+        .map_err(|e| CliError(format!("error during upgrade: {e}")))?;
+    if let Some(e) = split_replies(replies).1 {
+        return Err(CliError(format!("error during upgrade: {e}")));
+    }
+    if args.wait {
+        let wanted = crate::node::config::image_tag(&image)
+            .unwrap_or_default()
+            .to_string();
+        wait_for_version(&conn, &wanted, &args.timeout, "error during upgrade").await?;
+    }
+    for name in &names {
+        for m in [
+            "waiting for node to become Ready",
+            "uncordoning node",
+            "node uncordoned",
+        ] {
+            eprintln!("{name}: {m}");
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_version(conn: &Connection, wanted: &str, timeout: &str, what: &str) -> CliResult {
+    let deadline = tokio::time::Instant::now() + parse_go_duration(timeout)?;
+    loop {
+        if let Ok(replies) = call(conn, "version", json!({})).await
+            && replies.iter().all(|r| {
+                r.error.is_none() && r.result.get("tag").and_then(Value::as_str) == Some(wanted)
+            })
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CliError(format!("{what}: context deadline exceeded")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// MachineService.Upgrade (clients before v1.13, nodes before v1.13.0-alpha.3, `--legacy`).
+async fn upgrade_legacy(global: &Global, args: &UpgradeArgs, image: &str) -> CliResult {
     let conn = connect(global, args.insecure)?;
     if !args.insecure {
         client_version_check(&conn).await;
@@ -1574,27 +1787,10 @@ async fn upgrade(global: &Global, args: UpgradeArgs) -> CliResult {
         print!("{}", tabwrite(&rows));
         return Ok(());
     }
-    let wanted = crate::node::config::image_tag(&image)
+    let wanted = crate::node::config::image_tag(image)
         .unwrap_or_default()
         .to_string();
-    let timeout = parse_go_duration(&args.timeout)?;
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Ok(replies) = call(&conn, "version", json!({})).await
-            && replies.iter().all(|r| {
-                r.error.is_none()
-                    && r.result.get("tag").and_then(Value::as_str) == Some(wanted.as_str())
-            })
-        {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(CliError(
-                "error performing upgrade: context deadline exceeded".to_string(),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_version(&conn, &wanted, &args.timeout, "error performing upgrade").await
 }
 
 async fn reset(global: &Global, args: ResetArgs) -> CliResult {
@@ -1659,20 +1855,26 @@ async fn upgrade_k8s(global: &Global, args: UpgradeK8sArgs) -> CliResult {
         println!("dry run: would upgrade Kubernetes to version {to}");
         return Ok(());
     }
-    let replies = call(&conn, "upgrade_k8s", json!({"to": to}))
+    let params = json!({"to": to, "from": args.from, "upgrade_kubelet": args.upgrade_kubelet});
+    let replies = call(&conn, "upgrade_k8s", params)
         .await
         .map_err(|e| CliError(format!("error upgrading Kubernetes: {e}")))?;
     let (ok, error) = split_replies(replies);
     if let Some(e) = error {
         return Err(CliError(format!("error upgrading Kubernetes: {e}")));
     }
-    let from = ok
-        .first()
-        .and_then(|(_, r)| r.get("from"))
+    let result = ok.first().map(|(_, r)| r.clone()).unwrap_or_default();
+    let from = result
+        .get("from")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let from = args.from.as_deref().unwrap_or(from).trim_start_matches('v');
-    println!("automatically detected the lowest Kubernetes version {from}");
+    if args.from.is_none() {
+        println!("automatically detected the lowest Kubernetes version {from}");
+    }
+    // upstream: pkg/cluster/kubernetes/talos_managed.go@v1.14.0-rc.1 Upgrade (path check).
+    if let Some(e) = result.get("error").and_then(Value::as_str) {
+        return Err(CliError(e.to_string()));
+    }
     println!("updating Kubernetes from version {from} to {to}");
     Ok(())
 }

@@ -126,10 +126,34 @@ impl Workdir {
     }
 }
 
-/// A simulator child process; closing its stdin stops it.
+/// A simulator child process; SIGTERM stops it (`serve` no longer stops on stdin EOF unless
+/// started with `--exit-on-stdin-eof`).
 pub struct Service {
     pub child: Child,
     pub ready: PathBuf,
+}
+
+/// Sends SIGTERM to `child` (through kill(1): the tests need no signal crate).
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -TERM failed");
+}
+
+/// Waits (polling, generous bound) for `child` to exit; `None` if it is still running.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 impl Service {
@@ -141,18 +165,17 @@ impl Service {
         serde_json::from_value(self.ready_json()).unwrap()
     }
 
-    /// Stops the service by closing stdin and waits for a clean exit.
+    /// Stops the service with SIGTERM (closing stdin too: `proxmox` still stops on stdin EOF)
+    /// and waits for a clean exit (killed after a generous bound).
     pub fn stop(mut self) -> std::process::ExitStatus {
         drop(self.child.stdin.take());
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if start.elapsed() > Duration::from_secs(10) {
+        sigterm(&self.child);
+        match wait_exit(&mut self.child, Duration::from_secs(60)) {
+            Some(status) => status,
+            None => {
                 let _ = self.child.kill();
+                self.child.wait().unwrap()
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
