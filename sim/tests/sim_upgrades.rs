@@ -367,3 +367,36 @@ fn kubernetes_versions_kube_proxy_and_upgrade_path() {
     );
     assert!(pods.contains("kube-proxy:v1.34.1"), "{pods}");
 }
+
+/// `kubeconfig -` with a file named `-` in the working directory, as upstream
+/// (cmd/talosctl/cmd/talos/kubeconfig.go@v1.14.0-rc.1): the default `--merge=true` merges into
+/// the file, `--merge=false` alone refuses ("already exists"), and `--merge=false --force`
+/// writes stdout and leaves the file alone.
+#[test]
+fn kubeconfig_dash_with_a_file_named_dash() {
+    let up = cluster(81, "v1.13.9", "1.34.1");
+    let (work, tc, cp) = (&up.work, up.tc.as_str(), up.cp.as_str());
+    let dash = work.file("-");
+    let base = ["--talosconfig", tc, "-e", cp, "-n", cp, "kubeconfig", "-"];
+
+    std::fs::write(&dash, "stale\n").unwrap();
+    let out = work.talosctl(&[&base[..], &["--merge=false"]].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("kubeconfig file already exists, use --force to overwrite: \"-\""),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&dash).unwrap(), "stale\n");
+
+    let out = work.talosctl(&[&base[..], &["--merge=false", "--force"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kind: Config"));
+    assert_eq!(std::fs::read_to_string(&dash).unwrap(), "stale\n");
+
+    std::fs::remove_file(&dash).unwrap();
+    let out = work.talosctl(&base);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kind: Config"));
+    assert!(!dash.exists());
+}

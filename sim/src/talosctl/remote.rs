@@ -1011,6 +1011,13 @@ async fn kubeconfig(global: &Global, args: KubeconfigArgs) -> CliResult {
         write_private(&path, merged.as_bytes())?;
         return Ok(());
     }
+    // `-` means stdout once merging is off, even when a file named `-` exists (with --force):
+    // cmd/talosctl/cmd/talos/kubeconfig.go@v1.14.0-rc.1 checks `localPath == stdoutOutput`
+    // after the existence checks.
+    if local.as_deref() == Some(Path::new("-")) {
+        print!("{text}");
+        return Ok(());
+    }
     if let Some(parent) = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty() && !p.exists())
