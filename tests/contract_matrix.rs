@@ -368,9 +368,10 @@ fn run(case: Case) {
             .all(|v| v == &format!("v{}", case.kubernetes_next)),
         "kube-proxy after upgrade-k8s: {after:?}"
     );
+    let lock = bed.lock();
     assert!(
-        bed.lock()
-            .contains(&format!("kubernetes: {}", case.kubernetes_next))
+        lock.contains(&format!("kubernetes: \"{}\"", case.kubernetes_next)),
+        "{lock}"
     );
 
     // A Kubernetes jump of two minor versions is refused before anything changes.
