@@ -17,3 +17,4 @@ pub mod proxmox;
 pub mod secrets;
 pub mod steps;
 pub mod store;
+pub mod workspace;

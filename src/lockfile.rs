@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-use crate::store::local::{atomic_write, read_optional};
+use crate::store::local::read_optional;
+use crate::workspace::Workspace;
 
 pub const LOCK_FORMAT: u32 = 1;
 
@@ -118,13 +119,16 @@ impl LockFile {
         })
     }
 
-    /// Write atomically (temp + rename).
-    pub fn save(&self, path: &Path) -> Result<(), LockFileError> {
+    /// Write the workspace's lock file atomically (temp in the workspace scratch + rename).
+    /// Callers hold the workspace lock ([`Workspace::lock`]) from before they loaded `self`, so
+    /// this read-modify-write never loses a record another run wrote.
+    pub fn save(&self, ws: &Workspace) -> Result<(), LockFileError> {
+        let path = ws.lock_file();
         let body = serde_saphyr::to_string(self).map_err(|e| LockFileError::Parse {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        atomic_write(path, format!("{HEADER}{body}").as_bytes(), Some(0o644))?;
+        ws.write_atomic(path, format!("{HEADER}{body}").as_bytes(), Some(0o644))?;
         Ok(())
     }
 
@@ -141,6 +145,12 @@ mod tests {
     #[test]
     fn round_trips_and_missing_is_default() {
         let dir = tempfile::tempdir().unwrap();
+        let (ws, _) = Workspace::resolve(
+            &dir.path().join("x.yaml"),
+            "x",
+            Default::default(),
+            Default::default(),
+        );
         let p = dir.path().join("x.lock");
         assert_eq!(LockFile::load(&p).unwrap(), LockFile::default());
         let mut lock = LockFile {
@@ -156,7 +166,7 @@ mod tests {
                 talos_version: None,
             },
         );
-        lock.save(&p).unwrap();
+        lock.save(&ws).unwrap();
         assert_eq!(LockFile::load(&p).unwrap(), lock);
         assert!(
             fs_err::read_to_string(&p)

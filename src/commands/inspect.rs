@@ -13,8 +13,8 @@ use crate::store::local::LocalStore;
 
 use super::{load_profile, store_dir};
 
-pub(super) fn validate(path: &Path) -> Result<()> {
-    let profile = load_profile(path)?;
+pub(super) fn validate(path: &Path, policy: crate::workspace::PathPolicy) -> Result<()> {
+    let profile = load_profile(path, policy)?;
     let cps = profile.controlplanes().count();
     println!(
         "{}: profile {} is valid ({} control-plane, {} worker nodes)",

@@ -118,7 +118,7 @@ fn realise_configs(s: &Session, progress: &mut Progress) -> Result<LockFile> {
     materialise(s, &done)?;
     let lock = pin_lock(s, s.lock.clone(), &done)?;
     if lock != s.lock {
-        lock.save(&s.profile.lock_path())?;
+        lock.save(&s.profile.workspace)?;
     }
     Ok(lock)
 }
@@ -138,16 +138,16 @@ pub(super) fn build(s: Session) -> Result<()> {
 /// applied), apply, upgrade, ready, bootstrap (once, ever), health, kubeconfig, upgrade-k8s,
 /// verify.
 pub(super) fn up(s: Session) -> Result<()> {
-    use crate::steps::cluster::{ClusterEnv, SharedLock, Timing, write_private};
+    use crate::steps::cluster::{ClusterEnv, SharedLock, Timing};
     let timing = Timing::from_env().map_err(|e| CliError::input(format!("error: {e}")))?;
     let _guard = s.store.lock(true)?;
     let mut progress = Progress::default();
     let lock = realise_configs(&s, &mut progress)?;
 
     let cluster = ClusterEnv {
-        lock: SharedLock::new(s.profile.lock_path(), lock),
-        talosconfig: s.profile.talos.config_dir.join("talosconfig"),
-        kubeconfig: s.profile.talos.config_dir.join("kubeconfig"),
+        lock: SharedLock::new(s.profile.workspace.clone(), lock),
+        talosconfig: s.profile.workspace.talosconfig(),
+        kubeconfig: s.profile.workspace.kubeconfig(),
         timing,
     };
     let env = crate::steps::StepEnv {
@@ -180,7 +180,10 @@ pub(super) fn up(s: Session) -> Result<()> {
             .iter()
             .find(|p| p.step.id.kind() == "kubeconfig" && p.status == Status::Cached);
         if let Some(key) = kubeconfig.and_then(|p| p.key) {
-            write_private(&cluster.kubeconfig, &s.read_plain(&key, "kubeconfig")?)?;
+            let bytes = s.read_plain(&key, "kubeconfig")?;
+            s.profile
+                .workspace
+                .ensure_file(&cluster.kubeconfig, &bytes, 0o600)?;
         }
         Ok(())
     })();
@@ -209,20 +212,12 @@ pub(super) fn up(s: Session) -> Result<()> {
 fn materialise(s: &Session, done: &[Realised]) -> Result<()> {
     for r in done {
         let (target, output, mode) = match (r.id.kind(), r.id.node()) {
-            ("patch", Some(node)) => (
-                s.profile.talos.patches_dir.join(format!("{node}.yaml")),
-                "patch",
-                0o644,
-            ),
-            ("talosconfig", None) => (
-                s.profile.talos.config_dir.join("talosconfig"),
-                "talosconfig",
-                0o600,
-            ),
+            ("patch", Some(node)) => (s.profile.workspace.node_patch(node), "patch", 0o644),
+            ("talosconfig", None) => (s.profile.workspace.talosconfig(), "talosconfig", 0o600),
             _ => continue,
         };
         let bytes = s.read_plain(&r.key, output)?;
-        crate::store::local::ensure_file(&target, &bytes, mode)?;
+        s.profile.workspace.ensure_file(&target, &bytes, mode)?;
     }
     Ok(())
 }

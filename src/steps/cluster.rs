@@ -64,14 +64,14 @@ impl Timing {
 /// fails half-way still records what it did (a bootstrap above all).
 #[derive(Clone)]
 pub struct SharedLock {
-    pub path: PathBuf,
+    pub workspace: crate::workspace::Workspace,
     pub lock: Arc<Mutex<LockFile>>,
 }
 
 impl SharedLock {
-    pub fn new(path: PathBuf, lock: LockFile) -> Self {
+    pub fn new(workspace: crate::workspace::Workspace, lock: LockFile) -> Self {
         Self {
-            path,
+            workspace,
             lock: Arc::new(Mutex::new(lock)),
         }
     }
@@ -85,7 +85,8 @@ impl SharedLock {
     ) -> Result<(), StepError> {
         let mut lock = self.lock.lock().unwrap();
         f(&mut lock);
-        lock.save(&self.path).map_err(|e| cx.fail(e.to_string()))
+        lock.save(&self.workspace)
+            .map_err(|e| cx.fail(e.to_string()))
     }
 }
 
