@@ -691,4 +691,59 @@ mod tests {
             .unwrap();
         assert_eq!(ran, [("a".to_string(), false), ("b".to_string(), true)]);
     }
+
+    #[test]
+    fn a_damaged_pure_object_is_rebuilt_and_a_damaged_receipt_stops_with_the_repair() {
+        let (p, store, tools) = (profile(), MemoryStore::default(), ToolVersions::default());
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut b = Builders::default();
+        b.register("a", Box::new(Emit("x", runs.clone())));
+        b.register("b", Box::new(Emit("y", runs.clone())));
+        let engine = Engine {
+            profile: &p,
+            store: &store,
+            tools: &tools,
+            cipher: Some(&Xor),
+        };
+        let done = engine.realise(&two_steps(), &b, |_, _| {}).unwrap();
+        let (a, b_key) = (done[0].key, done[1].key);
+        // Flip a byte of the pure step's (encrypted) output.
+        store
+            .objects
+            .lock()
+            .unwrap()
+            .get_mut(&a)
+            .unwrap()
+            .1
+            .get_mut("out")
+            .unwrap()[0] ^= 1;
+        let planned = engine.plan(&two_steps()).unwrap();
+        assert_eq!(
+            planned[0].status.word(),
+            "run",
+            "plan: damaged means rebuild"
+        );
+        let mut ran = Vec::new();
+        engine
+            .realise(&two_steps(), &b, |r, _| ran.push((r.id.to_string(), r.ran)))
+            .unwrap();
+        assert_eq!(ran, [("a".to_string(), true), ("b".to_string(), false)]);
+        assert!(store.checked(&a).unwrap().is_some(), "rebuilt intact");
+        assert_eq!(store.read_output(&b_key, "out").unwrap(), b"yx");
+
+        // The observation step's object (not pure) with a garbage manifest: an error naming it.
+        store.objects.lock().unwrap().get_mut(&b_key).unwrap().0 = b"garbage".to_vec();
+        for e in [
+            engine.plan(&two_steps()).unwrap_err().to_string(),
+            engine
+                .realise(&two_steps(), &b, |_, _| {})
+                .unwrap_err()
+                .to_string(),
+        ] {
+            assert!(
+                e.contains(&b_key.to_string()) && e.contains("talix store prune"),
+                "{e}"
+            );
+        }
+    }
 }

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-use crate::store::local::read_optional;
 use crate::workspace::Workspace;
 
 pub const LOCK_FORMAT: u32 = 1;
@@ -91,12 +90,43 @@ pub enum LockFileError {
     Format { path: PathBuf, found: u32 },
 }
 
+/// A lock file holds a few hashes per node; anything this big is not one.
+const MAX_LOCK_FILE: u64 = 1 << 20;
+
+/// Read the lock file: absent is `None`; it must be a regular file (not a FIFO or a device,
+/// which would block or never end) of at most [`MAX_LOCK_FILE`] bytes.
+fn read_bounded(path: &Path) -> Result<Option<Vec<u8>>, LockFileError> {
+    use std::io::Read;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())).into());
+        }
+    };
+    let bad = |reason: String| LockFileError::Parse {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if !meta.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    let mut bytes = Vec::new();
+    fs_err::File::open(path)?
+        .take(MAX_LOCK_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_LOCK_FILE {
+        return Err(bad(format!("larger than {} KiB", MAX_LOCK_FILE >> 10)));
+    }
+    Ok(Some(bytes))
+}
+
 const HEADER: &str = "# Machine-written by talix. Commit it beside the profile; do not edit.\n# It pins the config contract and records what was done to the cluster (hashes only).\n";
 
 impl LockFile {
     /// Read the lock file; absent means "nothing recorded yet".
     pub fn load(path: &Path) -> Result<Self, LockFileError> {
-        let Some(bytes) = read_optional(path)? else {
+        let Some(bytes) = read_bounded(path)? else {
             return Ok(Self::default());
         };
         let text = String::from_utf8_lossy(&bytes);
@@ -185,6 +215,23 @@ mod tests {
             e.contains("lock file format 2 is newer than this talix understands (1)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_fifo_or_a_huge_file_is_refused_without_reading_it_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.lock");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let e = LockFile::load(&p).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, vec![b'#'; (MAX_LOCK_FILE + 1) as usize]).unwrap();
+        let e = LockFile::load(&p).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
     }
 
     #[test]

@@ -377,16 +377,29 @@ impl Workspace {
         removed
     }
 
-    /// Sweep what an older talix left in the profile folder (`.talix-tmp-*`); call with the
-    /// workspace lock held (no other writer is active then).
+    /// Sweep temp files an interrupted writer left beside the lock file and the secrets file
+    /// (`.talix-tmp-*` from older talix versions, `.<secrets file>.*.tmp` from an interrupted
+    /// secrets write); call with the workspace lock held (no other writer is active then).
     fn sweep_legacy(&self) {
-        if let Ok(entries) = std::fs::read_dir(self.profile_dir()) {
+        let secrets_prefix = format!(
+            ".{}.",
+            self.secrets_file
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+        );
+        let secrets_dir = self.secrets_file.parent().unwrap_or(Path::new("/"));
+        for dir in [self.profile_dir(), secrets_dir] {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
             for entry in entries.flatten() {
-                if entry
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with(".talix-tmp-")
-                {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let legacy = name.starts_with(".talix-tmp-")
+                    || (dir == secrets_dir
+                        && name.starts_with(&secrets_prefix)
+                        && name.ends_with(".tmp"));
+                if legacy && entry.file_type().is_ok_and(|t| t.is_file()) {
                     let _ = std::fs::remove_file(entry.path());
                 }
             }
@@ -434,6 +447,10 @@ impl Workspace {
             }
             f.write_all(bytes)?;
             f.sync_all()?;
+            crash_point(&format!(
+                "workspace-write:{}",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            ));
             let dir = path.parent().unwrap_or(Path::new("."));
             fs_err::create_dir_all(dir)?;
             match std::fs::rename(&tmp, path) {
@@ -513,6 +530,17 @@ impl Workspace {
 /// The held workspace lock; released on drop (and by the kernel when the process dies).
 #[derive(Debug)]
 pub struct WorkspaceLock(#[allow(dead_code)] std::fs::File);
+
+/// Kill point for the reliability suite: when `TALIX_TEST_CRASH_AT` names `point`, the process
+/// SIGKILLs itself here (no destructor, no cleanup: what a power cut or an OOM kill leaves).
+pub fn crash_point(point: &str) {
+    if std::env::var_os("TALIX_TEST_CRASH_AT").is_some_and(|v| v == point) {
+        // SAFETY: sending a signal to ourselves.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
 
 fn process_alive(pid: u32) -> bool {
     if pid == std::process::id() {

@@ -122,3 +122,54 @@ fn two_concurrent_ups_keep_every_lock_record() {
 fn four_concurrent_ups_keep_every_lock_record() {
     concurrent_up(4);
 }
+
+/// Defect 12: a run killed while writing the lock file leaves no temp file in `profiles/` (a
+/// committed folder); its scratch is swept by the next run (and by `store prune`), as is what
+/// an older talix left beside the lock file.
+#[test]
+fn a_killed_write_leaves_nothing_in_profiles_and_the_next_run_sweeps_its_scratch() {
+    let c = Cluster::new();
+    let p = "profiles/homelab.yaml";
+    let status = c
+        .talix()
+        .env("TALIX_TEST_CRASH_AT", "workspace-write:homelab.lock")
+        .args(["build", p])
+        .output()
+        .unwrap()
+        .status;
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "killed at the kill point");
+    let in_profiles = |c: &Cluster| -> Vec<String> {
+        c.files()
+            .into_iter()
+            .filter(|f| f.starts_with("profiles/") && f.contains("tmp"))
+            .collect()
+    };
+    assert!(in_profiles(&c).is_empty(), "{:?}", in_profiles(&c));
+    let scratch = |c: &Cluster| -> Vec<String> {
+        c.files()
+            .into_iter()
+            .filter(|f| f.starts_with(".talix/tmp/"))
+            .collect()
+    };
+    assert_eq!(
+        scratch(&c).len(),
+        1,
+        "the killed run's scratch: {:?}",
+        c.files()
+    );
+    c.write("profiles/.talix-tmp-LEGACY", "left by an older talix");
+    c.talix().args(["build", p]).assert().success();
+    assert!(scratch(&c).is_empty(), "{:?}", scratch(&c));
+    assert!(in_profiles(&c).is_empty(), "{:?}", in_profiles(&c));
+    // `store prune` with the profile sweeps it too.
+    let _ = c
+        .talix()
+        .env("TALIX_TEST_CRASH_AT", "workspace-write:homelab.lock")
+        .args(["secrets", "rekey", p])
+        .output()
+        .unwrap();
+    assert_eq!(scratch(&c).len(), 1, "{:?}", c.files());
+    c.talix().args(["store", "prune", p]).assert().success();
+    assert!(scratch(&c).is_empty(), "{:?}", scratch(&c));
+}

@@ -207,7 +207,17 @@ pub(super) fn store_cmd(flag: Option<&Path>, action: &StoreAction) -> Result<()>
         });
     }
     let _lock = store.lock(true)?;
-    let removed = store.prune()?;
+    let mut removed = store.prune()?;
+    if let Some(p) = profile {
+        // The workspace's scratch too (what interrupted runs left); live runs keep theirs.
+        let (ws, _) = crate::workspace::Workspace::resolve(
+            &std::path::absolute(p)?,
+            "",
+            Default::default(),
+            Default::default(),
+        );
+        removed.extend(ws.sweep_scratch());
+    }
     for r in &removed {
         println!("removed {}", r.display());
     }

@@ -16,6 +16,10 @@ use crate::digest::Digest;
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// No file of an object is read past this (manifests are kilobytes, configs well below a
+/// MiB): a huge or endless file in the store is damage, not something to load.
+const MAX_OBJECT_FILE: u64 = 256 << 20;
+
 /// A store rooted at a directory.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
@@ -233,8 +237,21 @@ fn read_in_object(
         }
     };
     let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes)
+    (&mut f)
+        .take(MAX_OBJECT_FILE + 1)
+        .read_to_end(&mut bytes)
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", file.display())))?;
+    if bytes.len() as u64 > MAX_OBJECT_FILE {
+        return Err(StoreError::Damaged {
+            key: *key,
+            step: None,
+            reason: format!(
+                "{} is larger than {} MiB",
+                file.display(),
+                MAX_OBJECT_FILE >> 20
+            ),
+        });
+    }
     Ok(Some(bytes))
 }
 
