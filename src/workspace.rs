@@ -302,6 +302,30 @@ impl Workspace {
         problems
     }
 
+    /// Why talix must not write `path` (an output the command line named, e.g. `export
+    /// --out`): it is, or is inside, the profile, its lock file, its secrets file or its
+    /// recipients file.
+    pub fn refuse_overwrite(&self, path: &Path) -> Result<(), String> {
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let real = resolved(&path);
+        for (what, p) in [
+            ("the profile", &self.profile),
+            ("the lock file", &self.lock_file),
+            ("the secrets file", &self.secrets_file),
+            ("the recipients file", &self.recipients_file),
+        ] {
+            let rp = resolved(p);
+            if real == rp || is_within(&real, &rp) || lexical(&path) == *p {
+                return Err(format!(
+                    "refusing to write {}: it is {what} {}",
+                    path.display(),
+                    p.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -132,3 +132,17 @@ fn a_symlink_out_of_the_workspace_is_an_escape() {
     );
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn export_into_the_profile_folder_cannot_overwrite_a_profile_file() {
+    let c = Cluster::new();
+    c.talix().args(["build", P]).assert().success();
+    // A node named like the profile, exported into profiles/: `single.yaml` would be replaced.
+    c.edit(P, "name: solo", "name: single");
+    c.talix().args(["build", P]).assert().success();
+    refused(
+        &c,
+        &["export", P, "--out", "profiles"],
+        &["refusing to write", "is the profile"],
+    );
+}

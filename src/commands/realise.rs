@@ -28,6 +28,27 @@ pub(super) fn export(s: Session, out: &Path) -> Result<()> {
             ),
         });
     }
+    let mut files = Vec::new();
+    for p in &planned {
+        let key = p.key.expect("cached steps have keys");
+        let named: Vec<(String, &str)> = match (p.step.id.kind(), p.step.id.node()) {
+            ("base-config", _) => vec![
+                ("controlplane.yaml".into(), "controlplane"),
+                ("worker.yaml".into(), "worker"),
+            ],
+            ("talosconfig", _) => vec![("talosconfig".into(), "talosconfig")],
+            ("render", Some(node)) => vec![(format!("{node}.yaml"), "config")],
+            _ => vec![],
+        };
+        files.extend(named.into_iter().map(|(name, output)| (key, name, output)));
+    }
+    // Refuse every target before writing anything.
+    for (_, name, _) in &files {
+        s.profile
+            .workspace
+            .refuse_overwrite(&out.join(name))
+            .map_err(|e| CliError::input(format!("error: {e}")))?;
+    }
     if !out.exists() {
         fs_err::create_dir_all(out)?;
         #[cfg(unix)]
@@ -37,23 +58,10 @@ pub(super) fn export(s: Session, out: &Path) -> Result<()> {
         }
     }
     let mut written = Vec::new();
-    for p in &planned {
-        let key = p.key.expect("cached steps have keys");
-        let files: Vec<(String, &str)> = match (p.step.id.kind(), p.step.id.node()) {
-            ("base-config", _) => vec![
-                ("controlplane.yaml".into(), "controlplane"),
-                ("worker.yaml".into(), "worker"),
-            ],
-            ("talosconfig", _) => vec![("talosconfig".into(), "talosconfig")],
-            ("render", Some(node)) => vec![(format!("{node}.yaml"), "config")],
-            _ => vec![],
-        };
-        for (name, output) in files {
-            let bytes = s.read_plain(&key, output)?;
-            let target = out.join(&name);
-            atomic_write(&target, &bytes, Some(0o600))?;
-            written.push(name);
-        }
+    for (key, name, output) in files {
+        let bytes = s.read_plain(&key, output)?;
+        atomic_write(&out.join(&name), &bytes, Some(0o600))?;
+        written.push(name);
     }
     println!(
         "{}: wrote {} (mode 0600)",

@@ -90,7 +90,7 @@ fn redact_inline(argv: &[String]) -> Vec<String> {
 /// edited since): a key never names content it was not made from.
 fn bundle(cx: &BuildContext<'_>, identities: &LazyIdentities) -> Result<SecretBytes, StepError> {
     let ids = identities.get().map_err(|e| cx.fail(e))?;
-    let bundle = decrypt_file(&cx.profile.workspace.secrets_file(), ids)
+    let bundle = decrypt_file(cx.profile.workspace.secrets_file(), ids)
         .map_err(|e| cx.fail(e.to_string()))?;
     let expected = cx.dep_output_hash(&crate::graph::secrets_id(), "bundle")?;
     if crate::secrets::bundle_hash(&bundle) != expected {
