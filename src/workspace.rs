@@ -703,6 +703,15 @@ mod tests {
                 .any(|p| p.message.contains("is inside the lock file")),
             "{problems:?}"
         );
+        // A user patch file that is also a generated node patch (read and overwritten).
+        let (w, _) = ws(dir.path(), WrittenPaths::default());
+        let input = w.node_patch("cp1");
+        let problems = w.check_outputs(["cp1"], &[("patches.nodes.cp1[0]", &input)]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].message.contains("is patches.nodes.cp1[0]"),
+            "{problems:?}"
+        );
     }
 
     #[test]

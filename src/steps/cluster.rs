@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -517,11 +517,6 @@ pub fn extension_names(stream: &str) -> Vec<String> {
         .collect()
 }
 
-/// Write `bytes` 0600 at `path` when it differs (materialised plaintext the operator asked for).
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    crate::store::local::ensure_file(path, bytes, 0o600)
-}
-
 /// The Talos version a node reports (`Server:` block of `talosctl version`), waiting for it to
 /// answer (it may be rebooting after apply or upgrade).
 fn server_version(
@@ -596,7 +591,9 @@ pub struct UpgradeK8sBuilder(pub ClusterEnv);
 /// Write the kubeconfig step's output 0600 where the operator (and kubectl) find it.
 fn write_kubeconfig(cx: &BuildContext<'_>, env: &ClusterEnv) -> Result<(), StepError> {
     let kubeconfig = cx.dep_output(&StepId::new("kubeconfig", None), "kubeconfig")?;
-    write_private(&env.kubeconfig, &kubeconfig)
+    env.lock
+        .workspace
+        .ensure_file(&env.kubeconfig, &kubeconfig, 0o600)
         .map_err(|e| cx.fail(format!("{}: {e}", env.kubeconfig.display())))
 }
 

@@ -273,19 +273,6 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
     fs::File::open(path)?.sync_all()
 }
 
-/// Make `path` hold exactly `bytes` with `mode`: rewritten (atomically) only when the content
-/// differs, but the mode is enforced either way (a 0600 file someone opened up is closed again).
-pub fn ensure_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    if std::fs::read(path).ok().as_deref() != Some(bytes) {
-        return atomic_write(path, bytes, Some(mode));
-    }
-    use std::os::unix::fs::PermissionsExt;
-    if fs::metadata(path)?.permissions().mode() & 0o777 != mode {
-        fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    }
-    Ok(())
-}
-
 /// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
 pub fn atomic_write(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
