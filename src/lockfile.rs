@@ -88,6 +88,11 @@ pub enum LockFileError {
         "{path}: lock file format {found} is newer than this talix understands ({LOCK_FORMAT})"
     )]
     Format { path: PathBuf, found: u32 },
+    #[error(
+        "{path}: not written: it would lose {} recorded by another talix run\nhint: run the command again; it starts from what is recorded now",
+        records.join(", ")
+    )]
+    WouldLose { path: PathBuf, records: Vec<String> },
 }
 
 /// A lock file holds a few hashes per node; anything this big is not one.
@@ -152,8 +157,30 @@ impl LockFile {
     /// Write the workspace's lock file atomically (temp in the workspace scratch + rename).
     /// Callers hold the workspace lock ([`Workspace::lock`]) from before they loaded `self`, so
     /// this read-modify-write never loses a record another run wrote.
+    ///
+    /// As a last line of defence, a save that would drop a record the file on disk holds (the
+    /// bootstrap, a node) is refused: records are only ever added or updated.
     pub fn save(&self, ws: &Workspace) -> Result<(), LockFileError> {
         let path = ws.lock_file();
+        if let Ok(current) = Self::load(path) {
+            let mut lost = Vec::new();
+            if current.bootstrap.is_some() && current.bootstrap != self.bootstrap {
+                lost.push("the bootstrap record".to_string());
+            }
+            lost.extend(
+                current
+                    .nodes
+                    .keys()
+                    .filter(|n| !self.nodes.contains_key(*n))
+                    .map(|n| format!("the record of node {n}")),
+            );
+            if !lost.is_empty() {
+                return Err(LockFileError::WouldLose {
+                    path: path.to_path_buf(),
+                    records: lost,
+                });
+            }
+        }
         let body = serde_saphyr::to_string(self).map_err(|e| LockFileError::Parse {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -203,6 +230,50 @@ mod tests {
                 .unwrap()
                 .starts_with("# Machine-written by talix")
         );
+    }
+
+    #[test]
+    fn a_save_that_would_lose_a_record_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ws, _) = Workspace::resolve(
+            &dir.path().join("x.yaml"),
+            "x",
+            Default::default(),
+            Default::default(),
+        );
+        let stale = LockFile::default();
+        let mut lock = LockFile {
+            bootstrap: Some(BootstrapLock {
+                node: "cp1".into(),
+                at: "2026-01-01T00:00:00Z".into(),
+                secrets_hash: Digest::from_bytes([1; 32]),
+            }),
+            ..Default::default()
+        };
+        lock.nodes.insert(
+            "cp1".into(),
+            NodeLock {
+                applied_config: Digest::from_bytes([7; 32]),
+                address: None,
+                at: "2026-01-01T00:00:00Z".into(),
+                talos_version: None,
+            },
+        );
+        lock.save(&ws).unwrap();
+        let e = stale.save(&ws).unwrap_err().to_string();
+        assert!(
+            e.contains("the bootstrap record") && e.contains("the record of node cp1"),
+            "{e}"
+        );
+        assert_eq!(
+            LockFile::load(ws.lock_file()).unwrap(),
+            lock,
+            "left as it was"
+        );
+        // Updating a record is fine.
+        let mut newer = lock.clone();
+        newer.nodes.get_mut("cp1").unwrap().applied_config = Digest::from_bytes([8; 32]);
+        newer.save(&ws).unwrap();
     }
 
     #[test]
