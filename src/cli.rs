@@ -23,6 +23,11 @@ pub struct Cli {
     /// SOPS_AGE_KEY, ~/.config/sops/age/keys.txt).
     #[arg(long, global = true, value_name = "FILE")]
     pub identity: Option<PathBuf>,
+    /// Let the profile name paths outside its workspace (absolute, `../`, or through a
+    /// symlink). Only the command line can allow it, never the profile: a profile is often
+    /// someone else's pull request.
+    #[arg(long, global = true)]
+    pub allow_outside_workspace: bool,
     /// Log more (repeat for more detail); logs go to stderr.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

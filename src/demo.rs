@@ -177,7 +177,9 @@ pub fn run(keep: bool, reboot_delay_ms: Option<u64>) -> Result<(), CliError> {
         talix(&["secrets", "init", &p])?;
         talix(&["plan", &p])?;
         talix(&["up", &p])?;
-        show_kubectl(&root.join("clusters/demo/kubeconfig"));
+        if let Ok(loaded) = crate::profile::load(&profile) {
+            show_kubectl(&loaded.profile.workspace.kubeconfig());
+        }
         talix(&["up", &p])?;
         talix(&["plan", &p])
     })();

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::derivation::{Change, DrvInputs, KEY_FORMAT, Step, StepId};
+use crate::derivation::{Change, DrvInputs, Effect, KEY_FORMAT, Step, StepId};
 use crate::digest::Digest;
 use crate::exec::ToolVersions;
 use crate::profile::Profile;
@@ -194,13 +194,23 @@ pub fn read_plain(
         .outputs
         .get(output)
         .ok_or_else(|| format!("object {key} has no output {output}"))?;
+    // Verified against the manifest by the store (see `Store::read_output`).
     let stored = store.read_output(key, output).map_err(|e| e.to_string())?;
     if !info.encrypted {
         return Ok(stored);
     }
-    cipher
+    let plain = cipher
         .ok_or("no age identity to decrypt secret outputs")?
-        .decrypt(&stored)
+        .decrypt(&stored)?;
+    if Digest::of_domain(crate::digest::domain::OBJECT, &plain) != info.hash {
+        return Err(StoreError::Damaged {
+            key: *key,
+            step: Some(manifest.step.clone()),
+            reason: format!("output {output} decrypts to content that does not match its hash"),
+        }
+        .to_string());
+    }
+    Ok(plain)
 }
 
 /// Runs one kind of step.
@@ -288,9 +298,42 @@ impl<'a> Engine<'a> {
         })
     }
 
+    /// The object under `key` when it can be used as it is: every stored output checked
+    /// against its manifest. A damaged object of a pure step is a miss (`rebuild` discards it
+    /// first, as does a step that runs anyway); for other steps it is an error naming the
+    /// object and the repair command.
+    fn cached(
+        &self,
+        step: &Step,
+        key: &Digest,
+        runs_anyway: bool,
+        rebuild: bool,
+    ) -> Result<Option<Manifest>, StoreError> {
+        match self.store.checked(key) {
+            Ok(m) => Ok(m),
+            Err(e) if e.is_damage() && (step.effect == Effect::Pure || runs_anyway) => {
+                let first = e.to_string();
+                let first = first.lines().next().unwrap_or_default();
+                if rebuild {
+                    eprintln!("warning: {first}; rebuilding it");
+                    self.store.discard(key)?;
+                } else {
+                    eprintln!("warning: {first}; the next build rebuilds it");
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn status_for_miss(&self, step: &Step, inputs: &DrvInputs) -> Result<Status, StoreError> {
         let previous = match self.store.get_ref(&self.profile.name, &step.id)? {
-            Some(k) => self.store.manifest(&k)?,
+            // A damaged previous realisation only loses the explanation.
+            Some(k) => match self.store.manifest(&k) {
+                Ok(m) => m,
+                Err(e) if e.is_damage() => None,
+                Err(e) => return Err(e),
+            },
             None => None,
         };
         Ok(match previous {
@@ -320,7 +363,7 @@ impl<'a> Engine<'a> {
                 },
                 Ok(inputs) => {
                     let key = inputs.key();
-                    match self.store.manifest(&key)? {
+                    match self.cached(step, &key, false, false)? {
                         Some(m) => {
                             let outputs = m.output_hashes();
                             known.insert(step.id.clone(), outputs.clone());
@@ -389,11 +432,8 @@ impl<'a> Engine<'a> {
                 ),
             })?;
             let key = inputs.key();
-            if let Some(m) = self
-                .store
-                .manifest(&key)?
-                .filter(|_| !force.contains(&step.id))
-            {
+            let forced = force.contains(&step.id);
+            if let Some(m) = self.cached(step, &key, forced, true)?.filter(|_| !forced) {
                 known.insert(step.id.clone(), m.output_hashes());
                 keys.insert(step.id.clone(), key);
                 self.store.set_ref(&self.profile.name, &step.id, &key)?;
@@ -650,5 +690,60 @@ mod tests {
             })
             .unwrap();
         assert_eq!(ran, [("a".to_string(), false), ("b".to_string(), true)]);
+    }
+
+    #[test]
+    fn a_damaged_pure_object_is_rebuilt_and_a_damaged_receipt_stops_with_the_repair() {
+        let (p, store, tools) = (profile(), MemoryStore::default(), ToolVersions::default());
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut b = Builders::default();
+        b.register("a", Box::new(Emit("x", runs.clone())));
+        b.register("b", Box::new(Emit("y", runs.clone())));
+        let engine = Engine {
+            profile: &p,
+            store: &store,
+            tools: &tools,
+            cipher: Some(&Xor),
+        };
+        let done = engine.realise(&two_steps(), &b, |_, _| {}).unwrap();
+        let (a, b_key) = (done[0].key, done[1].key);
+        // Flip a byte of the pure step's (encrypted) output.
+        store
+            .objects
+            .lock()
+            .unwrap()
+            .get_mut(&a)
+            .unwrap()
+            .1
+            .get_mut("out")
+            .unwrap()[0] ^= 1;
+        let planned = engine.plan(&two_steps()).unwrap();
+        assert_eq!(
+            planned[0].status.word(),
+            "run",
+            "plan: damaged means rebuild"
+        );
+        let mut ran = Vec::new();
+        engine
+            .realise(&two_steps(), &b, |r, _| ran.push((r.id.to_string(), r.ran)))
+            .unwrap();
+        assert_eq!(ran, [("a".to_string(), true), ("b".to_string(), false)]);
+        assert!(store.checked(&a).unwrap().is_some(), "rebuilt intact");
+        assert_eq!(store.read_output(&b_key, "out").unwrap(), b"yx");
+
+        // The observation step's object (not pure) with a garbage manifest: an error naming it.
+        store.objects.lock().unwrap().get_mut(&b_key).unwrap().0 = b"garbage".to_vec();
+        for e in [
+            engine.plan(&two_steps()).unwrap_err().to_string(),
+            engine
+                .realise(&two_steps(), &b, |_, _| {})
+                .unwrap_err()
+                .to_string(),
+        ] {
+            assert!(
+                e.contains(&b_key.to_string()) && e.contains("talix store prune"),
+                "{e}"
+            );
+        }
     }
 }

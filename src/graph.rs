@@ -67,7 +67,7 @@ pub fn effective_contract(
         Some(text) => Some(
             text.parse::<Contract>()
                 .map_err(|_| ContractError::BadPinned {
-                    lock: profile.lock_path().display().to_string(),
+                    lock: profile.workspace.lock_file().display().to_string(),
                     text: text.clone(),
                 })?,
         ),
@@ -77,7 +77,7 @@ pub fn effective_contract(
         (Some(wanted), Some(pinned)) if wanted != pinned && !allow_change => {
             Err(ContractError::Changed {
                 profile: profile.source.display().to_string(),
-                lock: profile.lock_path().display().to_string(),
+                lock: profile.workspace.lock_file().display().to_string(),
                 wanted,
                 pinned,
             })
@@ -127,8 +127,8 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
     let t = &p.talos;
     let net = &p.network;
     let shown_secrets = p
-        .talos
-        .secrets_file
+        .workspace
+        .secrets_file()
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -136,7 +136,10 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
 
     out.push(
         Step::new(secrets_id(), schema::SECRETS, Effect::Pure)
-            .input("secrets_file", file_input(&t.secrets_file, &shown_secrets))
+            .input(
+                "secrets_file",
+                file_input(p.workspace.secrets_file(), &shown_secrets),
+            )
             .secret(),
     );
     out.push(

@@ -18,3 +18,4 @@ pub mod proxmox;
 pub mod secrets;
 pub mod steps;
 pub mod store;
+pub mod workspace;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-use crate::store::local::{atomic_write, read_optional};
+use crate::workspace::Workspace;
 
 pub const LOCK_FORMAT: u32 = 1;
 
@@ -97,6 +97,42 @@ pub enum LockFileError {
         "{path}: lock file format {found} is newer than this talix understands ({LOCK_FORMAT})"
     )]
     Format { path: PathBuf, found: u32 },
+    #[error(
+        "{path}: not written: it would lose {} recorded by another talix run\nhint: run the command again; it starts from what is recorded now",
+        records.join(", ")
+    )]
+    WouldLose { path: PathBuf, records: Vec<String> },
+}
+
+/// A lock file holds a few hashes per node; anything this big is not one.
+const MAX_LOCK_FILE: u64 = 1 << 20;
+
+/// Read the lock file: absent is `None`; it must be a regular file (not a FIFO or a device,
+/// which would block or never end) of at most [`MAX_LOCK_FILE`] bytes.
+fn read_bounded(path: &Path) -> Result<Option<Vec<u8>>, LockFileError> {
+    use std::io::Read;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())).into());
+        }
+    };
+    let bad = |reason: String| LockFileError::Parse {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if !meta.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    let mut bytes = Vec::new();
+    fs_err::File::open(path)?
+        .take(MAX_LOCK_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_LOCK_FILE {
+        return Err(bad(format!("larger than {} KiB", MAX_LOCK_FILE >> 10)));
+    }
+    Ok(Some(bytes))
 }
 
 const HEADER: &str = "# Machine-written by talix. Commit it beside the profile; do not edit.\n# It pins the config contract and records what was done to the cluster (hashes only).\n";
@@ -104,7 +140,7 @@ const HEADER: &str = "# Machine-written by talix. Commit it beside the profile; 
 impl LockFile {
     /// Read the lock file; absent means "nothing recorded yet".
     pub fn load(path: &Path) -> Result<Self, LockFileError> {
-        let Some(bytes) = read_optional(path)? else {
+        let Some(bytes) = read_bounded(path)? else {
             return Ok(Self::default());
         };
         let text = String::from_utf8_lossy(&bytes);
@@ -127,13 +163,38 @@ impl LockFile {
         })
     }
 
-    /// Write atomically (temp + rename).
-    pub fn save(&self, path: &Path) -> Result<(), LockFileError> {
+    /// Write the workspace's lock file atomically (temp in the workspace scratch + rename).
+    /// Callers hold the workspace lock ([`Workspace::lock`]) from before they loaded `self`, so
+    /// this read-modify-write never loses a record another run wrote.
+    ///
+    /// As a last line of defence, a save that would drop a record the file on disk holds (the
+    /// bootstrap, a node) is refused: records are only ever added or updated.
+    pub fn save(&self, ws: &Workspace) -> Result<(), LockFileError> {
+        let path = ws.lock_file();
+        if let Ok(current) = Self::load(path) {
+            let mut lost = Vec::new();
+            if current.bootstrap.is_some() && current.bootstrap != self.bootstrap {
+                lost.push("the bootstrap record".to_string());
+            }
+            lost.extend(
+                current
+                    .nodes
+                    .keys()
+                    .filter(|n| !self.nodes.contains_key(*n))
+                    .map(|n| format!("the record of node {n}")),
+            );
+            if !lost.is_empty() {
+                return Err(LockFileError::WouldLose {
+                    path: path.to_path_buf(),
+                    records: lost,
+                });
+            }
+        }
         let body = serde_saphyr::to_string(self).map_err(|e| LockFileError::Parse {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        atomic_write(path, format!("{HEADER}{body}").as_bytes(), Some(0o644))?;
+        ws.write_atomic(path, format!("{HEADER}{body}").as_bytes(), Some(0o644))?;
         Ok(())
     }
 
@@ -150,6 +211,12 @@ mod tests {
     #[test]
     fn round_trips_and_missing_is_default() {
         let dir = tempfile::tempdir().unwrap();
+        let (ws, _) = Workspace::resolve(
+            &dir.path().join("x.yaml"),
+            "x",
+            Default::default(),
+            Default::default(),
+        );
         let p = dir.path().join("x.lock");
         assert_eq!(LockFile::load(&p).unwrap(), LockFile::default());
         let mut lock = LockFile {
@@ -166,13 +233,58 @@ mod tests {
                 mac: None,
             },
         );
-        lock.save(&p).unwrap();
+        lock.save(&ws).unwrap();
         assert_eq!(LockFile::load(&p).unwrap(), lock);
         assert!(
             fs_err::read_to_string(&p)
                 .unwrap()
                 .starts_with("# Machine-written by talix")
         );
+    }
+
+    #[test]
+    fn a_save_that_would_lose_a_record_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ws, _) = Workspace::resolve(
+            &dir.path().join("x.yaml"),
+            "x",
+            Default::default(),
+            Default::default(),
+        );
+        let stale = LockFile::default();
+        let mut lock = LockFile {
+            bootstrap: Some(BootstrapLock {
+                node: "cp1".into(),
+                at: "2026-01-01T00:00:00Z".into(),
+                secrets_hash: Digest::from_bytes([1; 32]),
+            }),
+            ..Default::default()
+        };
+        lock.nodes.insert(
+            "cp1".into(),
+            NodeLock {
+                applied_config: Digest::from_bytes([7; 32]),
+                address: None,
+                at: "2026-01-01T00:00:00Z".into(),
+                talos_version: None,
+                mac: None,
+            },
+        );
+        lock.save(&ws).unwrap();
+        let e = stale.save(&ws).unwrap_err().to_string();
+        assert!(
+            e.contains("the bootstrap record") && e.contains("the record of node cp1"),
+            "{e}"
+        );
+        assert_eq!(
+            LockFile::load(ws.lock_file()).unwrap(),
+            lock,
+            "left as it was"
+        );
+        // Updating a record is fine.
+        let mut newer = lock.clone();
+        newer.nodes.get_mut("cp1").unwrap().applied_config = Digest::from_bytes([8; 32]);
+        newer.save(&ws).unwrap();
     }
 
     #[test]
@@ -185,6 +297,23 @@ mod tests {
             e.contains("lock file format 2 is newer than this talix understands (1)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_fifo_or_a_huge_file_is_refused_without_reading_it_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.lock");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let e = LockFile::load(&p).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, vec![b'#'; (MAX_LOCK_FILE + 1) as usize]).unwrap();
+        let e = LockFile::load(&p).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
     }
 
     #[test]

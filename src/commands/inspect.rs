@@ -13,8 +13,8 @@ use crate::store::local::LocalStore;
 
 use super::{load_profile, store_dir};
 
-pub(super) fn validate(path: &Path) -> Result<()> {
-    let profile = load_profile(path)?;
+pub(super) fn validate(path: &Path, policy: crate::workspace::PathPolicy) -> Result<()> {
+    let profile = load_profile(path, policy)?;
     let cps = profile.controlplanes().count();
     println!(
         "{}: profile {} is valid ({} control-plane, {} worker nodes)",
@@ -207,7 +207,17 @@ pub(super) fn store_cmd(flag: Option<&Path>, action: &StoreAction) -> Result<()>
         });
     }
     let _lock = store.lock(true)?;
-    let removed = store.prune()?;
+    let mut removed = store.prune()?;
+    if let Some(p) = profile {
+        // The workspace's scratch too (what interrupted runs left); live runs keep theirs.
+        let (ws, _) = crate::workspace::Workspace::resolve(
+            &std::path::absolute(p)?,
+            "",
+            Default::default(),
+            Default::default(),
+        );
+        removed.extend(ws.sweep_scratch());
+    }
     for r in &removed {
         println!("removed {}", r.display());
     }

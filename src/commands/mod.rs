@@ -21,6 +21,7 @@ use crate::profile::{self, Finding, Profile};
 use crate::secrets::{AgeObjectCipher, LazyIdentities, Recipients};
 use crate::steps::StepEnv;
 use crate::store::local::LocalStore;
+use crate::workspace::{PathPolicy, WorkspaceLock};
 
 /// A failure at the edge: what to print and the exit code.
 #[derive(Debug)]
@@ -59,6 +60,18 @@ pub struct Session {
     pub tools: ToolVersions,
     pub identities: Arc<LazyIdentities>,
     pub cipher: AgeObjectCipher,
+    /// Held by sessions that may write the lock file, from before it was read until the end.
+    _workspace_lock: Option<WorkspaceLock>,
+}
+
+/// Whether a session may write the workspace (lock file, secrets file, configs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `plan`, `why`, `export`: read the lock file as it is (it is replaced atomically).
+    Read,
+    /// `build`, `up`, `secrets`: take the workspace lock first, then read the lock file, so a
+    /// run that waited for another one starts from what that run recorded.
+    Write,
 }
 
 fn print_warnings(warnings: &[Finding]) {
@@ -68,8 +81,8 @@ fn print_warnings(warnings: &[Finding]) {
 }
 
 /// Load and validate a profile; errors exit 2.
-pub fn load_profile(path: &Path) -> Result<Profile> {
-    match profile::load(path) {
+pub fn load_profile(path: &Path, policy: PathPolicy) -> Result<Profile> {
+    match profile::load_with(path, policy) {
         Ok(loaded) => {
             print_warnings(&loaded.warnings);
             Ok(loaded.profile)
@@ -86,8 +99,13 @@ pub fn store_dir(flag: Option<&Path>, profile_path: Option<&Path>) -> PathBuf {
     match (flag, profile_path) {
         (Some(dir), _) => dir.to_path_buf(),
         (None, Some(p)) => {
-            profile::workspace_root(&std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
-                .join("store")
+            let (ws, _) = crate::workspace::Workspace::resolve(
+                &std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()),
+                "",
+                Default::default(),
+                PathPolicy::default(),
+            );
+            ws.default_store()
         }
         (None, None) => PathBuf::from("store"),
     }
@@ -99,9 +117,15 @@ impl Session {
         identity: Option<&Path>,
         profile_path: &Path,
         contract: &ContractArgs,
+        policy: PathPolicy,
+        access: Access,
     ) -> Result<Self> {
-        let mut profile = load_profile(profile_path)?;
-        let lock = LockFile::load(&profile.lock_path())
+        let mut profile = load_profile(profile_path, policy)?;
+        let workspace_lock = match access {
+            Access::Read => None,
+            Access::Write => Some(profile.workspace.lock(true)?),
+        };
+        let lock = LockFile::load(profile.workspace.lock_file())
             .map_err(|e| CliError::input(format!("error: {e}")))?;
         // A MAC learned from the Proxmox API at an earlier `up` selects the same NIC offline.
         for node in &mut profile.nodes {
@@ -124,11 +148,11 @@ impl Session {
                 contract.contract
             );
         }
-        if !profile.talos.secrets_file.exists() && lock.cluster_exists() {
+        if !profile.workspace.secrets_file().exists() && lock.cluster_exists() {
             return Err(CliError::input(format!(
                 "error: {} is missing, but {} records that the cluster was bootstrapped with secrets {}\nhint: restore the secrets file from git or a backup; new secrets would lock you out of the running cluster",
-                profile.talos.secrets_file.display(),
-                profile.lock_path().display(),
+                profile.workspace.secrets_file().display(),
+                profile.workspace.lock_file().display(),
                 lock.bootstrap
                     .as_ref()
                     .map(|b| b.secrets_hash.short())
@@ -150,6 +174,7 @@ impl Session {
             tools: ToolVersions::default(),
             identities,
             cipher,
+            _workspace_lock: workspace_lock,
         })
     }
 
@@ -162,7 +187,7 @@ impl Session {
 
     /// Record the current secrets file (ciphertext hash -> bundle hash) in `lock`.
     pub fn record_secrets(&self, lock: &mut LockFile, bundle_hash: Digest) -> Result<()> {
-        let ciphertext = fs_err::read(&self.profile.talos.secrets_file)?;
+        let ciphertext = fs_err::read(self.profile.workspace.secrets_file())?;
         lock.secrets = Some(SecretsLock {
             bundle_hash,
             ciphertext_hash: Digest::of_domain(domain::FILE, &ciphertext),
@@ -204,20 +229,26 @@ pub fn recipients_of(profile: &Profile) -> Result<Recipients> {
 pub fn dispatch(cli: Cli) -> Result<()> {
     let store_flag = cli.store.as_deref();
     let identity = cli.identity.as_deref();
-    let open =
-        |path: &Path, contract: &ContractArgs| Session::open(store_flag, identity, path, contract);
+    let policy = PathPolicy {
+        allow_outside_workspace: cli.allow_outside_workspace,
+    };
+    let open_as = |path: &Path, contract: &ContractArgs, access: Access| {
+        Session::open(store_flag, identity, path, contract, policy, access)
+    };
+    let read = |path: &Path, contract: &ContractArgs| open_as(path, contract, Access::Read);
+    let open = |path: &Path, contract: &ContractArgs| open_as(path, contract, Access::Write);
     match &cli.command {
-        Command::Validate(p) => inspect::validate(&p.profile),
+        Command::Validate(p) => inspect::validate(&p.profile, policy),
         Command::Plan {
             profile,
             json,
             contract,
-        } => inspect::plan(open(&profile.profile, contract)?, &profile.profile, *json),
+        } => inspect::plan(read(&profile.profile, contract)?, &profile.profile, *json),
         Command::Why {
             profile,
             step,
             contract,
-        } => inspect::why(open(&profile.profile, contract)?, &profile.profile, step),
+        } => inspect::why(read(&profile.profile, contract)?, &profile.profile, step),
         Command::Build { profile, contract } => realise::build(open(&profile.profile, contract)?),
         Command::Up { profile, contract } => realise::up(open(&profile.profile, contract)?),
         Command::Demo {
@@ -228,7 +259,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             profile,
             out,
             contract,
-        } => realise::export(open(&profile.profile, contract)?, out),
+        } => realise::export(read(&profile.profile, contract)?, out),
         Command::Secrets { action } => secrets::secrets_cmd(&open, action),
         Command::Store { action } => inspect::store_cmd(store_flag, action),
     }

@@ -28,6 +28,27 @@ pub(super) fn export(s: Session, out: &Path) -> Result<()> {
             ),
         });
     }
+    let mut files = Vec::new();
+    for p in &planned {
+        let key = p.key.expect("cached steps have keys");
+        let named: Vec<(String, &str)> = match (p.step.id.kind(), p.step.id.node()) {
+            ("base-config", _) => vec![
+                ("controlplane.yaml".into(), "controlplane"),
+                ("worker.yaml".into(), "worker"),
+            ],
+            ("talosconfig", _) => vec![("talosconfig".into(), "talosconfig")],
+            ("render", Some(node)) => vec![(format!("{node}.yaml"), "config")],
+            _ => vec![],
+        };
+        files.extend(named.into_iter().map(|(name, output)| (key, name, output)));
+    }
+    // Refuse every target before writing anything.
+    for (_, name, _) in &files {
+        s.profile
+            .workspace
+            .refuse_overwrite(&out.join(name))
+            .map_err(|e| CliError::input(format!("error: {e}")))?;
+    }
     if !out.exists() {
         fs_err::create_dir_all(out)?;
         #[cfg(unix)]
@@ -37,23 +58,10 @@ pub(super) fn export(s: Session, out: &Path) -> Result<()> {
         }
     }
     let mut written = Vec::new();
-    for p in &planned {
-        let key = p.key.expect("cached steps have keys");
-        let files: Vec<(String, &str)> = match (p.step.id.kind(), p.step.id.node()) {
-            ("base-config", _) => vec![
-                ("controlplane.yaml".into(), "controlplane"),
-                ("worker.yaml".into(), "worker"),
-            ],
-            ("talosconfig", _) => vec![("talosconfig".into(), "talosconfig")],
-            ("render", Some(node)) => vec![(format!("{node}.yaml"), "config")],
-            _ => vec![],
-        };
-        for (name, output) in files {
-            let bytes = s.read_plain(&key, output)?;
-            let target = out.join(&name);
-            atomic_write(&target, &bytes, Some(0o600))?;
-            written.push(name);
-        }
+    for (key, name, output) in files {
+        let bytes = s.read_plain(&key, output)?;
+        atomic_write(&out.join(&name), &bytes, Some(0o600))?;
+        written.push(name);
     }
     println!(
         "{}: wrote {} (mode 0600)",
@@ -118,7 +126,7 @@ fn realise_configs(s: &Session, progress: &mut Progress) -> Result<LockFile> {
     materialise(s, &done)?;
     let lock = pin_lock(s, s.lock.clone(), &done)?;
     if lock != s.lock {
-        lock.save(&s.profile.lock_path())?;
+        lock.save(&s.profile.workspace)?;
     }
     Ok(lock)
 }
@@ -138,14 +146,14 @@ pub(super) fn build(s: Session) -> Result<()> {
 /// applied), apply, upgrade, ready, bootstrap (once, ever), health, kubeconfig, upgrade-k8s,
 /// verify.
 pub(super) fn up(mut s: Session) -> Result<()> {
-    use crate::steps::cluster::{ClusterEnv, SharedLock, Timing, write_private};
+    use crate::steps::cluster::{ClusterEnv, SharedLock, Timing};
     let timing = Timing::from_env().map_err(|e| CliError::input(format!("error: {e}")))?;
     // Refused before anything changes: a Kubernetes jump upgrade-k8s would refuse half-way.
     if let Some(current) = s.lock.kubernetes.as_deref() {
         let from: crate::profile::model::Version = current.parse().map_err(|e: String| {
             CliError::input(format!(
                 "error: {}: kubernetes: {e}",
-                s.profile.lock_path().display()
+                s.profile.workspace.lock_file().display()
             ))
         })?;
         crate::steps::cluster::check_kubernetes_path(&from, &s.profile.talos.kubernetes_version)
@@ -162,9 +170,9 @@ pub(super) fn up(mut s: Session) -> Result<()> {
     let lock = realise_configs(&s, &mut progress)?;
 
     let cluster = ClusterEnv {
-        lock: SharedLock::new(s.profile.lock_path(), lock),
-        talosconfig: s.profile.talos.config_dir.join("talosconfig"),
-        kubeconfig: s.profile.talos.config_dir.join("kubeconfig"),
+        lock: SharedLock::new(s.profile.workspace.clone(), lock),
+        talosconfig: s.profile.workspace.talosconfig(),
+        kubeconfig: s.profile.workspace.kubeconfig(),
         timing,
     };
     let env = crate::steps::StepEnv {
@@ -197,7 +205,10 @@ pub(super) fn up(mut s: Session) -> Result<()> {
             .iter()
             .find(|p| p.step.id.kind() == "kubeconfig" && p.status == Status::Cached);
         if let Some(key) = kubeconfig.and_then(|p| p.key) {
-            write_private(&cluster.kubeconfig, &s.read_plain(&key, "kubeconfig")?)?;
+            let bytes = s.read_plain(&key, "kubeconfig")?;
+            s.profile
+                .workspace
+                .ensure_file(&cluster.kubeconfig, &bytes, 0o600)?;
         }
         Ok(())
     })();
@@ -265,20 +276,12 @@ fn resolve_proxmox_macs(s: &mut Session) -> Result<()> {
 fn materialise(s: &Session, done: &[Realised]) -> Result<()> {
     for r in done {
         let (target, output, mode) = match (r.id.kind(), r.id.node()) {
-            ("patch", Some(node)) => (
-                s.profile.talos.patches_dir.join(format!("{node}.yaml")),
-                "patch",
-                0o644,
-            ),
-            ("talosconfig", None) => (
-                s.profile.talos.config_dir.join("talosconfig"),
-                "talosconfig",
-                0o600,
-            ),
+            ("patch", Some(node)) => (s.profile.workspace.node_patch(node), "patch", 0o644),
+            ("talosconfig", None) => (s.profile.workspace.talosconfig(), "talosconfig", 0o600),
             _ => continue,
         };
         let bytes = s.read_plain(&r.key, output)?;
-        crate::store::local::ensure_file(&target, &bytes, mode)?;
+        s.profile.workspace.ensure_file(&target, &bytes, mode)?;
     }
     Ok(())
 }

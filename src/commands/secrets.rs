@@ -22,7 +22,7 @@ pub(super) fn secrets_cmd(
         | SecretsAction::Verify(profile) => &profile.profile,
     };
     let s = open(profile, &no_contract_change)?;
-    let file = s.profile.talos.secrets_file.clone();
+    let file = s.profile.workspace.secrets_file().to_path_buf();
     let secrets_err = |e: crate::secrets::SecretsError| CliError {
         code: 1,
         message: format!("error: {e}"),
@@ -80,7 +80,7 @@ pub(super) fn secrets_cmd(
             )
             .map_err(secrets_err)?;
             s.record_secrets(&mut lock, hash)?;
-            lock.save(&s.profile.lock_path())?;
+            lock.save(&s.profile.workspace)?;
             realise_secrets_step(&s);
             println!(
                 "{}: new secrets bundle {} encrypted to {} recipient(s)",
@@ -100,7 +100,7 @@ pub(super) fn secrets_cmd(
             let hash =
                 SecretsCommands::rekey(&file, ids()?, &s.cipher.recipients).map_err(secrets_err)?;
             s.record_secrets(&mut lock, hash)?;
-            lock.save(&s.profile.lock_path())?;
+            lock.save(&s.profile.workspace)?;
             realise_secrets_step(&s);
             println!(
                 "{}: re-encrypted to {} recipient(s); bundle {} unchanged",
@@ -121,7 +121,7 @@ pub(super) fn secrets_cmd(
                 }
                 crate::secrets::EditOutcome::Changed { before, after } => {
                     s.record_secrets(&mut lock, after)?;
-                    lock.save(&s.profile.lock_path())?;
+                    lock.save(&s.profile.workspace)?;
                     realise_secrets_step(&s);
                     println!(
                         "{}: bundle {} -> {}",

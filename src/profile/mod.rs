@@ -6,5 +6,6 @@ pub mod model;
 pub mod raw;
 pub mod validate;
 
+pub use crate::workspace::root_for as workspace_root;
 pub use model::*;
-pub use validate::{Finding, Loaded, ProfileError, load, workspace_root};
+pub use validate::{Finding, Loaded, ProfileError, load, load_with};

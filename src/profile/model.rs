@@ -157,9 +157,6 @@ pub struct Talos {
     pub vip: Option<Vip>,
     pub api_port: u16,
     pub install_disk: Option<String>,
-    pub config_dir: PathBuf,
-    pub secrets_file: PathBuf,
-    pub patches_dir: PathBuf,
     pub extensions: Vec<String>,
 }
 
@@ -244,8 +241,8 @@ pub struct Profile {
     pub name: String,
     /// The profile file.
     pub source: PathBuf,
-    /// The folder that holds `profiles/` (or the profile's own folder).
-    pub workspace_root: PathBuf,
+    /// Every path the profile names, resolved and confined (see [`crate::workspace`]).
+    pub workspace: crate::workspace::Workspace,
     pub network: Network,
     pub talos: Talos,
     pub recipients: Vec<String>,
@@ -264,10 +261,6 @@ impl Profile {
     }
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
-    }
-    /// The lock file beside the profile: `<profile dir>/<name>.lock`.
-    pub fn lock_path(&self) -> PathBuf {
-        self.source.with_file_name(format!("{}.lock", self.name))
     }
     /// `https://<api_endpoint>:6443`.
     pub fn cluster_endpoint(&self) -> String {

@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use super::locate::LineIndex;
 use super::model::*;
 use super::raw::*;
+use crate::workspace::{PathPolicy, Workspace, WrittenPaths};
 
 /// One problem found in a profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,27 +126,13 @@ impl Checker<'_> {
     }
 }
 
-/// The workspace root for a profile file: the folder holding `profiles/`, or the profile's own
-/// folder when it is not inside a `profiles/` folder.
-pub fn workspace_root(profile_path: &Path) -> PathBuf {
-    let dir = profile_path
-        .parent()
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    let dir = if dir.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        dir
-    };
-    if dir.file_name().is_some_and(|n| n == "profiles") {
-        dir.parent().map(Path::to_path_buf).unwrap_or(dir)
-    } else {
-        dir
-    }
+/// Read, parse and validate the profile at `path`, its paths confined to the workspace.
+pub fn load(path: &Path) -> Result<Loaded, ProfileError> {
+    load_with(path, PathPolicy::default())
 }
 
-/// Read, parse and validate the profile at `path`.
-pub fn load(path: &Path) -> Result<Loaded, ProfileError> {
+/// [`load`] with the command line's path policy (`--allow-outside-workspace`).
+pub fn load_with(path: &Path, policy: PathPolicy) -> Result<Loaded, ProfileError> {
     let file_error = |message: String| ProfileError {
         errors: vec![Finding {
             file: path.to_path_buf(),
@@ -197,7 +184,7 @@ pub fn load(path: &Path) -> Result<Loaded, ProfileError> {
         errors: vec![],
         warnings: vec![],
     };
-    let profile = resolve(&mut checker, raw, &absolute);
+    let profile = resolve(&mut checker, raw, &absolute, policy);
     checker
         .errors
         .sort_by(|a, b| (a.line, &a.field).cmp(&(b.line, &b.field)));
@@ -248,9 +235,25 @@ fn normalize_mac(s: &str) -> Option<String> {
     Some(parts.join(":").to_ascii_lowercase())
 }
 
-fn resolve(c: &mut Checker, raw: RawProfile, absolute: &Path) -> Option<Profile> {
-    let profile_dir = absolute.parent().unwrap_or(Path::new("/")).to_path_buf();
-    let root = workspace_root(absolute);
+fn resolve(
+    c: &mut Checker,
+    raw: RawProfile,
+    absolute: &Path,
+    policy: PathPolicy,
+) -> Option<Profile> {
+    let (ws, problems) = Workspace::resolve(
+        absolute,
+        &raw.name,
+        WrittenPaths {
+            config_dir: raw.talos.config_dir.as_deref(),
+            secrets_file: raw.talos.secrets_file.as_deref(),
+            patches_dir: raw.talos.patches_dir.as_deref(),
+        },
+        policy,
+    );
+    for p in problems {
+        c.error(&p.field, p.message);
+    }
 
     if !is_dns_label(&raw.name) {
         c.error("name", format!("{:?} must be a DNS label: lower-case letters, digits and '-', at most 63 characters", raw.name));
@@ -412,30 +415,8 @@ fn resolve(c: &mut Checker, raw: RawProfile, absolute: &Path) -> Option<Profile>
             );
         }
     }
-    let config_dir = t
-        .config_dir
-        .as_deref()
-        .map_or_else(|| root.join("clusters").join(&raw.name), |d| root.join(d));
-    let secrets_file = profile_dir.join(
-        t.secrets_file
-            .clone()
-            .unwrap_or_else(|| format!("{}.secrets.age", raw.name)),
-    );
-    let patches_dir_text = t
-        .patches_dir
-        .clone()
-        .unwrap_or_else(|| "patches".to_string());
-    if Path::new(&patches_dir_text).is_absolute() || patches_dir_text.split('/').any(|p| p == "..")
-    {
-        c.error(
-            "talos.patches_dir",
-            format!("{patches_dir_text:?} must be a relative path inside talos.config_dir"),
-        );
-    }
-    let patches_dir = config_dir.join(&patches_dir_text);
-
     // --- secrets
-    let recipients_file = profile_dir.join(format!("{}.recipients", raw.name));
+    let recipients_file = ws.recipients_file().to_path_buf();
     let recipients_file = recipients_file.is_file().then_some(recipients_file);
     if raw.secrets.recipients.is_empty() && recipients_file.is_none() {
         c.error(
@@ -520,7 +501,13 @@ fn resolve(c: &mut Checker, raw: RawProfile, absolute: &Path) -> Option<Profile>
                 ProxmoxTls::SystemRoots
             }
             (Some(f), false) => {
-                let path = profile_dir.join(f);
+                let path = match ws.input("proxmox.ca_file", f) {
+                    Ok(path) => path,
+                    Err((path, p)) => {
+                        c.error(&p.field, p.message);
+                        path
+                    }
+                };
                 if !path.is_file() {
                     c.error("proxmox.ca_file", format!("{} does not exist", path.display()));
                 }
@@ -689,8 +676,14 @@ fn resolve(c: &mut Checker, raw: RawProfile, absolute: &Path) -> Option<Profile>
         list.iter()
             .enumerate()
             .map(|(i, w)| {
-                let path = profile_dir.join(w);
                 let field = format!("{field}[{i}]");
+                let path = match ws.input(&field, w) {
+                    Ok(path) => path,
+                    Err((path, p)) => {
+                        c.error(&p.field, p.message);
+                        path
+                    }
+                };
                 if !path.is_file() {
                     c.error(
                         &field,
@@ -724,10 +717,30 @@ fn resolve(c: &mut Checker, raw: RawProfile, absolute: &Path) -> Option<Profile>
         }
     }
 
+    // --- outputs: none may overwrite the profile, its lock, secrets or recipients file, an input
+    let mut inputs: Vec<(&str, &Path)> = patches
+        .all
+        .iter()
+        .chain(&patches.controlplane)
+        .chain(&patches.worker)
+        .chain(patches.nodes.values().flatten())
+        .map(|p| (p.field.as_str(), p.path.as_path()))
+        .collect();
+    if let Some(Proxmox {
+        tls: ProxmoxTls::CaFile(ca),
+        ..
+    }) = &proxmox
+    {
+        inputs.push(("proxmox.ca_file", ca.as_path()));
+    }
+    for p in ws.check_outputs(names.keys().map(String::as_str), &inputs) {
+        c.error(&p.field, p.message);
+    }
+
     Some(Profile {
         name: raw.name.clone(),
         source: absolute.to_path_buf(),
-        workspace_root: root,
+        workspace: ws,
         network: Network {
             api_endpoint: n.api_endpoint.trim().to_string(),
             subnet: subnet?,
@@ -744,9 +757,6 @@ fn resolve(c: &mut Checker, raw: RawProfile, absolute: &Path) -> Option<Profile>
             vip,
             api_port: t.api_port.unwrap_or(50000),
             install_disk: t.install_disk.clone(),
-            config_dir,
-            secrets_file,
-            patches_dir,
             extensions: t.extensions.clone(),
         },
         recipients: raw

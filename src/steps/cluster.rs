@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -65,14 +65,14 @@ impl Timing {
 /// fails half-way still records what it did (a bootstrap above all).
 #[derive(Clone)]
 pub struct SharedLock {
-    pub path: PathBuf,
+    pub workspace: crate::workspace::Workspace,
     pub lock: Arc<Mutex<LockFile>>,
 }
 
 impl SharedLock {
-    pub fn new(path: PathBuf, lock: LockFile) -> Self {
+    pub fn new(workspace: crate::workspace::Workspace, lock: LockFile) -> Self {
         Self {
-            path,
+            workspace,
             lock: Arc::new(Mutex::new(lock)),
         }
     }
@@ -86,7 +86,8 @@ impl SharedLock {
     ) -> Result<(), StepError> {
         let mut lock = self.lock.lock().unwrap();
         f(&mut lock);
-        lock.save(&self.path).map_err(|e| cx.fail(e.to_string()))
+        lock.save(&self.workspace)
+            .map_err(|e| cx.fail(e.to_string()))
     }
 }
 
@@ -555,11 +556,6 @@ pub fn extension_names(stream: &str) -> Vec<String> {
         .collect()
 }
 
-/// Write `bytes` 0600 at `path` when it differs (materialised plaintext the operator asked for).
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    crate::store::local::ensure_file(path, bytes, 0o600)
-}
-
 /// The Talos version a node reports (`Server:` block of `talosctl version`), waiting for it to
 /// answer (it may be rebooting after apply or upgrade).
 fn server_version(
@@ -647,7 +643,9 @@ pub struct UpgradeK8sBuilder(pub ClusterEnv);
 /// Write the kubeconfig step's output 0600 where the operator (and kubectl) find it.
 fn write_kubeconfig(cx: &BuildContext<'_>, env: &ClusterEnv) -> Result<(), StepError> {
     let kubeconfig = cx.dep_output(&StepId::new("kubeconfig", None), "kubeconfig")?;
-    write_private(&env.kubeconfig, &kubeconfig)
+    env.lock
+        .workspace
+        .ensure_file(&env.kubeconfig, &kubeconfig, 0o600)
         .map_err(|e| cx.fail(format!("{}: {e}", env.kubeconfig.display())))
 }
 

@@ -90,13 +90,13 @@ fn redact_inline(argv: &[String]) -> Vec<String> {
 /// edited since): a key never names content it was not made from.
 fn bundle(cx: &BuildContext<'_>, identities: &LazyIdentities) -> Result<SecretBytes, StepError> {
     let ids = identities.get().map_err(|e| cx.fail(e))?;
-    let bundle =
-        decrypt_file(&cx.profile.talos.secrets_file, ids).map_err(|e| cx.fail(e.to_string()))?;
+    let bundle = decrypt_file(cx.profile.workspace.secrets_file(), ids)
+        .map_err(|e| cx.fail(e.to_string()))?;
     let expected = cx.dep_output_hash(&crate::graph::secrets_id(), "bundle")?;
     if crate::secrets::bundle_hash(&bundle) != expected {
         return Err(cx.fail(format!(
             "{} changed while talix was running; run the command again",
-            cx.profile.talos.secrets_file.display()
+            cx.profile.workspace.secrets_file().display()
         )));
     }
     Ok(bundle)

@@ -15,7 +15,7 @@ pub struct SecretsBuilder {
 
 impl Builder for SecretsBuilder {
     fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
-        let path = &cx.profile.talos.secrets_file;
+        let path = cx.profile.workspace.secrets_file();
         if !path.exists() {
             return Err(cx.fail(format!(
                 "{} does not exist\nhint: create it with `talix secrets init {}`",

@@ -16,6 +16,10 @@ use crate::digest::Digest;
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// No file of an object is read past this (manifests are kilobytes, configs well below a
+/// MiB): a huge or endless file in the store is damage, not something to load.
+const MAX_OBJECT_FILE: u64 = 256 << 20;
+
 /// A store rooted at a directory.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
@@ -81,9 +85,11 @@ impl LocalStore {
         self.object_dir(key).join("out").join(output)
     }
 
-    /// Remove what the store does not recognise: scratch left by interrupted writes and
-    /// object directories without a readable manifest. Returns the removed paths. Call with the
-    /// writer lock held.
+    /// Remove what the store does not recognise or cannot trust: scratch left by interrupted
+    /// writes, object directories without a manifest, and damaged objects (a manifest that does
+    /// not parse or does not belong to its key, an output missing, changed or replaced by a
+    /// symlink), so the next run rebuilds them. Returns the removed paths. Call with the writer
+    /// lock held.
     pub fn prune(&self) -> Result<Vec<PathBuf>, StoreError> {
         let mut removed = Vec::new();
         for dir in ["objects", "refs", "tmp"] {
@@ -100,10 +106,36 @@ impl LocalStore {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let known = name.parse::<Digest>().is_ok() && path.join("manifest.json").is_file();
-            if !known {
+            let trusted = match name.parse::<Digest>() {
+                Ok(key) => match self.checked(&key) {
+                    Ok(Some(_)) => true,
+                    Ok(None) => false,
+                    Err(e) if e.is_damage() => {
+                        tracing::warn!("pruning {}: {e}", path.display());
+                        false
+                    }
+                    Err(StoreError::MissingOutput { .. }) => false,
+                    Err(e) => return Err(e),
+                },
+                Err(_) => false,
+            };
+            if !trusted {
                 remove_any(&path)?;
                 removed.push(path);
+            }
+        }
+        // Temp files an older talix left beside refs.
+        for entry in walkdir::WalkDir::new(self.base().join("refs"))
+            .into_iter()
+            .filter_map(Result::ok)
+        {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".talix-tmp-")
+            {
+                remove_any(entry.path())?;
+                removed.push(entry.path().to_path_buf());
             }
         }
         for entry in fs::read_dir(&self.root)? {
@@ -123,46 +155,104 @@ impl LocalStore {
         Ok(removed)
     }
 
-    /// Check every object: manifest parses, its key matches its name, every output's stored
-    /// bytes match their recorded hash. Returns problems, one line each.
+    /// Check every object the way every read does (see [`Store::checked`]). Returns problems,
+    /// one line each.
     pub fn verify(&self) -> Result<Vec<String>, StoreError> {
         let mut problems = Vec::new();
         for key in self.keys()? {
-            let m = match self.manifest(&key) {
-                Ok(Some(m)) => m,
-                Ok(None) => continue,
-                Err(e) => {
-                    problems.push(e.to_string());
-                    continue;
+            match self.checked(&key) {
+                Ok(_) => {}
+                Err(e @ (StoreError::Damaged { .. } | StoreError::MissingOutput { .. })) => {
+                    problems.push(e.to_string().lines().next().unwrap_or_default().to_string())
                 }
-            };
-            if m.key != key || m.inputs.key() != key {
-                problems.push(format!(
-                    "object {key}: manifest key does not match its inputs"
-                ));
-            }
-            for (name, info) in m.outputs.iter().filter(|(_, info)| info.stored) {
-                match self.read_output(&key, name) {
-                    Ok(bytes) => {
-                        let h = Digest::of_domain(crate::digest::domain::OBJECT, &bytes);
-                        if h != info.stored_hash {
-                            problems.push(format!(
-                                "object {key} ({}): output {name} does not match its hash",
-                                m.step
-                            ));
-                        } else if !info.encrypted && h != info.hash {
-                            problems.push(format!(
-                                "object {key} ({}): output {name} content hash mismatch",
-                                m.step
-                            ));
-                        }
-                    }
-                    Err(e) => problems.push(e.to_string()),
-                }
+                Err(e) => return Err(e),
             }
         }
         Ok(problems)
     }
+}
+
+/// Refuse a symlink (or anything but a directory / regular file) inside an object.
+fn check_entry(key: &Digest, path: &Path, dir: bool) -> Result<bool, StoreError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(StoreError::Damaged {
+            key: *key,
+            step: None,
+            reason: format!("{} is a symlink", path.display()),
+        }),
+        Ok(meta) if (dir && meta.is_dir()) || (!dir && meta.is_file()) => Ok(true),
+        Ok(_) => Err(StoreError::Damaged {
+            key: *key,
+            step: None,
+            reason: format!(
+                "{} is not a {}",
+                path.display(),
+                if dir { "directory" } else { "regular file" }
+            ),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(StoreError::Io(std::io::Error::new(
+            e.kind(),
+            format!("{}: {e}", path.display()),
+        ))),
+    }
+}
+
+/// Read a regular file inside an object without following a symlink at any point below the
+/// object directory; `None` when absent.
+fn read_in_object(
+    key: &Digest,
+    dirs: &[&Path],
+    file: &Path,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    for d in dirs {
+        if !check_entry(key, d, true)? {
+            return Ok(None);
+        }
+    }
+    if !check_entry(key, file, false)? {
+        return Ok(None);
+    }
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(file)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(StoreError::Damaged {
+                key: *key,
+                step: None,
+                reason: format!("{} is a symlink", file.display()),
+            });
+        }
+        Err(e) => {
+            return Err(StoreError::Io(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", file.display()),
+            )));
+        }
+    };
+    let mut bytes = Vec::new();
+    (&mut f)
+        .take(MAX_OBJECT_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", file.display())))?;
+    if bytes.len() as u64 > MAX_OBJECT_FILE {
+        return Err(StoreError::Damaged {
+            key: *key,
+            step: None,
+            reason: format!(
+                "{} is larger than {} MiB",
+                file.display(),
+                MAX_OBJECT_FILE >> 20
+            ),
+        });
+    }
+    Ok(Some(bytes))
 }
 
 fn remove_any(path: &Path) -> std::io::Result<()> {
@@ -181,19 +271,6 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 fn sync_dir(path: &Path) -> std::io::Result<()> {
     fs::File::open(path)?.sync_all()
-}
-
-/// Make `path` hold exactly `bytes` with `mode`: rewritten (atomically) only when the content
-/// differs, but the mode is enforced either way (a 0600 file someone opened up is closed again).
-pub fn ensure_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    if std::fs::read(path).ok().as_deref() != Some(bytes) {
-        return atomic_write(path, bytes, Some(mode));
-    }
-    use std::os::unix::fs::PermissionsExt;
-    if fs::metadata(path)?.permissions().mode() & 0o777 != mode {
-        fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    }
-    Ok(())
 }
 
 /// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
@@ -218,25 +295,43 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::io::Re
 }
 
 impl Store for LocalStore {
-    fn manifest(&self, key: &Digest) -> Result<Option<Manifest>, StoreError> {
-        let path = self.object_dir(key).join("manifest.json");
-        let Some(bytes) = read_optional(&path)? else {
+    fn load_manifest(&self, key: &Digest) -> Result<Option<Manifest>, StoreError> {
+        let dir = self.object_dir(key);
+        let path = dir.join("manifest.json");
+        let Some(bytes) = read_in_object(key, &[&dir], &path)? else {
             return Ok(None);
         };
         serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| StoreError::Corrupt {
-                path: path.display().to_string(),
-                reason: e.to_string(),
+            .map_err(|e| StoreError::Damaged {
+                key: *key,
+                step: None,
+                reason: format!("its manifest {} does not parse: {e}", path.display()),
             })
     }
 
-    fn read_output(&self, key: &Digest, output: &str) -> Result<Vec<u8>, StoreError> {
-        let path = self.output_path(key, output);
-        read_optional(&path)?.ok_or_else(|| StoreError::MissingOutput {
-            key: *key,
-            output: output.to_string(),
-        })
+    fn load_output(&self, key: &Digest, output: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if output.contains('/') || output.starts_with('.') {
+            return Ok(None);
+        }
+        let dir = self.object_dir(key);
+        let out = dir.join("out");
+        read_in_object(key, &[&dir, &out], &out.join(output))
+    }
+
+    fn discard(&self, key: &Digest) -> Result<(), StoreError> {
+        let dir = self.object_dir(key);
+        if std::fs::symlink_metadata(&dir).is_err() {
+            return Ok(());
+        }
+        // Move it aside first (one rename), so a crash mid-removal leaves scratch for prune,
+        // never half an object.
+        fs::create_dir_all(self.base().join("tmp"))?;
+        let aside = self.tmp_path(&format!("discard-{}", key.short()));
+        std::fs::rename(&dir, &aside)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        remove_any(&aside)?;
+        Ok(())
     }
 
     fn put(
@@ -245,7 +340,7 @@ impl Store for LocalStore {
         stored: &BTreeMap<String, Vec<u8>>,
     ) -> Result<(), StoreError> {
         let target = self.object_dir(&manifest.key);
-        if target.join("manifest.json").is_file() {
+        if std::fs::symlink_metadata(target.join("manifest.json")).is_ok() {
             return Ok(()); // immutable: the first realisation stays
         }
         fs::create_dir_all(self.base().join("objects"))?;
@@ -291,11 +386,19 @@ impl Store for LocalStore {
     }
 
     fn set_ref(&self, profile: &str, step: &StepId, key: &Digest) -> Result<(), StoreError> {
-        atomic_write(
-            &self.ref_path(profile, step),
-            format!("{key}\n").as_bytes(),
-            None,
-        )?;
+        // Scratch in the store's tmp/ (swept by prune), never beside the refs.
+        let path = self.ref_path(profile, step);
+        let tmp = self.tmp_path("ref");
+        fs::create_dir_all(self.base().join("tmp"))?;
+        fs::create_dir_all(path.parent().expect("refs have a parent"))?;
+        write_synced(&tmp, format!("{key}\n").as_bytes())?;
+        if let Err(e) = std::fs::rename(&tmp, &path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(StoreError::Io(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", path.display()),
+            )));
+        }
         Ok(())
     }
 
@@ -381,11 +484,80 @@ mod tests {
     use super::*;
     use crate::store::conformance;
 
+    /// Damage done to the files of an object, as `Damage` describes it.
+    fn damage(store: &LocalStore, d: conformance::Damage) {
+        use conformance::Damage;
+        match d {
+            Damage::FlipByte(key, output) => {
+                let p = store.output_path(&key, output);
+                let mut bytes = fs::read(&p).unwrap();
+                bytes[0] ^= 1;
+                fs::write(&p, bytes).unwrap();
+            }
+            Damage::Truncate(key, output) => {
+                let p = store.output_path(&key, output);
+                let bytes = fs::read(&p).unwrap();
+                fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+            }
+            Damage::DeleteOutput(key, output) => {
+                fs::remove_file(store.output_path(&key, output)).unwrap()
+            }
+            Damage::GarbageManifest(key) => {
+                fs::write(store.object_dir(&key).join("manifest.json"), b"{ not json").unwrap()
+            }
+            Damage::CopyObject { from, over } => {
+                for f in ["manifest.json", "out/patch"] {
+                    fs::copy(
+                        store.object_dir(&from).join(f),
+                        store.object_dir(&over).join(f),
+                    )
+                    .unwrap();
+                }
+            }
+            Damage::CopyOutput { from, over, output } => {
+                fs::copy(
+                    store.output_path(&from, output),
+                    store.output_path(&over, output),
+                )
+                .unwrap();
+            }
+            Damage::SymlinkOut(key, output) => {
+                let p = store.output_path(&key, output);
+                fs::remove_file(&p).unwrap();
+                std::os::unix::fs::symlink("/etc/hostname", &p).unwrap();
+            }
+        }
+    }
+
     #[test]
     fn conformance_suite() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
-        conformance::run_all(&store);
+        let s2 = store.clone();
+        conformance::run_all(&store, &move |d| damage(&s2, d));
+    }
+
+    #[test]
+    fn a_symlinked_object_or_out_dir_is_damage_and_prune_removes_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let (a, out_a) = conformance::manifest_for("patch/a", "x", &[("patch", b"p")]);
+        let (b, out_b) = conformance::manifest_for("patch/b", "y", &[("patch", b"q")]);
+        store.put(&a, &out_a).unwrap();
+        store.put(&b, &out_b).unwrap();
+        // b's out/ becomes a symlink to a's.
+        let b_out = store.object_dir(&b.key).join("out");
+        fs::remove_dir_all(&b_out).unwrap();
+        std::os::unix::fs::symlink(store.object_dir(&a.key).join("out"), &b_out).unwrap();
+        let e = store.read_output(&b.key, "patch").unwrap_err().to_string();
+        assert!(e.contains("is a symlink"), "{e}");
+        assert_eq!(store.verify().unwrap().len(), 1);
+        let removed = store.prune().unwrap();
+        assert_eq!(removed, [store.object_dir(&b.key)]);
+        assert!(store.verify().unwrap().is_empty());
+        assert_eq!(store.read_output(&a.key, "patch").unwrap(), b"p");
+        store.put(&b, &out_b).unwrap();
+        assert_eq!(store.read_output(&b.key, "patch").unwrap(), b"q");
     }
 
     #[test]

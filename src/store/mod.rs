@@ -71,6 +71,81 @@ pub enum StoreError {
     Locked { path: String },
     #[error("store {path} has layout {found}, this talix reads layout {LAYOUT_VERSION}")]
     Layout { path: String, found: String },
+    /// An object whose bytes do not match its manifest, or whose manifest does not belong to
+    /// its key: never used, always named with the way out.
+    #[error(
+        "store object {key}{} is damaged: {reason}\nhint: run `talix store prune` to remove damaged objects, then run the command again",
+        step.as_ref().map(|s| format!(" ({s})")).unwrap_or_default()
+    )]
+    Damaged {
+        key: Digest,
+        step: Option<StepId>,
+        reason: String,
+    },
+}
+
+impl StoreError {
+    fn damaged(key: &Digest, step: Option<&StepId>, reason: impl Into<String>) -> Self {
+        StoreError::Damaged {
+            key: *key,
+            step: step.cloned(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether this is damage to one object (as opposed to an I/O failure or a locked store).
+    pub fn is_damage(&self) -> bool {
+        matches!(self, StoreError::Damaged { .. })
+    }
+}
+
+/// Whether `m` is the manifest of object `key`: it names the key, its inputs hash to it, and it
+/// is of this layout. A manifest copied from another object fails here.
+fn check_belongs(key: &Digest, m: &Manifest) -> Result<(), StoreError> {
+    if m.key != *key {
+        return Err(StoreError::damaged(
+            key,
+            Some(&m.step),
+            format!("its manifest belongs to object {}", m.key),
+        ));
+    }
+    if m.inputs.key() != *key {
+        return Err(StoreError::damaged(
+            key,
+            Some(&m.step),
+            "its manifest's inputs do not hash to its key",
+        ));
+    }
+    if m.layout != LAYOUT_VERSION || m.inputs.kind != m.step.kind() {
+        return Err(StoreError::damaged(
+            key,
+            Some(&m.step),
+            "its manifest is inconsistent (layout or step kind)",
+        ));
+    }
+    Ok(())
+}
+
+/// Check `stored` (output `name` of `m`, as read) against the manifest.
+fn check_output(key: &Digest, m: &Manifest, name: &str, stored: &[u8]) -> Result<(), StoreError> {
+    let info = m
+        .outputs
+        .get(name)
+        .ok_or_else(|| StoreError::MissingOutput {
+            key: *key,
+            output: name.to_string(),
+        })?;
+    let h = Digest::of_domain(crate::digest::domain::OBJECT, stored);
+    if h != info.stored_hash
+        || (!info.encrypted && (h != info.hash || stored.len() as u64 != info.size))
+    {
+        return Err(StoreError::damaged(
+            key,
+            Some(&m.step),
+            format!("output {name} does not match its hash"),
+        ));
+    }
+    Ok(())
 }
 
 /// An exclusive writer lock; released on drop.
@@ -81,12 +156,69 @@ pub trait WriteLock: Send {}
 /// Invariants every backend keeps (the conformance suite checks them):
 /// - `put` is atomic: after it returns, `manifest(key)` and every output are readable; if it
 ///   fails or the process dies, the object is absent, never partial.
-/// - objects are immutable: a second `put` of an existing key leaves the first one in place.
+/// - objects are immutable: a second `put` of an existing key leaves the first one in place
+///   (a damaged object is [`Store::discard`]ed first).
 /// - `stored bytes` are returned exactly as put (ciphertext stays ciphertext).
+/// - reads are verified: `manifest(key)` returns only a manifest that belongs to `key`, and
+///   `read_output` only bytes that match the manifest's hashes; anything else is
+///   [`StoreError::Damaged`]. Symlinks in an object are damage, never followed.
 /// - refs (the last realisation of a step for a profile) are replaced atomically.
+///
+/// Backends implement the raw reads (`load_manifest`, `load_output`); the verified reads are
+/// provided here, once, for every backend.
 pub trait Store: Send + Sync {
-    fn manifest(&self, key: &Digest) -> Result<Option<Manifest>, StoreError>;
-    fn read_output(&self, key: &Digest, output: &str) -> Result<Vec<u8>, StoreError>;
+    /// The manifest as stored (parsed, not yet checked against `key`); a manifest that does not
+    /// parse is [`StoreError::Damaged`].
+    fn load_manifest(&self, key: &Digest) -> Result<Option<Manifest>, StoreError>;
+    /// Output `output` of `key` as stored, `None` when absent; never through a symlink.
+    fn load_output(&self, key: &Digest, output: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Remove object `key` (a damaged one, before it is rebuilt). Call with the writer lock.
+    fn discard(&self, key: &Digest) -> Result<(), StoreError>;
+
+    /// The manifest of `key`, checked to belong to it.
+    fn manifest(&self, key: &Digest) -> Result<Option<Manifest>, StoreError> {
+        let Some(m) = self.load_manifest(key)? else {
+            return Ok(None);
+        };
+        check_belongs(key, &m)?;
+        Ok(Some(m))
+    }
+
+    /// Output `output` of `key` as stored, checked against the manifest.
+    fn read_output(&self, key: &Digest, output: &str) -> Result<Vec<u8>, StoreError> {
+        let m = self
+            .manifest(key)?
+            .ok_or_else(|| StoreError::MissingOutput {
+                key: *key,
+                output: output.to_string(),
+            })?;
+        if !m.outputs.get(output).is_some_and(|i| i.stored) {
+            return Err(StoreError::MissingOutput {
+                key: *key,
+                output: output.to_string(),
+            });
+        }
+        let bytes = self.load_output(key, output)?.ok_or_else(|| {
+            StoreError::damaged(key, Some(&m.step), format!("output {output} is missing"))
+        })?;
+        check_output(key, &m, output, &bytes)?;
+        Ok(bytes)
+    }
+
+    /// The manifest of `key` with every stored output checked: what a cache hit must pass.
+    fn checked(&self, key: &Digest) -> Result<Option<Manifest>, StoreError> {
+        let Some(m) = self.manifest(key)? else {
+            return Ok(None);
+        };
+        for (name, _) in m.outputs.iter().filter(|(_, i)| i.stored) {
+            let bytes = self.load_output(key, name)?.ok_or_else(|| {
+                StoreError::damaged(key, Some(&m.step), format!("output {name} is missing"))
+            })?;
+            check_output(key, &m, name, &bytes)?;
+        }
+        Ok(Some(m))
+    }
+
     fn put(
         &self,
         manifest: &Manifest,
@@ -161,12 +293,127 @@ pub(crate) mod conformance {
         )
     }
 
-    pub fn run_all(store: &dyn Store) {
+    /// Damage a test does to a backend's stored bytes, behind the store's back.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Damage {
+        FlipByte(Digest, &'static str),
+        Truncate(Digest, &'static str),
+        DeleteOutput(Digest, &'static str),
+        GarbageManifest(Digest),
+        /// Object `from` (manifest and outputs) copied over object `over`.
+        CopyObject {
+            from: Digest,
+            over: Digest,
+        },
+        /// One output of `from` copied over the same output of `over`.
+        CopyOutput {
+            from: Digest,
+            over: Digest,
+            output: &'static str,
+        },
+        /// The output replaced by a symlink to a file outside the store.
+        SymlinkOut(Digest, &'static str),
+    }
+
+    pub fn run_all(store: &dyn Store, damage: &dyn Fn(Damage)) {
         put_then_get(store);
         put_is_immutable(store);
         refs_replace(store);
         missing_is_none(store);
         lock_excludes_second_writer(store);
+        reads_are_verified(store, damage);
+    }
+
+    fn assert_damaged<T: std::fmt::Debug>(what: &str, key: &Digest, r: Result<T, StoreError>) {
+        match r {
+            Err(e @ StoreError::Damaged { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains(&key.to_string()),
+                    "{what}: names the object: {text}"
+                );
+                assert!(
+                    text.contains("talix store prune"),
+                    "{what}: names the repair: {text}"
+                );
+            }
+            other => panic!("{what}: expected damage, got {other:?}"),
+        }
+    }
+
+    /// Every read checks what it returns: damaged bytes, a foreign or garbage manifest, a
+    /// missing output or a symlink are `Damaged` (naming the object and the repair), never
+    /// data; a discarded object can be put again.
+    fn reads_are_verified(store: &dyn Store, damage: &dyn Fn(Damage)) {
+        let object = |tag: &str| {
+            let (m, out) = manifest_for(
+                "patch/cp1",
+                &format!("damage-{tag}"),
+                &[("patch", format!("machine: {{}} # {tag}\n").as_bytes())],
+            );
+            store.put(&m, &out).unwrap();
+            assert!(store.checked(&m.key).unwrap().is_some());
+            (m, out)
+        };
+        for (tag, make) in [
+            (
+                "flip",
+                Damage::FlipByte as fn(Digest, &'static str) -> Damage,
+            ),
+            ("truncate", Damage::Truncate),
+            ("delete", Damage::DeleteOutput),
+            ("symlink", Damage::SymlinkOut),
+        ] {
+            let (m, out) = object(tag);
+            damage(make(m.key, "patch"));
+            assert!(
+                store.manifest(&m.key).unwrap().is_some(),
+                "{tag}: manifest intact"
+            );
+            assert_damaged(tag, &m.key, store.read_output(&m.key, "patch"));
+            assert_damaged(tag, &m.key, store.checked(&m.key));
+            store.discard(&m.key).unwrap();
+            assert_eq!(store.manifest(&m.key).unwrap(), None, "{tag}: discarded");
+            store.put(&m, &out).unwrap();
+            assert_eq!(
+                store.read_output(&m.key, "patch").unwrap(),
+                out["patch"],
+                "{tag}: rebuilt"
+            );
+        }
+        let (m, _) = object("garbage");
+        damage(Damage::GarbageManifest(m.key));
+        assert_damaged("garbage manifest", &m.key, store.manifest(&m.key));
+        assert_damaged(
+            "garbage manifest",
+            &m.key,
+            store.read_output(&m.key, "patch"),
+        );
+
+        let (a, _) = object("swap-a");
+        let (b, _) = object("swap-b");
+        damage(Damage::CopyObject {
+            from: a.key,
+            over: b.key,
+        });
+        assert_damaged("swapped object", &b.key, store.manifest(&b.key));
+        assert_damaged("swapped object", &b.key, store.read_output(&b.key, "patch"));
+        assert!(
+            store.checked(&a.key).unwrap().is_some(),
+            "the original is fine"
+        );
+
+        let (c, _) = object("copy-c");
+        let (d, _) = object("copy-d");
+        damage(Damage::CopyOutput {
+            from: c.key,
+            over: d.key,
+            output: "patch",
+        });
+        assert_damaged("copied output", &d.key, store.read_output(&d.key, "patch"));
+        for k in [m.key, b.key, d.key] {
+            store.discard(&k).unwrap();
+        }
     }
 
     fn put_then_get(store: &dyn Store) {

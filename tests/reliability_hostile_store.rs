@@ -1,0 +1,249 @@
+//! Reliability suite, hostile-store corpus: objects damaged behind talix's back (a flipped
+//! byte, a truncated or deleted output, one object copied over another, a garbage manifest, an
+//! output replaced by a symlink out of the store) are detected on every read. A damaged object
+//! of a pure step is rebuilt; one of a step with effects stops the run with an error naming the
+//! object and `talix store prune`, after which the run converges. Damaged bytes never reach a
+//! file talix writes or a node.
+//!
+//! (A read-only store is not covered here: the tests run as root, for whom modes do not bind.)
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::Cluster;
+
+const P: &str = "profiles/homelab.yaml";
+
+fn key_of(c: &Cluster, profile: &str, step: &str) -> String {
+    let out = c
+        .talix()
+        .args(["plan", "--json", profile])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("plan --json");
+    v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == step)
+        .and_then(|s| s["key"].as_str())
+        .unwrap_or_else(|| panic!("no key for {step}"))
+        .to_string()
+}
+
+fn object(c: &Cluster, key: &str) -> PathBuf {
+    c.root().join("store/v1/objects").join(key)
+}
+
+fn built() -> Cluster {
+    let c = Cluster::new();
+    c.talix().args(["build", P]).assert().success();
+    c
+}
+
+fn verify_ok(c: &Cluster, profile: &str) {
+    c.talix()
+        .args(["store", "verify", profile])
+        .assert()
+        .success();
+}
+
+fn verify_fails(c: &Cluster, profile: &str, key: &str) {
+    let out = c
+        .talix()
+        .args(["store", "verify", profile])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(key),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `build` notices the damage, rebuilds the object and materialises the right bytes.
+fn build_rebuilds(c: &Cluster, key: &str, patch: &str, good: &[u8]) {
+    let out = c.talix().args(["build", P]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(key) && stderr.contains("damaged") && stderr.contains("rebuilding"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(c.root().join(patch)).unwrap(), good);
+    verify_ok(c, P);
+}
+
+const CP1_PATCH: &str = "clusters/homelab/patches/cp1.yaml";
+
+#[test]
+fn damaged_patch_outputs_are_detected_and_rebuilt() {
+    type Damage = fn(&std::path::Path);
+    let cases: [(&str, Damage); 5] = [
+        ("flipped byte", |out| {
+            let mut b = std::fs::read(out).unwrap();
+            b[0] ^= 1;
+            std::fs::write(out, b).unwrap();
+        }),
+        ("truncated", |out| {
+            let b = std::fs::read(out).unwrap();
+            std::fs::write(out, &b[..b.len() / 2]).unwrap();
+        }),
+        ("deleted", |out| std::fs::remove_file(out).unwrap()),
+        ("symlink out", |out| {
+            std::fs::remove_file(out).unwrap();
+            std::os::unix::fs::symlink("/etc/hostname", out).unwrap();
+        }),
+        ("garbage manifest", |out| {
+            let manifest = out
+                .parent()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .join("manifest.json");
+            std::fs::write(manifest, "{ garbage").unwrap();
+        }),
+    ];
+    let c = built();
+    let good = std::fs::read(c.root().join(CP1_PATCH)).unwrap();
+    let key = key_of(&c, P, "patch/cp1");
+    for (what, damage) in cases {
+        damage(&object(&c, &key).join("out/patch"));
+        verify_fails(&c, P, &key);
+        // Materialised copies are removed by the operator's tidy-up; talix must not restore
+        // the damaged bytes.
+        std::fs::remove_file(c.root().join(CP1_PATCH)).unwrap();
+        build_rebuilds(&c, &key, CP1_PATCH, &good);
+        assert!(
+            !std::fs::symlink_metadata(object(&c, &key).join("out/patch"))
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn a_swapped_render_object_is_never_exported_and_is_rebuilt() {
+    let c = built();
+    let cp1 = key_of(&c, P, "render/cp1");
+    let cp2 = key_of(&c, P, "render/cp2");
+    let out_dir = c.root().join("exported");
+    c.talix()
+        .args(["export", P, "--out"])
+        .arg(&out_dir)
+        .assert()
+        .success();
+    let good = std::fs::read(out_dir.join("cp1.yaml")).unwrap();
+    std::fs::remove_dir_all(&out_dir).unwrap();
+    // The whole object copied over another's.
+    for f in ["manifest.json", "out/config"] {
+        std::fs::copy(object(&c, &cp2).join(f), object(&c, &cp1).join(f)).unwrap();
+    }
+    let out = c
+        .talix()
+        .args(["export", P, "--out"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "export refuses a damaged store");
+    assert!(!out_dir.join("cp1.yaml").exists());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&cp1) && stderr.contains("damaged"),
+        "{stderr}"
+    );
+    c.talix().args(["build", P]).assert().success();
+    c.talix()
+        .args(["export", P, "--out"])
+        .arg(&out_dir)
+        .assert()
+        .success();
+    assert_eq!(std::fs::read(out_dir.join("cp1.yaml")).unwrap(), good);
+
+    // An output copied over another's (manifest intact).
+    std::fs::copy(
+        object(&c, &cp2).join("out/config"),
+        object(&c, &cp1).join("out/config"),
+    )
+    .unwrap();
+    verify_fails(&c, P, &cp1);
+    c.talix().args(["build", P]).assert().success();
+    verify_ok(&c, P);
+}
+
+const D: &str = "profiles/demo.yaml";
+
+#[test]
+fn on_up_tampered_configs_never_reach_a_node_and_damaged_receipts_name_the_repair() {
+    let (c, _sim) = Cluster::with_sim(50, |_| {});
+    c.talix_fast().args(["up", D]).assert().success();
+    let applied = |c: &Cluster| {
+        c.calls()
+            .iter()
+            .filter(|a| {
+                a.contains(&"apply-config".to_string()) || a.contains(&"bootstrap".to_string())
+            })
+            .count()
+    };
+
+    // cp2's rendered config copied over cp1's: detected, rebuilt, nothing applied.
+    let cp1 = key_of(&c, D, "render/cp1");
+    let cp2 = key_of(&c, D, "render/cp2");
+    for f in ["manifest.json", "out/config"] {
+        std::fs::copy(object(&c, &cp2).join(f), object(&c, &cp1).join(f)).unwrap();
+    }
+    c.clear_calls();
+    let out = c.talix_fast().args(["up", D]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&cp1) && stderr.contains("rebuilding"),
+        "{stderr}"
+    );
+    assert_eq!(
+        applied(&c),
+        0,
+        "nothing applied or bootstrapped: {:?}",
+        c.calls()
+    );
+
+    // A receipt (a step with effects) with a garbage manifest: a clear error and the repair.
+    let apply = key_of(&c, D, "apply/cp1");
+    std::fs::write(object(&c, &apply).join("manifest.json"), "{ garbage").unwrap();
+    let out = c.talix_fast().args(["up", D]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&apply) && stderr.contains("talix store prune"),
+        "{stderr}"
+    );
+    // `store prune` removes it; the next `up` converges without touching a node.
+    c.talix().args(["store", "prune", D]).assert().success();
+    c.clear_calls();
+    c.talix_fast().args(["up", D]).assert().success();
+    assert_eq!(applied(&c), 0, "the lock file remembers: {:?}", c.calls());
+    // A deleted receipt output: the same.
+    let verify = key_of(&c, D, "verify");
+    let receipt = std::fs::read_dir(object(&c, &verify).join("out"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::remove_file(receipt).unwrap();
+    let out = c.talix_fast().args(["up", D]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&verify) && stderr.contains("talix store prune"),
+        "{stderr}"
+    );
+    c.talix().args(["store", "prune", D]).assert().success();
+    c.talix_fast().args(["up", D]).assert().success();
+    verify_ok(&c, D);
+    assert_eq!(applied(&c), 0);
+}
