@@ -580,9 +580,9 @@ fn multidoc(bundle: &SecretsBundle, input: &GenerateInput, t: MachineType) -> Ve
         ));
     }
     if !input.install_disk.is_empty() {
-        // formats.md calls it "UnattendedInstallConfig"; the schema's kind is `UnattendedInstall`.
+        // upstream: pkg/machinery/config/types/runtime/unattended_install.go@v1.14.0-rc.1 (kind UnattendedInstallConfig).
         docs.push(typed(
-            "UnattendedInstall",
+            "UnattendedInstallConfig",
             vec![
                 ("installer", map([("image", s(&input.install_image))])),
                 (

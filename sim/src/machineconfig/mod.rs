@@ -5,12 +5,14 @@ pub mod contract;
 pub mod generate;
 pub mod merge;
 pub mod schema;
+pub mod selector;
 mod validate;
 pub mod yaml;
 
 pub use validate::{
-    HOSTNAME_CONFLICT, MISSING_V1ALPHA1, PARSE_PREFIX, STABLE_HOSTNAME_CONFLICT, VIP_ON_WORKER,
-    format_errors, validate, validate_for,
+    HOSTNAME_CONFLICT, MISSING_V1ALPHA1, NodeRules, PARSE_PREFIX, Rejection,
+    STABLE_HOSTNAME_CONFLICT, VALIDATION_PREFIX, VIP_ON_WORKER, check, format_errors, validate,
+    validate_for,
 };
 
 use std::fmt;
@@ -309,7 +311,7 @@ pub fn summarize_documents(config: &ConfigDocuments) -> Result<MachineConfigSumm
         .and_then(|image| image_tag_version(&image));
     let install_image = str_at(main, "machine.install.image").or_else(|| {
         config
-            .of_kind("UnattendedInstall")
+            .of_kind("UnattendedInstallConfig")
             .find_map(|d| str_at(d, "installer.image"))
     });
     let install_disk = str_at(main, "machine.install.disk");
