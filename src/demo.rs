@@ -69,6 +69,8 @@ pub fn spec(a: u8, b: u8, reboot_delay_ms: Option<u64>) -> Result<ClusterSpec, C
             "name": name,
             "mac": format!("02:54:00:{a:02x}:{b:02x}:{mac_last:02x}"),
             "address": Ipv4Addr::new(127, a, b, 101 + i as u8).to_string(),
+            // The demo profile configures `eth0`; the simulator's default NIC is `ens18`.
+            "nic": "eth0",
             "extensions": [{"name": "qemu-guest-agent", "version": "10.0.2"}],
         }))
         .map_err(|e| CliError::from(format!("demo spec: {e}")))?;

@@ -206,10 +206,11 @@ impl ClusterFiles {
     }
 }
 
-/// Node patch: hostname and static address on eth0 (contract v1.11 layout).
+/// Node patch: hostname and static address on ens18 (the simulated NIC's default name; contract
+/// v1.11 layout).
 pub fn node_patch(name: &str, address: &str) -> String {
     format!(
-        "machine:\n    network:\n        hostname: {name}\n        interfaces:\n            - interface: eth0\n              addresses:\n                  - {address}/24\n"
+        "machine:\n    network:\n        hostname: {name}\n        interfaces:\n            - interface: ens18\n              addresses:\n                  - {address}/24\n"
     )
 }
 
