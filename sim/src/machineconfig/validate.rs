@@ -1499,4 +1499,462 @@ mod tests {
             format!("1 error occurred:\n\t* {VIP_ON_WORKER}\n\n")
         );
     }
+
+    /// A clean v1alpha1 base for typed-document tests (no `stableHostname`, which a
+    /// `HostnameConfig` would conflict with).
+    fn base() -> String {
+        with_disk(CP_V111).replace("        stableHostname: true\n", "")
+    }
+
+    fn plus(base: &str, docs: &str) -> String {
+        format!("{base}---\n{docs}")
+    }
+
+    fn on(version: &str, text: &str) -> Vec<String> {
+        match validate_for(text.as_bytes(), version) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors,
+        }
+    }
+
+    /// upstream: the `registry.Register` calls under pkg/machinery/config/types at each tag.
+    #[test]
+    fn each_release_accepts_only_the_kinds_it_registers() {
+        let link = plus(
+            &base(),
+            "apiVersion: v1alpha1\nkind: LinkConfig\nname: ens18\n",
+        );
+        assert_eq!(
+            on("v1.11.6", &link),
+            ["failed to parse config: \"LinkConfig\" \"v1alpha1\": not registered"]
+        );
+        assert_eq!(on("v1.12.11", &link), Vec::<String>::new());
+        let kubespan = plus(
+            &base(),
+            "apiVersion: v1alpha1\nkind: KubeSpanConfig\nenabled: false\n",
+        );
+        assert_eq!(
+            on("v1.12.11", &kubespan),
+            [
+                "failed to parse config: error decoding document v1alpha1/KubeSpanConfig/ (line 97): \"KubeSpanConfig\" \"v1alpha1\": not registered"
+            ]
+        );
+        assert_eq!(on("v1.13.9", &kubespan), Vec::<String>::new());
+        let kubelet = plus(
+            &base().replace(
+                "    kubelet:\n        image: ghcr.io/siderolabs/kubelet:v1.28.0\n        defaultRuntimeSeccompProfileEnabled: true\n        disableManifestsDirectory: true\n",
+                "",
+            ),
+            "apiVersion: v1alpha1\nkind: KubeletConfig\nimage: ghcr.io/siderolabs/kubelet:v1.28.0\n",
+        );
+        assert!(
+            on("v1.13.9", &kubelet)[0].ends_with("\"KubeletConfig\" \"v1alpha1\": not registered")
+        );
+        assert_eq!(on("v1.14.0-rc.1", &kubelet), Vec::<String>::new());
+        // v1.11 already registers KubeSpanEndpointsConfig (the schema titles it differently).
+        let endpoints = plus(
+            &base(),
+            "apiVersion: v1alpha1\nkind: KubeSpanEndpointsConfig\nextraAnnouncedEndpoints: [192.168.1.1:51820]\n",
+        );
+        assert_eq!(on("v1.11.6", &endpoints), Vec::<String>::new());
+        // a known kind with an unknown apiVersion is not registered either
+        let v2 = plus(
+            &base(),
+            "apiVersion: v1alpha2\nkind: LinkConfig\nname: ens18\n",
+        );
+        assert!(on("v1.12.11", &v2)[0].ends_with("\"LinkConfig\" \"v1alpha2\": not registered"));
+    }
+
+    /// Every owner document next to the v1alpha1 field it owns, per release (upstream:
+    /// `V1Alpha1ConflictValidate` in pkg/machinery/config/types/**@v1.12.11, @v1.13.9,
+    /// @v1.14.0-rc.1).
+    #[test]
+    fn owner_documents_conflict_with_the_v1alpha1_fields_they_own() {
+        let b = base();
+        let net = |extra: &str| b.replace("    network: {}\n", &format!("    network:\n{extra}"));
+        let cases: Vec<(&str, String, &str, &str)> = vec![
+            (
+                "v1.12.11",
+                net("        nameservers: [1.1.1.1]\n"),
+                "apiVersion: v1alpha1\nkind: ResolverConfig\nnameservers:\n    - address: 8.8.8.8\n",
+                ".machine.network.nameservers is already set in v1alpha1 config",
+            ),
+            (
+                "v1.12.11",
+                net("        searchDomains: [example.org]\n"),
+                "apiVersion: v1alpha1\nkind: ResolverConfig\nnameservers:\n    - address: 8.8.8.8\n",
+                ".machine.network.searchDomains is already set in v1alpha1 config",
+            ),
+            (
+                "v1.12.11",
+                net("        disableSearchDomain: true\n"),
+                "apiVersion: v1alpha1\nkind: ResolverConfig\nnameservers:\n    - address: 8.8.8.8\n",
+                ".machine.network.disableSearchDomain is already set in v1alpha1 config",
+            ),
+            (
+                "v1.12.11",
+                net("        hostname: cp1\n"),
+                "apiVersion: v1alpha1\nkind: HostnameConfig\nhostname: cp1\n",
+                HOSTNAME_CONFLICT,
+            ),
+            (
+                "v1.12.11",
+                with_disk(CP_V111),
+                "apiVersion: v1alpha1\nkind: HostnameConfig\nauto: stable\n",
+                STABLE_HOSTNAME_CONFLICT,
+            ),
+            (
+                "v1.12.11",
+                b.replace(
+                    "    install:\n",
+                    "    time:\n        servers: [time.cloudflare.com]\n    install:\n",
+                ),
+                "apiVersion: v1alpha1\nkind: TimeSyncConfig\nntp:\n    servers: [pool.ntp.org]\n",
+                "time servers cannot be specified in both v1alpha1 and new-style configuration",
+            ),
+            (
+                "v1.13.9",
+                net("        kubespan:\n            enabled: false\n"),
+                "apiVersion: v1alpha1\nkind: KubeSpanConfig\nenabled: false\n",
+                "kubespan is already configured in v1alpha1 machine.network.kubespan",
+            ),
+            (
+                "v1.14.0-rc.1",
+                b.clone(),
+                "apiVersion: v1alpha1\nkind: KubeletConfig\nimage: ghcr.io/siderolabs/kubelet:v1.28.0\n",
+                "kubelet config is already set in v1alpha1 config (.machine.kubelet)",
+            ),
+            (
+                "v1.14.0-rc.1",
+                b.clone(),
+                "apiVersion: v1alpha1\nkind: KubeNetworkConfig\n",
+                "cluster network config is already set in the v1alpha1 config (.machine.cluster.network). Please remove it and use only the new KubeNetworkConfig document to avoid conflicts",
+            ),
+            (
+                "v1.14.0-rc.1",
+                b.clone(),
+                "apiVersion: v1alpha1\nkind: KubeClusterConfig\n",
+                "cluster name is already set in the v1alpha1 config (.cluster.clusterName). Please remove it and use only the new KubeClusterConfig document to avoid conflicts",
+            ),
+            (
+                "v1.14.0-rc.1",
+                b.clone(),
+                "apiVersion: v1alpha1\nkind: KubeAPIServerCAConfig\n",
+                "kube-apiserver CA is already set in v1alpha1 config (.cluster.ca)",
+            ),
+            (
+                "v1.14.0-rc.1",
+                b.clone(),
+                "apiVersion: v1alpha1\nkind: KubeNodeConfig\n",
+                ".machine.nodeLabels is already set in v1alpha1 config",
+            ),
+            (
+                "v1.14.0-rc.1",
+                b.clone(),
+                "apiVersion: v1alpha1\nkind: DiscoveryServiceConfig\nname: default\n",
+                "discovery service is already configured in .cluster.discovery of the v1alpha1 config",
+            ),
+            (
+                "v1.14.0-rc.1",
+                b.clone(),
+                "apiVersion: v1alpha1\nkind: KubeEtcdEncryptionConfig\n",
+                "etcd encryption config is already set in v1alpha1 config",
+            ),
+            (
+                "v1.14.0-rc.1",
+                b.clone(),
+                "apiVersion: v1alpha1\nkind: UnattendedInstallConfig\n",
+                "UnattendedInstallConfig config is incompatible with v1alpha1 config (.machine.install)",
+            ),
+        ];
+        for (version, main, doc, message) in cases {
+            let errors = on(version, &plus(&main, doc));
+            assert!(
+                errors.iter().any(|e| e == message),
+                "{version} {doc}: {errors:?}"
+            );
+        }
+        // Without the owned field the same documents are fine.
+        let resolver = plus(
+            &b,
+            "apiVersion: v1alpha1\nkind: ResolverConfig\nnameservers:\n    - address: 8.8.8.8\n",
+        );
+        assert_eq!(on("v1.12.11", &resolver), Vec::<String>::new());
+    }
+
+    /// upstream: pkg/machinery/config/types/network/hostname.go@v1.12.11 and the enum values of
+    /// nethelpers.AutoHostnameKind.
+    #[test]
+    fn hostname_config_rules() {
+        let doc = |body: &str| {
+            plus(
+                &base(),
+                &format!("apiVersion: v1alpha1\nkind: HostnameConfig\n{body}"),
+            )
+        };
+        assert_eq!(
+            on("v1.12.11", &doc("hostname: cp1\n")),
+            Vec::<String>::new()
+        );
+        assert_eq!(on("v1.12.11", &doc("auto: off\n")), Vec::<String>::new());
+        assert_eq!(
+            on("v1.12.11", &doc("auto: stable\nhostname: cp1\n")),
+            ["HostnameConfig: 'auto' and 'hostname' cannot be set at the same time"]
+        );
+        assert_eq!(
+            on("v1.12.11", &doc("auto: talos-addr\n")),
+            ["HostnameConfig: invalid value for 'auto': talos-addr"]
+        );
+        assert_eq!(
+            on(
+                "v1.12.11",
+                &doc("{}\n").replace("kind: HostnameConfig\n{}\n", "kind: HostnameConfig\n")
+            ),
+            ["HostnameConfig: either 'auto' or 'hostname' must be set"]
+        );
+        assert_eq!(
+            on(
+                "v1.12.11",
+                &doc(&format!("hostname: {}.example\n", "a".repeat(64)))
+            ),
+            [format!(
+                "HostnameConfig: invalid hostname {:?}",
+                "a".repeat(64)
+            )]
+        );
+        assert_eq!(
+            on("v1.12.11", &doc("auto: dynamic\n")),
+            [
+                "failed to parse config: error decoding document v1alpha1/HostnameConfig/ (line 97): error decoding HostnameConfig to *network.HostnameConfigV1Alpha1: dynamic does not belong to AutoHostnameKind values"
+            ]
+        );
+    }
+
+    /// upstream: pkg/machinery/config/types/network/link.go@v1.12.11 (netip decoding, Validate).
+    #[test]
+    fn link_config_rules() {
+        let doc = |body: &str| {
+            plus(
+                &base(),
+                &format!("apiVersion: v1alpha1\nkind: LinkConfig\n{body}"),
+            )
+        };
+        assert_eq!(
+            on(
+                "v1.12.11",
+                &doc("name: ens18\naddresses:\n    - address: 10.5.0.5/24\n")
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            on(
+                "v1.12.11",
+                &doc("name: ens18\naddresses:\n    - address: 10.5.0.5\n")
+            ),
+            [
+                "failed to parse config: error decoding document v1alpha1/LinkConfig/ens18 (line 97): error decoding LinkConfig to *network.LinkConfigV1Alpha1: netip.ParsePrefix(\"10.5.0.5\"): no '/'"
+            ]
+        );
+        assert!(
+            on("v1.12.11", &doc("name: ens18\naddresses:\n    - address: 10.5.0.300/24\n"))[0]
+                .ends_with("netip.ParsePrefix(\"10.5.0.300/24\"): ParseAddr(\"10.5.0.300\"): IPv4 field has value >255")
+        );
+        assert_eq!(
+            on(
+                "v1.12.11",
+                &doc(
+                    "name: ens18\naddresses:\n    - address: 0.0.0.0/0\nroutes:\n    - gateway: 0.0.0.0\n"
+                )
+            ),
+            [
+                "LinkConfig/ens18: address 0 must be a valid IP address\nroute 0 gateway must be a valid IP address"
+            ]
+        );
+        assert_eq!(
+            on("v1.12.11", &doc("addresses:\n    - address: 10.5.0.5/24\n")),
+            ["LinkConfig: name must be specified"]
+        );
+    }
+
+    /// upstream: pkg/machinery/config/types/network/link_alias.go@v1.12.11, @v1.14.0-rc.1.
+    #[test]
+    fn link_alias_config_rules() {
+        let doc = |body: &str| {
+            plus(
+                &base(),
+                &format!("apiVersion: v1alpha1\nkind: LinkAliasConfig\n{body}"),
+            )
+        };
+        assert_eq!(
+            on(
+                "v1.12.11",
+                &doc(
+                    "name: net0\nselector:\n    match: mac(link.permanent_addr) == \"bc:24:11:00:00:01\"\n"
+                )
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            on("v1.12.11", &doc("name: net0\n")),
+            ["LinkAliasConfig/net0: link selector is required"]
+        );
+        let guess = "link.permanent_addr == \"bc:24:11:00:00:01\"";
+        assert_eq!(
+            on(
+                "v1.12.11",
+                &doc(&format!("name: net0\nselector:\n    match: '{guess}'\n"))
+            ),
+            [format!(
+                "LinkAliasConfig/net0: link selector is invalid: {}",
+                super::super::selector::unsupported(guess)
+            )]
+        );
+        let pattern = doc("name: net%s\nselector:\n    match: link.driver == \"virtio_net\"\n");
+        assert_eq!(
+            on("v1.14.0-rc.1", &pattern),
+            [
+                "LinkAliasConfig/net%s: name \"net%s\" contains an invalid format verb, use %d suffix"
+            ]
+        );
+        assert_eq!(on("v1.12.11", &pattern), Vec::<String>::new());
+    }
+
+    /// upstream: pkg/machinery/config/types/network/layer2_vip.go@v1.12.11 (no worker rule for
+    /// the document) and v1alpha1_validation.go@v1.12.11 (`interfaces[].vip` on workers).
+    #[test]
+    fn layer2_vip_rules() {
+        let doc = |body: &str| {
+            plus(
+                &base(),
+                &format!("apiVersion: v1alpha1\nkind: Layer2VIPConfig\n{body}"),
+            )
+        };
+        assert_eq!(
+            on("v1.12.11", &doc("name: 10.5.0.10\nlink: ens18\n")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            on("v1.12.11", &doc("name: 10.5.0.x\n")),
+            [
+                "Layer2VIPConfig/10.5.0.x: name must be a valid IP address: ParseAddr(\"10.5.0.x\"): unexpected character (at \"x\")\nlink must be specified"
+            ]
+        );
+        let worker = plus(
+            &with_disk(WORKER_V111).replace("        stableHostname: true\n", ""),
+            "apiVersion: v1alpha1\nkind: Layer2VIPConfig\nname: 10.5.0.10\nlink: ens18\n",
+        );
+        assert_eq!(on("v1.12.11", &worker), Vec::<String>::new());
+    }
+
+    /// upstream: pkg/machinery/config/container/validate.go@v1.14.0-rc.1 (ControlplaneOnlyConfig).
+    #[test]
+    fn controlplane_only_documents_are_refused_on_workers_from_v1_14() {
+        let worker = plus(
+            &with_disk(WORKER_V111),
+            "apiVersion: v1alpha1\nkind: KubeSchedulerConfig\n---\napiVersion: v1alpha1\nkind: KubeProxyConfig\n",
+        );
+        assert!(
+            on("v1.14.0-rc.1", &worker).contains(
+                &"the following document kinds are only allowed on control plane machines: [KubeProxyConfig KubeSchedulerConfig]".to_string()
+            ),
+            "{:?}",
+            on("v1.14.0-rc.1", &worker)
+        );
+    }
+
+    /// How ApplyConfiguration words a rejection (upstream:
+    /// internal/app/maintenance/server.go@v1.11.6/@v1.12.11,
+    /// internal/app/machined/internal/server/v1alpha1/v1alpha1_server.go@v1.13.9,
+    /// pkg/machinery/config/container/container.go@v1.11.6/@v1.12.11).
+    #[test]
+    fn grpc_status_follows_release_and_mode() {
+        let vip = with_network(
+            WORKER_V111,
+            "        interfaces:\n            - interface: ens18\n              addresses: [10.5.0.5/24]\n              vip:\n                ip: 10.5.0.10\n",
+        );
+        let status = |version: &str, maintenance: bool| {
+            let rules = NodeRules::for_version(version);
+            check(vip.as_bytes(), rules)
+                .unwrap_err()
+                .grpc_status(rules, maintenance)
+        };
+        assert_eq!(
+            status("v1.11.5", true),
+            (
+                "InvalidArgument",
+                format!(
+                    "configuration validation failed: 1 error occurred:\n\t* {VIP_ON_WORKER}\n\n"
+                )
+            )
+        );
+        assert_eq!(
+            status("v1.11.5", false),
+            (
+                "InvalidArgument",
+                format!("1 error occurred:\n\t* {VIP_ON_WORKER}\n\n")
+            )
+        );
+        let wrapped = format!(
+            "1 error occurred:\n\t* v1alpha1.Config: 1 error occurred:\n\t* {VIP_ON_WORKER}\n\n\n\n"
+        );
+        assert_eq!(
+            status("v1.12.4", true),
+            (
+                "InvalidArgument",
+                format!("configuration validation failed: {wrapped}")
+            )
+        );
+        assert_eq!(
+            status("v1.13.2", true),
+            ("InvalidArgument", wrapped.clone())
+        );
+        assert_eq!(status("v1.14.0", false), ("InvalidArgument", wrapped));
+        let bogus = format!("{CP_V111}---\napiVersion: v1alpha1\nkind: BogusConfig\n");
+        let decode = |version: &str, maintenance: bool| {
+            let rules = NodeRules::for_version(version);
+            check(bogus.as_bytes(), rules)
+                .unwrap_err()
+                .grpc_status(rules, maintenance)
+        };
+        assert_eq!(
+            decode("v1.11.5", true),
+            (
+                "Unknown",
+                "failed to parse config: \"BogusConfig\" \"v1alpha1\": not registered".to_string()
+            )
+        );
+        assert_eq!(
+            decode("v1.11.5", false),
+            (
+                "InvalidArgument",
+                "\"BogusConfig\" \"v1alpha1\": not registered".to_string()
+            )
+        );
+        assert_eq!(
+            decode("v1.13.2", true).1,
+            "error decoding document v1alpha1/BogusConfig/ (line 97): \"BogusConfig\" \"v1alpha1\": not registered"
+        );
+    }
+
+    /// Go's netip error texts (net/netip ParseAddr/ParsePrefix).
+    #[test]
+    fn netip_errors_read_like_go() {
+        assert_eq!(go_parse_prefix_error("10.0.0.0/8"), None);
+        assert_eq!(
+            go_parse_prefix_error("10.0.0.1/33").as_deref(),
+            Some("netip.ParsePrefix(\"10.0.0.1/33\"): prefix length out of range")
+        );
+        assert_eq!(
+            go_parse_prefix_error("10.0.0.1/x").as_deref(),
+            Some("netip.ParsePrefix(\"10.0.0.1/x\"): bad bits after slash: \"x\"")
+        );
+        assert_eq!(
+            go_parse_addr_error("10.0.0").as_deref(),
+            Some("ParseAddr(\"10.0.0\"): IPv4 address too short")
+        );
+        assert_eq!(
+            go_parse_addr_error("nope").as_deref(),
+            Some("ParseAddr(\"nope\"): unable to parse IP")
+        );
+    }
 }
