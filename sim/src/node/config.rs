@@ -402,4 +402,125 @@ mod tests {
                 .is_err()
         );
     }
+
+    fn link(name: &str) -> LinkFacts {
+        LinkFacts {
+            name: name.into(),
+            hardware_addr: "bc:24:11:5e:2a:01".into(),
+            permanent_addr: "bc:24:11:5e:2a:01".into(),
+            driver: "virtio_net".into(),
+            bus_path: "0000:00:12.0".into(),
+            pci_id: String::new(),
+            physical: true,
+        }
+    }
+
+    fn intent(network: &str, docs: &str) -> NetworkIntent {
+        let text = String::from_utf8_lossy(SAMPLE)
+            .replace("    network: {}\n", &format!("    network:\n{network}"))
+            + docs;
+        ConfigFacts::extract(text.as_bytes()).unwrap().network
+    }
+
+    fn ips(list: &[&str]) -> Vec<Ipv4Addr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn v1alpha1_interfaces_address_only_the_named_or_selected_link() {
+        let named = intent(
+            "        interfaces:\n            - interface: eth0\n              addresses: [127.0.0.9/24]\n              vip:\n                  ip: 127.0.0.10\n",
+            "",
+        );
+        assert_eq!(
+            named.resolve(&link("ens18"), "v1.11.5"),
+            LinkAddressing::default()
+        );
+        assert_eq!(
+            named.resolve(&link("eth0"), "v1.11.5"),
+            LinkAddressing {
+                addresses: ips(&["127.0.0.9"]),
+                vip: Some("127.0.0.10".parse().unwrap()),
+            }
+        );
+        let by_mac = intent(
+            "        interfaces:\n            - deviceSelector:\n                  hardwareAddr: \"bc:24:11:*\"\n              addresses: [127.0.0.9/24]\n",
+            "",
+        );
+        assert_eq!(
+            by_mac.resolve(&link("ens18"), "v1.11.5").addresses,
+            ips(&["127.0.0.9"])
+        );
+        let other_mac = intent(
+            "        interfaces:\n            - deviceSelector:\n                  hardwareAddr: \"02:00:*\"\n              addresses: [127.0.0.9/24]\n",
+            "",
+        );
+        assert!(
+            other_mac
+                .resolve(&link("ens18"), "v1.11.5")
+                .addresses
+                .is_empty()
+        );
+        let by_driver = intent(
+            "        interfaces:\n            - deviceSelector:\n                  driver: virtio_net\n                  physical: true\n              addresses: [127.0.0.9]\n",
+            "",
+        );
+        assert_eq!(
+            by_driver.resolve(&link("ens18"), "v1.11.5").addresses,
+            ips(&["127.0.0.9"])
+        );
+        let ignored = intent(
+            "        interfaces:\n            - interface: ens18\n              ignore: true\n              addresses: [127.0.0.9/24]\n",
+            "",
+        );
+        assert!(
+            ignored
+                .resolve(&link("ens18"), "v1.11.5")
+                .addresses
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn typed_documents_address_links_by_name_or_alias_from_v1_12() {
+        let docs = "---\napiVersion: v1alpha1\nkind: LinkAliasConfig\nname: net0\nselector:\n    match: mac(link.permanent_addr) == \"bc:24:11:5e:2a:01\"\n---\napiVersion: v1alpha1\nkind: LinkConfig\nname: net0\naddresses:\n    - address: 127.0.0.9/24\n---\napiVersion: v1alpha1\nkind: Layer2VIPConfig\nname: 127.0.0.10\nlink: net0\n";
+        let by_alias = intent("        {}\n", docs);
+        let ens18 = link("ens18");
+        assert_eq!(
+            by_alias.alias_of(&ens18, "v1.12.4").as_deref(),
+            Some("net0")
+        );
+        assert_eq!(
+            by_alias.resolve(&ens18, "v1.12.4"),
+            LinkAddressing {
+                addresses: ips(&["127.0.0.9"]),
+                vip: Some("127.0.0.10".parse().unwrap()),
+            }
+        );
+        // v1.11 has no aliases.
+        assert_eq!(
+            by_alias.resolve(&ens18, "v1.11.5"),
+            LinkAddressing::default()
+        );
+        let mut other = ens18.clone();
+        other.permanent_addr = "02:00:00:00:00:01".into();
+        assert_eq!(
+            by_alias.resolve(&other, "v1.12.4"),
+            LinkAddressing::default()
+        );
+        let named = intent(
+            "        {}\n",
+            "---\napiVersion: v1alpha1\nkind: LinkConfig\nname: eth0\naddresses:\n    - address: 127.0.0.9/24\n",
+        );
+        assert!(named.resolve(&ens18, "v1.12.4").addresses.is_empty());
+        assert_eq!(
+            named.resolve(&link("eth0"), "v1.12.4").addresses,
+            ips(&["127.0.0.9"])
+        );
+        let pattern = intent(
+            "        {}\n",
+            "---\napiVersion: v1alpha1\nkind: LinkAliasConfig\nname: net%d\nselector:\n    match: link.driver == \"virtio_net\"\n",
+        );
+        assert_eq!(pattern.alias_of(&ens18, "v1.14.0").as_deref(), Some("net0"));
+    }
 }

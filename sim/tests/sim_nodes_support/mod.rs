@@ -314,3 +314,50 @@ pub fn generate_cluster(
         configs,
     }
 }
+
+/// Generates secrets and a base config (`--install-image INSTALLER`), then one config per
+/// `(name, controlplane, patch)` via `machineconfig patch` (which, like talosctl, does not
+/// validate). Returns the talosconfig (no endpoints set) and the config paths by name.
+pub fn generate_patched(
+    work: &Workdir,
+    endpoint: &str,
+    installer: &str,
+    nodes: &[(&str, bool, String)],
+) -> (PathBuf, BTreeMap<String, PathBuf>) {
+    work.talosctl_ok(&["gen", "secrets", "-o", "secrets.yaml"]);
+    work.talosctl_ok(&[
+        "gen",
+        "config",
+        "demo",
+        endpoint,
+        "--with-secrets",
+        "secrets.yaml",
+        "--with-docs=false",
+        "--with-examples=false",
+        "--install-image",
+        installer,
+        "-o",
+        "gen",
+    ]);
+    let mut configs = BTreeMap::new();
+    for (name, controlplane, patch) in nodes {
+        let patch = work.write(&format!("{name}-patch.yaml"), patch);
+        let base = if *controlplane {
+            "gen/controlplane.yaml"
+        } else {
+            "gen/worker.yaml"
+        };
+        let out = format!("{name}.yaml");
+        work.talosctl_ok(&[
+            "machineconfig",
+            "patch",
+            base,
+            "-p",
+            &format!("@{}", patch.display()),
+            "-o",
+            &out,
+        ]);
+        configs.insert(name.to_string(), work.file(&out));
+    }
+    (work.file("gen/talosconfig"), configs)
+}
