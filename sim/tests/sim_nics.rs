@@ -249,3 +249,87 @@ fn link_alias_by_mac_names_ens18_from_v1_12() {
     let out = wait_configured_at(&work, &tc, &format!("{subnet}.16"));
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// The VIP follows the same rule: only a control plane announces it, and only on a link it has
+/// (v1alpha1 `interfaces[].vip`; `Layer2VIPConfig.link`, which upstream accepts on workers too,
+/// but a worker never wins the etcd-based election).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vip_sits_on_a_control_plane_link_the_machine_has() {
+    use talos_sim::node::{ClusterSpec, Phase, SimCluster};
+    let work = Workdir::new();
+    let subnet = random_subnet();
+    let vip_on = |name: &str, link: &str, last: u8| {
+        hostname_and(
+            name,
+            &format!(
+                "        interfaces:\n            - interface: {link}\n              addresses: [{subnet}.{last}/24]\n              vip:\n                  ip: {subnet}.150\n"
+            ),
+        )
+    };
+    let layer2 = format!(
+        "machine:\n    network:\n        hostname: w1\n---\napiVersion: v1alpha1\nkind: Layer2VIPConfig\nname: {subnet}.150\nlink: ens18\n"
+    );
+    let (_, configs) = generate_patched(
+        &work,
+        &format!("https://{subnet}.150:6443"),
+        "ghcr.io/siderolabs/installer:v1.12.4",
+        &[
+            ("cp1", true, vip_on("cp1", "ens18", 151)),
+            ("cp2", true, vip_on("cp2", "eth0", 152)),
+            ("w1", false, layer2),
+        ],
+    );
+    let spec: ClusterSpec = serde_saphyr::from_str(&spec(
+        &subnet,
+        &[
+            (
+                "cp1",
+                "bc:24:11:00:00:51",
+                51,
+                "    maintenance_version: v1.12.4\n",
+            ),
+            (
+                "cp2",
+                "bc:24:11:00:00:52",
+                52,
+                "    maintenance_version: v1.12.4\n",
+            ),
+            (
+                "w1",
+                "bc:24:11:00:00:53",
+                53,
+                "    maintenance_version: v1.12.4\n",
+            ),
+        ],
+    ))
+    .unwrap();
+    let cluster = SimCluster::start(spec).await.unwrap();
+    let work = std::sync::Arc::new(work);
+    for (name, last) in [("cp1", 51), ("cp2", 52), ("w1", 53)] {
+        let work = work.clone();
+        let config = configs[name].clone();
+        let node = format!("{subnet}.{last}");
+        tokio::task::spawn_blocking(move || apply_insecure(&work, &node, &config))
+            .await
+            .unwrap();
+    }
+    for name in ["cp1", "cp2", "w1"] {
+        assert!(
+            cluster.wait_for_phase(name, Phase::Running, LIMIT).await,
+            "{name}"
+        );
+    }
+    let vip = Some(format!("{subnet}.150").parse().unwrap());
+    let cp1 = cluster.status("cp1").unwrap();
+    assert_eq!(
+        (cp1.address.to_string(), cp1.vip),
+        (format!("{subnet}.151"), vip)
+    );
+    let cp2 = cluster.status("cp2").unwrap();
+    assert_eq!(
+        (cp2.address.to_string(), cp2.vip),
+        (format!("{subnet}.52"), None)
+    );
+    assert_eq!(cluster.status("w1").unwrap().vip, None);
+    cluster.shutdown().await;
+}
