@@ -75,6 +75,8 @@ pub fn spec(a: u8, b: u8, reboot_delay_ms: Option<u64>) -> Result<ClusterSpec, C
             "mac": format!("02:54:00:{a:02x}:{b:02x}:{mac_last:02x}"),
             "address": Ipv4Addr::new(127, a, b, 101 + i as u8).to_string(),
             "maintenance_version": DEMO_TALOS,
+            // No `nic`: the simulator's default, `ens18` (a Proxmox virtio NIC under predictable
+            // naming); talix selects it by MAC.
             "extensions": [{"name": "qemu-guest-agent", "version": "10.0.2"}],
         }))
         .map_err(|e| CliError::from(format!("demo spec: {e}")))?;

@@ -380,17 +380,20 @@ fn get_output_shapes_and_discovery_disabled_members() {
     assert!(!out.trim_start().starts_with('['));
     let links = json_stream(&out);
     assert_eq!(links.len(), 2);
-    let eth0 = &links[0];
-    assert_eq!(eth0["metadata"]["id"], "eth0");
-    assert_eq!(eth0["metadata"]["type"], "LinkStatuses.net.talos.dev");
-    assert!(eth0["metadata"]["version"].is_number());
-    assert_eq!(eth0["spec"]["type"], "ether");
+    let nic = &links[0];
     assert_eq!(
-        eth0["spec"]["kind"], "",
+        nic["metadata"]["id"], "ens18",
+        "a Proxmox virtio NIC under predictable naming"
+    );
+    assert_eq!(nic["metadata"]["type"], "LinkStatuses.net.talos.dev");
+    assert!(nic["metadata"]["version"].is_number());
+    assert_eq!(nic["spec"]["type"], "ether");
+    assert_eq!(
+        nic["spec"]["kind"], "",
         "physical NICs have an empty kind (trap 3)"
     );
-    assert_eq!(eth0["spec"]["hardwareAddr"], "bc:24:11:00:00:1f");
-    let keys: Vec<&String> = eth0["spec"].as_object().unwrap().keys().collect();
+    assert_eq!(nic["spec"]["hardwareAddr"], "bc:24:11:00:00:1f");
+    let keys: Vec<&String> = nic["spec"].as_object().unwrap().keys().collect();
     let mut sorted = keys.clone();
     sorted.sort();
     assert_eq!(keys, sorted);
@@ -399,7 +402,7 @@ fn get_output_shapes_and_discovery_disabled_members() {
 
     // yaml: node line, metadata in COSI order, `---` between resources.
     let out = work.talosctl_ok(&["get", "links", "--insecure", "-n", &dhcp, "-o", "yaml"]);
-    assert!(out.starts_with("node: \"\"\nmetadata:\n    namespace: network\n    type: LinkStatuses.net.talos.dev\n    id: eth0\n    version: 1\n"), "{out}");
+    assert!(out.starts_with("node: \"\"\nmetadata:\n    namespace: network\n    type: LinkStatuses.net.talos.dev\n    id: ens18\n    version: 1\n"), "{out}");
     assert_eq!(out.matches("\n---\n").count(), 1);
     assert!(out.contains("\n    kind: \"\"\n"));
     // spec fields keep Talos' struct order in YAML.
@@ -434,7 +437,7 @@ fn get_output_shapes_and_discovery_disabled_members() {
             "LINK STATE"
         ]
     );
-    assert!(out.lines().nth(1).unwrap().contains("LinkStatus   eth0"));
+    assert!(out.lines().nth(1).unwrap().contains("LinkStatus   ens18"));
     let out = work.talosctl_ok(&["get", "extensions", "--insecure", "-n", &dhcp]);
     assert!(out.contains("qemu-guest-agent   9.2.0"), "{out}");
     let out = work.talosctl(&["get", "links", "--insecure", "-n", &dhcp, "-o", "xml"]);

@@ -48,7 +48,8 @@ fn runbook_completes_against_simulated_nodes() {
         .enumerate()
     {
         spec.push_str(&format!(
-            "  - {{name: {name}, mac: \"{mac}\", address: {net}.{}, reboot_delay_ms: 100}}\n",
+            // The runbook's patches name `eth0`: these images boot with `net.ifnames=0`.
+            "  - {{name: {name}, mac: \"{mac}\", address: {net}.{}, reboot_delay_ms: 100, kernel_args: [net.ifnames=0]}}\n",
             101 + i
         ));
     }

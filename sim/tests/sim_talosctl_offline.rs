@@ -1263,7 +1263,8 @@ fn validation_catches_what_talos_rejects_in_generated_configs() {
     assert_eq!(
         machineconfig::validate(typo.as_bytes()).unwrap_err(),
         [
-            "failed to parse config: unknown keys found during decoding:\nmachine:\n    netwrok: {}\n"
+            // upstream: decoder.go@v1.12.11+ names the document and its line.
+            "failed to parse config: error decoding document /v1alpha1/ (line 1): unknown keys found during decoding:\nmachine:\n    netwrok: {}\n"
         ]
     );
     // Malformed addresses (a bare IP is fine, as in Talos).

@@ -5,12 +5,14 @@ pub mod contract;
 pub mod generate;
 pub mod merge;
 pub mod schema;
+pub mod selector;
 mod validate;
 pub mod yaml;
 
 pub use validate::{
-    HOSTNAME_CONFLICT, MISSING_V1ALPHA1, PARSE_PREFIX, STABLE_HOSTNAME_CONFLICT, VIP_ON_WORKER,
-    format_errors, validate, validate_for,
+    HOSTNAME_CONFLICT, MISSING_V1ALPHA1, NodeRules, PARSE_PREFIX, Rejection,
+    STABLE_HOSTNAME_CONFLICT, VALIDATION_PREFIX, VIP_ON_WORKER, check, format_errors, validate,
+    validate_for,
 };
 
 use std::fmt;

@@ -90,6 +90,15 @@ impl FieldTable {
                 continue;
             };
             let path = if path == "." { "" } else { path };
+            // The JSON schemas title two documents after their Go alias; the decoder's kinds
+            // are `UnattendedInstallConfig` and `KubeSpanEndpointsConfig` (upstream:
+            // pkg/machinery/config/types/runtime/unattended_install.go,
+            // pkg/machinery/config/types/network/kubespan_endpoints.go@v1.14.0-rc.1).
+            let kind = match kind {
+                "UnattendedInstall" => "UnattendedInstallConfig",
+                "KubeSpanEndpoints" => "KubeSpanEndpointsConfig",
+                other => other,
+            };
             let key = (kind.to_string(), path.to_string());
             if let Some(scalar) = parts.next().and_then(ScalarType::parse) {
                 types.insert(key.clone(), scalar);

@@ -195,13 +195,20 @@ fn decode_config(params: &Value) -> Result<Vec<u8>, RpcError> {
         .map_err(|e| RpcError::new("InvalidArgument", format!("failed to parse config: {e}")))
 }
 
-/// Validation as the node does it: the offline machine-config checker, then the facts the
-/// simulator needs (CA material etc.).
-fn validate_config(bytes: &[u8]) -> Result<ConfigFacts, String> {
-    if let Err(errors) = crate::machineconfig::validate(bytes) {
-        return Err(errors.join("\n"));
+/// Validation as the node running `version` does it (its decoder registry and validators, see
+/// `machineconfig::check`), answered with the status `ApplyConfiguration` gives; then the facts
+/// the simulator needs (CA material etc.).
+fn validate_config(
+    bytes: &[u8],
+    version: &str,
+    maintenance: bool,
+) -> Result<ConfigFacts, RpcError> {
+    let rules = crate::machineconfig::NodeRules::for_version(version);
+    if let Err(rejection) = crate::machineconfig::check(bytes, rules) {
+        let (code, message) = rejection.grpc_status(rules, maintenance);
+        return Err(RpcError::new(code, message));
     }
-    ConfigFacts::extract(bytes)
+    ConfigFacts::extract(bytes).map_err(|e| RpcError::new("InvalidArgument", e))
 }
 
 fn maintenance_apply(shared: &Arc<Shared>, idx: usize, params: &Value) -> Outcome {
@@ -226,19 +233,9 @@ fn maintenance_apply(shared: &Arc<Shared>, idx: usize, params: &Value) -> Outcom
         Ok(b) => b,
         Err(e) => return Outcome::Reply(Err(e)),
     };
-    let facts = match validate_config(&bytes) {
+    let facts = match validate_config(&bytes, &version, true) {
         Ok(f) => f,
-        Err(text) if text.starts_with("failed to parse config") => {
-            return Outcome::Reply(Err(RpcError::new("InvalidArgument", text)));
-        }
-        Err(text) => {
-            let message = if modern {
-                text
-            } else {
-                format!("configuration validation failed: {text}")
-            };
-            return Outcome::Reply(Err(RpcError::new("InvalidArgument", message)));
-        }
+        Err(e) => return Outcome::Reply(Err(e)),
     };
     if dry_run {
         return Outcome::Reply(Ok(json!({
@@ -343,13 +340,20 @@ fn come_up(state: &mut ClusterState, idx: usize) -> Vec<usize> {
         return Vec::new();
     };
     let facts = &config.facts;
-    let address = facts
-        .static_addresses
+    // Only configuration of a link the machine really has counts; otherwise it keeps its DHCP
+    // address (where the operator will not look for it).
+    let link = state.nodes[idx].spec.link_facts();
+    let addressing = facts
+        .network
+        .resolve(&link, &state.nodes[idx].talos_version);
+    let address = addressing
+        .addresses
         .iter()
         .copied()
         .find(Ipv4Addr::is_loopback)
         .unwrap_or(state.nodes[idx].spec.address);
     state.nodes[idx].address = address;
+    state.nodes[idx].vip = addressing.vip.filter(|_| facts.is_controlplane());
     state.nodes[idx].booted_at = time::OffsetDateTime::now_utc();
     match node_server_tls(state, idx) {
         Ok((cfg, trusted)) => {
@@ -390,7 +394,8 @@ fn come_up(state: &mut ClusterState, idx: usize) -> Vec<usize> {
 
 fn configured_apply(shared: &Arc<Shared>, idx: usize, params: &Value) -> CallResult {
     let bytes = decode_config(params)?;
-    let facts = validate_config(&bytes).map_err(|t| RpcError::new("InvalidArgument", t))?;
+    let version = shared.lock().nodes[idx].talos_version.clone();
+    let facts = validate_config(&bytes, &version, false)?;
     let mode = params.get("mode").and_then(Value::as_str).unwrap_or("auto");
     if params
         .get("dry_run")
@@ -785,6 +790,7 @@ fn reset(shared: &Arc<Shared>, idx: usize, params: &Value) -> CallResult {
             let node = &mut state.nodes[idx];
             if reboot {
                 node.address = node.spec.address;
+                node.vip = None;
                 node.talos_version = node.spec.maintenance_version.clone();
                 node.booted_at = time::OffsetDateTime::now_utc();
                 let ips = [IpAddr::V4(node.address)];
@@ -1036,22 +1042,32 @@ fn get_resources(state: &ClusterState, idx: usize, params: &Value) -> CallResult
                     format!("resource \"{asked}\" is not registered"),
                 ));
             }
+            let nic = node.spec.link_facts();
+            let mut spec = json!({
+                    "index": 2, "type": "ether", "linkIndex": 0,
+                    "flags": "UP,BROADCAST,RUNNING,MULTICAST,LOWER_UP",
+                    "hardwareAddr": nic.hardware_addr,
+                    "permanentAddr": nic.permanent_addr,
+                    "broadcastAddr": "ff:ff:ff:ff:ff:ff", "mtu": 1500, "queueDisc": "pfifo_fast",
+                    "operationalState": "up", "kind": "", "slaveKind": "",
+                    "busPath": nic.bus_path, "driver": nic.driver, "linkState": true,
+                    "speedMbit": 4294967295u64, "port": "Other", "duplex": "Unknown",
+            });
+            // A LinkAliasConfig whose selector matches sets the link's alias (omitempty).
+            if let Some(alias) = node
+                .config
+                .as_ref()
+                .and_then(|c| c.facts.network.alias_of(&nic, &node.talos_version))
+            {
+                spec["alias"] = json!(alias);
+            }
             items.push(resource(
                 "network",
                 typ,
-                "eth0",
+                &nic.name,
                 "network.LinkStatusController",
                 booted,
-                json!({
-                    "index": 2, "type": "ether", "linkIndex": 0,
-                    "flags": "UP,BROADCAST,RUNNING,MULTICAST,LOWER_UP",
-                    "hardwareAddr": node.spec.mac.to_ascii_lowercase(),
-                    "permanentAddr": node.spec.mac.to_ascii_lowercase(),
-                    "broadcastAddr": "ff:ff:ff:ff:ff:ff", "mtu": 1500, "queueDisc": "pfifo_fast",
-                    "operationalState": "up", "kind": "", "slaveKind": "",
-                    "busPath": "0000:00:12.0", "driver": "virtio_net", "linkState": true,
-                    "speedMbit": 4294967295u64, "port": "Other", "duplex": "Unknown",
-                }),
+                spec,
             ));
             items.push(resource("network", typ, "lo", "network.LinkStatusController", booted, json!({
                 "index": 1, "type": "loopback", "linkIndex": 0,

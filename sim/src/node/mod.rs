@@ -70,6 +70,9 @@ pub struct NodeStatus {
     pub talos_version: String,
     pub machine_type: Option<String>,
     pub etcd_member: bool,
+    /// The shared IP this node announces (a control plane whose config puts a VIP on a link it
+    /// has; workers never win the etcd-based election).
+    pub vip: Option<Ipv4Addr>,
 }
 
 pub(crate) struct AppliedConfig {
@@ -81,6 +84,8 @@ pub(crate) struct NodeState {
     pub foreign: bool,
     pub phase: Phase,
     pub address: Ipv4Addr,
+    /// VIP announced on the node's link (set when it comes up configured).
+    pub vip: Option<Ipv4Addr>,
     pub talos_version: String,
     pub config: Option<Arc<AppliedConfig>>,
     pub apply_failures_left: u32,
@@ -167,6 +172,7 @@ impl SimCluster {
                 foreign,
                 phase: Phase::Maintenance,
                 address: node.address,
+                vip: None,
                 talos_version: node.maintenance_version.clone(),
                 config: None,
                 apply_failures_left: u32::from(node.faults.apply_fails_once),
@@ -248,6 +254,7 @@ impl SimCluster {
                             .any(|&m| state.nodes[m].spec.name == n.spec.name)
                     })
                 }),
+                vip: n.vip,
             })
             .collect()
     }

@@ -42,8 +42,15 @@ pub enum RoleHint {
 #[serde(deny_unknown_fields)]
 pub struct NodeSpec {
     pub name: String,
-    /// MAC address of its single NIC (`eth0`), e.g. `bc:24:11:5e:2a:01`.
+    /// MAC address of its single NIC, e.g. `bc:24:11:5e:2a:01`.
     pub mac: String,
+    /// Name of that NIC. Default: what the kernel calls a Proxmox virtio NIC (PCI slot 18)
+    /// under predictable naming, `ens18`; `eth0` when `kernel_args` has `net.ifnames=0`.
+    #[serde(default)]
+    pub nic: Option<String>,
+    /// Kernel arguments of the boot image (only `net.ifnames=0` matters: classic `eth0` names).
+    #[serde(default)]
+    pub kernel_args: Vec<String>,
     /// The DHCP address it has in maintenance mode (must be in 127.0.0.0/8).
     pub address: Ipv4Addr,
     #[serde(default)]
@@ -125,6 +132,40 @@ fn default_maintenance_version() -> String {
     "v1.11.5".to_string()
 }
 
+/// What the simulated NIC looks like to `get links` and link selectors: a Proxmox virtio-net
+/// device at PCI slot 18 (hence `ens18`).
+pub const NIC_DRIVER: &str = "virtio_net";
+/// PCI bus path of the simulated NIC.
+pub const NIC_BUS_PATH: &str = "0000:00:12.0";
+
+impl NodeSpec {
+    /// The NIC's name: `nic` if given, else `eth0` with `net.ifnames=0`, else `ens18`.
+    pub fn nic_name(&self) -> String {
+        if let Some(name) = &self.nic {
+            return name.clone();
+        }
+        if self.kernel_args.iter().any(|a| a == "net.ifnames=0") {
+            "eth0".to_string()
+        } else {
+            "ens18".to_string()
+        }
+    }
+
+    /// The NIC as link selectors see it (MAC in Go's lowercase spelling).
+    pub fn link_facts(&self) -> crate::machineconfig::selector::LinkFacts {
+        let mac = self.mac.to_ascii_lowercase();
+        crate::machineconfig::selector::LinkFacts {
+            name: self.nic_name(),
+            hardware_addr: mac.clone(),
+            permanent_addr: mac,
+            driver: NIC_DRIVER.to_string(),
+            bus_path: NIC_BUS_PATH.to_string(),
+            pci_id: String::new(),
+            physical: true,
+        }
+    }
+}
+
 impl ClusterSpec {
     /// Reads a spec from a YAML or JSON file (JSON is YAML).
     pub fn load(path: &Path) -> Result<Self, SpecError> {
@@ -162,6 +203,17 @@ impl ClusterSpec {
                     node.name
                 )));
             }
+            if node
+                .nic
+                .as_deref()
+                .is_some_and(|n| n.is_empty() || n.len() > 15 || n.contains(['/', ' ']))
+            {
+                return Err(SpecError::Invalid(format!(
+                    "node {}: nic {:?} is not a Linux interface name",
+                    node.name,
+                    node.nic.as_deref().unwrap_or_default()
+                )));
+            }
             if !sockets.insert((node.address, node.api_port)) {
                 return Err(SpecError::Invalid(format!(
                     "node {}: {}:{} is used twice",
@@ -190,6 +242,22 @@ mod tests {
             "nodes:\n  - name: cp1\n    mac: x\n    address: 127.0.0.1\n    colour: red\n",
         );
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn nic_name_defaults_to_ens18_and_follows_ifnames() {
+        let spec: ClusterSpec = serde_saphyr::from_str(
+            "nodes:\n  - {name: a, mac: x, address: 127.0.0.1}\n  - {name: b, mac: x, address: 127.0.0.2, kernel_args: [quiet, net.ifnames=0]}\n  - {name: c, mac: x, address: 127.0.0.3, nic: enp6s18}\n",
+        )
+        .unwrap();
+        spec.check().unwrap();
+        let names: Vec<String> = spec.nodes.iter().map(NodeSpec::nic_name).collect();
+        assert_eq!(names, ["ens18", "eth0", "enp6s18"]);
+        let bad: ClusterSpec = serde_saphyr::from_str(
+            "nodes:\n  - {name: a, mac: x, address: 127.0.0.1, nic: \"\"}\n",
+        )
+        .unwrap();
+        assert!(bad.check().is_err());
     }
 
     #[test]

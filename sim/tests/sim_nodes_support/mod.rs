@@ -229,10 +229,11 @@ impl ClusterFiles {
     }
 }
 
-/// Node patch: hostname and static address on eth0 (contract v1.11 layout).
+/// Node patch: hostname and static address on ens18 (the simulated NIC's default name; contract
+/// v1.11 layout).
 pub fn node_patch(name: &str, address: &str) -> String {
     format!(
-        "machine:\n    network:\n        hostname: {name}\n        interfaces:\n            - interface: eth0\n              addresses:\n                  - {address}/24\n"
+        "machine:\n    network:\n        hostname: {name}\n        interfaces:\n            - interface: ens18\n              addresses:\n                  - {address}/24\n"
     )
 }
 
@@ -335,4 +336,51 @@ pub fn generate_cluster(
         talosconfig,
         configs,
     }
+}
+
+/// Generates secrets and a base config (`--install-image INSTALLER`), then one config per
+/// `(name, controlplane, patch)` via `machineconfig patch` (which, like talosctl, does not
+/// validate). Returns the talosconfig (no endpoints set) and the config paths by name.
+pub fn generate_patched(
+    work: &Workdir,
+    endpoint: &str,
+    installer: &str,
+    nodes: &[(&str, bool, String)],
+) -> (PathBuf, BTreeMap<String, PathBuf>) {
+    work.talosctl_ok(&["gen", "secrets", "-o", "secrets.yaml"]);
+    work.talosctl_ok(&[
+        "gen",
+        "config",
+        "demo",
+        endpoint,
+        "--with-secrets",
+        "secrets.yaml",
+        "--with-docs=false",
+        "--with-examples=false",
+        "--install-image",
+        installer,
+        "-o",
+        "gen",
+    ]);
+    let mut configs = BTreeMap::new();
+    for (name, controlplane, patch) in nodes {
+        let patch = work.write(&format!("{name}-patch.yaml"), patch);
+        let base = if *controlplane {
+            "gen/controlplane.yaml"
+        } else {
+            "gen/worker.yaml"
+        };
+        let out = format!("{name}.yaml");
+        work.talosctl_ok(&[
+            "machineconfig",
+            "patch",
+            base,
+            "-p",
+            &format!("@{}", patch.display()),
+            "-o",
+            &out,
+        ]);
+        configs.insert(name.to_string(), work.file(&out));
+    }
+    (work.file("gen/talosconfig"), configs)
 }
