@@ -24,6 +24,10 @@ impl Workspace {
             .replace(
                 "kubernetes_version: 1.37.0\n",
                 "kubernetes_version: 1.34.1\n",
+            )
+            .replace(
+                "patches/allow-scheduling-v1.14.yaml",
+                "patches/allow-scheduling.yaml",
             );
         assert_ne!(text, legacy, "single.yaml is no longer on v1.14.0 / 1.37.0");
         std::fs::write(&single, legacy).unwrap();
