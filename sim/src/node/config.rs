@@ -59,6 +59,14 @@ fn b64_pem(v: &Value, path: &[&str]) -> Option<String> {
         .filter(|s| s.contains("-----BEGIN"))
 }
 
+/// `KubeAPIServerCAConfig.issuingCA.<field>` (plain PEM), if present.
+fn issuing_ca(docs: &[Value], field: &str) -> Option<String> {
+    of_kind(docs, "KubeAPIServerCAConfig")
+        .find_map(|d| str_at(d, &["issuingCA", field]))
+        .map(str::to_string)
+        .filter(|s| s.contains("-----BEGIN"))
+}
+
 /// The tag of an image reference (`repo/name:tag` → `tag`), if any.
 pub fn image_tag(image: &str) -> Option<&str> {
     let last = image.rsplit('/').next()?;
@@ -138,8 +146,14 @@ impl ConfigFacts {
             discovery_enabled,
             os_ca_cert,
             os_ca_key: b64_pem(main, &["machine", "ca", "key"]),
-            k8s_ca_cert: b64_pem(main, &["cluster", "ca", "crt"]),
-            k8s_ca_key: b64_pem(main, &["cluster", "ca", "key"]),
+            // From contract v1.14 the Kubernetes CA is a `KubeAPIServerCAConfig` document with
+            // plain PEM (`issuingCA.{cert,key}`; workers only `acceptedCAs`), not `cluster.ca`
+            // (pkg/machinery/config/types/v1alpha1/testdata/stability/v1.14/base-controlplane.yaml
+            // @v1.14.0-rc.1).
+            k8s_ca_cert: b64_pem(main, &["cluster", "ca", "crt"])
+                .or_else(|| issuing_ca(&docs, "cert")),
+            k8s_ca_key: b64_pem(main, &["cluster", "ca", "key"])
+                .or_else(|| issuing_ca(&docs, "key")),
         })
     }
 
@@ -522,5 +536,25 @@ mod tests {
             "---\napiVersion: v1alpha1\nkind: LinkAliasConfig\nname: net%d\nselector:\n    match: link.driver == \"virtio_net\"\n",
         );
         assert_eq!(pattern.alias_of(&ens18, "v1.14.0").as_deref(), Some("net0"));
+    }
+
+    /// The Kubernetes CA of a contract v1.14 control plane comes from `KubeAPIServerCAConfig`;
+    /// without it the node serves no Kubernetes API and `health` never sees the nodes.
+    #[test]
+    fn v1_14_kubernetes_ca_comes_from_kube_apiserver_ca_config() {
+        let golden =
+            include_bytes!("../../testdata/upstream/stability/v1.14/base-controlplane.yaml");
+        let f = ConfigFacts::extract(golden).unwrap();
+        assert!(
+            f.k8s_ca_cert
+                .as_deref()
+                .is_some_and(|c| c.contains("BEGIN CERTIFICATE"))
+        );
+        assert!(
+            f.k8s_ca_key
+                .as_deref()
+                .is_some_and(|k| k.contains("PRIVATE KEY"))
+        );
+        assert_eq!(f.endpoint_host().as_deref(), Some("base"));
     }
 }
