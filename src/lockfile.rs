@@ -69,6 +69,29 @@ pub struct LockFile {
     pub kubernetes: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub nodes: BTreeMap<String, NodeLock>,
+    /// Side effects started but not yet recorded (write-ahead): a run killed between sending
+    /// them and recording them leaves these, so the next run can tell from the cluster whether
+    /// they happened instead of doing them twice.
+    #[serde(default, skip_serializing_if = "Pending::is_empty")]
+    pub pending: Pending,
+}
+
+/// See [`LockFile::pending`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pending {
+    /// The node `talosctl bootstrap` was sent to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<String>,
+    /// First applies (from maintenance mode) sent, by node: the config hash.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub applies: BTreeMap<String, Digest>,
+}
+
+impl Pending {
+    pub fn is_empty(&self) -> bool {
+        self.bootstrap.is_none() && self.applies.is_empty()
+    }
 }
 
 impl Default for LockFile {
@@ -81,6 +104,7 @@ impl Default for LockFile {
             bootstrap: None,
             kubernetes: None,
             nodes: BTreeMap::new(),
+            pending: Pending::default(),
         }
     }
 }

@@ -555,10 +555,23 @@ impl Workspace {
 #[derive(Debug)]
 pub struct WorkspaceLock(#[allow(dead_code)] std::fs::File);
 
-/// Kill point for the reliability suite: when `TALIX_TEST_CRASH_AT` names `point`, the process
-/// SIGKILLs itself here (no destructor, no cleanup: what a power cut or an OOM kill leaves).
+/// Kill point for the reliability suite: when `TALIX_TEST_CRASH_AT` names `point` (or
+/// `point#N`: its N-th passage in this process, from 1), the process SIGKILLs itself here (no
+/// destructor, no cleanup: what a power cut or an OOM kill leaves).
 pub fn crash_point(point: &str) {
-    if std::env::var_os("TALIX_TEST_CRASH_AT").is_some_and(|v| v == point) {
+    let Some(want) = std::env::var_os("TALIX_TEST_CRASH_AT") else {
+        return;
+    };
+    let want = want.to_string_lossy();
+    let (name, nth) = match want.rsplit_once('#') {
+        Some((name, n)) => (name, n.parse::<u32>().unwrap_or(1)),
+        None => (want.as_ref(), 1),
+    };
+    if name != point {
+        return;
+    }
+    static PASSED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    if PASSED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == nth {
         // SAFETY: sending a signal to ourselves.
         unsafe {
             libc::kill(libc::getpid(), libc::SIGKILL);

@@ -217,6 +217,21 @@ impl Builder for ApplyBuilder {
             );
             return Ok(receipt(json!({"node": node.name, "config": config_hash})));
         }
+        if recorded.is_none()
+            && env.lock.get().pending.applies.get(&node.name) == Some(&config_hash)
+            && answers_authenticated(cx, env, node.ip)
+        {
+            // A run was killed after sending this node its first config and before recording
+            // it: the node answers with this cluster's talosconfig at its static address, so
+            // the config it was sent is on it. Recorded, not applied twice.
+            eprintln!(
+                "note: {}: the interrupted apply of config {} reached the node; recorded",
+                node.name,
+                config_hash.short()
+            );
+            record_apply(cx, env, node, config_hash)?;
+            return Ok(receipt(json!({"node": node.name, "config": config_hash})));
+        }
         let discovered_configured = recorded.is_none()
             && cx
                 .latest_output(&StepId::new("discover", None), "configured")
@@ -245,6 +260,12 @@ impl Builder for ApplyBuilder {
             })?;
             (ip, true)
         };
+        if insecure {
+            // Write-ahead: the first apply is about to be sent.
+            env.lock.update(cx, |l| {
+                l.pending.applies.insert(node.name.clone(), config_hash);
+            })?;
+        }
         let ep = endpoint(cx.profile, target);
         let bare = crate::address::node_arg(target);
         let tc = env.talosconfig.display().to_string();
@@ -285,23 +306,34 @@ impl Builder for ApplyBuilder {
         if !last_error.is_empty() {
             return Err(cx.fail(last_error));
         }
-        env.lock.update(cx, |l| {
-            l.nodes.insert(
-                node.name.clone(),
-                NodeLock {
-                    applied_config: config_hash,
-                    // The static address from the config: where the node answers from now on.
-                    address: Some(node.ip.to_string()),
-                    at: now_rfc3339(),
-                    talos_version: Some(cx.profile.talos.version.with_v()),
-                    mac: node.mac.clone(),
-                },
-            );
-        })?;
+        record_apply(cx, env, node, config_hash)?;
         // The receipt says what is on the node, not how it got there, so a receipt rebuilt from
         // the lock file is identical and nothing downstream re-runs.
         Ok(receipt(json!({"node": node.name, "config": config_hash})))
     }
+}
+
+/// Record in the lock file that `config_hash` is on `node` (at its static address from now on).
+fn record_apply(
+    cx: &BuildContext<'_>,
+    env: &ClusterEnv,
+    node: &Node,
+    config_hash: Digest,
+) -> Result<(), StepError> {
+    env.lock.update(cx, |l| {
+        l.nodes.insert(
+            node.name.clone(),
+            NodeLock {
+                applied_config: config_hash,
+                // The static address from the config: where the node answers from now on.
+                address: Some(node.ip.to_string()),
+                at: now_rfc3339(),
+                talos_version: Some(cx.profile.talos.version.with_v()),
+                mac: node.mac.clone(),
+            },
+        );
+        l.pending.applies.remove(&node.name);
+    })
 }
 
 pub struct ReadyBuilder(pub ClusterEnv);
@@ -347,43 +379,66 @@ impl Builder for BootstrapBuilder {
                 json!({"node": done.node, "secrets": done.secrets_hash}),
             ));
         }
-        let started = Instant::now();
-        let result = loop {
-            match talosctl_auth(cx, env, node.ip, &["bootstrap"]) {
-                Ok(_) => break "bootstrapped",
-                Err(e) => {
-                    let text = stderr_of(&e);
-                    if text.contains("AlreadyExists") {
-                        // Trap 8: etcd already has data on this node: it is bootstrapped.
-                        break "already bootstrapped";
-                    }
-                    let transient = bootstrap_transient(&text);
-                    if transient && started.elapsed() < env.timing.bootstrap_timeout {
-                        std::thread::sleep(env.timing.poll);
-                        continue;
-                    }
-                    return Err(cx.fail(format!(
-                        "bootstrap on {} ({}) failed: {text}",
-                        node.name, node.ip
-                    )));
-                }
-            }
-        };
+        let interrupted = env.lock.get().pending.bootstrap.as_deref() == Some(node.name.as_str());
+        if interrupted
+            && talosctl_auth(cx, env, node.ip, &["etcd", "members"])
+                .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).lines().count() > 1)
+        {
+            // A run was killed after sending bootstrap and before recording it, and etcd has
+            // members: it was bootstrapped. Recorded, not sent twice.
+            eprintln!(
+                "note: the interrupted bootstrap of {} took effect (etcd has members); recorded",
+                node.name
+            );
+        } else {
+            env.lock
+                .update(cx, |l| l.pending.bootstrap = Some(node.name.clone()))?;
+            bootstrap_once(cx, env, node)?;
+        }
         env.lock.update(cx, |l| {
             l.bootstrap = Some(BootstrapLock {
                 node: node.name.clone(),
                 at: now_rfc3339(),
                 secrets_hash: secrets,
             });
+            l.pending.bootstrap = None;
             // The cluster is created at the profile's Kubernetes version.
             l.kubernetes
                 .get_or_insert_with(|| cx.profile.talos.kubernetes_version.to_string());
         })?;
         // The receipt says what holds, not how it was learned (identical when rebuilt from the
         // lock file, so nothing downstream re-runs).
-        tracing::info!("bootstrap on {}: {result}", node.name);
         Ok(receipt(json!({"node": node.name, "secrets": secrets})))
     }
+}
+
+/// `talosctl bootstrap` on `node`, retrying what upstream treats as transient; `AlreadyExists`
+/// means done (trap 8).
+fn bootstrap_once(cx: &BuildContext<'_>, env: &ClusterEnv, node: &Node) -> Result<(), StepError> {
+    let started = Instant::now();
+    let result = loop {
+        match talosctl_auth(cx, env, node.ip, &["bootstrap"]) {
+            Ok(_) => break "bootstrapped",
+            Err(e) => {
+                let text = stderr_of(&e);
+                if text.contains("AlreadyExists") {
+                    // Trap 8: etcd already has data on this node: it is bootstrapped.
+                    break "already bootstrapped";
+                }
+                let transient = bootstrap_transient(&text);
+                if transient && started.elapsed() < env.timing.bootstrap_timeout {
+                    std::thread::sleep(env.timing.poll);
+                    continue;
+                }
+                return Err(cx.fail(format!(
+                    "bootstrap on {} ({}) failed: {text}",
+                    node.name, node.ip
+                )));
+            }
+        }
+    };
+    tracing::info!("bootstrap on {}: {result}", node.name);
+    Ok(())
 }
 
 /// Errors of `talosctl bootstrap` that upstream retries as transient

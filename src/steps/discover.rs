@@ -29,54 +29,89 @@ impl Builder for DiscoverBuilder {
         // A node the lock file does not know may still be configured: an apply whose answer was
         // lost (the node rebooted mid-reply), or a lock file lost with the store. Such a node
         // answers the authenticated API at its static address; it is applied there, not looked
-        // for in maintenance mode.
+        // for in maintenance mode. It may also still be rebooting into its static address, so
+        // this is checked again before every scan (defect 7 of issue 8: a re-run while a node
+        // reboots must not fail with "nodes not found").
         let timeout = std::time::Duration::from_millis(cx.profile.discovery.connect_timeout_ms);
-        let mut already_configured = Vec::new();
-        for node in &unrecorded {
-            let allowed = allow.as_ref().is_none_or(|a| a.allows(node.ip));
-            let addr = std::net::SocketAddr::new(node.ip, cx.profile.talos.api_port);
-            if allowed
-                && runtime.block_on(crate::discovery::tcp_accepts(addr, timeout))
-                && crate::steps::cluster::answers_authenticated(cx, &self.0, node.ip)
-            {
-                eprintln!(
-                    "note: discover: {} already answers with this cluster's talosconfig at {}",
-                    node.name, node.ip
-                );
-                already_configured.push(node.name.clone());
-            }
-        }
-        let wanted: Vec<_> = unrecorded
-            .into_iter()
-            .filter(|n| !already_configured.contains(&n.name))
-            .collect();
-        let mut vm_macs = BTreeMap::new();
-        let need_proxmox: Vec<u32> = wanted
-            .iter()
-            .filter(|n| n.mac.is_none())
-            .filter_map(|n| n.vmid)
-            .collect();
-        if let (Some(px), false) = (&cx.profile.proxmox, need_proxmox.is_empty()) {
-            let client = ProxmoxClient::from_profile(px).map_err(|e| cx.fail(e.to_string()))?;
-            vm_macs = runtime
-                .block_on(client.vm_macs(&need_proxmox))
-                .map_err(|e| cx.fail(e.to_string()))?;
-        }
-        let expected: Vec<ExpectedNode> = wanted
-            .iter()
-            .map(|n| ExpectedNode::for_node(n, &vm_macs))
-            .collect();
+        let mut already_configured: Vec<String> = Vec::new();
         let talosctl = crate::exec::locate(Tool::Talosctl).map_err(|e| cx.fail(e.to_string()))?;
-        let params = DiscoverParams::from_profile(cx.profile, talosctl);
-        let _spinner = crate::steps::cluster::Spinner::start(format!(
-            "looking for {} node(s) in maintenance mode on {} port {}",
-            expected.len(),
-            params.subnet,
-            params.port
-        ));
-        let matching = runtime
-            .block_on(discover(&params, &expected, allow.as_ref()))
-            .map_err(|e| cx.fail(e.to_string()))?;
+        let mut params = DiscoverParams::from_profile(cx.profile, talosctl);
+        let attempts = params.attempts.max(1);
+        params.attempts = 1;
+        let mut vm_macs = BTreeMap::new();
+        let mut attempt = 0;
+        let matching = loop {
+            attempt += 1;
+            for node in &unrecorded {
+                if already_configured.contains(&node.name) {
+                    continue;
+                }
+                let allowed = allow.as_ref().is_none_or(|a| a.allows(node.ip));
+                let addr = std::net::SocketAddr::new(node.ip, cx.profile.talos.api_port);
+                if allowed
+                    && runtime.block_on(crate::discovery::tcp_accepts(addr, timeout))
+                    && crate::steps::cluster::answers_authenticated(cx, &self.0, node.ip)
+                {
+                    eprintln!(
+                        "note: discover: {} already answers with this cluster's talosconfig at {}",
+                        node.name, node.ip
+                    );
+                    already_configured.push(node.name.clone());
+                }
+            }
+            let wanted: Vec<_> = unrecorded
+                .iter()
+                .filter(|n| !already_configured.contains(&n.name))
+                .collect();
+            let need_proxmox: Vec<u32> = wanted
+                .iter()
+                .filter(|n| n.mac.is_none())
+                .filter_map(|n| n.vmid)
+                .filter(|id| !vm_macs.contains_key(id))
+                .collect();
+            if let (Some(px), false) = (&cx.profile.proxmox, need_proxmox.is_empty()) {
+                let client = ProxmoxClient::from_profile(px).map_err(|e| cx.fail(e.to_string()))?;
+                vm_macs.extend(
+                    runtime
+                        .block_on(client.vm_macs(&need_proxmox))
+                        .map_err(|e| cx.fail(e.to_string()))?,
+                );
+            }
+            let expected: Vec<ExpectedNode> = wanted
+                .iter()
+                .map(|n| ExpectedNode::for_node(n, &vm_macs))
+                .collect();
+            let _spinner = crate::steps::cluster::Spinner::start(format!(
+                "looking for {} node(s) in maintenance mode on {} port {}",
+                expected.len(),
+                params.subnet,
+                params.port
+            ));
+            match runtime.block_on(discover(&params, &expected, allow.as_ref())) {
+                Ok(m) => break m,
+                Err(crate::discovery::DiscoveryError::Missing { .. }) if attempt < attempts => {
+                    tracing::info!(attempt, "nodes not all found yet; rescanning");
+                    std::thread::sleep(params.retry_wait);
+                }
+                Err(crate::discovery::DiscoveryError::Missing {
+                    nodes,
+                    subnet,
+                    port,
+                    last,
+                    ..
+                }) => {
+                    let e = crate::discovery::DiscoveryError::Missing {
+                        nodes,
+                        attempts,
+                        subnet,
+                        port,
+                        last,
+                    };
+                    return Err(cx.fail(e.to_string()));
+                }
+                Err(e) => return Err(cx.fail(e.to_string())),
+            }
+        };
         for w in &matching.warnings {
             eprintln!("warning: discover: {w}");
         }

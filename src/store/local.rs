@@ -365,6 +365,8 @@ impl Store for LocalStore {
                 "simulated crash before publish",
             )));
         }
+        // Reliability suite: killed with an object fully written but not yet published.
+        crate::workspace::crash_point("store-put");
         match std::fs::rename(&tmp, &target) {
             Ok(()) => {}
             Err(_) if target.join("manifest.json").is_file() => {
