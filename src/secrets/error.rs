@@ -156,6 +156,21 @@ pub enum SecretsError {
         stderr: String,
     },
 
+    /// `talosctl gen secrets` exited 0 but produced nothing.
+    #[error("`{program} gen secrets` exited successfully but wrote no bundle")]
+    TalosctlNoOutput { program: PathBuf },
+
+    /// `talosctl gen secrets` did not finish in time.
+    #[error(
+        "`{program} gen secrets` did not finish within {limit_s} s and was stopped\n\
+         hint: raise TALIX_EXEC_TIMEOUT_S if it legitimately takes longer"
+    )]
+    TalosctlTimedOut { program: PathBuf, limit_s: u64 },
+
+    /// A bundle (or a file read as one) is larger than any real bundle.
+    #[error("{origin}: larger than {limit} bytes; a Talos secrets bundle is about 9 KiB")]
+    BundleTooLarge { origin: String, limit: usize },
+
     /// A talosctl version string we cannot compare.
     #[error("cannot parse talosctl version {version:?} (expected e.g. v1.12.0)")]
     BadTalosctlVersion { version: String },
