@@ -191,6 +191,31 @@ pub enum SecretsError {
     )]
     WouldBreakCluster { path: PathBuf, bundle: String },
 
+    /// `edit` of the bundle the cluster was bootstrapped with, without the explicit flag.
+    #[error(
+        "{path}: refusing to edit the secrets bundle the cluster was bootstrapped with (bundle {bundle})\n\
+         hint: changed CAs, keys or tokens make every running node reject the configs talix \
+         generates from the edited bundle, and the next `talix up` would push them to every node\n\
+         hint: only if you mean to break (or rebuild) the cluster, pass --i-know-this-breaks-the-cluster"
+    )]
+    EditWouldBreakCluster { path: PathBuf, bundle: String },
+
+    /// `rekey` to recipients none of the operator's identities match.
+    #[error(
+        "{path}: refusing to re-encrypt to {recipients} recipient(s) none of your identities can decrypt\n\
+         hint: afterwards you could no longer show, edit, build or up with this bundle; only the \
+         holders of those recipients' keys could\n\
+         hint: add your own recipient to secrets.recipients, or pass --i-know-this-locks-me-out"
+    )]
+    RekeyLocksOut { path: PathBuf, recipients: usize },
+
+    /// `edit` without `$VISUAL`/`$EDITOR` and without a terminal.
+    #[error(
+        "no editor: $VISUAL and $EDITOR are unset and there is no terminal for vi\n\
+         hint: set EDITOR (e.g. EDITOR=nano), or run `talix secrets edit` from a terminal"
+    )]
+    NoEditor,
+
     /// The editor exited unsuccessfully; nothing was changed.
     #[error("editor `{editor}` failed ({status}); {path} is unchanged")]
     EditorFailed {
