@@ -28,6 +28,9 @@ pub use identities::{
 pub use object_cipher::{AgeObjectCipher, LazyIdentities};
 pub use pipe::{PipeFeeder, SecretPipe};
 pub use private_dir::{ENV_PRIVATE_TMP, PrivateDir, filesystem_magic, sweep_orphans};
-pub use recipients::Recipients;
+pub use recipients::{
+    MAX_RECIPIENTS_FILE_BYTES, Recipients, check_recipient, check_recipients_file,
+    read_recipients_file,
+};
 pub use secret_bytes::SecretBytes;
 pub use talosctl_gen::{generate_bundle_with_talosctl, parse_major_minor};
