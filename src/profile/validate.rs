@@ -155,7 +155,15 @@ pub fn load(path: &Path) -> Result<Loaded, ProfileError> {
         }],
         warnings: vec![],
     };
-    let text = read_profile_text(path).map_err(file_error)?;
+    let text = read_profile_text(path).map_err(|(line, field, message)| ProfileError {
+        errors: vec![Finding {
+            file: path.to_path_buf(),
+            line,
+            field,
+            message,
+        }],
+        warnings: vec![],
+    })?;
     let absolute =
         std::path::absolute(path).map_err(|e| file_error(format!("cannot resolve path: {e}")))?;
     let raw: RawProfile = serde_saphyr::from_str(&text).map_err(|e| {
@@ -193,6 +201,21 @@ pub fn load(path: &Path) -> Result<Loaded, ProfileError> {
                     format!("{parent}.{key}")
                 };
             }
+        }
+        if field.is_empty()
+            && let Some(l) = line
+            && let Some(own) = text
+                .lines()
+                .nth(usize::try_from(l).unwrap_or(usize::MAX).saturating_sub(1))
+                .and_then(|t| t.trim().trim_start_matches("- ").split_once(':'))
+                .map(|(k, _)| k.trim().to_string())
+                .filter(|k| !k.is_empty() && !k.starts_with('#') && !k.contains(' '))
+        {
+            // A syntax error: the index could not be built; name the key on that line.
+            field = match block_parent(&text, l) {
+                Some(p) if !p.is_empty() => format!("{p}.{own}"),
+                _ => own,
+            };
         }
         let message = our_wording(&message, key_error.as_deref(), &text, line);
         // "missing field `x`" points into the mapping that lacks it: name the missing field.
@@ -316,14 +339,54 @@ pub fn read_regular_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u
 }
 
 /// The profile text: a regular UTF-8 file of at most [`MAX_PROFILE_BYTES`].
-fn read_profile_text(path: &Path) -> Result<String, String> {
-    let bytes = read_regular_bounded(path, MAX_PROFILE_BYTES, "the file")
-        .map_err(|m| format!("cannot read profile: {m}"))?;
+fn read_profile_text(path: &Path) -> Result<String, (Option<u64>, String, String)> {
+    let bytes = read_regular_bounded(path, MAX_PROFILE_BYTES, "the file").map_err(|m| {
+        // Too large: name the line and field where the limit is crossed (a 50 MB list).
+        let (line, field) = oversized_at(path).unwrap_or_default();
+        (line, field, format!("cannot read profile: {m}"))
+    })?;
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
-        let line = 1 + e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count();
-        format!("line {line}: the profile is not UTF-8 text (invalid byte at offset {at})")
+        let line = 1 + e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() as u64;
+        (
+            Some(line),
+            String::new(),
+            format!("the profile is not UTF-8 text (invalid byte at offset {at})"),
+        )
     })
+}
+
+/// For a profile over [`MAX_PROFILE_BYTES`]: the line holding byte `MAX_PROFILE_BYTES` and the
+/// key written on it (with its block-style parents), read from the first bytes only.
+fn oversized_at(path: &Path) -> Option<(Option<u64>, String)> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() || meta.len() <= MAX_PROFILE_BYTES {
+        return None;
+    }
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(MAX_PROFILE_BYTES)
+        .read_to_end(&mut head)
+        .ok()?;
+    let text = String::from_utf8_lossy(&head);
+    let line = text.matches('\n').count() as u64 + 1;
+    let line_text = text.lines().last()?;
+    let key = line_text
+        .trim()
+        .trim_start_matches("- ")
+        .split(':')
+        .next()?
+        .trim()
+        .to_string();
+    let parent = block_parent(&text, line).unwrap_or_default();
+    let field = if parent.is_empty() {
+        key
+    } else {
+        format!("{parent}.{key}")
+    };
+    Some((Some(line), field))
 }
 
 /// The dotted path of the block-style mapping holding the key on `line` (1-based), from
@@ -356,6 +419,12 @@ fn block_parent(text: &str, line: u64) -> Option<String> {
 
 /// The YAML library's messages for duplicate keys and out-of-range numbers, in our words.
 fn our_wording(message: &str, key: Option<&str>, text: &str, line: Option<u64>) -> String {
+    if message.starts_with("multiple YAML documents detected") {
+        return "a profile is a single YAML document; a second one starts here (`---`)".into();
+    }
+    if message.starts_with("unexpected end of input") && text.trim().is_empty() {
+        return "the profile is empty".into();
+    }
     if message.starts_with("duplicate mapping key") {
         return format!(
             "`{}` is written twice in the same mapping; keep one",
