@@ -119,7 +119,9 @@ fn done_message(seconds: f64, keep: bool) -> String {
     } else {
         "the workspace removed"
     };
-    format!("\ntalix demo: done in {seconds:.1} s; the simulated cluster is stopped and {workspace}.")
+    format!(
+        "\ntalix demo: done in {seconds:.1} s; the simulated cluster is stopped and {workspace}."
+    )
 }
 
 /// Run the demo. `keep` leaves the workspace in place (its path is printed).

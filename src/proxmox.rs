@@ -480,10 +480,7 @@ pub fn token_secret_within(
                 })?
                 .ok_or_else(|| ProxmoxClientError::SecretCommand {
                     command: command.clone(),
-                    reason: format!(
-                        "no answer within {} ms; it was stopped",
-                        limit.as_millis()
-                    ),
+                    reason: format!("no answer within {} ms; it was stopped", limit.as_millis()),
                 })?;
             if !output.status.success() {
                 let stderr = String::from_utf8_lossy(&output.stderr)
@@ -528,7 +525,10 @@ mod tests {
         let err = token_secret_within(&source, std::time::Duration::from_millis(300))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("no answer within 300 ms; it was stopped"), "{err}");
+        assert!(
+            err.contains("no answer within 300 ms; it was stopped"),
+            "{err}"
+        );
         assert!(started.elapsed() < std::time::Duration::from_secs(100));
     }
 

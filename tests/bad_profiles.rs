@@ -18,7 +18,10 @@ fn corpus_dir() -> std::path::PathBuf {
 /// A workspace with a valid patch and a directory named like a patch.
 fn workspace() -> Workspace {
     let ws = Workspace::empty();
-    ws.write("profiles/patches/ok.yaml", "machine:\n  sysctls:\n    a: \"1\"\n");
+    ws.write(
+        "profiles/patches/ok.yaml",
+        "machine:\n  sysctls:\n    a: \"1\"\n",
+    );
     std::fs::create_dir_all(ws.root().join("profiles/patches/dir.yaml")).unwrap();
     ws
 }
@@ -67,7 +70,9 @@ fn every_bad_profile_is_refused_with_file_line_and_field_and_writes_nothing() {
                 .next()
                 .is_some_and(|n| n.parse::<u64>().is_ok());
         if !located || !first_error.contains(&fragment) {
-            failures.push(format!("{name}:\n  expected {fragment:?}\n  got      {first_error:?}"));
+            failures.push(format!(
+                "{name}:\n  expected {fragment:?}\n  got      {first_error:?}"
+            ));
         }
         // Never the YAML library's own wording.
         for bad in ["DuplicateKeyPolicy", "invalid u", "from_str_multiple"] {
@@ -88,7 +93,9 @@ fn a_fifo_dev_zero_or_a_directory_as_the_profile_is_refused_at_once() {
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     let err = refused(&ws, "profiles/fifo.yaml");
     assert!(
-        err.contains("profiles/fifo.yaml: cannot read profile: the file is a FIFO, not a regular file"),
+        err.contains(
+            "profiles/fifo.yaml: cannot read profile: the file is a FIFO, not a regular file"
+        ),
         "{err}"
     );
     std::os::unix::fs::symlink("/dev/zero", ws.root().join("profiles/zero.yaml")).unwrap();
@@ -99,7 +106,10 @@ fn a_fifo_dev_zero_or_a_directory_as_the_profile_is_refused_at_once() {
     );
     std::fs::create_dir(ws.root().join("profiles/dir.yaml")).unwrap();
     let err = refused(&ws, "profiles/dir.yaml");
-    assert!(err.contains("the file is a directory, not a regular file"), "{err}");
+    assert!(
+        err.contains("the file is a directory, not a regular file"),
+        "{err}"
+    );
 }
 
 /// Defect 14: the 50 MB extensions list names its line and field.
@@ -113,12 +123,17 @@ fn a_50_mb_extensions_list_names_the_field() {
         list.push_str(&format!("x/ext-{i}, "));
         i += 1;
     }
-    let text = base.replace("extensions: [a/b, a/b]", &format!("extensions: [{list}a/b]"));
+    let text = base.replace(
+        "extensions: [a/b, a/b]",
+        &format!("extensions: [{list}a/b]"),
+    );
     assert!(text.len() > 50 << 20);
     ws.write("profiles/huge.yaml", &text);
     let err = refused(&ws, "profiles/huge.yaml");
     assert!(
-        err.starts_with("error: profiles/huge.yaml:13: talos.extensions: cannot read profile: the file is"),
+        err.starts_with(
+            "error: profiles/huge.yaml:13: talos.extensions: cannot read profile: the file is"
+        ),
         "{err}"
     );
     assert!(err.contains("larger than the 4194304-byte limit"), "{err}");

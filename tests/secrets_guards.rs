@@ -28,7 +28,9 @@ fn mark_bootstrapped(c: &Cluster) {
         .to_string();
     std::fs::write(
         &lock_path,
-        format!("{lock}bootstrap:\n  node: solo\n  at: 2026-01-01T00:00:00Z\n  secrets_hash: {hash}\n"),
+        format!(
+            "{lock}bootstrap:\n  node: solo\n  at: 2026-01-01T00:00:00Z\n  secrets_hash: {hash}\n"
+        ),
     )
     .unwrap();
 }
@@ -97,7 +99,11 @@ fn rekey_that_locks_the_operator_out_needs_the_flag() {
                 .find_map(|l| l.strip_prefix("Public key: ").map(str::to_string))
         })
         .unwrap();
-    c.edit(P, &format!("    - {}", c.recipient), &format!("    - {other}"));
+    c.edit(
+        P,
+        &format!("    - {}", c.recipient),
+        &format!("    - {other}"),
+    );
     let out = c
         .talix()
         .args(["secrets", "rekey", P])
@@ -107,7 +113,9 @@ fn rekey_that_locks_the_operator_out_needs_the_flag() {
         .clone();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("refusing to re-encrypt to 1 recipient(s) none of your identities can decrypt"),
+        err.contains(
+            "refusing to re-encrypt to 1 recipient(s) none of your identities can decrypt"
+        ),
         "{err}"
     );
     assert!(err.contains("--i-know-this-locks-me-out"), "{err}");
@@ -133,7 +141,11 @@ fn no_editor_and_no_terminal_is_an_error_and_prints_no_plaintext() {
         .code(1)
         .get_output()
         .clone();
-    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         "error: no editor: $VISUAL and $EDITOR are unset and there is no terminal for vi\n\
@@ -161,10 +173,7 @@ fn edit_in_progress(c: &Cluster, base: &Path) -> std::process::Child {
     let editor = executable(
         c,
         "bin/slow-editor",
-        &format!(
-            "#!/bin/sh\necho \"$1\" > '{}'\nsleep 60\n",
-            ready.display()
-        ),
+        &format!("#!/bin/sh\necho \"$1\" > '{}'\nsleep 60\n", ready.display()),
     );
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_talix"));
     cmd.current_dir(c.root())
@@ -182,7 +191,11 @@ fn edit_in_progress(c: &Cluster, base: &Path) -> std::process::Child {
         .stderr(std::process::Stdio::null());
     let child = cmd.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !ready.exists() || std::fs::read_to_string(&ready).unwrap_or_default().is_empty() {
+    while !ready.exists()
+        || std::fs::read_to_string(&ready)
+            .unwrap_or_default()
+            .is_empty()
+    {
         assert!(Instant::now() < deadline, "the editor never started");
         std::thread::sleep(Duration::from_millis(20));
     }

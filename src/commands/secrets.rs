@@ -137,14 +137,8 @@ pub(super) fn secrets_cmd(
                 bootstrapped_with: lock.bootstrap.as_ref().map(|b| b.secrets_hash),
                 i_know_this_breaks_the_cluster: *i_know_this_breaks_the_cluster,
             };
-            match SecretsCommands::edit_guarded(
-                &file,
-                ids()?,
-                &s.cipher.recipients,
-                &editor,
-                guard,
-            )
-            .map_err(secrets_err)?
+            match SecretsCommands::edit_guarded(&file, ids()?, &s.cipher.recipients, &editor, guard)
+                .map_err(secrets_err)?
             {
                 crate::secrets::EditOutcome::Unchanged(h) => {
                     println!("{}: unchanged (bundle {})", file.display(), h.short())

@@ -140,7 +140,10 @@ mod tests {
             let err = AllowNets::from_env_value(Some(blank.into()))
                 .unwrap_err()
                 .to_string();
-            assert!(err.contains("set but empty") && err.contains(ALLOW_NETS_VAR), "{err}");
+            assert!(
+                err.contains("set but empty") && err.contains(ALLOW_NETS_VAR),
+                "{err}"
+            );
         }
         assert!(
             AllowNets::from_env_value(Some("127.0.0.0/8".into()))

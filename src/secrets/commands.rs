@@ -7,8 +7,8 @@ use std::process::Command;
 use crate::digest::Digest;
 
 use super::bundle::{bundle_hash, validate_bundle};
-use super::crypt::{decrypt, decrypt_file, encrypt_armored, write_atomically};
 use super::crypt::write_encrypted_atomically;
+use super::crypt::{decrypt, decrypt_file, encrypt_armored, write_atomically};
 use super::error::SecretsError;
 use super::identities::Identities;
 use super::private_dir::PrivateDir;

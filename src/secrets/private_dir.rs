@@ -209,7 +209,8 @@ mod scrub {
     use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
 
     const SLOTS: usize = 32;
-    static PATHS: [AtomicPtr<libc::c_char>; SLOTS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS];
+    static PATHS: [AtomicPtr<libc::c_char>; SLOTS] =
+        [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS];
     static CHILD: AtomicI32 = AtomicI32::new(0);
     static INSTALL: Once = Once::new();
 
@@ -224,7 +225,12 @@ mod scrub {
         let raw = c.into_raw();
         for slot in &PATHS {
             if slot
-                .compare_exchange(std::ptr::null_mut(), raw, Ordering::SeqCst, Ordering::SeqCst)
+                .compare_exchange(
+                    std::ptr::null_mut(),
+                    raw,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                )
                 .is_ok()
             {
                 return;
@@ -247,7 +253,12 @@ mod scrub {
             // SAFETY: non-null entries are valid NUL-terminated strings that are never freed.
             let bytes = unsafe { std::ffi::CStr::from_ptr(p) }.to_bytes();
             if bytes.starts_with(prefix) {
-                let _ = slot.compare_exchange(p, std::ptr::null_mut(), Ordering::SeqCst, Ordering::SeqCst);
+                let _ = slot.compare_exchange(
+                    p,
+                    std::ptr::null_mut(),
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
             }
         }
     }
