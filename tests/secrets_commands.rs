@@ -268,10 +268,22 @@ fn rekey_changes_ciphertext_and_keeps_plaintext_hash() {
     init_plain(&s);
     let before = fs_err::read(&s.secrets).unwrap();
     let (new_key, new_recipient) = age_keygen(s.dir.path(), "new.txt");
-    let hash = SecretsCommands::rekey(
+    // Re-encrypting to a key the operator does not hold locks them out: refused by default
+    // (issue 8, defect 5) and the file is left as it was.
+    let err = SecretsCommands::rekey(
         &s.secrets,
         &identities(&s.key),
         &recipients(&[&new_recipient]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("none of your identities can decrypt"), "{err}");
+    assert_eq!(fs_err::read(&s.secrets).unwrap(), before);
+    let hash = SecretsCommands::rekey_checked(
+        &s.secrets,
+        &identities(&s.key),
+        &recipients(&[&new_recipient]),
+        true,
     )
     .unwrap();
     assert_eq!(hash, bundle_hash(&sample()));
