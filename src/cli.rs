@@ -144,9 +144,23 @@ pub enum SecretsAction {
     /// Print the plaintext bundle to stdout.
     Show(ProfileArg),
     /// Re-encrypt to the current recipients (the bundle, and so every key, is unchanged).
-    Rekey(ProfileArg),
+    Rekey {
+        #[command(flatten)]
+        profile: ProfileArg,
+        /// Re-encrypt even when none of your identities can decrypt the result: you can no
+        /// longer read, edit or use the bundle; only the remaining recipients can.
+        #[arg(long)]
+        i_know_this_locks_me_out: bool,
+    },
     /// Edit the bundle in $EDITOR (on tmpfs), validate it and re-encrypt it.
-    Edit(ProfileArg),
+    Edit {
+        #[command(flatten)]
+        profile: ProfileArg,
+        /// Edit even the bundle the cluster was bootstrapped with. Changed CAs, keys or tokens
+        /// make the running nodes reject every config made from the edited bundle.
+        #[arg(long)]
+        i_know_this_breaks_the_cluster: bool,
+    },
     /// Decrypt, check the bundle's structure and print its hash.
     Verify(ProfileArg),
 }

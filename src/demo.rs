@@ -119,6 +119,19 @@ fn show_kubectl(kubeconfig: &Path) {
     }
 }
 
+/// The closing line: with `--keep` the workspace stays, so it must not say it was removed
+/// (issue 8, defect 14).
+fn done_message(seconds: f64, keep: bool) -> String {
+    let workspace = if keep {
+        "the workspace is kept (path above)"
+    } else {
+        "the workspace removed"
+    };
+    format!(
+        "\ntalix demo: done in {seconds:.1} s; the simulated cluster is stopped and {workspace}."
+    )
+}
+
 /// Run the demo. `keep` leaves the workspace in place (its path is printed).
 pub fn run(keep: bool, reboot_delay_ms: Option<u64>) -> Result<(), CliError> {
     let started = Instant::now();
@@ -204,9 +217,17 @@ pub fn run(keep: bool, reboot_delay_ms: Option<u64>) -> Result<(), CliError> {
         }
     }
     result?;
-    println!(
-        "\ntalix demo: done in {:.1} s; the simulated cluster is stopped and the workspace removed.",
-        started.elapsed().as_secs_f64()
-    );
+    println!("{}", done_message(started.elapsed().as_secs_f64(), keep));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keep_never_says_removed() {
+        let kept = super::done_message(1.0, true);
+        assert!(kept.contains("kept") && !kept.contains("removed"), "{kept}");
+        let gone = super::done_message(1.0, false);
+        assert!(gone.contains("removed") && !gone.contains("kept"), "{gone}");
+    }
 }

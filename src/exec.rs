@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::derivation::Tool;
 
@@ -21,6 +23,15 @@ pub enum ExecError {
     Spawn {
         program: String,
         source: std::io::Error,
+    },
+    #[error(
+        "{program} {args} did not finish within {limit_s} s and was stopped\n\
+         hint: raise TALIX_EXEC_TIMEOUT_S if it legitimately takes longer"
+    )]
+    TimedOut {
+        program: String,
+        args: String,
+        limit_s: u64,
     },
     #[error("{program} {args} failed ({status}):\n{stderr}")]
     Failed {
@@ -48,6 +59,80 @@ pub fn locate(tool: Tool) -> Result<PathBuf, ExecError> {
         .ok_or(ExecError::NotFound { tool: name, env })
 }
 
+/// Environment override of [`exec_timeout`], in seconds.
+pub const ENV_EXEC_TIMEOUT_S: &str = "TALIX_EXEC_TIMEOUT_S";
+
+/// Default bound of one external command: long enough for a `talosctl upgrade --wait` on slow
+/// hardware, short enough that a hung child does not hang talix forever.
+pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// The bound every external command runs under: `TALIX_EXEC_TIMEOUT_S` (1 s to 1 day) or
+/// [`DEFAULT_EXEC_TIMEOUT`]. An unparsable or out-of-range value falls back to the default.
+pub fn exec_timeout() -> Duration {
+    std::env::var(ENV_EXEC_TIMEOUT_S)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| (1..=86_400).contains(s))
+        .map_or(DEFAULT_EXEC_TIMEOUT, Duration::from_secs)
+}
+
+/// Wait for `child` at most `limit`; on expiry kill it, reap it and return `Ok(None)`.
+pub fn wait_within(child: &mut Child, limit: Duration) -> std::io::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// `cmd.output()` bounded by `limit`: stdout and stderr are drained concurrently; on expiry the
+/// child is killed and `Ok(None)` returned. Pipes still held open by a descendant after that are
+/// abandoned, not waited for.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> std::io::Result<Option<Output>> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let Some(status) = wait_within(&mut child, limit)? else {
+        return Ok(None);
+    };
+    let join = |h: std::thread::JoinHandle<Vec<u8>>| h.join().unwrap_or_default();
+    Ok(Some(Output {
+        status,
+        stdout: join(out),
+        stderr: join(err),
+    }))
+}
+
 /// Run `program args`, capturing stdout; a non-zero exit is an error carrying the argv and the
 /// child's stderr. Never pass secrets as arguments: they go through pipes
 /// (see [`crate::secrets::SecretPipe`]).
@@ -70,21 +155,30 @@ where
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     configure(&mut cmd);
-    let output = cmd.output().map_err(|source| ExecError::Spawn {
-        program: program.display().to_string(),
-        source,
-    })?;
+    let limit = exec_timeout();
+    let name = program
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let argv = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let output = output_within(&mut cmd, limit)
+        .map_err(|source| ExecError::Spawn {
+            program: program.display().to_string(),
+            source,
+        })?
+        .ok_or_else(|| ExecError::TimedOut {
+            program: name.clone(),
+            args: argv.clone(),
+            limit_s: limit.as_secs(),
+        })?;
     if !output.status.success() {
         return Err(ExecError::Failed {
-            program: program
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            args: args
-                .iter()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join(" "),
+            program: name,
+            args: argv,
             status: output.status.to_string(),
             stderr: String::from_utf8_lossy(&output.stderr)
                 .trim_end()
@@ -139,6 +233,25 @@ pub fn first_version(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Defect 8: a hung child is stopped at the bound instead of hanging talix.
+    #[test]
+    fn a_hung_child_is_stopped_at_the_bound() {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("1000");
+        let started = Instant::now();
+        let out = output_within(&mut cmd, Duration::from_millis(200)).unwrap();
+        assert!(out.is_none());
+        assert!(started.elapsed() < Duration::from_secs(100));
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo out; echo err >&2"]);
+        let out = output_within(&mut cmd, Duration::from_secs(300))
+            .unwrap()
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout, b"out\n");
+        assert_eq!(out.stderr, b"err\n");
+    }
 
     #[test]
     fn finds_versions_in_tool_output() {

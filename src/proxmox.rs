@@ -441,9 +441,20 @@ pub fn describe_source(source: &TokenSecretSource) -> String {
     }
 }
 
+/// How long `proxmox.token_secret_command` may take (a password manager prompt included).
+pub const TOKEN_COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Reads the token secret: the environment variable, or the first stdout line of the command
 /// (a failing command's error carries its stderr, never its stdout).
 pub fn token_secret(source: &TokenSecretSource) -> Result<SecretString> {
+    token_secret_within(source, TOKEN_COMMAND_TIMEOUT)
+}
+
+/// [`token_secret`] with the command bounded by `limit`.
+pub fn token_secret_within(
+    source: &TokenSecretSource,
+    limit: std::time::Duration,
+) -> Result<SecretString> {
     match source {
         TokenSecretSource::Env(var) => match std::env::var(var) {
             Ok(value) if !value.trim().is_empty() => {
@@ -459,15 +470,17 @@ pub fn token_secret(source: &TokenSecretSource) -> Result<SecretString> {
                     reason: "no program given".to_string(),
                 });
             };
-            let output = std::process::Command::new(program)
-                .args(args)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .output()
+            let mut cmd = std::process::Command::new(program);
+            cmd.args(args).stdin(std::process::Stdio::null());
+            // Bounded: a hung secret helper (a locked password store) must not hang `up`.
+            let output = crate::exec::output_within(&mut cmd, limit)
                 .map_err(|e| ProxmoxClientError::SecretCommand {
                     command: command.clone(),
                     reason: format!("cannot start {program}: {e}"),
+                })?
+                .ok_or_else(|| ProxmoxClientError::SecretCommand {
+                    command: command.clone(),
+                    reason: format!("no answer within {} ms; it was stopped", limit.as_millis()),
                 })?;
             if !output.status.success() {
                 let stderr = String::from_utf8_lossy(&output.stderr)
@@ -503,6 +516,21 @@ pub fn token_secret(source: &TokenSecretSource) -> Result<SecretString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 8, defect 8: a token command that hangs no longer hangs `up`.
+    #[test]
+    fn a_hanging_token_command_is_stopped() {
+        let source = TokenSecretSource::Command(vec!["sleep".into(), "1000".into()]);
+        let started = std::time::Instant::now();
+        let err = token_secret_within(&source, std::time::Duration::from_millis(300))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no answer within 300 ms; it was stopped"),
+            "{err}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(100));
+    }
 
     #[test]
     fn parses_nic_property_strings() {

@@ -17,10 +17,17 @@ pub(super) fn secrets_cmd(
     let profile = match action {
         SecretsAction::Init { profile, .. }
         | SecretsAction::Show(profile)
-        | SecretsAction::Rekey(profile)
-        | SecretsAction::Edit(profile)
+        | SecretsAction::Rekey { profile, .. }
+        | SecretsAction::Edit { profile, .. }
         | SecretsAction::Verify(profile) => &profile.profile,
     };
+    // Plaintext scratch of an earlier run that was killed (SIGKILL, power loss of the shell…).
+    for dir in crate::secrets::PrivateDir::sweep() {
+        eprintln!(
+            "note: removed {} left by an interrupted talix run",
+            dir.display()
+        );
+    }
     let s = open(profile, &no_contract_change)?;
     let file = s.profile.workspace.secrets_file().to_path_buf();
     let secrets_err = |e: crate::secrets::SecretsError| CliError {
@@ -96,9 +103,17 @@ pub(super) fn secrets_cmd(
             }
             std::io::stdout().write_all(bundle.expose_secret())?;
         }
-        SecretsAction::Rekey(_) => {
-            let hash =
-                SecretsCommands::rekey(&file, ids()?, &s.cipher.recipients).map_err(secrets_err)?;
+        SecretsAction::Rekey {
+            i_know_this_locks_me_out,
+            ..
+        } => {
+            let hash = SecretsCommands::rekey_checked(
+                &file,
+                ids()?,
+                &s.cipher.recipients,
+                *i_know_this_locks_me_out,
+            )
+            .map_err(secrets_err)?;
             s.record_secrets(&mut lock, hash)?;
             lock.save(&s.profile.workspace)?;
             realise_secrets_step(&s);
@@ -109,11 +124,20 @@ pub(super) fn secrets_cmd(
                 hash.short()
             );
         }
-        SecretsAction::Edit(_) => {
-            let editor = std::env::var("VISUAL")
-                .or_else(|_| std::env::var("EDITOR"))
-                .unwrap_or_else(|_| "vi".to_string());
-            match SecretsCommands::edit(&file, ids()?, &s.cipher.recipients, &editor)
+        SecretsAction::Edit {
+            i_know_this_breaks_the_cluster,
+            ..
+        } => {
+            use std::io::IsTerminal;
+            let on_terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+            let editor =
+                crate::secrets::choose_editor(&|name| std::env::var(name).ok(), on_terminal)
+                    .map_err(secrets_err)?;
+            let guard = crate::secrets::EditGuard {
+                bootstrapped_with: lock.bootstrap.as_ref().map(|b| b.secrets_hash),
+                i_know_this_breaks_the_cluster: *i_know_this_breaks_the_cluster,
+            };
+            match SecretsCommands::edit_guarded(&file, ids()?, &s.cipher.recipients, &editor, guard)
                 .map_err(secrets_err)?
             {
                 crate::secrets::EditOutcome::Unchanged(h) => {

@@ -40,7 +40,9 @@ impl AllowNets {
         Ok(Self { nets })
     }
 
-    /// Reads [`ALLOW_NETS_VAR`]: `None` when unset or empty (production: everything allowed).
+    /// Reads [`ALLOW_NETS_VAR`]: `None` only when unset (production: everything allowed). Set but
+    /// empty or blank is an error like `" , "`: a CI variable that expands to nothing must not
+    /// turn the fence off.
     pub fn from_env() -> Result<Option<Self>, DiscoveryError> {
         Self::from_env_value(std::env::var_os(ALLOW_NETS_VAR))
     }
@@ -58,7 +60,12 @@ impl AllowNets {
             });
         };
         if text.trim().is_empty() {
-            return Ok(None);
+            return Err(DiscoveryError::BadAllowNets {
+                value: text.to_string(),
+                reason: "it is set but empty; unset it to allow every network, or list the \
+                         networks discovery may probe"
+                    .to_string(),
+            });
         }
         Self::parse(text).map(Some)
     }
@@ -126,9 +133,18 @@ mod tests {
     }
 
     #[test]
-    fn unset_or_empty_variable_allows_everything() {
+    fn only_an_unset_variable_allows_everything() {
         assert_eq!(AllowNets::from_env_value(None).unwrap(), None);
-        assert_eq!(AllowNets::from_env_value(Some(" ".into())).unwrap(), None);
+        // Defect 10: empty or blank used to mean "no fence".
+        for blank in ["", " ", "\t\n"] {
+            let err = AllowNets::from_env_value(Some(blank.into()))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("set but empty") && err.contains(ALLOW_NETS_VAR),
+                "{err}"
+            );
+        }
         assert!(
             AllowNets::from_env_value(Some("127.0.0.0/8".into()))
                 .unwrap()

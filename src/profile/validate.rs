@@ -142,8 +142,15 @@ pub fn load_with(path: &Path, policy: PathPolicy) -> Result<Loaded, ProfileError
         }],
         warnings: vec![],
     };
-    let text = fs_err::read_to_string(path)
-        .map_err(|e| file_error(format!("cannot read profile: {e}")))?;
+    let text = read_profile_text(path).map_err(|(line, field, message)| ProfileError {
+        errors: vec![Finding {
+            file: path.to_path_buf(),
+            line,
+            field,
+            message,
+        }],
+        warnings: vec![],
+    })?;
     let absolute =
         std::path::absolute(path).map_err(|e| file_error(format!("cannot resolve path: {e}")))?;
     let raw: RawProfile = serde_saphyr::from_str(&text).map_err(|e| {
@@ -153,15 +160,73 @@ pub fn load_with(path: &Path, policy: PathPolicy) -> Result<Loaded, ProfileError
         let mut field = line
             .and_then(|l| LineIndex::build(&text).deepest_at(l))
             .unwrap_or_default();
+        // Unknown and duplicate keys: name the key itself. The index records a key whose value
+        // starts on the next line at that line, and a flow mapping's keys all share one line,
+        // so the deepest key on the line is not always the offending one.
+        let key_error = message
+            .strip_prefix("unknown field `")
+            .and_then(|m| m.split('`').next())
+            .or_else(|| {
+                message
+                    .strip_prefix("duplicate mapping key: ")
+                    .and_then(|m| m.split(',').next())
+            })
+            .map(str::to_string);
+        if let (Some(key), Some(l)) = (&key_error, line) {
+            let parent = match field.rfind(['.', '[']) {
+                Some(i) if field.rsplit(['.', '[']).next() != Some(key.as_str()) => {
+                    Some(field[..i].to_string())
+                }
+                Some(_) => None,
+                None if field.is_empty() => block_parent(&text, l),
+                None => Some(String::new()),
+            };
+            if let Some(parent) = parent {
+                field = if parent.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{parent}.{key}")
+                };
+            }
+        }
+        if field.is_empty()
+            && let Some(l) = line
+            && let Some(own) = text
+                .lines()
+                .nth(usize::try_from(l).unwrap_or(usize::MAX).saturating_sub(1))
+                .and_then(|t| t.trim().trim_start_matches("- ").split_once(':'))
+                .map(|(k, _)| k.trim().to_string())
+                .filter(|k| !k.is_empty() && !k.starts_with('#') && !k.contains(' '))
+        {
+            // A syntax error: the index could not be built; name the key on that line.
+            field = match block_parent(&text, l) {
+                Some(p) if !p.is_empty() => format!("{p}.{own}"),
+                _ => own,
+            };
+        }
+        let message = our_wording(&message, key_error.as_deref(), &text, line);
         // "missing field `x`" points into the mapping that lacks it: name the missing field.
         if let Some(missing) = message
             .strip_prefix("missing field `")
             .and_then(|m| m.split('`').next())
         {
-            let parent = field
-                .rfind(['.', '['])
-                .map(|i| field[..i].to_string())
+            let own_key = line
+                .and_then(|l| text.lines().nth(usize::try_from(l).ok()?.checked_sub(1)?))
+                .and_then(|l| l.trim().trim_start_matches("- ").split(':').next())
+                .map(str::trim)
                 .unwrap_or_default();
+            let parent = match field.rfind(['.', '[']) {
+                // The deepest path on the line is the mapping that lacks the field (its value
+                // starts there), not a sibling key written on that line.
+                _ if !field.is_empty() && !field.split(['.', '[']).any(|seg| seg == own_key) => {
+                    field.clone()
+                }
+                Some(i) => field[..i].to_string(),
+                None if field.is_empty() => line
+                    .and_then(|l| block_parent(&text, l))
+                    .unwrap_or_default(),
+                None => String::new(),
+            };
             field = if parent.is_empty() {
                 missing.to_string()
             } else {
@@ -198,6 +263,176 @@ pub fn load_with(path: &Path, policy: PathPolicy) -> Result<Loaded, ProfileError
             warnings: checker.warnings,
         }),
     }
+}
+
+/// Largest profile read (a real one is a few KiB; this leaves room for long comments).
+pub const MAX_PROFILE_BYTES: u64 = 4 * 1024 * 1024;
+/// Largest patch file accepted.
+pub const MAX_PATCH_BYTES: u64 = 4 * 1024 * 1024;
+/// Upper bounds of the discovery knobs: beyond these a value is a typo, not a wish, and would
+/// stall `up` (a wait of 2^64 seconds).
+pub const MAX_RETRY_WAIT_S: u64 = 3600;
+pub const MAX_CONNECT_TIMEOUT_MS: u64 = 60_000;
+pub const MAX_ATTEMPTS: u32 = 100;
+/// At most this many system extensions (Image Factory schematics carry a handful).
+pub const MAX_EXTENSIONS: usize = 256;
+
+/// Open `path` without blocking (a FIFO is refused, not waited on), refuse anything but a
+/// regular file, and read at most `limit` bytes. `what` names the file in messages.
+pub fn read_regular_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => format!("{what} does not exist"),
+            _ => format!("cannot read {what}: {e}"),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read {what}: {e}"))?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        use std::os::unix::fs::FileTypeExt;
+        let is = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(format!("{what} is {is}, not a regular file"));
+    }
+    if meta.len() > limit {
+        return Err(format!(
+            "{what} is {} bytes, larger than the {limit}-byte limit",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {what}: {e}"))?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("{what} is larger than the {limit}-byte limit"));
+    }
+    Ok(bytes)
+}
+
+/// The profile text: a regular UTF-8 file of at most [`MAX_PROFILE_BYTES`].
+fn read_profile_text(path: &Path) -> Result<String, (Option<u64>, String, String)> {
+    let bytes = read_regular_bounded(path, MAX_PROFILE_BYTES, "the file").map_err(|m| {
+        // Too large: name the line and field where the limit is crossed (a 50 MB list).
+        let (line, field) = oversized_at(path).unwrap_or_default();
+        (line, field, format!("cannot read profile: {m}"))
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = 1 + e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() as u64;
+        (
+            Some(line),
+            String::new(),
+            format!("the profile is not UTF-8 text (invalid byte at offset {at})"),
+        )
+    })
+}
+
+/// For a profile over [`MAX_PROFILE_BYTES`]: the line holding byte `MAX_PROFILE_BYTES` and the
+/// key written on it (with its block-style parents), read from the first bytes only.
+fn oversized_at(path: &Path) -> Option<(Option<u64>, String)> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() || meta.len() <= MAX_PROFILE_BYTES {
+        return None;
+    }
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(MAX_PROFILE_BYTES)
+        .read_to_end(&mut head)
+        .ok()?;
+    let text = String::from_utf8_lossy(&head);
+    let line = text.matches('\n').count() as u64 + 1;
+    let line_text = text.lines().last()?;
+    let key = line_text
+        .trim()
+        .trim_start_matches("- ")
+        .split(':')
+        .next()?
+        .trim()
+        .to_string();
+    let parent = block_parent(&text, line).unwrap_or_default();
+    let field = if parent.is_empty() {
+        key
+    } else {
+        format!("{parent}.{key}")
+    };
+    Some((Some(line), field))
+}
+
+/// The dotted path of the block-style mapping holding the key on `line` (1-based), from
+/// indentation alone; `None` when a sequence is in the way (the index knows those better).
+fn block_parent(text: &str, line: u64) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let at = usize::try_from(line).ok()?.checked_sub(1)?;
+    let indent = |l: &str| l.len() - l.trim_start_matches(' ').len();
+    let mut want = indent(lines.get(at)?);
+    let mut parents = Vec::new();
+    for l in lines[..at].iter().rev() {
+        let body = l.trim();
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        if indent(l) < want {
+            if body.starts_with('-') {
+                return None;
+            }
+            parents.push(body.split(':').next()?.trim().to_string());
+            want = indent(l);
+            if want == 0 {
+                break;
+            }
+        }
+    }
+    parents.reverse();
+    Some(parents.join("."))
+}
+
+/// The YAML library's messages for duplicate keys and out-of-range numbers, in our words.
+fn our_wording(message: &str, key: Option<&str>, text: &str, line: Option<u64>) -> String {
+    if message.starts_with("multiple YAML documents detected") {
+        return "a profile is a single YAML document; a second one starts here (`---`)".into();
+    }
+    if message.starts_with("unexpected end of input") && text.trim().is_empty() {
+        return "the profile is empty".into();
+    }
+    if message.starts_with("duplicate mapping key") {
+        return format!(
+            "`{}` is written twice in the same mapping; keep one",
+            key.unwrap_or("key")
+        );
+    }
+    let range = match message {
+        "invalid u8" => Some("0 to 255"),
+        "invalid u16" => Some("0 to 65535"),
+        "invalid u32" => Some("0 to 4294967295"),
+        "invalid u64" => Some("0 to 18446744073709551615"),
+        _ => None,
+    };
+    if let Some(range) = range {
+        let value = line
+            .and_then(|l| text.lines().nth(usize::try_from(l).ok()?.checked_sub(1)?))
+            .and_then(|l| l.split_once(':').map(|(_, v)| v.trim().to_string()))
+            .unwrap_or_default();
+        return format!("{value:?} is not a whole number from {range}");
+    }
+    message.to_string()
 }
 
 fn first_line(message: &str) -> String {
@@ -402,7 +637,16 @@ fn resolve(
         );
     }
     let mut ext_seen = BTreeSet::new();
-    for (i, e) in t.extensions.iter().enumerate() {
+    if t.extensions.len() > MAX_EXTENSIONS {
+        c.error(
+            "talos.extensions",
+            format!(
+                "{} entries; at most {MAX_EXTENSIONS} system extensions are accepted",
+                t.extensions.len()
+            ),
+        );
+    }
+    for (i, e) in t.extensions.iter().enumerate().take(MAX_EXTENSIONS) {
         if e.trim().is_empty() || e.contains(char::is_whitespace) {
             c.error(
                 &format!("talos.extensions[{i}]"),
@@ -440,6 +684,19 @@ fn resolve(
                 &format!("secrets.recipients[{i}]"),
                 format!("{shown:?} is not an age recipient (age1... or ssh-ed25519 ...)"),
             );
+        } else if let Err(message) = crate::secrets::check_recipient(r) {
+            // Defect 9: what encryption would reject, validate rejects first.
+            c.error(&format!("secrets.recipients[{i}]"), message);
+        }
+    }
+    if let Some(file) = &recipients_file {
+        for (line, message) in crate::secrets::check_recipients_file(file) {
+            c.errors.push(Finding {
+                file: file.clone(),
+                line: (line > 0).then_some(line as u64),
+                field: String::new(),
+                message,
+            });
         }
     }
 
@@ -462,13 +719,52 @@ fn resolve(
             format!("{concurrency} must be between 1 and 4096"),
         );
     }
+    if let Some(net) = discovery_subnet {
+        let minimum = match net {
+            IpNet::V4(_) => crate::discovery::MIN_IPV4_PREFIX,
+            IpNet::V6(_) => crate::discovery::MIN_IPV6_PREFIX,
+        };
+        if net.prefix_len() < minimum {
+            let (field, hint) = if d.subnet.is_some() {
+                ("discovery.subnet", "")
+            } else {
+                (
+                    "network.subnet",
+                    "; set discovery.subnet to the part of it where the nodes are",
+                )
+            };
+            c.error(
+                field,
+                format!(
+                    "{net} is wider than the discovery scanner accepts (/{minimum} or narrower){hint}"
+                ),
+            );
+        }
+    }
     let connect_timeout_ms = d.connect_timeout_ms.unwrap_or(1000);
     if connect_timeout_ms == 0 {
         c.error("discovery.connect_timeout_ms", "must be greater than 0");
+    } else if connect_timeout_ms > MAX_CONNECT_TIMEOUT_MS {
+        c.error(
+            "discovery.connect_timeout_ms",
+            format!("{connect_timeout_ms} is out of range: at most {MAX_CONNECT_TIMEOUT_MS} (one minute)"),
+        );
     }
     let attempts = d.attempts.unwrap_or(5);
     if attempts == 0 {
         c.error("discovery.attempts", "must be at least 1");
+    } else if attempts > MAX_ATTEMPTS {
+        c.error(
+            "discovery.attempts",
+            format!("{attempts} is out of range: at most {MAX_ATTEMPTS}"),
+        );
+    }
+    let retry_wait_s = d.retry_wait_s.unwrap_or(30);
+    if retry_wait_s > MAX_RETRY_WAIT_S {
+        c.error(
+            "discovery.retry_wait_s",
+            format!("{retry_wait_s} is out of range: at most {MAX_RETRY_WAIT_S} (one hour)"),
+        );
     }
 
     // --- proxmox
@@ -684,11 +980,13 @@ fn resolve(
                         path
                     }
                 };
-                if !path.is_file() {
-                    c.error(
-                        &field,
-                        format!("patch file {} does not exist", path.display()),
-                    );
+                // Defect 14: a directory (or FIFO, device) is named as such, not as missing.
+                if let Err(message) = read_regular_bounded(
+                    &path,
+                    MAX_PATCH_BYTES,
+                    &format!("patch file {}", path.display()),
+                ) {
+                    c.error(&field, message);
                 }
                 PatchFile {
                     written: w.clone(),
@@ -771,7 +1069,7 @@ fn resolve(
             concurrency,
             connect_timeout_ms,
             attempts,
-            retry_wait_s: d.retry_wait_s.unwrap_or(30),
+            retry_wait_s,
         },
         proxmox,
         nodes,

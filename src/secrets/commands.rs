@@ -7,7 +7,8 @@ use std::process::Command;
 use crate::digest::Digest;
 
 use super::bundle::{bundle_hash, validate_bundle};
-use super::crypt::{decrypt_file, write_encrypted_atomically};
+use super::crypt::write_encrypted_atomically;
+use super::crypt::{decrypt, decrypt_file, encrypt_armored, write_atomically};
 use super::error::SecretsError;
 use super::identities::Identities;
 use super::private_dir::PrivateDir;
@@ -54,6 +55,30 @@ pub enum EditOutcome {
         /// Hash after the edit.
         after: Digest,
     },
+}
+
+/// Guards of [`SecretsCommands::edit_guarded`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EditGuard {
+    /// The bundle hash the cluster was bootstrapped with (from the lock file), if any.
+    pub bootstrapped_with: Option<Digest>,
+    /// Allow editing even the bundle the cluster was bootstrapped with.
+    pub i_know_this_breaks_the_cluster: bool,
+}
+
+/// The editor command line for `secrets edit`: `$VISUAL`, else `$EDITOR`, else `vi` — but `vi`
+/// only on a terminal (stdin and stdout): without one it would print the plaintext buffer to
+/// whatever stdout is.
+pub fn choose_editor(
+    env: &dyn Fn(&str) -> Option<String>,
+    on_terminal: bool,
+) -> Result<String, SecretsError> {
+    let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    match set("VISUAL").or_else(|| set("EDITOR")) {
+        Some(editor) => Ok(editor),
+        None if on_terminal => Ok("vi".to_string()),
+        None => Err(SecretsError::NoEditor),
+    }
 }
 
 /// The secrets subcommands as library calls.
@@ -122,13 +147,36 @@ impl SecretsCommands {
 
     /// Re-encrypt the bundle to the current `recipients` (after adding or removing a key).
     /// The plaintext is unchanged; returns its hash.
+    /// Refuses when none of `identities` can decrypt the result (see
+    /// [`SecretsCommands::rekey_checked`]).
     pub fn rekey(
         secrets_path: &Path,
         identities: &Identities,
         recipients: &Recipients,
     ) -> Result<Digest, SecretsError> {
+        Self::rekey_checked(secrets_path, identities, recipients, false)
+    }
+
+    /// [`SecretsCommands::rekey`]; the new ciphertext is decrypted with `identities` before it
+    /// replaces the file, and unless `allow_lockout` a result the operator cannot read is
+    /// refused with [`SecretsError::RekeyLocksOut`] (the file is left as it was).
+    pub fn rekey_checked(
+        secrets_path: &Path,
+        identities: &Identities,
+        recipients: &Recipients,
+        allow_lockout: bool,
+    ) -> Result<Digest, SecretsError> {
         let bundle = decrypt_file(secrets_path, identities)?;
-        write_encrypted_atomically(secrets_path, &bundle, recipients)?;
+        let ciphertext = encrypt_armored(&bundle, recipients)?;
+        let readable = decrypt(&ciphertext, identities, "re-encrypted bundle")
+            .is_ok_and(|back| back == bundle);
+        if !readable && !allow_lockout {
+            return Err(SecretsError::RekeyLocksOut {
+                path: secrets_path.to_path_buf(),
+                recipients: recipients.len(),
+            });
+        }
+        write_atomically(secrets_path, &ciphertext)?;
         Ok(bundle_hash(&bundle))
     }
 
@@ -149,16 +197,54 @@ impl SecretsCommands {
         recipients: &Recipients,
         editor: &str,
     ) -> Result<EditOutcome, SecretsError> {
+        Self::edit_guarded(
+            secrets_path,
+            identities,
+            recipients,
+            editor,
+            EditGuard::default(),
+        )
+    }
+
+    /// [`SecretsCommands::edit`], refusing up front (before any plaintext is written) to edit
+    /// the bundle a cluster was bootstrapped with unless `guard` allows it.
+    ///
+    /// SIGTERM, SIGINT or SIGHUP while the editor runs stop the editor, remove the scratch
+    /// directory and then end talix with that signal.
+    pub fn edit_guarded(
+        secrets_path: &Path,
+        identities: &Identities,
+        recipients: &Recipients,
+        editor: &str,
+        guard: EditGuard,
+    ) -> Result<EditOutcome, SecretsError> {
         let before = decrypt_file(secrets_path, identities)?;
+        if let Some(bootstrapped) = guard.bootstrapped_with
+            && bundle_hash(&before) == bootstrapped
+            && !guard.i_know_this_breaks_the_cluster
+        {
+            return Err(SecretsError::EditWouldBreakCluster {
+                path: secrets_path.to_path_buf(),
+                bundle: bootstrapped.short(),
+            });
+        }
         let private = PrivateDir::create()?;
         let scratch = private.write_secret("secrets.yaml", &before)?;
-        let status = Command::new("sh")
+        let mut child = Command::new("sh")
             .arg("-c")
             .arg(format!("{editor} \"$1\""))
             .arg("sh")
             .arg(&scratch)
-            .status()
+            .spawn()
             .map_err(|e| SecretsError::io(format!("run editor `{editor}`"), e))?;
+        super::private_dir::set_scrub_child(child.id());
+        let status = child.wait();
+        super::private_dir::set_scrub_child(0);
+        if let Some(sig) = super::private_dir::pending_signal() {
+            drop(private);
+            super::private_dir::reraise(sig);
+        }
+        let status = status.map_err(|e| SecretsError::io(format!("run editor `{editor}`"), e))?;
         if !status.success() {
             return Err(SecretsError::EditorFailed {
                 editor: editor.to_string(),

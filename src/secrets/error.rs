@@ -156,6 +156,21 @@ pub enum SecretsError {
         stderr: String,
     },
 
+    /// `talosctl gen secrets` exited 0 but produced nothing.
+    #[error("`{program} gen secrets` exited successfully but wrote no bundle")]
+    TalosctlNoOutput { program: PathBuf },
+
+    /// `talosctl gen secrets` did not finish in time.
+    #[error(
+        "`{program} gen secrets` did not finish within {limit_s} s and was stopped\n\
+         hint: raise TALIX_EXEC_TIMEOUT_S if it legitimately takes longer"
+    )]
+    TalosctlTimedOut { program: PathBuf, limit_s: u64 },
+
+    /// A bundle (or a file read as one) is larger than any real bundle.
+    #[error("{origin}: larger than {limit} bytes; a Talos secrets bundle is about 9 KiB")]
+    BundleTooLarge { origin: String, limit: usize },
+
     /// A talosctl version string we cannot compare.
     #[error("cannot parse talosctl version {version:?} (expected e.g. v1.12.0)")]
     BadTalosctlVersion { version: String },
@@ -175,6 +190,31 @@ pub enum SecretsError {
          hint: only to rebuild the cluster from scratch, pass --i-know-this-breaks-the-cluster"
     )]
     WouldBreakCluster { path: PathBuf, bundle: String },
+
+    /// `edit` of the bundle the cluster was bootstrapped with, without the explicit flag.
+    #[error(
+        "{path}: refusing to edit the secrets bundle the cluster was bootstrapped with (bundle {bundle})\n\
+         hint: changed CAs, keys or tokens make every running node reject the configs talix \
+         generates from the edited bundle, and the next `talix up` would push them to every node\n\
+         hint: only if you mean to break (or rebuild) the cluster, pass --i-know-this-breaks-the-cluster"
+    )]
+    EditWouldBreakCluster { path: PathBuf, bundle: String },
+
+    /// `rekey` to recipients none of the operator's identities match.
+    #[error(
+        "{path}: refusing to re-encrypt to {recipients} recipient(s) none of your identities can decrypt\n\
+         hint: afterwards you could no longer show, edit, build or up with this bundle; only the \
+         holders of those recipients' keys could\n\
+         hint: add your own recipient to secrets.recipients, or pass --i-know-this-locks-me-out"
+    )]
+    RekeyLocksOut { path: PathBuf, recipients: usize },
+
+    /// `edit` without `$VISUAL`/`$EDITOR` and without a terminal.
+    #[error(
+        "no editor: $VISUAL and $EDITOR are unset and there is no terminal for vi\n\
+         hint: set EDITOR (e.g. EDITOR=nano), or run `talix secrets edit` from a terminal"
+    )]
+    NoEditor,
 
     /// The editor exited unsuccessfully; nothing was changed.
     #[error("editor `{editor}` failed ({status}); {path} is unchanged")]

@@ -14,7 +14,9 @@ mod secret_bytes;
 mod talosctl_gen;
 
 pub use bundle::{bundle_hash, validate_bundle};
-pub use commands::{BundleSource, EditOutcome, InitOptions, SecretsCommands};
+pub use commands::{
+    BundleSource, EditGuard, EditOutcome, InitOptions, SecretsCommands, choose_editor,
+};
 pub use crypt::{
     decrypt, decrypt_file, encrypt_armored, encrypt_binary, write_encrypted_atomically,
 };
@@ -25,7 +27,10 @@ pub use identities::{
 };
 pub use object_cipher::{AgeObjectCipher, LazyIdentities};
 pub use pipe::{PipeFeeder, SecretPipe};
-pub use private_dir::{ENV_PRIVATE_TMP, PrivateDir, filesystem_magic};
-pub use recipients::Recipients;
+pub use private_dir::{ENV_PRIVATE_TMP, PrivateDir, filesystem_magic, sweep_orphans};
+pub use recipients::{
+    MAX_RECIPIENTS_FILE_BYTES, Recipients, check_recipient, check_recipients_file,
+    read_recipients_file,
+};
 pub use secret_bytes::SecretBytes;
 pub use talosctl_gen::{generate_bundle_with_talosctl, parse_major_minor};

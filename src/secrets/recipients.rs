@@ -46,8 +46,7 @@ impl Recipients {
         if let Some(path) = recipients_file
             && path.exists()
         {
-            let text = fs_err::read_to_string(path)
-                .map_err(|e| SecretsError::io("read recipients file", e))?;
+            let text = read_recipients_file(path)?;
             entries.extend(parse_recipients_text(&text, &path.display().to_string())?);
         }
         if entries.is_empty() {
@@ -113,6 +112,60 @@ impl fmt::Debug for Recipients {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.public_keys()).finish()
     }
+}
+
+/// Largest recipients file read (one line per key: far more than any team needs).
+pub const MAX_RECIPIENTS_FILE_BYTES: u64 = 256 * 1024;
+
+/// Read a recipients file: a regular file of at most [`MAX_RECIPIENTS_FILE_BYTES`], UTF-8.
+pub fn read_recipients_file(path: &Path) -> Result<String, SecretsError> {
+    use std::io::Read;
+    let bad = |why: String| {
+        SecretsError::io(
+            format!("read recipients file {}", path.display()),
+            std::io::Error::other(why),
+        )
+    };
+    let meta = fs_err::metadata(path).map_err(|e| SecretsError::io("read recipients file", e))?;
+    if !meta.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    let mut bytes = Vec::new();
+    fs_err::File::open(path)
+        .map_err(|e| SecretsError::io("read recipients file", e))?
+        .take(MAX_RECIPIENTS_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| SecretsError::io("read recipients file", e))?;
+    if bytes.len() as u64 > MAX_RECIPIENTS_FILE_BYTES {
+        return Err(bad(format!(
+            "larger than {MAX_RECIPIENTS_FILE_BYTES} bytes"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| bad("not UTF-8 text".into()))
+}
+
+/// Check one recipient as encryption would parse it; the error is the full message (without
+/// origin), for `validate`.
+pub fn check_recipient(value: &str) -> Result<(), String> {
+    parse_entry(value, String::new()).map(|_| ()).map_err(|e| {
+        let text = e.to_string();
+        let text = text.strip_prefix(": ").unwrap_or(&text);
+        text.lines().next().unwrap_or_default().to_string()
+    })
+}
+
+/// Check a recipients file; returns `(line, message)` for each bad line, or one `(0, message)`
+/// when the file cannot be read.
+pub fn check_recipients_file(path: &Path) -> Vec<(usize, String)> {
+    let text = match read_recipients_file(path) {
+        Ok(t) => t,
+        Err(e) => return vec![(0, e.to_string())],
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim().starts_with('#'))
+        .filter_map(|(i, l)| check_recipient(l).err().map(|m| (i + 1, m)))
+        .collect()
 }
 
 /// Parse the `age -R` format: one recipient per line, `#` comments, blank lines.

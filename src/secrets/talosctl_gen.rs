@@ -1,17 +1,15 @@
 //! Generating a fresh secrets bundle with `talosctl gen secrets` so that the plaintext never
 //! lands in a regular file: read from stdout (`-o -`, talosctl v1.12+) or, for older talosctl,
-//! from a FIFO in a [`PrivateDir`].
+//! from an anonymous pipe named to it as `/dev/fd/N`.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use secrecy::zeroize::Zeroizing;
 
 use super::bundle::validate_bundle;
 use super::error::SecretsError;
-use super::private_dir::PrivateDir;
 use super::secret_bytes::SecretBytes;
 
 /// Largest stderr excerpt carried in an error.
@@ -99,75 +97,135 @@ fn failure(talosctl: &Path, status: std::process::ExitStatus, stderr: &[u8]) -> 
     }
 }
 
+/// Largest bundle accepted from talosctl (a real one is about 9 KiB).
+pub const MAX_BUNDLE_BYTES: usize = 1 << 20;
+
+fn bounded_output(
+    talosctl: &Path,
+    cmd: &mut Command,
+) -> Result<std::process::Output, SecretsError> {
+    let limit = crate::exec::exec_timeout();
+    crate::exec::output_within(cmd, limit)
+        .map_err(|e| spawn_error(talosctl, e))?
+        .ok_or_else(|| SecretsError::TalosctlTimedOut {
+            program: talosctl.to_path_buf(),
+            limit_s: limit.as_secs(),
+        })
+}
+
+fn check_output(talosctl: &Path, bundle: SecretBytes) -> Result<SecretBytes, SecretsError> {
+    if bundle.expose_secret().is_empty() {
+        return Err(SecretsError::TalosctlNoOutput {
+            program: talosctl.to_path_buf(),
+        });
+    }
+    if bundle.expose_secret().len() > MAX_BUNDLE_BYTES {
+        return Err(SecretsError::BundleTooLarge {
+            origin: "bundle from `talosctl gen secrets`".into(),
+            limit: MAX_BUNDLE_BYTES,
+        });
+    }
+    Ok(bundle)
+}
+
 fn generate_to_stdout(talosctl: &Path, contract: &str) -> Result<SecretBytes, SecretsError> {
-    let output = base_command(talosctl, contract)
-        .args(["-o", "-"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| spawn_error(talosctl, e))?;
+    let mut cmd = base_command(talosctl, contract);
+    cmd.args(["-o", "-"]);
+    let output = bounded_output(talosctl, &mut cmd)?;
     let stdout = SecretBytes::new(output.stdout);
     if !output.status.success() {
         return Err(failure(talosctl, output.status, &output.stderr));
     }
-    Ok(stdout)
+    check_output(talosctl, stdout)
 }
 
+/// Before v1.12 `-o` names a file. talix hands talosctl `/dev/fd/N`, the write end of an
+/// anonymous pipe whose read end only talix holds (with `--force`, since that path exists).
+///
+/// Defect 13: this used to be a named FIFO in a private directory, read by a thread that opened
+/// it by path, with a polling loop opening the write side to release a reader left waiting. Its
+/// end of data was "the first writer closed", so a talosctl that opened the output more than
+/// once (or any other process that opened the FIFO) ended or split the bundle early, which
+/// surfaced as "not valid YAML (line 1, column 1)". An anonymous pipe has no name another
+/// process can open, and its EOF comes exactly when every write end is closed: talix's copy is
+/// closed right after the spawn, the child's when it and its descendants exit.
 fn generate_through_fifo(talosctl: &Path, contract: &str) -> Result<SecretBytes, SecretsError> {
-    let private = PrivateDir::create()?;
-    let fifo = private.make_fifo("secrets.yaml")?;
-    let reader_path = fifo.clone();
-    let reader = std::thread::Builder::new()
-        .name("talix-gen-secrets-fifo".into())
-        .spawn(move || -> std::io::Result<Zeroizing<Vec<u8>>> {
-            // Blocks until a writer opens the FIFO (talosctl, or `release_reader` below).
-            let mut file = std::fs::File::open(&reader_path)?;
-            let mut data = Zeroizing::new(Vec::new());
-            file.read_to_end(&mut data)?;
-            Ok(data)
-        })
-        .map_err(|e| SecretsError::io("start FIFO reader", e))?;
-    let output = base_command(talosctl, contract)
-        .arg("-o")
-        .arg(&fifo)
-        .arg("--force")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output();
-    // Whatever happened, make sure the reader is not left blocked in open().
-    release_reader(&fifo, &reader);
-    let data = reader.join();
-    let output = output.map_err(|e| spawn_error(talosctl, e))?;
-    if !output.status.success() {
-        return Err(failure(talosctl, output.status, &output.stderr));
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(SecretsError::io(
+            "create gen secrets pipe",
+            std::io::Error::last_os_error(),
+        ));
     }
-    match data {
-        Ok(Ok(mut data)) => Ok(SecretBytes::new(std::mem::take(&mut *data))),
-        Ok(Err(e)) => Err(SecretsError::io(
-            format!("read {} (FIFO)", fifo.display()),
-            e,
-        )),
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let child_fd = write_end.as_raw_fd();
+    let mut cmd = base_command(talosctl, contract);
+    cmd.arg("-o")
+        .arg(format!("/dev/fd/{child_fd}"))
+        .arg("--force");
+    // SAFETY: the closure only calls fcntl, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let flags = libc::fcntl(child_fd, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(child_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let reader = std::thread::Builder::new()
+        .name("talix-gen-secrets-pipe".into())
+        .spawn(move || -> std::io::Result<(Zeroizing<Vec<u8>>, bool)> {
+            let mut data = Zeroizing::new(Vec::new());
+            let mut file = std::fs::File::from(read_end);
+            let mut limited = (&mut file).take(MAX_BUNDLE_BYTES as u64 + 1);
+            limited.read_to_end(&mut data)?;
+            let too_large = data.len() > MAX_BUNDLE_BYTES;
+            Ok((data, too_large))
+        })
+        .map_err(|e| SecretsError::io("start gen secrets reader", e))?;
+    let limit = crate::exec::exec_timeout();
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let spawned = cmd.spawn();
+    // talix's copy of the write end: closed now, so EOF depends on the child only.
+    drop(write_end);
+    let mut child = spawned.map_err(|e| spawn_error(talosctl, e))?;
+    let mut stderr_pipe = child.stderr.take();
+    let stderr = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(p) = stderr_pipe.as_mut() {
+            let _ = p.read_to_end(&mut bytes);
+        }
+        bytes
+    });
+    let status = crate::exec::wait_within(&mut child, limit)
+        .map_err(|e| spawn_error(talosctl, e))?
+        .ok_or_else(|| SecretsError::TalosctlTimedOut {
+            program: talosctl.to_path_buf(),
+            limit_s: limit.as_secs(),
+        })?;
+    let stderr = stderr.join().unwrap_or_default();
+    if !status.success() {
+        return Err(failure(talosctl, status, &stderr));
+    }
+    match reader.join() {
+        Ok(Ok((_, true))) => Err(SecretsError::BundleTooLarge {
+            origin: "bundle from `talosctl gen secrets`".into(),
+            limit: MAX_BUNDLE_BYTES,
+        }),
+        Ok(Ok((mut data, false))) => {
+            check_output(talosctl, SecretBytes::new(std::mem::take(&mut *data)))
+        }
+        Ok(Err(e)) => Err(SecretsError::io("read gen secrets pipe", e)),
         Err(_) => Err(SecretsError::io(
-            "read gen secrets FIFO",
+            "read gen secrets pipe",
             std::io::Error::other("reader thread panicked"),
         )),
-    }
-}
-
-/// If the reader thread is still waiting for a writer (talosctl failed before opening the
-/// FIFO), open and close the write side so it sees EOF.
-fn release_reader<T>(fifo: &PathBuf, reader: &std::thread::JoinHandle<T>) {
-    use std::os::unix::fs::OpenOptionsExt;
-    for _ in 0..500 {
-        if reader.is_finished() {
-            return;
-        }
-        // O_NONBLOCK: fails with ENXIO instead of blocking when no reader is there yet.
-        let _ = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(fifo);
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
