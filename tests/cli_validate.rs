@@ -4,6 +4,7 @@
 mod common;
 
 use common::Workspace;
+use predicates::prelude::PredicateBooleanExt as _;
 
 #[test]
 fn example_profiles_are_valid() {
@@ -47,8 +48,8 @@ nodes:
       - { name: cp1, ip: 10.0.0.300 }
   worker:
     assignments:
-      - { name: w1, ip: 10.0.0.21 }
-      - { name: w2, ip: 10.0.0.21 }
+      - { name: w1, ip: 10.0.0.21, mac: "02:54:00:00:02:21" }
+      - { name: w2, ip: 10.0.0.21, mac: "02:54:00:00:02:22" }
 patches:
   nodes: { ghost: [] }
 "#;
@@ -226,4 +227,30 @@ fn endpoint_with_a_port_and_blank_interfaces_are_rejected() {
         "error: profiles/single.yaml:4: network.api_endpoint: \"192.168.1.50:6443\" must be a host name or IP address (no scheme, no port)\n\
          error: profiles/single.yaml:19: nodes.controlplane.interface: must name a network interface (e.g. eth0)\n",
     );
+}
+
+/// Trap 10: a node without a MAC whose link name is the defaulted `eth0` is warned about
+/// (Talos names NICs `ens18`/`enp0s18` unless the image sets net.ifnames=0); naming the
+/// interface, or a MAC, silences it.
+#[test]
+fn a_node_without_mac_on_the_default_eth0_is_warned_about() {
+    let ws = Workspace::with_examples();
+    ws.edit("profiles/single.yaml", "mac: \"02:54:00:00:02:01\" }", "}");
+    ws.talix()
+        .args(["validate", "profiles/single.yaml"])
+        .assert()
+        .success()
+        .stderr(predicates::str::contains(
+            "nodes.controlplane.assignments[0]: solo has no mac: its static address goes on link eth0",
+        ));
+    ws.edit(
+        "profiles/single.yaml",
+        "  controlplane:\n",
+        "  controlplane:\n    interface: enp0s18\n",
+    );
+    ws.talix()
+        .args(["validate", "profiles/single.yaml"])
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("has no mac").not());
 }

@@ -914,6 +914,21 @@ fn resolve(
                     None
                 }
             });
+            // Trap 10: without a MAC (from the profile, or from Proxmox by vmid) the config
+            // names the link; a defaulted `eth0` exists only on images with net.ifnames=0.
+            if a.mac.is_none()
+                && (a.vmid.is_none() || raw.proxmox.is_none())
+                && group.interface.is_none()
+                && (role == Role::Worker || vip.is_none())
+            {
+                c.warn(
+                    &path,
+                    format!(
+                        "{} has no mac: its static address goes on link {interface}, which Talos names only on images with net.ifnames=0 (otherwise ens18, enp0s18, ...); set mac: (or vmid: with proxmox:) to select the NIC by MAC, or nodes.{role}.interface",
+                        a.name
+                    ),
+                );
+            }
             if let Some(vmid) = a.vmid
                 && let Some(first) = vmids.insert(vmid, path.clone())
             {
