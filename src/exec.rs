@@ -100,7 +100,14 @@ pub fn wait_within(child: &mut Child, limit: Duration) -> std::io::Result<Option
 /// abandoned, not waited for.
 pub fn output_within(cmd: &mut Command, limit: Duration) -> std::io::Result<Option<Output>> {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn()?;
+    child_output_within(cmd.spawn()?, limit)
+}
+
+/// [`output_within`] for a child already spawned (with piped stdout and stderr).
+pub fn child_output_within(
+    mut child: std::process::Child,
+    limit: Duration,
+) -> std::io::Result<Option<Output>> {
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut bytes = Vec::new();

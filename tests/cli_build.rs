@@ -485,3 +485,34 @@ fn plan_names_the_changed_input_in_each_case() {
         "{line}"
     );
 }
+
+/// Every external wait is bounded (issue 8, defect 8): a talosctl that hangs in `gen config`
+/// is killed at TALIX_EXEC_TIMEOUT_S and the build fails saying so.
+#[test]
+fn a_hanging_talosctl_is_killed_at_the_exec_timeout() {
+    let c = Cluster::new();
+    let fake = c.root().join("bin/hanging-talosctl");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *version*) exec \"{}\" \"$@\";; esac\nexec sleep 120\n",
+            c.root().join("bin/talosctl").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let started = std::time::Instant::now();
+    c.talix()
+        .env("TALIX_TALOSCTL", &fake)
+        .env("TALIX_EXEC_TIMEOUT_S", "2")
+        .args(["build", P])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains(
+            "did not finish within 2s and was killed",
+        ));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(100),
+        "the build waited for the hung talosctl"
+    );
+}

@@ -55,9 +55,15 @@ pub fn talosctl_with_secrets(
     for f in &mut feeders {
         f.child_spawned();
     }
-    let output = child
-        .wait_with_output()
-        .map_err(|e| cx.fail(format!("{}: {e}", program.display())))?;
+    let limit = exec::exec_timeout();
+    let output = exec::child_output_within(child, limit)
+        .map_err(|e| cx.fail(format!("{}: {e}", program.display())))?
+        .ok_or_else(|| {
+            cx.fail(format!(
+                "{} did not finish within {limit:?} and was killed (TALIX_EXEC_TIMEOUT_S)",
+                program.display()
+            ))
+        })?;
     for f in feeders {
         f.finish().map_err(|e| cx.fail(e.to_string()))?;
     }
