@@ -5,7 +5,8 @@
 //! object and `talix store prune`, after which the run converges. Damaged bytes never reach a
 //! file talix writes or a node.
 //!
-//! (A read-only store is not covered here: the tests run as root, for whom modes do not bind.)
+//! A read-only store is a read-only bind mount in a private mount namespace (`unshare -m`):
+//! modes do not bind root, a read-only filesystem does.
 
 mod common;
 
@@ -246,4 +247,52 @@ fn on_up_tampered_configs_never_reach_a_node_and_damaged_receipts_name_the_repai
     c.talix_fast().args(["up", D]).assert().success();
     verify_ok(&c, D);
     assert_eq!(applied(&c), 0);
+}
+
+/// A store on a read-only filesystem: a build that must write fails with the OS's reason, writes
+/// nothing in the workspace, and once the store is writable again the same build converges and
+/// `store verify` is clean.
+#[test]
+fn a_read_only_store_fails_cleanly_and_recovers() {
+    let probe = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", "mount --bind -o ro / /mnt && umount /mnt"])
+        .output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        // No mount namespace here: say so loudly rather than pass silently.
+        eprintln!(
+            "SKIPPED a_read_only_store_fails_cleanly_and_recovers: unshare -m / mount --bind not permitted"
+        );
+        return;
+    }
+    let c = built();
+    c.edit(P, "10.0.0.21", "10.0.0.31");
+    let before = c.files();
+    let store = c.root().join("store");
+    let talix = env!("CARGO_BIN_EXE_talix");
+    // The same environment as `c.talix()`, inside the namespace.
+    let script = format!(
+        "mount --bind -o ro '{s}' '{s}' && exec '{talix}' build {P}",
+        s = store.display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .current_dir(c.root())
+        .env_remove("TALIX_STORE")
+        .env("TALIX_ALLOW_NETS", "127.0.0.0/8")
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", c.root())
+        .env("TALIX_TALOSCTL", c.root().join("bin/talosctl"))
+        .env("TALIX_AGE_KEY_FILE", c.root().join("key.txt"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "build on a read-only store succeeded"
+    );
+    assert!(stderr.contains("Read-only file system"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(c.files(), before, "nothing written in the workspace");
+    c.talix().args(["build", P]).assert().success();
+    verify_ok(&c, P);
 }
