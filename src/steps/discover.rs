@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use crate::derivation::Tool;
 use crate::discovery::{AllowNets, DiscoverParams, ExpectedNode, discover};
 use crate::engine::{BuildContext, Builder, BuiltOutput, StepError};
-use crate::proxmox::ProxmoxClient;
 use crate::steps::cluster::ClusterEnv;
 
 pub struct DiscoverBuilder(pub ClusterEnv);
@@ -38,7 +37,9 @@ impl Builder for DiscoverBuilder {
         let mut params = DiscoverParams::from_profile(cx.profile, talosctl);
         let attempts = params.attempts.max(1);
         params.attempts = 1;
-        let mut vm_macs = BTreeMap::new();
+        // MACs from the Proxmox API were filled into the profile by `up` before anything was
+        // built (commands::realise::resolve_proxmox_macs), so the patches select the same NIC.
+        let no_vm_macs = BTreeMap::new();
         let mut attempt = 0;
         let matching = loop {
             attempt += 1;
@@ -63,23 +64,9 @@ impl Builder for DiscoverBuilder {
                 .iter()
                 .filter(|n| !already_configured.contains(&n.name))
                 .collect();
-            let need_proxmox: Vec<u32> = wanted
-                .iter()
-                .filter(|n| n.mac.is_none())
-                .filter_map(|n| n.vmid)
-                .filter(|id| !vm_macs.contains_key(id))
-                .collect();
-            if let (Some(px), false) = (&cx.profile.proxmox, need_proxmox.is_empty()) {
-                let client = ProxmoxClient::from_profile(px).map_err(|e| cx.fail(e.to_string()))?;
-                vm_macs.extend(
-                    runtime
-                        .block_on(client.vm_macs(&need_proxmox))
-                        .map_err(|e| cx.fail(e.to_string()))?,
-                );
-            }
             let expected: Vec<ExpectedNode> = wanted
                 .iter()
-                .map(|n| ExpectedNode::for_node(n, &vm_macs))
+                .map(|n| ExpectedNode::for_node(n, &no_vm_macs))
                 .collect();
             let _spinner = crate::steps::cluster::Spinner::start(format!(
                 "looking for {} node(s) in maintenance mode on {} port {}",
