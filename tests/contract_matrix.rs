@@ -12,13 +12,16 @@
 //!
 //! Every talosctl call is checked for bare `-n` addresses (trap 13).
 
+mod common;
+
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use assert_cmd::cargo::CommandCargoExt as _;
+use common::SimProcess;
 use serde_json::{Value, json};
+use talos_sim::node::ClusterSpec;
 
 struct Case {
     contract: &'static str,
@@ -35,15 +38,8 @@ struct Bed {
     _dir: tempfile::TempDir,
     root: PathBuf,
     net: (u8, u8),
-    sim: Child,
+    _sim: SimProcess,
     recipient: String,
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        let _ = self.sim.kill();
-        let _ = self.sim.wait();
-    }
 }
 
 const CP: &str = "cp1";
@@ -76,72 +72,34 @@ impl Bed {
             .find_map(|l| l.strip_prefix("# public key: "))
             .unwrap()
             .to_string();
-        for attempt in 0..8u32 {
-            let seed = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-                ^ std::process::id().rotate_left(7)
-                ^ attempt.wrapping_mul(2654435761);
-            let net = (1 + (seed % 254) as u8, ((seed >> 8) % 256) as u8);
-            let node = |name: &str, last: u8, dhcp: u8| {
-                json!({
-                    "name": name,
-                    "mac": mac(net, last),
-                    "address": Ipv4Addr::new(127, net.0, net.1, dhcp).to_string(),
-                    "maintenance_version": case.talos,
-                    "reboot_delay_ms": 100,
-                })
-            };
-            let spec = json!({"nodes": [node(CP, 0x11, 101), node(WORKER, 0x21, 102)]});
-            let spec_path = root.join("sim-spec.json");
-            let ready = root.join("sim-ready.json");
-            let _ = std::fs::remove_file(&ready);
-            std::fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
-            let mut sim = Command::cargo_bin("talix")
-                .unwrap()
-                .args(["sim", "serve", "--spec"])
-                .arg(&spec_path)
-                .arg("--ready-file")
-                .arg(&ready)
-                .env("TALOSCTL_SIM_VERSION", case.talosctl)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let mut up = false;
-            while Instant::now() < deadline {
-                if ready.exists() {
-                    up = true;
-                    break;
-                }
-                if let Ok(Some(_)) = sim.try_wait() {
-                    break; // address in use: another subnet
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if up {
-                let bed = Bed {
-                    _dir: dir,
-                    root,
-                    net,
-                    sim,
-                    recipient,
-                };
-                bed.write_profile(case, case.talos, case.kubernetes);
-                bed.talix()
-                    .args(["secrets", "init", "profiles/m.yaml"])
-                    .assert()
-                    .success();
-                bed.clear_calls();
-                return bed;
-            }
-            let _ = sim.kill();
-            let _ = sim.wait();
-        }
-        panic!("could not start the simulator");
+        let m = |net: (u8, u8), name: &str, last: u8, dhcp: u8| {
+            serde_json::from_value(json!({
+                "name": name,
+                "mac": mac(net, last),
+                "address": Ipv4Addr::new(127, net.0, net.1, dhcp).to_string(),
+                "maintenance_version": case.talos,
+                "reboot_delay_ms": 100,
+            }))
+            .unwrap()
+        };
+        let sim = SimProcess::start_spec(&root, |a, b| ClusterSpec {
+            nodes: vec![m((a, b), CP, 0x11, 101), m((a, b), WORKER, 0x21, 102)],
+            foreign_nodes: vec![],
+        });
+        let bed = Bed {
+            net: sim.subnet,
+            _dir: dir,
+            root,
+            _sim: sim,
+            recipient,
+        };
+        bed.write_profile(case, case.talos, case.kubernetes);
+        bed.talix()
+            .args(["secrets", "init", "profiles/m.yaml"])
+            .assert()
+            .success();
+        bed.clear_calls();
+        bed
     }
 
     fn write_profile(&self, case: &Case, talos: &str, kubernetes: &str) {

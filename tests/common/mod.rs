@@ -271,19 +271,30 @@ impl SimProcess {
         reboot_delay_ms: u64,
         edit: impl Fn(&mut talos_sim::node::ClusterSpec),
     ) -> Self {
-        for attempt in 0..5u32 {
-            let seed = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-                ^ std::process::id()
-                ^ attempt.wrapping_mul(2654435761);
-            let (a, b) = (1 + (seed % 254) as u8, ((seed >> 8) % 256) as u8);
+        Self::start_spec(dir, |a, b| {
             let mut spec = talix::demo::spec(a, b, Some(reboot_delay_ms)).unwrap();
             for n in &mut spec.nodes {
                 n.maintenance_version = LEGACY_TALOS.to_string();
             }
             edit(&mut spec);
+            spec
+        })
+    }
+
+    /// Start the machines `spec_for(a, b)` describes on a free random 127.a.b.0/24.
+    pub fn start_spec(
+        dir: &Path,
+        spec_for: impl Fn(u8, u8) -> talos_sim::node::ClusterSpec,
+    ) -> Self {
+        for attempt in 0..8u32 {
+            let seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+                ^ std::process::id().rotate_left(7)
+                ^ attempt.wrapping_mul(2654435761);
+            let (a, b) = (1 + (seed % 254) as u8, ((seed >> 8) % 256) as u8);
+            let spec = spec_for(a, b);
             let spec_path = dir.join("sim-spec.json");
             let ready = dir.join("sim-ready.json");
             let _ = std::fs::remove_file(&ready);
@@ -298,7 +309,8 @@ impl SimProcess {
                 .stderr(std::process::Stdio::null())
                 .spawn()
                 .unwrap();
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            // A generous bound: a loaded 2-core CI machine starts processes slowly.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
             while std::time::Instant::now() < deadline {
                 if ready.exists() {
                     return Self {
