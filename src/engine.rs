@@ -534,6 +534,8 @@ impl<'a> Engine<'a> {
                 outputs: infos,
                 created: now_rfc3339(),
                 duration_ms,
+                // The objects this one was built from: its closure, for gc and export.
+                deps: dep_keys,
             };
             self.store.put(&manifest, &stored)?;
             self.store.set_ref(&self.profile.name, &step.id, &key)?;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use fs_err as fs;
 
-use super::{LAYOUT_VERSION, Manifest, Store, StoreError, WriteLock};
+use super::{LAYOUT_VERSION, Manifest, Pin, Store, StoreError, WriteLock};
 use crate::derivation::StepId;
 use crate::digest::Digest;
 
@@ -67,6 +67,57 @@ impl LocalStore {
             .join("refs")
             .join(profile)
             .join(step.as_str().replace('/', "~"))
+    }
+
+    fn refs_dir(&self, profile: &str) -> PathBuf {
+        self.base().join("refs").join(profile)
+    }
+
+    /// `refs/<profile>/.source`: the profile file (a dot name is never a step id).
+    fn ref_source_path(&self, profile: &str) -> PathBuf {
+        self.refs_dir(profile).join(".source")
+    }
+
+    /// `pins/<profile>/<step with ~>/<key>` (empty files).
+    fn pin_path(&self, pin: &Pin) -> PathBuf {
+        self.base()
+            .join("pins")
+            .join(&pin.profile)
+            .join(pin.step.as_str().replace('/', "~"))
+            .join(pin.key.to_string())
+    }
+
+    /// Replace `path` with `bytes` atomically through the store's scratch (swept by prune).
+    fn replace_file(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        let tmp = self.tmp_path("ref");
+        fs::create_dir_all(self.base().join("tmp"))?;
+        fs::create_dir_all(path.parent().expect("store files have a parent"))?;
+        write_synced(&tmp, bytes)?;
+        if let Err(e) = std::fs::rename(&tmp, path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(StoreError::Io(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", path.display()),
+            )));
+        }
+        sync_dir(path.parent().expect("store files have a parent"))?;
+        Ok(())
+    }
+
+    /// Move `path` into the scratch (one rename), then remove it: a crash leaves scratch.
+    fn remove_aside(&self, path: &Path, label: &str) -> Result<bool, StoreError> {
+        if std::fs::symlink_metadata(path).is_err() {
+            return Ok(false);
+        }
+        fs::create_dir_all(self.base().join("tmp"))?;
+        let aside = self.tmp_path(label);
+        std::fs::rename(path, &aside)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        if let Some(parent) = path.parent() {
+            sync_dir(parent)?;
+        }
+        remove_any(&aside)?;
+        Ok(true)
     }
 
     fn tmp_path(&self, label: &str) -> PathBuf {
@@ -320,18 +371,30 @@ impl Store for LocalStore {
     }
 
     fn discard(&self, key: &Digest) -> Result<(), StoreError> {
-        let dir = self.object_dir(key);
-        if std::fs::symlink_metadata(&dir).is_err() {
-            return Ok(());
-        }
         // Move it aside first (one rename), so a crash mid-removal leaves scratch for prune,
         // never half an object.
-        fs::create_dir_all(self.base().join("tmp"))?;
-        let aside = self.tmp_path(&format!("discard-{}", key.short()));
-        std::fs::rename(&dir, &aside)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
-        remove_any(&aside)?;
+        self.remove_aside(&self.object_dir(key), &format!("discard-{}", key.short()))?;
         Ok(())
+    }
+
+    fn stored_size(&self, key: &Digest) -> Result<Option<u64>, StoreError> {
+        let dir = self.object_dir(key);
+        if std::fs::symlink_metadata(&dir).is_err() {
+            return Ok(None);
+        }
+        // Without following links: a symlink counts as its own (small) size.
+        let mut total = 0;
+        for entry in walkdir::WalkDir::new(&dir).follow_links(false) {
+            let entry =
+                entry.map_err(|e| std::io::Error::other(format!("{}: {e}", dir.display())))?;
+            if !entry.file_type().is_dir() {
+                total += entry
+                    .metadata()
+                    .map_err(|e| std::io::Error::other(format!("{}: {e}", entry.path().display())))?
+                    .len();
+            }
+        }
+        Ok(Some(total))
     }
 
     fn put(
@@ -389,19 +452,146 @@ impl Store for LocalStore {
 
     fn set_ref(&self, profile: &str, step: &StepId, key: &Digest) -> Result<(), StoreError> {
         // Scratch in the store's tmp/ (swept by prune), never beside the refs.
-        let path = self.ref_path(profile, step);
-        let tmp = self.tmp_path("ref");
-        fs::create_dir_all(self.base().join("tmp"))?;
-        fs::create_dir_all(path.parent().expect("refs have a parent"))?;
-        write_synced(&tmp, format!("{key}\n").as_bytes())?;
-        if let Err(e) = std::fs::rename(&tmp, &path) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(StoreError::Io(std::io::Error::new(
-                e.kind(),
-                format!("{}: {e}", path.display()),
-            )));
+        self.replace_file(&self.ref_path(profile, step), format!("{key}\n").as_bytes())
+    }
+
+    fn refs(&self, profile: &str) -> Result<BTreeMap<StepId, Digest>, StoreError> {
+        let dir = self.refs_dir(profile);
+        let mut out = BTreeMap::new();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => {
+                return Err(
+                    std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())).into(),
+                );
+            }
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !entry.file_type()?.is_file() {
+                continue;
+            }
+            let step = StepId(name.replace('~', "/"));
+            if let Some(key) = self.get_ref(profile, &step)? {
+                out.insert(step, key);
+            }
         }
+        Ok(out)
+    }
+
+    fn ref_profiles(&self) -> Result<Vec<String>, StoreError> {
+        let dir = self.base().join("refs");
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => {
+                return Err(
+                    std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())).into(),
+                );
+            }
+        };
+        for entry in entries {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                out.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn remove_refs(&self, profile: &str) -> Result<(), StoreError> {
+        self.remove_aside(&self.refs_dir(profile), "refs")?;
         Ok(())
+    }
+
+    fn set_ref_source(&self, profile: &str, source: &Path) -> Result<(), StoreError> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = self.ref_source_path(profile);
+        let mut bytes = source.as_os_str().as_bytes().to_vec();
+        if read_optional(&path)?.as_deref() == Some(&[bytes.as_slice(), b"\n"].concat()) {
+            return Ok(());
+        }
+        bytes.push(b'\n');
+        self.replace_file(&path, &bytes)
+    }
+
+    fn ref_source(&self, profile: &str) -> Result<Option<PathBuf>, StoreError> {
+        use std::os::unix::ffi::OsStrExt;
+        let Some(mut bytes) = read_optional(&self.ref_source_path(profile))? else {
+            return Ok(None);
+        };
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+        }
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))))
+    }
+
+    fn pin(&self, pin: &Pin) -> Result<(), StoreError> {
+        let path = self.pin_path(pin);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            return Ok(());
+        }
+        self.replace_file(&path, b"")
+    }
+
+    fn unpin(&self, pin: &Pin) -> Result<bool, StoreError> {
+        let path = self.pin_path(pin);
+        if std::fs::symlink_metadata(&path).is_err() {
+            return Ok(false);
+        }
+        fs::remove_file(&path)?;
+        // Empty step and profile folders go too (best effort: another pin may appear).
+        for dir in path.ancestors().skip(1).take(2) {
+            if std::fs::remove_dir(dir).is_err() {
+                break;
+            }
+        }
+        Ok(true)
+    }
+
+    fn pins(&self) -> Result<Vec<Pin>, StoreError> {
+        let root = self.base().join("pins");
+        let mut out = Vec::new();
+        if !root.is_dir() {
+            return Ok(out);
+        }
+        for entry in walkdir::WalkDir::new(&root)
+            .min_depth(3)
+            .max_depth(3)
+            .follow_links(false)
+        {
+            let entry =
+                entry.map_err(|e| std::io::Error::other(format!("{}: {e}", root.display())))?;
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let rel = entry.path().strip_prefix(&root).expect("below the root");
+            let parts: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            let [profile, step, key] = parts.as_slice() else {
+                continue;
+            };
+            // Anything else in pins/ (an interrupted write's leftovers) is not a pin.
+            let Ok(key) = key.parse::<Digest>() else {
+                continue;
+            };
+            out.push(Pin {
+                profile: profile.clone(),
+                step: StepId(step.replace('~', "/")),
+                key,
+            });
+        }
+        out.sort();
+        Ok(out)
     }
 
     fn get_ref(&self, profile: &str, step: &StepId) -> Result<Option<Digest>, StoreError> {

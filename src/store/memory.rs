@@ -2,10 +2,11 @@
 //! and as the second backend of the conformance suite. Manifests are kept as the JSON bytes a
 //! disk store would hold, so the same damage (a garbage manifest) can be represented.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::{Manifest, Store, StoreError, WriteLock};
+use super::{Manifest, Pin, Store, StoreError, WriteLock};
 use crate::derivation::StepId;
 use crate::digest::Digest;
 
@@ -16,6 +17,8 @@ pub(crate) type Objects = BTreeMap<Digest, (Vec<u8>, BTreeMap<String, Vec<u8>>)>
 pub struct MemoryStore {
     pub(crate) objects: Arc<Mutex<Objects>>,
     refs: Arc<Mutex<BTreeMap<(String, StepId), Digest>>>,
+    sources: Arc<Mutex<BTreeMap<String, PathBuf>>>,
+    pins: Arc<Mutex<BTreeSet<Pin>>>,
     locked: Arc<Mutex<bool>>,
 }
 
@@ -52,6 +55,57 @@ impl Store for MemoryStore {
     fn discard(&self, key: &Digest) -> Result<(), StoreError> {
         self.objects.lock().unwrap().remove(key);
         Ok(())
+    }
+    fn stored_size(&self, key: &Digest) -> Result<Option<u64>, StoreError> {
+        Ok(self.objects.lock().unwrap().get(key).map(|(json, outs)| {
+            json.len() as u64 + outs.values().map(|o| o.len() as u64).sum::<u64>()
+        }))
+    }
+    fn refs(&self, profile: &str) -> Result<BTreeMap<StepId, Digest>, StoreError> {
+        Ok(self
+            .refs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((p, _), _)| p == profile)
+            .map(|((_, s), k)| (s.clone(), *k))
+            .collect())
+    }
+    fn ref_profiles(&self) -> Result<Vec<String>, StoreError> {
+        let mut out: BTreeSet<String> = self
+            .refs
+            .lock()
+            .unwrap()
+            .keys()
+            .map(|(p, _)| p.clone())
+            .collect();
+        out.extend(self.sources.lock().unwrap().keys().cloned());
+        Ok(out.into_iter().collect())
+    }
+    fn remove_refs(&self, profile: &str) -> Result<(), StoreError> {
+        self.refs.lock().unwrap().retain(|(p, _), _| p != profile);
+        self.sources.lock().unwrap().remove(profile);
+        Ok(())
+    }
+    fn set_ref_source(&self, profile: &str, source: &Path) -> Result<(), StoreError> {
+        self.sources
+            .lock()
+            .unwrap()
+            .insert(profile.to_string(), source.to_path_buf());
+        Ok(())
+    }
+    fn ref_source(&self, profile: &str) -> Result<Option<PathBuf>, StoreError> {
+        Ok(self.sources.lock().unwrap().get(profile).cloned())
+    }
+    fn pin(&self, pin: &Pin) -> Result<(), StoreError> {
+        self.pins.lock().unwrap().insert(pin.clone());
+        Ok(())
+    }
+    fn unpin(&self, pin: &Pin) -> Result<bool, StoreError> {
+        Ok(self.pins.lock().unwrap().remove(pin))
+    }
+    fn pins(&self) -> Result<Vec<Pin>, StoreError> {
+        Ok(self.pins.lock().unwrap().iter().cloned().collect())
     }
     fn put(
         &self,

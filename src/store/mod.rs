@@ -5,10 +5,12 @@
 //! and [`memory::MemoryStore`] an in-process one. `tests` holds one conformance suite that runs
 //! against both.
 
+pub mod gc;
 pub mod local;
 pub mod memory;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +48,12 @@ pub struct Manifest {
     /// RFC 3339 UTC time of the realisation.
     pub created: String,
     pub duration_ms: u64,
+    /// The object each dependency's outputs were read from, by step: the edges of the object's
+    /// closure (what gc keeps alive with it). Not part of the key (`inputs.deps` holds the
+    /// output hashes, which is what early cut-off needs); absent in manifests written before
+    /// talix recorded it (gc then matches `inputs.deps` output hashes instead).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deps: BTreeMap<StepId, Digest>,
 }
 
 impl Manifest {
@@ -151,6 +159,15 @@ fn check_output(key: &Digest, m: &Manifest, name: &str, stored: &[u8]) -> Result
 /// An exclusive writer lock; released on drop.
 pub trait WriteLock: Send {}
 
+/// A gc root an operator asked for (`talix store pin`): object `key`, the realisation of
+/// `step` for `profile` when it was pinned.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Pin {
+    pub profile: String,
+    pub step: StepId,
+    pub key: Digest,
+}
+
 /// The store service boundary.
 ///
 /// Invariants every backend keeps (the conformance suite checks them):
@@ -162,7 +179,18 @@ pub trait WriteLock: Send {}
 /// - reads are verified: `manifest(key)` returns only a manifest that belongs to `key`, and
 ///   `read_output` only bytes that match the manifest's hashes; anything else is
 ///   [`StoreError::Damaged`]. Symlinks in an object are damage, never followed.
-/// - refs (the last realisation of a step for a profile) are replaced atomically.
+/// - refs (the last realisation of a step for a profile) are replaced atomically; `refs`
+///   lists exactly what `set_ref` left (the last key per step), `ref_profiles` every profile
+///   with at least one ref, sorted; `remove_refs` drops a profile's refs and its source at once.
+/// - a profile's refs remember the profile file they came from (`set_ref_source`), so gc can
+///   tell a live profile from a deleted one; the source is the last one set.
+/// - pins are a set: pinning twice is one pin, unpinning an absent pin is a no-op, `pins` is
+///   sorted. Pins and refs are independent of objects (a pin of an absent object is allowed;
+///   `verify` reports it as missing).
+/// - `discard` is atomic per object: afterwards the object is absent; a crash during it leaves
+///   either the whole object or nothing recognisable as one.
+/// - `stored_size` is the bytes the object occupies as stored (manifest and outputs), `None`
+///   when the object is absent.
 ///
 /// Backends implement the raw reads (`load_manifest`, `load_output`); the verified reads are
 /// provided here, once, for every backend.
@@ -172,8 +200,11 @@ pub trait Store: Send + Sync {
     fn load_manifest(&self, key: &Digest) -> Result<Option<Manifest>, StoreError>;
     /// Output `output` of `key` as stored, `None` when absent; never through a symlink.
     fn load_output(&self, key: &Digest, output: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Remove object `key` (a damaged one, before it is rebuilt). Call with the writer lock.
+    /// Remove object `key` (a damaged one before it is rebuilt, or garbage). Call with the
+    /// writer lock.
     fn discard(&self, key: &Digest) -> Result<(), StoreError>;
+    /// Bytes object `key` occupies as stored; `None` when absent.
+    fn stored_size(&self, key: &Digest) -> Result<Option<u64>, StoreError>;
 
     /// The manifest of `key`, checked to belong to it.
     fn manifest(&self, key: &Digest) -> Result<Option<Manifest>, StoreError> {
@@ -226,6 +257,22 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     fn set_ref(&self, profile: &str, step: &StepId, key: &Digest) -> Result<(), StoreError>;
     fn get_ref(&self, profile: &str, step: &StepId) -> Result<Option<Digest>, StoreError>;
+    /// Every ref of `profile`: step -> key of its last realisation.
+    fn refs(&self, profile: &str) -> Result<BTreeMap<StepId, Digest>, StoreError>;
+    /// Every profile that has refs (or a recorded source), sorted.
+    fn ref_profiles(&self) -> Result<Vec<String>, StoreError>;
+    /// Drop every ref of `profile` and its recorded source (its profile file is gone).
+    fn remove_refs(&self, profile: &str) -> Result<(), StoreError>;
+    /// Record the profile file (absolute path) whose realisations `profile`'s refs record.
+    fn set_ref_source(&self, profile: &str, source: &Path) -> Result<(), StoreError>;
+    /// The profile file recorded by [`Store::set_ref_source`], if any.
+    fn ref_source(&self, profile: &str) -> Result<Option<PathBuf>, StoreError>;
+    /// Add a pin (a gc root).
+    fn pin(&self, pin: &Pin) -> Result<(), StoreError>;
+    /// Remove a pin; `false` when there was none.
+    fn unpin(&self, pin: &Pin) -> Result<bool, StoreError>;
+    /// Every pin, sorted.
+    fn pins(&self) -> Result<Vec<Pin>, StoreError>;
     /// Take the exclusive writer lock, waiting for another writer if `wait`.
     fn lock(&self, wait: bool) -> Result<Box<dyn WriteLock>, StoreError>;
     /// All object keys.
@@ -283,6 +330,7 @@ pub(crate) mod conformance {
                 .collect(),
             created: now_rfc3339(),
             duration_ms: 1,
+            deps: BTreeMap::new(),
         };
         (
             manifest,
@@ -322,6 +370,125 @@ pub(crate) mod conformance {
         missing_is_none(store);
         lock_excludes_second_writer(store);
         reads_are_verified(store, damage);
+        refs_list_and_remove(store);
+        ref_sources(store);
+        pins_are_a_set(store);
+        stored_size_and_discard(store);
+        gc::tests::closures_are_kept_and_garbage_goes(store);
+    }
+
+    fn refs_list_and_remove(store: &dyn Store) {
+        let (a, _) = manifest_for("render/w1", "list-1", &[]);
+        let (b, _) = manifest_for("patch/w1", "list-2", &[]);
+        let (c, _) = manifest_for("render/w1", "list-3", &[]);
+        store
+            .set_ref("lister", &StepId("render/w1".into()), &a.key)
+            .unwrap();
+        store
+            .set_ref("lister", &StepId("patch/w1".into()), &b.key)
+            .unwrap();
+        store
+            .set_ref("lister", &StepId("render/w1".into()), &c.key)
+            .unwrap();
+        store
+            .set_ref("lister-2", &StepId("secrets".into()), &a.key)
+            .unwrap();
+        assert_eq!(
+            store.refs("lister").unwrap(),
+            BTreeMap::from([
+                (StepId("patch/w1".into()), b.key),
+                (StepId("render/w1".into()), c.key)
+            ]),
+            "the last key per step, with `/` in step ids kept"
+        );
+        let profiles = store.ref_profiles().unwrap();
+        assert!(
+            profiles.windows(2).all(|w| w[0] < w[1]),
+            "sorted: {profiles:?}"
+        );
+        assert!(
+            profiles.contains(&"lister".to_string()) && profiles.contains(&"lister-2".to_string())
+        );
+        store.remove_refs("lister").unwrap();
+        assert!(store.refs("lister").unwrap().is_empty());
+        assert!(
+            !store
+                .ref_profiles()
+                .unwrap()
+                .contains(&"lister".to_string())
+        );
+        assert_eq!(
+            store.refs("lister-2").unwrap().len(),
+            1,
+            "other profiles keep theirs"
+        );
+        store.remove_refs("lister").unwrap();
+        store.remove_refs("never-there").unwrap();
+        store.remove_refs("lister-2").unwrap();
+    }
+
+    fn ref_sources(store: &dyn Store) {
+        assert_eq!(store.ref_source("src").unwrap(), None);
+        store
+            .set_ref_source("src", Path::new("/w/profiles/a.yaml"))
+            .unwrap();
+        store
+            .set_ref_source("src", Path::new("/w/profiles/b.yaml"))
+            .unwrap();
+        assert_eq!(
+            store.ref_source("src").unwrap(),
+            Some(PathBuf::from("/w/profiles/b.yaml"))
+        );
+        assert!(store.ref_profiles().unwrap().contains(&"src".to_string()));
+        assert!(
+            store.refs("src").unwrap().is_empty(),
+            "a source is not a ref"
+        );
+        store.remove_refs("src").unwrap();
+        assert_eq!(store.ref_source("src").unwrap(), None);
+    }
+
+    fn pins_are_a_set(store: &dyn Store) {
+        let (a, _) = manifest_for("render/cp1", "pin-1", &[]);
+        let (b, _) = manifest_for("render/cp1", "pin-2", &[]);
+        let pa = Pin {
+            profile: "pinned".into(),
+            step: StepId("render/cp1".into()),
+            key: a.key,
+        };
+        let pb = Pin {
+            key: b.key,
+            ..pa.clone()
+        };
+        store.pin(&pa).unwrap();
+        store.pin(&pa).unwrap();
+        store.pin(&pb).unwrap();
+        let mut want = vec![pa.clone(), pb.clone()];
+        want.sort();
+        let got: Vec<Pin> = store
+            .pins()
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.profile == "pinned")
+            .collect();
+        assert_eq!(got, want, "one pin per (profile, step, key), sorted");
+        assert!(store.unpin(&pa).unwrap());
+        assert!(!store.unpin(&pa).unwrap(), "unpinning twice is a no-op");
+        assert!(!store.pins().unwrap().contains(&pa));
+        assert!(store.unpin(&pb).unwrap());
+    }
+
+    fn stored_size_and_discard(store: &dyn Store) {
+        let content: &[u8] = b"size me: 0123456789\n";
+        let (m, out) = manifest_for("patch/size", "size", &[("patch", content)]);
+        assert_eq!(store.stored_size(&m.key).unwrap(), None);
+        store.put(&m, &out).unwrap();
+        let size = store.stored_size(&m.key).unwrap().unwrap();
+        assert!(size > content.len() as u64, "outputs and manifest: {size}");
+        store.discard(&m.key).unwrap();
+        assert_eq!(store.stored_size(&m.key).unwrap(), None);
+        assert!(!store.keys().unwrap().contains(&m.key));
+        store.discard(&m.key).unwrap();
     }
 
     fn assert_damaged<T: std::fmt::Debug>(what: &str, key: &Digest, r: Result<T, StoreError>) {
