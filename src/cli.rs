@@ -116,6 +116,17 @@ pub enum Command {
         #[command(subcommand)]
         action: SecretsAction,
     },
+    /// Print the derivation graph in Graphviz DOT (`| dot -Tsvg`): steps as nodes coloured by
+    /// plan status (cached / run / blocked), dependencies as edges. Changes nothing.
+    Graph {
+        #[command(flatten)]
+        profile: ProfileArg,
+        /// The same graph as JSON: {"profile", "contract", "nodes": [...], "edges": [...]}.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        contract: ContractArgs,
+    },
     /// Inspect or clean the store.
     Store {
         #[command(subcommand)]
@@ -167,13 +178,49 @@ pub enum SecretsAction {
 
 #[derive(Debug, Subcommand)]
 pub enum StoreAction {
-    /// Check every object against its recorded hashes.
+    /// Check every object against its recorded hashes, and that every root's object exists.
     Verify {
-        /// A profile whose workspace store to use (else --store / TALIX_STORE / ./store).
+        /// A profile whose workspace store to use (else --store / TALIX_STORE / ./store);
+        /// with --repair, the profile whose steps are rebuilt.
         profile: Option<PathBuf>,
+        /// Rebuild damaged or missing objects of pure steps (PROFILE's, else those of every
+        /// profile the store's refs record) and name the receipts that cannot be rebuilt.
+        #[arg(long)]
+        repair: bool,
     },
     /// Remove what the store does not recognise (interrupted writes, unknown entries).
     Prune { profile: Option<PathBuf> },
+    /// List the objects: key, step, size, age, secret or not, and the roots that reach them.
+    Ls {
+        /// Only this profile's objects (and its workspace store unless --store is given).
+        profile: Option<PathBuf>,
+        /// Machine-readable output (see the README for the schema).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete every object no root reaches (roots: each live profile's latest realisation,
+    /// pins, what lock files record), and print what was freed.
+    Gc {
+        /// A profile whose workspace store to use (else --store / TALIX_STORE / ./store).
+        profile: Option<PathBuf>,
+        /// Print what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Refuse instead of waiting when another talix process holds the store lock.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Keep the current realisation of PROFILE's steps (all, or STEP...) through gc.
+    Pin {
+        profile: PathBuf,
+        /// Step ids (e.g. render/cp1); default: every step realised for the profile.
+        steps: Vec<String>,
+    },
+    /// Remove PROFILE's pins (all, or those of STEP...).
+    Unpin {
+        profile: PathBuf,
+        steps: Vec<String>,
+    },
 }
 
 /// Parse `args` and run; the exit code: 0 success, 2 bad input (usage, profile), 1 failure.

@@ -6,12 +6,10 @@ use std::path::Path;
 use serde_json::json;
 
 use super::{CliError, Result, Session};
-use crate::cli::StoreAction;
 use crate::engine::{Planned, Status};
 use crate::store::Store;
-use crate::store::local::LocalStore;
 
-use super::{load_profile, store_dir};
+use super::load_profile;
 
 pub(super) fn validate(path: &Path, policy: crate::workspace::PathPolicy) -> Result<()> {
     let profile = load_profile(path, policy)?;
@@ -176,36 +174,9 @@ pub(super) fn why(s: Session, path: &Path, step: &str) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn store_cmd(flag: Option<&Path>, action: &StoreAction) -> Result<()> {
-    let (profile, verify) = match action {
-        StoreAction::Verify { profile } => (profile, true),
-        StoreAction::Prune { profile } => (profile, false),
-    };
-    let store = LocalStore::open(&store_dir(flag, profile.as_deref()))?;
-    if !store.exists() {
-        return Err(CliError::input(format!(
-            "error: no talix store at {} (expected {}/v{})\nhint: pass --store DIR, set TALIX_STORE, or name a profile whose workspace has one",
-            store.root().display(),
-            store.root().display(),
-            crate::store::LAYOUT_VERSION
-        )));
-    }
-    if verify {
-        let problems = store.verify()?;
-        let n = store.keys()?.len();
-        if problems.is_empty() {
-            println!("{}: {n} objects verified", store.root().display());
-            return Ok(());
-        }
-        return Err(CliError {
-            code: 1,
-            message: problems
-                .iter()
-                .map(|p| format!("error: {p}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        });
-    }
+/// `talix store prune [PROFILE]`.
+pub(super) fn prune(flag: Option<&Path>, profile: Option<&Path>) -> Result<()> {
+    let store = super::store::existing_store(flag, profile)?;
     let _lock = store.lock(true)?;
     let mut removed = store.prune()?;
     if let Some(p) = profile {

@@ -1,11 +1,13 @@
 //! What each command does: resolves the parsed flags (profile, store, lock file) into a
 //! [`Session`] and calls the engine. This is the edge: errors become one message and an exit
-//! code here. One file per group of commands: `inspect` (validate, plan, why, store),
-//! `realise` (build, export, up), `secrets`.
+//! code here. One file per group of commands: `inspect` (validate, plan, why, store prune),
+//! `realise` (build, export, up), `secrets`, `store` (ls, gc, pin, unpin, verify), `graph_cmd` (graph).
 
+mod graph_cmd;
 mod inspect;
 mod realise;
 mod secrets;
+mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -261,6 +263,18 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             contract,
         } => realise::export(read(&profile.profile, contract)?, out),
         Command::Secrets { action } => secrets::secrets_cmd(&open, action),
-        Command::Store { action } => inspect::store_cmd(store_flag, action),
+        Command::Graph {
+            profile,
+            json,
+            contract,
+        } => graph_cmd::graph(read(&profile.profile, contract)?, *json),
+        Command::Store { action } => store::store_cmd(
+            &store::StoreCtx {
+                flag: store_flag,
+                identity,
+                policy,
+            },
+            action,
+        ),
     }
 }

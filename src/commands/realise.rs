@@ -117,6 +117,8 @@ fn config_steps(s: &Session) -> Vec<Step> {
 /// Realise the configuration steps (the caller holds the store lock), write what operators
 /// read, and pin the contract / talosctl version / secrets hashes in the lock file.
 fn realise_configs(s: &Session, progress: &mut Progress) -> Result<LockFile> {
+    // The refs written below record where the profile lives: gc roots only live profiles.
+    s.store.set_ref_source(&s.profile.name, &s.profile.source)?;
     let steps = config_steps(s);
     let done = s
         .engine()
