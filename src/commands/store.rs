@@ -491,6 +491,8 @@ struct Problem {
     step: Option<StepId>,
     profile: Option<String>,
     effect: Option<Effect>,
+    /// The object is absent (a ref or pin names it), rather than damaged.
+    missing: bool,
     what: String,
 }
 
@@ -498,8 +500,9 @@ impl Problem {
     fn line(&self) -> String {
         let hint = match self.effect {
             Some(Effect::SideEffect | Effect::Observe) => format!(
-                "cannot be rebuilt: {} is a receipt of a step with effects (the cluster, not talix, holds what it records); `talix store prune` removes a damaged one and the next `talix up` records it again (the lock file remembers what was applied)",
-                self.step.as_ref().map(|s| s.as_str()).unwrap_or("it")
+                "cannot be rebuilt: {} is a receipt of a step with effects (the cluster, not talix, holds what it records); {}the next `talix up` records it again (the lock file remembers what was applied, so nothing is sent twice)",
+                self.step.as_ref().map(|s| s.as_str()).unwrap_or("it"),
+                if self.missing { "" } else { "`talix store prune` removes it and " }
             ),
             _ => "`talix store verify --repair PROFILE` rebuilds it (or `talix store prune` removes it)".to_string(),
         };
@@ -519,6 +522,7 @@ fn audit(store: &LocalStore, policy: PathPolicy) -> Result<Vec<Problem>> {
                     step: m.as_ref().map(|m| m.step.clone()),
                     profile: m.as_ref().map(|m| m.profile.clone()),
                     effect: m.as_ref().map(|m| m.effect),
+                    missing: false,
                     what: e.to_string().lines().next().unwrap_or_default().to_string(),
                 });
             }
@@ -550,6 +554,7 @@ fn audit(store: &LocalStore, policy: PathPolicy) -> Result<Vec<Problem>> {
             .unwrap_or((None, None));
         problems.push(Problem {
             effect: step.as_ref().map(|s| effect_of_kind(s.kind())),
+            missing: true,
             what: format!(
                 "store object {}{} is missing (named by {})",
                 root.key,
