@@ -29,10 +29,18 @@ fn render_svg(text: &str) -> String {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("graphviz `dot` is installed (Debian package graphviz)");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && err.trim().is_empty(), "dot: {err}\n{text}");
+    assert!(
+        out.status.success() && err.trim().is_empty(),
+        "dot: {err}\n{text}"
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -62,7 +70,10 @@ fn check_against_plan(c: &Cluster) {
             )
         })
         .collect();
-    assert_eq!(nodes, plan, "one node per plan step, in plan order, same status");
+    assert_eq!(
+        nodes, plan,
+        "one node per plan step, in plan order, same status"
+    );
     let ids: BTreeSet<&str> = nodes.iter().map(|(id, _)| id.as_str()).collect();
     for e in g["edges"].as_array().unwrap() {
         assert!(ids.contains(e["from"].as_str().unwrap()), "{e}");
@@ -94,7 +105,10 @@ fn graph_renders_with_dot_and_matches_the_plan_before_and_after_build() {
         ("base-config", "run"),
         ("secrets", "cached"),
     ] {
-        assert!(dot.contains(&format!("\"{id}\" [label=\"{id}\\n{status}\"")), "{dot}");
+        assert!(
+            dot.contains(&format!("\"{id}\" [label=\"{id}\\n{status}\"")),
+            "{dot}"
+        );
     }
     assert!(dot.contains("\"render/cp1\" -> \"apply/cp1\";"), "{dot}");
     assert!(dot.contains("\"base-config\" -> \"render/cp1\";"), "{dot}");
@@ -119,13 +133,16 @@ fn graph_renders_with_dot_and_matches_the_plan_before_and_after_build() {
     assert_eq!(node("apply/cp1")["status"], "run");
     assert_eq!(node("apply/cp1")["effect"], "side-effect");
     let dot = stdout(&c, &["graph", P]);
-    assert!(dot.contains("\"render/cp1\" [label=\"render/cp1\\ncached\", fillcolor=\"#b7e1a1\""), "{dot}");
+    assert!(
+        dot.contains("\"render/cp1\" [label=\"render/cp1\\ncached\", fillcolor=\"#b7e1a1\""),
+        "{dot}"
+    );
     render_svg(&dot);
     let edges = after["edges"].as_array().unwrap();
     assert!(
-        edges
-            .iter()
-            .any(|e| e["from"] == "base-config" && e["to"] == "render/w1" && e["outputs"][0] == "worker"),
+        edges.iter().any(|e| e["from"] == "base-config"
+            && e["to"] == "render/w1"
+            && e["outputs"][0] == "worker"),
         "{edges:?}"
     );
     assert_eq!(json(&c), after, "deterministic");

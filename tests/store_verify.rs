@@ -94,7 +94,9 @@ fn verify_finds_a_flipped_byte_a_truncation_and_a_missing_object_and_repair_rebu
         "{err}"
     );
     assert!(
-        err.contains(&format!("store object {talosconfig} (talosconfig) is missing")),
+        err.contains(&format!(
+            "store object {talosconfig} (talosconfig) is missing"
+        )),
         "{err}"
     );
     assert!(err.contains("3 problems"), "{err}");
@@ -115,7 +117,10 @@ fn verify_finds_a_flipped_byte_a_truncation_and_a_missing_object_and_repair_rebu
     ] {
         assert!(text.contains(&format!("rebuilt {step} {key}")), "{text}");
     }
-    assert!(!text.contains("rebuilt base-config"), "intact objects stay: {text}");
+    assert!(
+        !text.contains("rebuilt base-config"),
+        "intact objects stay: {text}"
+    );
     assert!(text.contains("objects verified"), "{text}");
     c.talix().args(["store", "verify"]).assert().success();
     assert_build_steps_cached(&c, HOMELAB);
@@ -161,9 +166,13 @@ fn repair_after_up_rebuilds_the_pure_objects_and_names_the_receipts_it_cannot_re
         String::from_utf8(out.stdout).unwrap(),
         String::from_utf8(out.stderr).unwrap(),
     );
-    assert!(text.contains(&format!("rebuilt render/w1 {render}")), "{text}");
     assert!(
-        !err.lines().any(|l| l.starts_with("error:") && l.contains(&render)),
+        text.contains(&format!("rebuilt render/w1 {render}")),
+        "{text}"
+    );
+    assert!(
+        !err.lines()
+            .any(|l| l.starts_with("error:") && l.contains(&render)),
         "the pure object is repaired: {err}"
     );
     for (step, key) in [("apply/w1", &apply), ("bootstrap", &bootstrap)] {
@@ -175,7 +184,12 @@ fn repair_after_up_rebuilds_the_pure_objects_and_names_the_receipts_it_cannot_re
     }
     assert!(err.contains("2 receipts that cannot be rebuilt"), "{err}");
     // Nothing was sent to the cluster by the repair.
-    let sent = |verb: &str| c.calls().iter().filter(|a| a.contains(&verb.to_string())).count();
+    let sent = |verb: &str| {
+        c.calls()
+            .iter()
+            .filter(|a| a.contains(&verb.to_string()))
+            .count()
+    };
     assert_eq!(sent("apply-config"), 5, "only up's applies");
     assert_eq!(sent("bootstrap"), 1, "only up's bootstrap");
 

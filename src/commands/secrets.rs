@@ -175,6 +175,10 @@ fn realise_secrets_step(s: &Session) {
         .lock(true)
         .map_err(|e| e.to_string())
         .and_then(|_guard| {
+            // The ref written below records where the profile lives (gc roots).
+            s.store
+                .set_ref_source(&s.profile.name, &s.profile.source)
+                .map_err(|e| e.to_string())?;
             s.engine()
                 .realise(&steps[..1], &builders, |_, _| {})
                 .map(|_| ())
