@@ -396,3 +396,68 @@ fn ls_and_gc_without_a_store_are_usage_errors() {
         "nothing created"
     );
 }
+
+/// The output hash `output` of object `key`, from its manifest.
+fn output_hash(c: &Cluster, key: &str, output: &str) -> String {
+    let path = objects_dir(c).join(key).join("manifest.json");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    m["outputs"][output]["hash"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_lock_file_keeps_the_config_it_records_as_applied_and_a_removed_node_is_no_root() {
+    let c = Cluster::new();
+    build(&c, HOMELAB);
+    let old_render = refs(&c, "homelab")["render/w2"].clone();
+    let old_talosconfig = refs(&c, "homelab")["talosconfig"].clone();
+    let applied = output_hash(&c, &old_render, "config");
+    c.edit(HOMELAB, "ip: 10.0.0.22", "ip: 10.0.0.32");
+    build(&c, HOMELAB);
+    // As `up` records an apply: the config hash, not the key (the lock file outlives stores).
+    let lock = c.root().join("profiles/homelab.lock");
+    let text = std::fs::read_to_string(&lock).unwrap();
+    std::fs::write(
+        &lock,
+        format!(
+            "{text}nodes:\n  w2:\n    applied_config: {applied}\n    at: 2026-12-01T00:00:00Z\n"
+        ),
+    )
+    .unwrap();
+    let listed = ls(&c);
+    assert!(
+        listed[&old_render].2.contains(&"lock:homelab".to_string()),
+        "{:?}",
+        listed[&old_render]
+    );
+    let out = run_ok(&c, &["store", "gc"]);
+    let gone = removed(&out);
+    assert!(gone.contains(&old_talosconfig), "{out}");
+    let kept = keys(&c);
+    for k in closure(&c, [old_render.clone()]) {
+        assert!(
+            kept.contains(&k),
+            "{k} is needed by the lock file's applied config: {out}"
+        );
+    }
+
+    // w2 leaves the profile: its refs are no root any more, its objects go.
+    let w2_patch = refs(&c, "homelab")["patch/w2"].clone();
+    let w2_render = refs(&c, "homelab")["render/w2"].clone();
+    c.edit(
+        HOMELAB,
+        "      - { name: w2, ip: 10.0.0.32, vmid: 162 }\n",
+        "",
+    );
+    build(&c, HOMELAB);
+    let out = run_ok(&c, &["store", "gc"]);
+    let gone = removed(&out);
+    assert!(
+        gone.contains(&w2_patch) && gone.contains(&w2_render),
+        "{out}"
+    );
+    assert!(
+        keys(&c).contains(&old_render),
+        "the lock file still records it"
+    );
+    plan_all_build_steps_cached(&c, HOMELAB);
+}

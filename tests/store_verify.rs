@@ -100,6 +100,26 @@ fn verify_finds_a_flipped_byte_a_truncation_and_a_missing_object_and_repair_rebu
         "{err}"
     );
     assert!(err.contains("3 problems"), "{err}");
+    // `ls` marks the damaged ones (the missing one is not listed: it is not there).
+    let ls = c
+        .talix()
+        .args(["store", "ls", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let ls: serde_json::Value = serde_json::from_slice(&ls).unwrap();
+    let objects = ls["objects"].as_array().unwrap();
+    for o in objects {
+        let key = o["key"].as_str().unwrap();
+        assert_eq!(
+            o["damaged"].as_bool().unwrap(),
+            key == render || key == patch,
+            "{o}"
+        );
+        assert_ne!(key, talosconfig);
+    }
     assert!(err.contains("--repair"), "the way out is named: {err}");
 
     let out = c

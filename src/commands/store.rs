@@ -229,11 +229,21 @@ fn ls(cx: &StoreCtx<'_>, profile: Option<&Path>, as_json: bool) -> Result<()> {
     struct Row {
         key: Digest,
         m: Option<Manifest>,
+        damaged: bool,
         size: u64,
         roots: Vec<String>,
     }
     let mut rows = Vec::new();
-    for (key, m) in all {
+    for (key, trusted) in all {
+        // Damaged: what every read would refuse (a manifest not of its key, an output that
+        // does not match). What it says about itself is still shown when it parses.
+        let damaged = trusted.is_none()
+            || match store.checked(&key) {
+                Ok(_) => false,
+                Err(e) if e.is_damage() || matches!(e, StoreError::MissingOutput { .. }) => true,
+                Err(e) => return Err(e.into()),
+            };
+        let m = trusted.or_else(|| store.load_manifest(&key).ok().flatten());
         if let Some(name) = &only
             && m.as_ref().is_none_or(|m| &m.profile != name)
         {
@@ -247,6 +257,7 @@ fn ls(cx: &StoreCtx<'_>, profile: Option<&Path>, as_json: bool) -> Result<()> {
         rows.push(Row {
             key,
             m,
+            damaged,
             size,
             roots,
         });
@@ -274,7 +285,7 @@ fn ls(cx: &StoreCtx<'_>, profile: Option<&Path>, as_json: bool) -> Result<()> {
                     "size": r.size,
                     "created": m.map(|m| m.created.as_str()),
                     "age_s": m.and_then(|m| age_of(&m.created)),
-                    "damaged": m.is_none(),
+                    "damaged": r.damaged,
                     "roots": r.roots,
                 })
             })
@@ -288,10 +299,13 @@ fn ls(cx: &StoreCtx<'_>, profile: Option<&Path>, as_json: bool) -> Result<()> {
     }
     let width = rows
         .iter()
-        .filter_map(|r| r.m.as_ref().map(|m| m.step.as_str().len()))
+        .filter_map(|r| {
+            r.m.as_ref()
+                .map(|m| m.step.as_str().len() + if r.damaged { 10 } else { 0 })
+        })
         .max()
-        .unwrap_or(4)
-        .max(4);
+        .unwrap_or(9)
+        .max(9);
     writeln!(
         out,
         "{:<12}  {:<width$}  {:<12}  {:>9}  {:>5}  {:<6}  ROOTS",
@@ -306,7 +320,7 @@ fn ls(cx: &StoreCtx<'_>, profile: Option<&Path>, as_json: bool) -> Result<()> {
         }
         let (step, prof, age, secret) = match &r.m {
             Some(m) => (
-                m.step.as_str().to_string(),
+                format!("{}{}", m.step, if r.damaged { " (damaged)" } else { "" }),
                 m.profile.clone(),
                 age_of(&m.created).map(human_age).unwrap_or_default(),
                 if m.outputs.values().any(|o| o.encrypted) {
