@@ -461,3 +461,53 @@ fn a_lock_file_keeps_the_config_it_records_as_applied_and_a_removed_node_is_no_r
     );
     plan_all_build_steps_cached(&c, HOMELAB);
 }
+
+#[test]
+fn gc_killed_between_moving_an_object_aside_and_removing_it_leaves_whole_objects_only() {
+    let c = Cluster::new();
+    build(&c, HOMELAB);
+    c.edit(HOMELAB, "ip: 10.0.0.22", "ip: 10.0.0.32");
+    build(&c, HOMELAB);
+    let live = closure(
+        &c,
+        refs(&c, "homelab")
+            .into_values()
+            .chain(refs(&c, "single").into_values()),
+    );
+    let garbage: BTreeSet<String> = keys(&c).difference(&live).cloned().collect();
+    assert_eq!(
+        garbage.len(),
+        3,
+        "patch/w2, render/w2, talosconfig: {garbage:?}"
+    );
+
+    // SIGKILLed at its second removal: the first object is gone, the second moved aside.
+    let out = c
+        .talix()
+        .args(["store", "gc"])
+        .env("TALIX_TEST_CRASH_AT", "store-discard#2")
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(9), "killed at the crash point");
+    let left = keys(&c);
+    assert_eq!(
+        left.difference(&live).count(),
+        1,
+        "the garbage object gc had not reached yet"
+    );
+    assert!(live.is_subset(&left));
+    // Every object left is whole; what was moved aside is scratch, not an object.
+    c.talix().args(["store", "verify"]).assert().success();
+    let scratch: Vec<_> = std::fs::read_dir(c.root().join("store/v1/tmp"))
+        .unwrap()
+        .collect();
+    assert_eq!(scratch.len(), 1, "{scratch:?}");
+
+    let again = run_ok(&c, &["store", "gc"]);
+    assert_eq!(removed(&again).len(), 1, "{again}");
+    assert_eq!(keys(&c), live);
+    let pruned = run_ok(&c, &["store", "prune"]);
+    assert!(pruned.contains("pruned 1 entries"), "{pruned}");
+    plan_all_build_steps_cached(&c, HOMELAB);
+}

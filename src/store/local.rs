@@ -105,7 +105,8 @@ impl LocalStore {
     }
 
     /// Move `path` into the scratch (one rename), then remove it: a crash leaves scratch.
-    fn remove_aside(&self, path: &Path, label: &str) -> Result<bool, StoreError> {
+    /// `point` names the moment in between for the reliability suite's kills.
+    fn remove_aside(&self, path: &Path, label: &str, point: &str) -> Result<bool, StoreError> {
         if std::fs::symlink_metadata(path).is_err() {
             return Ok(false);
         }
@@ -116,6 +117,7 @@ impl LocalStore {
         if let Some(parent) = path.parent() {
             sync_dir(parent)?;
         }
+        crate::workspace::crash_point(point);
         remove_any(&aside)?;
         Ok(true)
     }
@@ -373,7 +375,11 @@ impl Store for LocalStore {
     fn discard(&self, key: &Digest) -> Result<(), StoreError> {
         // Move it aside first (one rename), so a crash mid-removal leaves scratch for prune,
         // never half an object.
-        self.remove_aside(&self.object_dir(key), &format!("discard-{}", key.short()))?;
+        self.remove_aside(
+            &self.object_dir(key),
+            &format!("discard-{}", key.short()),
+            "store-discard",
+        )?;
         Ok(())
     }
 
@@ -504,7 +510,7 @@ impl Store for LocalStore {
     }
 
     fn remove_refs(&self, profile: &str) -> Result<(), StoreError> {
-        self.remove_aside(&self.refs_dir(profile), "refs")?;
+        self.remove_aside(&self.refs_dir(profile), "refs", "store-remove-refs")?;
         Ok(())
     }
 
