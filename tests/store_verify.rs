@@ -160,6 +160,40 @@ fn verify_finds_a_flipped_byte_a_truncation_and_a_missing_object_and_repair_rebu
     }
     c.talix().args(["store", "verify"]).assert().success();
     assert_build_steps_cached(&c, HOMELAB);
+
+    // A damaged old realisation (no current step builds it): repair cannot rebuild it and says
+    // so (exit 1); gc removes it, since no root reaches it, and verify is clean again.
+    let old = ref_key(&c, "homelab", "patch/w2");
+    c.edit(HOMELAB, "ip: 10.0.0.22", "ip: 10.0.0.32");
+    c.talix().args(["build", HOMELAB]).assert().success();
+    flip_byte(object(&c, &old).join("out/patch"));
+    let out = c
+        .talix()
+        .args(["store", "verify", "--repair", HOMELAB])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(&old)
+            && err.contains("not rebuilt: patch/w2 is not a step --repair can rebuild"),
+        "{err}"
+    );
+    let out = c
+        .talix()
+        .args(["store", "gc"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains(&format!("removed {old} patch/w2")),
+        "gc removes the damaged garbage"
+    );
+    c.talix().args(["store", "verify"]).assert().success();
 }
 
 #[test]

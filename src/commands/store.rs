@@ -511,14 +511,23 @@ struct Problem {
 }
 
 impl Problem {
-    fn line(&self) -> String {
+    /// The problem and the way out; `repaired`: `--repair` already rebuilt what it could.
+    fn line(&self, repaired: bool) -> String {
+        let step = self.step.as_ref().map(|s| s.as_str()).unwrap_or("it");
         let hint = match self.effect {
             Some(Effect::SideEffect | Effect::Observe) => format!(
-                "cannot be rebuilt: {} is a receipt of a step with effects (the cluster, not talix, holds what it records); {}the next `talix up` records it again (the lock file remembers what was applied, so nothing is sent twice)",
-                self.step.as_ref().map(|s| s.as_str()).unwrap_or("it"),
-                if self.missing { "" } else { "`talix store prune` removes it and " }
+                "cannot be rebuilt: {step} is a receipt of a step with effects (the cluster, not talix, holds what it records); {}the next `talix up` records it again (the lock file remembers what was applied, so nothing is sent twice)",
+                if self.missing {
+                    ""
+                } else {
+                    "`talix store prune` removes it and "
+                }
             ),
-            _ => "`talix store verify --repair PROFILE` rebuilds it (or `talix store prune` removes it)".to_string(),
+            _ if repaired => format!(
+                "not rebuilt: {step} is not a step --repair can rebuild (an old realisation, another profile's object, or a step built from receipts such as kubeconfig); `talix store prune` removes it, the next run rebuilds what is still needed"
+            ),
+            _ => "`talix store verify --repair PROFILE` rebuilds it (or `talix store prune` removes it)"
+                .to_string(),
         };
         format!("{}\n  {hint}", self.what)
     }
@@ -645,7 +654,7 @@ fn verify(cx: &StoreCtx<'_>, profile: Option<&Path>, repair: bool) -> Result<()>
         .count();
     let mut message: Vec<String> = problems
         .iter()
-        .map(|p| format!("error: {}", p.line()))
+        .map(|p| format!("error: {}", p.line(repair)))
         .collect();
     message.push(format!(
         "{}: {} problems in {n} objects ({receipts} receipts that cannot be rebuilt)",
@@ -686,4 +695,38 @@ fn repair_profile(cx: &StoreCtx<'_>, store: &LocalStore, path: &Path) -> Result<
         steps.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repair_rebuilds_only_pure_steps_whose_inputs_are_pure() {
+        let step = |id: &str, effect, deps: &[&str]| {
+            deps.iter()
+                .fold(Step::new(StepId(id.into()), 1, effect), |s, d| {
+                    s.dep(StepId((*d).into()), &[])
+                })
+        };
+        let steps = vec![
+            step("secrets", Effect::Pure, &[]),
+            step("render/a", Effect::Pure, &["secrets"]),
+            step("apply/a", Effect::SideEffect, &["render/a"]),
+            step("bootstrap", Effect::SideEffect, &["secrets"]),
+            step("kubeconfig", Effect::Pure, &["bootstrap", "secrets"]),
+            step("discover", Effect::Observe, &[]),
+        ];
+        let ids: Vec<String> = pure_prefix(steps).into_iter().map(|s| s.id.0).collect();
+        assert_eq!(ids, ["secrets", "render/a"]);
+    }
+
+    #[test]
+    fn ages_read_as_the_largest_sensible_unit() {
+        assert_eq!(human_age(-3), "0s");
+        assert_eq!(human_age(59), "59s");
+        assert_eq!(human_age(600), "10m");
+        assert_eq!(human_age(3 * 3600), "3h");
+        assert_eq!(human_age(5 * 86400), "5d");
+    }
 }
