@@ -384,7 +384,20 @@ fn gc_refuses_with_no_wait_and_waits_while_another_process_holds_the_store_lock(
 #[test]
 fn ls_and_gc_without_a_store_are_usage_errors() {
     let c = common::Workspace::empty();
-    for args in [["store", "ls"], ["store", "gc"]] {
+    c.write(
+        "profiles/p.yaml",
+        &common::legacy_demo_profile(
+            1,
+            2,
+            "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",
+        ),
+    );
+    for args in [
+        &["store", "ls"][..],
+        &["store", "gc"],
+        &["store", "pin", "profiles/p.yaml"],
+        &["store", "unpin", "profiles/p.yaml"],
+    ] {
         c.talix()
             .args(args)
             .assert()

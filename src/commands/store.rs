@@ -439,7 +439,7 @@ fn collect(cx: &StoreCtx<'_>, profile: Option<&Path>, dry_run: bool, no_wait: bo
 
 fn pin(cx: &StoreCtx<'_>, profile: &Path, steps: &[String], add: bool) -> Result<()> {
     let name = profile_name(profile, cx.policy)?;
-    let store = LocalStore::open(&store_dir(cx.flag, Some(profile)))?;
+    let store = existing_store(cx.flag, Some(profile))?;
     let _lock = store.lock(true)?;
     let mut out = std::io::stdout().lock();
     if add {
