@@ -12,7 +12,7 @@ use crate::profile::{Contract, Node, Profile, Role};
 pub mod schema {
     pub const SECRETS: u32 = 1;
     pub const BASE_CONFIG: u32 = 1;
-    pub const TALOSCONFIG: u32 = 1;
+    pub const TALOSCONFIG: u32 = 2;
     pub const PATCH: u32 = 2;
     pub const RENDER: u32 = 1;
     pub const DISCOVER: u32 = 1;
@@ -20,7 +20,7 @@ pub mod schema {
     pub const READY: u32 = 1;
     pub const BOOTSTRAP: u32 = 1;
     pub const HEALTH: u32 = 1;
-    pub const KUBECONFIG: u32 = 1;
+    pub const KUBECONFIG: u32 = 2;
     pub const VERIFY: u32 = 1;
     pub const UPGRADE: u32 = 1;
     pub const UPGRADE_K8S: u32 = 1;
@@ -165,12 +165,10 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
             Effect::Pure,
         )
         .value("name", &p.name)
-        .value("network.api_endpoint", &net.api_endpoint)
-        .value("talos.contract", contract.to_string())
         .value("endpoints", &cp_ips)
         .value("nodes", &all_ips)
+        .value("secrets.crt_ttl", p.crt_ttl_text())
         .dep(secrets_id(), &["bundle"])
-        .tool(Tool::Talosctl)
         .secret(),
     );
     for node in &p.nodes {
@@ -306,10 +304,10 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
             schema::KUBECONFIG,
             Effect::Pure,
         )
+        .value("name", &p.name)
         .value("network.api_endpoint", &net.api_endpoint)
-        .dep(StepId::new("bootstrap", None), &[])
+        .value("secrets.crt_ttl", p.crt_ttl_text())
         .dep(secrets_id(), &["bundle"])
-        .tool(Tool::Talosctl)
         .secret(),
     );
     out.push(
@@ -352,7 +350,14 @@ pub fn role_output(role: Role) -> &'static str {
 }
 
 /// The step kinds `talix build` realises (no network, no cluster).
-pub const BUILD_KINDS: &[&str] = &["secrets", "base-config", "talosconfig", "patch", "render"];
+pub const BUILD_KINDS: &[&str] = &[
+    "secrets",
+    "base-config",
+    "talosconfig",
+    "patch",
+    "render",
+    "kubeconfig",
+];
 
 #[cfg(test)]
 mod invalidation_table {

@@ -494,31 +494,6 @@ impl Builder for HealthBuilder {
     }
 }
 
-pub struct KubeconfigBuilder(pub ClusterEnv);
-
-impl Builder for KubeconfigBuilder {
-    fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
-        let env = &self.0;
-        let node = first_controlplane(cx)?;
-        // `-` is stdout only with `--merge=false`: with the default `--merge=true` talosctl
-        // merges into a file named `-` when one exists in the working directory, and without
-        // `--force` it refuses when that file exists ("kubeconfig file already exists");
-        // with both it always writes stdout
-        // (cmd/talosctl/cmd/talos/kubeconfig.go@v1.14.0-rc.1, same at v1.11.6).
-        let out = talosctl_auth(
-            cx,
-            env,
-            node.ip,
-            &["kubeconfig", "-", "--merge=false", "--force"],
-        )
-        .map_err(|e| cx.fail(format!("talosctl kubeconfig failed: {}", stderr_of(&e))))?;
-        if out.stdout.is_empty() {
-            return Err(cx.fail("talosctl kubeconfig returned nothing"));
-        }
-        Ok([("kubeconfig".to_string(), BuiltOutput::Content(out.stdout))].into())
-    }
-}
-
 pub struct VerifyBuilder(pub ClusterEnv);
 
 impl Builder for VerifyBuilder {
