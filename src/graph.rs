@@ -628,7 +628,7 @@ patches:
     }
 
     #[test]
-    fn api_endpoint_changes_configs_talosconfig_and_kubeconfig() {
+    fn api_endpoint_changes_configs_and_kubeconfig_not_the_talosconfig() {
         let got = invalidated(
             |p| p.replace("api_endpoint: 10.0.0.10", "api_endpoint: 10.0.0.11"),
             &[],
@@ -639,7 +639,6 @@ patches:
                 per_node(&["render", "apply", "upgrade", "ready"], &ALL_NODES),
                 &[
                     "base-config",
-                    "talosconfig",
                     "kubeconfig",
                     "health",
                     "upgrade-k8s",
@@ -647,6 +646,40 @@ patches:
                 ]
             )
         );
+    }
+
+    #[test]
+    fn crt_ttl_changes_only_the_client_configs() {
+        let got = invalidated(
+            |p| {
+                p.replace(
+                    "secrets:\n  recipients:",
+                    "secrets:\n  crt_ttl: 8760h\n  recipients:",
+                )
+            },
+            &[],
+        );
+        assert_eq!(
+            got,
+            set(&["talosconfig", "kubeconfig", "upgrade-k8s", "verify"])
+        );
+    }
+
+    #[test]
+    fn bootstrap_does_not_invalidate_the_kubeconfig() {
+        // The kubeconfig is derived from the secrets alone: a new bootstrap node re-runs the
+        // bootstrap and what follows it, but the kubeconfig stays cached.
+        let got = invalidated(
+            |p| {
+                p.replace(
+                    "      - { name: cp1, ip: 10.0.0.11, mac: \"02:54:00:00:01:51\" }\n      - { name: cp2, ip: 10.0.0.12 }\n",
+                    "      - { name: cp2, ip: 10.0.0.12 }\n      - { name: cp1, ip: 10.0.0.11, mac: \"02:54:00:00:01:51\" }\n",
+                )
+            },
+            &[],
+        );
+        assert!(got.contains("bootstrap"), "{got:?}");
+        assert!(!got.contains("kubeconfig"), "{got:?}");
     }
 
     #[test]
@@ -791,7 +824,10 @@ patches:
         }
         let config_steps: Vec<Step> = steps(&profile, contract)
             .into_iter()
-            .filter(|s| BUILD_KINDS.contains(&s.id.kind()) && s.id.kind() != "talosconfig")
+            .filter(|s| {
+                BUILD_KINDS.contains(&s.id.kind())
+                    && !matches!(s.id.kind(), "talosconfig" | "kubeconfig")
+            })
             .collect();
         let engine = Engine {
             profile: &profile,
