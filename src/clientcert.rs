@@ -353,15 +353,12 @@ fn derive_leaf(
                 let Ok(secret) = p256::SecretKey::from_slice(scalar.as_ref()) else {
                     continue;
                 };
-                let der = secret.to_sec1_der().map_err(|e| CertError::Sign {
-                    purpose: purpose.label(),
-                    message: e.to_string(),
-                })?;
-                let public = secret.public_key();
                 use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+                let point = secret.public_key().to_encoded_point(false);
+                let der = sec1_p256(scalar.as_ref(), point.as_bytes());
                 return Ok((
                     LeafPublic {
-                        raw: public.to_encoded_point(false).as_bytes().to_vec(),
+                        raw: point.as_bytes().to_vec(),
                         alg: &rcgen::PKCS_ECDSA_P256_SHA256,
                     },
                     Zeroizing::new(pem_encode("EC PRIVATE KEY", &der)),
@@ -373,6 +370,23 @@ fn derive_leaf(
             })
         }
     }
+}
+
+/// SEC1 `ECPrivateKey` with the named-curve parameters and the public key, as Go's
+/// `x509.MarshalECPrivateKey` writes it (Go's parser needs the curve OID; the `p256` crate's
+/// `to_sec1_der` leaves it out).
+fn sec1_p256(scalar: &[u8], point: &[u8]) -> Zeroizing<Vec<u8>> {
+    debug_assert_eq!((scalar.len(), point.len()), (32, 65));
+    let mut der = Zeroizing::new(vec![0x30, 0x77, 0x02, 0x01, 0x01, 0x04, 0x20]);
+    der.extend_from_slice(scalar);
+    // [0] { OID 1.2.840.10045.3.1.7 (prime256v1) }
+    der.extend_from_slice(&[
+        0xa0, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+    ]);
+    // [1] { BIT STRING 0x00 || uncompressed point }
+    der.extend_from_slice(&[0xa1, 0x44, 0x03, 0x42, 0x00]);
+    der.extend_from_slice(point);
+    der
 }
 
 /// The deterministic serial (positive, 16 bytes).
@@ -635,8 +649,15 @@ mod tests {
             .expect("signed by the k8s CA");
         let subject = leaf.subject().to_string();
         assert_eq!(subject, "O=system:masters, CN=admin");
-        // The handed-out key matches the certificate.
-        let secret = p256::SecretKey::from_sec1_der(&parsed(&a.key_pem)).unwrap();
+        // The handed-out key matches the certificate, in Go's SEC1 layout (named curve present:
+        // Go's ParseECPrivateKey, used by kubectl, refuses a key without it).
+        let key_der = parsed(&a.key_pem);
+        assert_eq!(&key_der[..7], &[0x30, 0x77, 0x02, 0x01, 0x01, 0x04, 0x20]);
+        assert_eq!(
+            &key_der[39..51],
+            &[0xa0, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]
+        );
+        let secret = p256::SecretKey::from_sec1_der(&key_der).unwrap();
         use p256::elliptic_curve::sec1::ToEncodedPoint as _;
         assert_eq!(
             leaf.public_key().subject_public_key.data.as_ref(),
