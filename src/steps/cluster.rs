@@ -1,5 +1,6 @@
-//! The steps that touch the cluster: `apply/<node>`, `ready/<node>`, `bootstrap`, `health`,
-//! `kubeconfig` and `verify`. Each leaves a receipt (deterministic bytes, so an unchanged step
+//! The steps that touch the cluster: `apply/<node>`, `upgrade/<node>`, `ready/<node>`,
+//! `bootstrap`, `health`, `upgrade-k8s` and `verify` (the kubeconfig they use is a pure build
+//! step, derived from the secrets: `crate::steps::configs`). Each leaves a receipt (deterministic bytes, so an unchanged step
 //! is never repeated) and records what the cluster must never forget in the lock file as it
 //! happens: the config applied to each node, and the one bootstrap.
 //!
