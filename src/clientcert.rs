@@ -633,7 +633,10 @@ mod tests {
         let (crt, key) = ca("k8s");
         let a = issue("certs.k8s", &crt, &key, Purpose::Kubeconfig, &id(), ttl()).unwrap();
         let b = issue("certs.k8s", &crt, &key, Purpose::Kubeconfig, &id(), ttl()).unwrap();
-        assert_eq!(a.cert_pem, b.cert_pem, "ECDSA signature identical across runs");
+        assert_eq!(
+            a.cert_pem, b.cert_pem,
+            "ECDSA signature identical across runs"
+        );
         assert_eq!(*a.key_pem, *b.key_pem);
         assert!(a.key_pem.starts_with("-----BEGIN EC PRIVATE KEY-----"));
         let leaf_der = parsed(&a.cert_pem);
@@ -655,7 +658,9 @@ mod tests {
         assert_eq!(&key_der[..7], &[0x30, 0x77, 0x02, 0x01, 0x01, 0x04, 0x20]);
         assert_eq!(
             &key_der[39..51],
-            &[0xa0, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]
+            &[
+                0xa0, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07
+            ]
         );
         let secret = p256::SecretKey::from_sec1_der(&key_der).unwrap();
         use p256::elliptic_curve::sec1::ToEncodedPoint as _;
@@ -736,9 +741,16 @@ mod tests {
             err,
             "certs.os: the private key does not match the certificate"
         );
-        let err = issue("certs.os", &os_crt, "junk", Purpose::Talosconfig, &id(), ttl())
-            .unwrap_err()
-            .to_string();
+        let err = issue(
+            "certs.os",
+            &os_crt,
+            "junk",
+            Purpose::Talosconfig,
+            &id(),
+            ttl(),
+        )
+        .unwrap_err()
+        .to_string();
         assert_eq!(err, "certs.os.key: the key is not PEM");
     }
 

@@ -130,7 +130,14 @@ fn two_fresh_workspaces_from_the_committed_files_build_identical_stores() {
     let (ky, fy) = &built[1];
     assert_eq!(kx, ky, "identical keys on both machines");
     assert_eq!(kx, &origin_keys, "identical keys to the origin's");
-    for step in ["secrets", "base-config", "talosconfig", "kubeconfig", "patch/cp1", "render/w2"] {
+    for step in [
+        "secrets",
+        "base-config",
+        "talosconfig",
+        "kubeconfig",
+        "patch/cp1",
+        "render/w2",
+    ] {
         assert!(kx[step].is_string(), "{step} has a key: {kx:?}");
     }
     let names: Vec<&String> = fx.keys().collect();
@@ -149,7 +156,10 @@ fn two_fresh_workspaces_from_the_committed_files_build_identical_stores() {
         ]
     );
     for (name, bytes) in fx {
-        assert!(fy[name] == *bytes, "{name} differs between the two machines");
+        assert!(
+            fy[name] == *bytes,
+            "{name} differs between the two machines"
+        );
         assert!(
             exported(&origin_out)[name] == *bytes,
             "{name} differs from the origin's"

@@ -148,7 +148,10 @@ fn kubectl_get_nodes_lists_the_simulated_nodes() {
             .map(|l| {
                 let indent = &l[..l.len() - l.trim_start().len()];
                 if l.trim_start().starts_with("client-certificate-data:") {
-                    format!("{indent}client-certificate-data: {}\n", talos_sim::pki::b64(crt))
+                    format!(
+                        "{indent}client-certificate-data: {}\n",
+                        talos_sim::pki::b64(crt)
+                    )
                 } else if l.trim_start().starts_with("client-key-data:") {
                     format!("{indent}client-key-data: {}\n", talos_sim::pki::b64(key))
                 } else {
@@ -182,7 +185,10 @@ fn kubectl_get_nodes_lists_the_simulated_nodes() {
     let (crt, key) =
         talos_sim::pki::issue_client_cert(&f_crt, &f_key, "admin", "system:masters").unwrap();
     let out = kubectl_nodes(&with_client("foreign-ca-kubeconfig", &crt, &key));
-    assert!(!out.status.success(), "a foreign CA's admin cert was accepted");
+    assert!(
+        !out.status.success(),
+        "a foreign CA's admin cert was accepted"
+    );
     assert!(!stderr(&out).contains("Forbidden"), "{}", stderr(&out));
     // The right CA and group: accepted (the same check passes, so it is the identity above).
     let (crt, key) =
@@ -223,7 +229,10 @@ fn kubectl_get_nodes_lists_the_simulated_nodes() {
         talos_sim::pki::issue_client_cert(&f_os_crt, &f_os_key, "", "os:admin").unwrap();
     let stranger = with_talos_client("foreign-talosconfig", &crt, &key);
     let out = work.talosctl(&["--talosconfig", &stranger, "-n", &cp, "version"]);
-    assert!(!out.status.success(), "a foreign OS CA's admin cert was accepted");
+    assert!(
+        !out.status.success(),
+        "a foreign OS CA's admin cert was accepted"
+    );
     let (crt, key) = talos_sim::pki::issue_client_cert(&os_crt, &os_key, "", "os:admin").unwrap();
     let admin = with_talos_client("admin-talosconfig", &crt, &key);
     work.talosctl_ok(&["--talosconfig", &admin, "-n", &cp, "version"]);

@@ -239,7 +239,8 @@ fn derived_client(
 ) -> Result<(crate::secrets::BundleCa, crate::clientcert::ClientCert), StepError> {
     let bundle = bundle(cx, identities)?;
     let shown = cx.profile.workspace.secrets_file().display().to_string();
-    let ca = crate::secrets::bundle_ca(&bundle, which).map_err(|e| cx.fail(format!("{shown}: {e}")))?;
+    let ca =
+        crate::secrets::bundle_ca(&bundle, which).map_err(|e| cx.fail(format!("{shown}: {e}")))?;
     let ttl = crt_ttl_of(cx)?;
     let id = crate::clientcert::Identity {
         cluster_name: &cx.profile.name,
