@@ -73,8 +73,10 @@ pub enum Command {
         #[command(flatten)]
         contract: ContractArgs,
     },
-    /// Realise the configuration steps (secrets, base-config, talosconfig, patch/*, render/*)
-    /// without touching the network.
+    /// Realise the configuration steps (secrets, base-config, talosconfig, patch/*, render/*,
+    /// kubeconfig) without touching the network. The talosconfig and kubeconfig client
+    /// certificates are derived from the secrets bundle, so the same committed files give the
+    /// same bytes on every machine.
     Build {
         #[command(flatten)]
         profile: ProfileArg,
@@ -82,7 +84,7 @@ pub enum Command {
         contract: ContractArgs,
     },
     /// Bring the cluster up (or up to date): build, find maintenance-mode nodes, apply,
-    /// bootstrap etcd once, wait for health, fetch the kubeconfig, verify. Steps whose inputs
+    /// bootstrap etcd once, wait for health, write the kubeconfig, verify. Steps whose inputs
     /// did not change are not repeated.
     Up {
         #[command(flatten)]
@@ -100,8 +102,8 @@ pub enum Command {
         #[arg(long, value_name = "MS")]
         reboot_delay_ms: Option<u64>,
     },
-    /// Write the plaintext configs (controlplane.yaml, worker.yaml, one per node, talosconfig)
-    /// to a directory, each file 0600 (after `talix build`).
+    /// Write the plaintext configs (controlplane.yaml, worker.yaml, one per node, talosconfig,
+    /// kubeconfig) to a directory, each file 0600 (after `talix build`).
     Export {
         #[command(flatten)]
         profile: ProfileArg,

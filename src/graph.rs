@@ -12,7 +12,7 @@ use crate::profile::{Contract, Node, Profile, Role};
 pub mod schema {
     pub const SECRETS: u32 = 1;
     pub const BASE_CONFIG: u32 = 1;
-    pub const TALOSCONFIG: u32 = 1;
+    pub const TALOSCONFIG: u32 = 2;
     pub const PATCH: u32 = 2;
     pub const RENDER: u32 = 1;
     pub const DISCOVER: u32 = 1;
@@ -20,7 +20,7 @@ pub mod schema {
     pub const READY: u32 = 1;
     pub const BOOTSTRAP: u32 = 1;
     pub const HEALTH: u32 = 1;
-    pub const KUBECONFIG: u32 = 1;
+    pub const KUBECONFIG: u32 = 2;
     pub const VERIFY: u32 = 1;
     pub const UPGRADE: u32 = 1;
     pub const UPGRADE_K8S: u32 = 1;
@@ -165,12 +165,10 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
             Effect::Pure,
         )
         .value("name", &p.name)
-        .value("network.api_endpoint", &net.api_endpoint)
-        .value("talos.contract", contract.to_string())
         .value("endpoints", &cp_ips)
         .value("nodes", &all_ips)
+        .value("secrets.crt_ttl", p.crt_ttl_text())
         .dep(secrets_id(), &["bundle"])
-        .tool(Tool::Talosctl)
         .secret(),
     );
     for node in &p.nodes {
@@ -306,10 +304,10 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
             schema::KUBECONFIG,
             Effect::Pure,
         )
+        .value("name", &p.name)
         .value("network.api_endpoint", &net.api_endpoint)
-        .dep(StepId::new("bootstrap", None), &[])
+        .value("secrets.crt_ttl", p.crt_ttl_text())
         .dep(secrets_id(), &["bundle"])
-        .tool(Tool::Talosctl)
         .secret(),
     );
     out.push(
@@ -352,7 +350,14 @@ pub fn role_output(role: Role) -> &'static str {
 }
 
 /// The step kinds `talix build` realises (no network, no cluster).
-pub const BUILD_KINDS: &[&str] = &["secrets", "base-config", "talosconfig", "patch", "render"];
+pub const BUILD_KINDS: &[&str] = &[
+    "secrets",
+    "base-config",
+    "talosconfig",
+    "patch",
+    "render",
+    "kubeconfig",
+];
 
 #[cfg(test)]
 mod invalidation_table {
@@ -623,7 +628,7 @@ patches:
     }
 
     #[test]
-    fn api_endpoint_changes_configs_talosconfig_and_kubeconfig() {
+    fn api_endpoint_changes_configs_and_kubeconfig_not_the_talosconfig() {
         let got = invalidated(
             |p| p.replace("api_endpoint: 10.0.0.10", "api_endpoint: 10.0.0.11"),
             &[],
@@ -634,7 +639,6 @@ patches:
                 per_node(&["render", "apply", "upgrade", "ready"], &ALL_NODES),
                 &[
                     "base-config",
-                    "talosconfig",
                     "kubeconfig",
                     "health",
                     "upgrade-k8s",
@@ -642,6 +646,40 @@ patches:
                 ]
             )
         );
+    }
+
+    #[test]
+    fn crt_ttl_changes_only_the_client_configs() {
+        let got = invalidated(
+            |p| {
+                p.replace(
+                    "secrets:\n  recipients:",
+                    "secrets:\n  crt_ttl: 8760h\n  recipients:",
+                )
+            },
+            &[],
+        );
+        assert_eq!(
+            got,
+            set(&["talosconfig", "kubeconfig", "upgrade-k8s", "verify"])
+        );
+    }
+
+    #[test]
+    fn bootstrap_does_not_invalidate_the_kubeconfig() {
+        // The kubeconfig is derived from the secrets alone: a new bootstrap node re-runs the
+        // bootstrap and what follows it, but the kubeconfig stays cached.
+        let got = invalidated(
+            |p| {
+                p.replace(
+                    "      - { name: cp1, ip: 10.0.0.11, mac: \"02:54:00:00:01:51\" }\n      - { name: cp2, ip: 10.0.0.12 }\n",
+                    "      - { name: cp2, ip: 10.0.0.12 }\n      - { name: cp1, ip: 10.0.0.11, mac: \"02:54:00:00:01:51\" }\n",
+                )
+            },
+            &[],
+        );
+        assert!(got.contains("bootstrap"), "{got:?}");
+        assert!(!got.contains("kubeconfig"), "{got:?}");
     }
 
     #[test]
@@ -786,7 +824,10 @@ patches:
         }
         let config_steps: Vec<Step> = steps(&profile, contract)
             .into_iter()
-            .filter(|s| BUILD_KINDS.contains(&s.id.kind()) && s.id.kind() != "talosconfig")
+            .filter(|s| {
+                BUILD_KINDS.contains(&s.id.kind())
+                    && !matches!(s.id.kind(), "talosconfig" | "kubeconfig")
+            })
             .collect();
         let engine = Engine {
             profile: &profile,

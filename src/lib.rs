@@ -4,6 +4,7 @@
 
 pub mod address;
 pub mod cli;
+pub mod clientcert;
 pub mod commands;
 pub mod demo;
 pub mod derivation;

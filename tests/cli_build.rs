@@ -7,7 +7,8 @@ use common::Cluster;
 
 const P: &str = "profiles/homelab.yaml";
 
-/// (gen config for controlplane/worker, gen config for talosconfig, machineconfig patch, gen secrets)
+/// (gen config for controlplane/worker, gen config for talosconfig, machineconfig patch, gen secrets).
+/// The talosconfig (and kubeconfig) are derived by talix itself: the second count stays 0.
 fn counts(c: &Cluster) -> (usize, usize, usize, usize) {
     let calls = c.calls();
     let gen_cfg = |t: &str| {
@@ -58,8 +59,9 @@ fn first_build_runs_each_generator_once_per_output() {
         .stdout
         .clone();
     let text = String::from_utf8(out).unwrap();
-    assert!(text.contains("homelab: 12 built, 1 cached"), "{text}");
-    assert_eq!(counts(&c), (2, 1, 5, 0));
+    assert!(text.contains("homelab: 13 built, 1 cached"), "{text}");
+    assert!(text.contains("built    kubeconfig"), "{text}");
+    assert_eq!(counts(&c), (2, 0, 5, 0));
     // every generator call pins the contract (trap 5) and passes the subnets as a strategic
     // merge patch, never JSON6902 (trap 1)
     for argv in c
@@ -89,7 +91,7 @@ fn first_build_runs_each_generator_once_per_output() {
 fn no_change_runs_no_generator() {
     let c = fresh();
     let text = rebuild(&c);
-    assert!(text.contains("homelab: 0 built, 13 cached"), "{text}");
+    assert!(text.contains("homelab: 0 built, 14 cached"), "{text}");
     assert_eq!(counts(&c), (0, 0, 0, 0));
 }
 
@@ -106,7 +108,8 @@ fn one_node_ip_change_renders_exactly_that_node() {
         text.contains("built    talosconfig"),
         "the node list changed: {text}"
     );
-    assert_eq!(counts(&c), (0, 1, 1, 0));
+    assert!(text.contains("cached   kubeconfig"), "{text}");
+    assert_eq!(counts(&c), (0, 0, 1, 0));
     let tc = std::fs::read_to_string(c.root().join("clusters/homelab/talosconfig")).unwrap();
     assert!(
         tc.contains("10.0.0.32") && !tc.contains("10.0.0.22"),
@@ -150,7 +153,8 @@ fn adding_a_worker_adds_one_patch_and_render_and_updates_the_talosconfig() {
         text.contains("built    patch/w3") && text.contains("built    render/w3"),
         "{text}"
     );
-    assert_eq!(counts(&c), (0, 1, 1, 0));
+    assert!(text.contains("built    talosconfig"), "{text}");
+    assert_eq!(counts(&c), (0, 0, 1, 0));
     assert!(c.root().join("clusters/homelab/patches/w3.yaml").is_file());
 }
 
@@ -249,7 +253,7 @@ fn new_talosctl_patch_release_with_identical_output_reruns_base_config_only() {
     );
     assert_eq!(
         counts(&c),
-        (2, 1, 0, 0),
+        (2, 0, 0, 0),
         "no machineconfig patch: early cut-off"
     );
 }
@@ -274,8 +278,15 @@ fn rekey_changes_nothing_downstream() {
         .clone();
     let statuses = common::plan_statuses(&out);
     for (id, status, _) in statuses.iter().filter(|s| {
-        ["secrets", "base-config", "talosconfig", "patch", "render"]
-            .contains(&s.0.split('/').next().unwrap())
+        [
+            "secrets",
+            "base-config",
+            "talosconfig",
+            "patch",
+            "render",
+            "kubeconfig",
+        ]
+        .contains(&s.0.split('/').next().unwrap())
     }) {
         assert_eq!(status, "cached", "{id}");
     }
@@ -313,6 +324,7 @@ fn export_writes_plaintext_configs_0600() {
             "cp1.yaml",
             "cp2.yaml",
             "cp3.yaml",
+            "kubeconfig",
             "talosconfig",
             "w1.yaml",
             "w2.yaml",

@@ -159,7 +159,8 @@ fn build_caches_config_steps_then_plan_explains_a_change() {
             "render/cp2",
             "render/cp3",
             "render/w1",
-            "render/w2"
+            "render/w2",
+            "kubeconfig"
         ]
     );
 
@@ -213,14 +214,15 @@ fn store_flag_and_env_override_the_default_store() {
     // `secrets init` recorded only the secrets steps (of both examples) in the default store;
     // the build went elsewhere.
     assert_eq!(objects(&ws.root().join("store")), 2);
-    assert_eq!(objects(&elsewhere), 5);
+    // secrets, base-config, talosconfig, patch, render, kubeconfig
+    assert_eq!(objects(&elsewhere), 6);
     let env_store = ws.root().join("env-store");
     ws.talix()
         .env("TALIX_STORE", &env_store)
         .args(["build", "profiles/single.yaml"])
         .assert()
         .success();
-    assert_eq!(objects(&env_store), 5);
+    assert_eq!(objects(&env_store), 6);
     ws.talix()
         .args(["store", "verify", "--store"])
         .arg(&env_store)

@@ -396,9 +396,15 @@ fn no_plaintext_secret_reaches_the_disk() {
     {
         let p = entry.path();
         if p.parent().is_some_and(|d| d.ends_with("out"))
-            && ["controlplane", "worker", "config", "talosconfig"]
-                .iter()
-                .any(|n| p.ends_with(n))
+            && [
+                "controlplane",
+                "worker",
+                "config",
+                "talosconfig",
+                "kubeconfig",
+            ]
+            .iter()
+            .any(|n| p.ends_with(n))
         {
             assert!(
                 std::fs::read(p)

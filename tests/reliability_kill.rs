@@ -47,7 +47,8 @@ const FULL: &[Kill] = &[
     Kill::Before("bootstrap", 1),
     Kill::After("bootstrap", 1),
     Kill::After("health", 1),
-    Kill::After("kubeconfig", 1),
+    // The kubeconfig is derived, not fetched: kill while it is written for the operator.
+    Kill::At("workspace-write:kubeconfig"),
     Kill::After("etcd", 1),
     Kill::At("store-put#1"),
     Kill::At("store-put#6"),

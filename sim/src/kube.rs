@@ -83,7 +83,8 @@ impl KubeApi {
                         let key = cluster_key.clone();
                         tokio::spawn(async move {
                             if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                                let _ = serve_http(s, &shared, &key, addr).await;
+                                let peer = tls::peer_identity(s.get_ref().1.peer_certificates());
+                                let _ = serve_http(s, &shared, &key, addr, peer).await;
                             }
                         });
                     }
@@ -101,11 +102,32 @@ impl KubeApi {
     }
 }
 
+/// The group of the admin kubeconfig (`KubernetesAdminCertOrganization`,
+/// pkg/machinery/constants/constants.go@v1.14.0-rc.1), bound to cluster-admin by default RBAC.
+pub const ADMIN_GROUP: &str = "system:masters";
+
+/// A real apiserver authenticates any client certificate of its CA (the handshake checked the
+/// chain) as user CN, groups O, then RBAC decides: only `system:masters` may read here.
+fn forbidden(peer: Option<&tls::PeerIdentity>, method: &str, path: &str) -> Option<Value> {
+    let peer = peer?;
+    if peer.organizations.iter().any(|o| o == ADMIN_GROUP) {
+        return None;
+    }
+    let user = peer.common_name.clone().unwrap_or_default();
+    let verb = if method == "GET" { "get" } else { "access" };
+    Some(status_body(
+        403,
+        "Forbidden",
+        &format!("forbidden: User \"{user}\" cannot {verb} path \"{path}\""),
+    ))
+}
+
 async fn serve_http<S>(
     stream: S,
     shared: &Shared,
     key: &str,
     addr: SocketAddr,
+    peer: Option<tls::PeerIdentity>,
 ) -> std::io::Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -147,7 +169,9 @@ where
         let method = parts.next().unwrap_or_default().to_string();
         let target = parts.next().unwrap_or_default().to_string();
         let path = target.split('?').next().unwrap_or_default();
-        let (status, body) = if method == "GET" {
+        let (status, body) = if let Some(denied) = forbidden(peer.as_ref(), &method, path) {
+            (403, denied)
+        } else if method == "GET" {
             let (status, body) = route(path, shared, key, addr);
             if wants_table && status == 200 && path.starts_with("/api/v1/nodes") {
                 (status, node_table(&body))
@@ -173,6 +197,7 @@ where
         let body = serde_json::to_vec(&body).unwrap_or_default();
         let reason = match status {
             200 => "OK",
+            403 => "Forbidden",
             404 => "Not Found",
             _ => "Method Not Allowed",
         };

@@ -138,6 +138,105 @@ fn kubectl_get_nodes_lists_the_simulated_nodes() {
         .unwrap();
     assert!(!out.status.success());
 
+    // Strict like a real apiserver: a client certificate of the cluster's CA but without the
+    // admin group authenticates and is then forbidden; one of another CA fails the handshake.
+    let bundle = talos_sim::pki::parse(&std::fs::read(work.file("secrets.yaml")).unwrap()).unwrap();
+    let (k8s_crt, k8s_key) = bundle.ca_pem("k8s");
+    let with_client = |name: &str, crt: &str, key: &str| {
+        let text: String = bogus
+            .lines()
+            .map(|l| {
+                let indent = &l[..l.len() - l.trim_start().len()];
+                if l.trim_start().starts_with("client-certificate-data:") {
+                    format!(
+                        "{indent}client-certificate-data: {}\n",
+                        talos_sim::pki::b64(crt)
+                    )
+                } else if l.trim_start().starts_with("client-key-data:") {
+                    format!("{indent}client-key-data: {}\n", talos_sim::pki::b64(key))
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        work.write(name, &text)
+    };
+    let kubectl_nodes = |file: &std::path::Path| {
+        Command::new("kubectl")
+            .args(["--kubeconfig", &file.display().to_string()])
+            .args(["get", "nodes", "--request-timeout", "10s"])
+            .env("HOME", work.path())
+            .output()
+            .unwrap()
+    };
+    let (crt, key) =
+        talos_sim::pki::issue_client_cert(&k8s_crt, &k8s_key, "intruder", "developers").unwrap();
+    let out = kubectl_nodes(&with_client("no-admin-kubeconfig", &crt, &key));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("Forbidden") || stderr(&out).contains("forbidden"),
+        "{}",
+        stderr(&out)
+    );
+    work.talosctl_ok(&["gen", "secrets", "-o", "foreign-secrets.yaml"]);
+    let foreign =
+        talos_sim::pki::parse(&std::fs::read(work.file("foreign-secrets.yaml")).unwrap()).unwrap();
+    let (f_crt, f_key) = foreign.ca_pem("k8s");
+    let (crt, key) =
+        talos_sim::pki::issue_client_cert(&f_crt, &f_key, "admin", "system:masters").unwrap();
+    let out = kubectl_nodes(&with_client("foreign-ca-kubeconfig", &crt, &key));
+    assert!(
+        !out.status.success(),
+        "a foreign CA's admin cert was accepted"
+    );
+    assert!(!stderr(&out).contains("Forbidden"), "{}", stderr(&out));
+    // The right CA and group: accepted (the same check passes, so it is the identity above).
+    let (crt, key) =
+        talos_sim::pki::issue_client_cert(&k8s_crt, &k8s_key, "admin", "system:masters").unwrap();
+    let out = kubectl_nodes(&with_client("fresh-admin-kubeconfig", &crt, &key));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The Talos API likewise: only os:admin of this cluster's OS CA.
+    let talosconfig_text = std::fs::read_to_string(&tc).unwrap();
+    let with_talos_client = |name: &str, crt: &str, key: &str| {
+        let text: String = talosconfig_text
+            .lines()
+            .map(|l| {
+                let indent = &l[..l.len() - l.trim_start().len()];
+                if l.trim_start().starts_with("crt:") {
+                    format!("{indent}crt: {}\n", talos_sim::pki::b64(crt))
+                } else if l.trim_start().starts_with("key:") {
+                    format!("{indent}key: {}\n", talos_sim::pki::b64(key))
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        work.write(name, &text).display().to_string()
+    };
+    let (os_crt, os_key) = bundle.ca_pem("os");
+    let (crt, key) = talos_sim::pki::issue_client_cert(&os_crt, &os_key, "", "os:reader").unwrap();
+    let reader = with_talos_client("reader-talosconfig", &crt, &key);
+    let out = work.talosctl(&["--talosconfig", &reader, "-n", &cp, "version"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("code = PermissionDenied desc = not authorized"),
+        "{}",
+        stderr(&out)
+    );
+    let (f_os_crt, f_os_key) = foreign.ca_pem("os");
+    let (crt, key) =
+        talos_sim::pki::issue_client_cert(&f_os_crt, &f_os_key, "", "os:admin").unwrap();
+    let stranger = with_talos_client("foreign-talosconfig", &crt, &key);
+    let out = work.talosctl(&["--talosconfig", &stranger, "-n", &cp, "version"]);
+    assert!(
+        !out.status.success(),
+        "a foreign OS CA's admin cert was accepted"
+    );
+    let (crt, key) = talos_sim::pki::issue_client_cert(&os_crt, &os_key, "", "os:admin").unwrap();
+    let admin = with_talos_client("admin-talosconfig", &crt, &key);
+    work.talosctl_ok(&["--talosconfig", &admin, "-n", &cp, "version"]);
+
     // Default path: merged into ~/.kube/config (0600); a second run renames the new entries.
     work.talosctl_ok(&["--talosconfig", &tc, "-n", &cp, "kubeconfig"]);
     let default = work.path().join(".kube/config");

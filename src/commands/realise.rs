@@ -37,6 +37,7 @@ pub(super) fn export(s: Session, out: &Path) -> Result<()> {
                 ("worker.yaml".into(), "worker"),
             ],
             ("talosconfig", _) => vec![("talosconfig".into(), "talosconfig")],
+            ("kubeconfig", _) => vec![("kubeconfig".into(), "kubeconfig")],
             ("render", Some(node)) => vec![(format!("{node}.yaml"), "config")],
             _ => vec![],
         };

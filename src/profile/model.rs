@@ -248,6 +248,9 @@ pub struct Profile {
     pub recipients: Vec<String>,
     /// `<name>.recipients` beside the profile, when it exists.
     pub recipients_file: Option<PathBuf>,
+    /// `secrets.crt_ttl` in seconds: lifetime of the derived talosconfig / kubeconfig client
+    /// certificates from the CA's NotBefore (see [`crate::clientcert`]).
+    pub crt_ttl_s: i64,
     pub discovery: Discovery,
     pub proxmox: Option<Proxmox>,
     /// Control-plane nodes first, each group in profile order.
@@ -261,6 +264,14 @@ impl Profile {
     }
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
+    }
+    /// `secrets.crt_ttl` as talix shows it (`87600h`, or seconds when not whole hours).
+    pub fn crt_ttl_text(&self) -> String {
+        if self.crt_ttl_s % 3600 == 0 {
+            format!("{}h", self.crt_ttl_s / 3600)
+        } else {
+            format!("{}s", self.crt_ttl_s)
+        }
     }
     /// `https://<api_endpoint>:6443`.
     pub fn cluster_endpoint(&self) -> String {

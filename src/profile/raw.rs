@@ -76,6 +76,8 @@ pub struct RawVip {
 pub struct RawSecrets {
     #[serde(default)]
     pub recipients: Vec<String>,
+    #[serde(default)]
+    pub crt_ttl: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -689,6 +689,16 @@ fn resolve(
             c.error(&format!("secrets.recipients[{i}]"), message);
         }
     }
+    let crt_ttl_s = match &raw.secrets.crt_ttl {
+        None => crate::clientcert::DEFAULT_CRT_TTL_HOURS as i64 * 3600,
+        Some(text) => match crate::clientcert::parse_ttl(text) {
+            Ok(d) => d.whole_seconds(),
+            Err(e) => {
+                c.error("secrets.crt_ttl", e);
+                0
+            }
+        },
+    };
     if let Some(file) = &recipients_file {
         for (line, message) in crate::secrets::check_recipients_file(file) {
             c.errors.push(Finding {
@@ -1079,6 +1089,7 @@ fn resolve(
             .map(|r| r.trim().to_string())
             .collect(),
         recipients_file,
+        crt_ttl_s,
         discovery: Discovery {
             subnet: discovery_subnet?,
             concurrency,

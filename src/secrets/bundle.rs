@@ -64,6 +64,53 @@ struct RawKeyOnly {
     key: Option<String>,
 }
 
+/// A CA of the bundle, decoded: certificate and key PEM (the key wiped on drop) and the
+/// bundle's `cluster.id`, for the client certificates talix derives (see `crate::clientcert`).
+pub struct BundleCa {
+    pub crt_pem: String,
+    pub key_pem: zeroize::Zeroizing<String>,
+    pub cluster_id: String,
+}
+
+/// `certs.<which>` (`os`, `k8s`) of a bundle. Errors name the field, never a value.
+pub fn bundle_ca(bundle: &SecretBytes, which: &str) -> Result<BundleCa, String> {
+    let raw: RawBundle = serde_saphyr::from_slice(bundle.expose_secret())
+        .map_err(|_| "the secrets bundle does not parse".to_string())?;
+    let certs = raw.certs.as_ref().ok_or("certs is required")?;
+    let pair = match which {
+        "os" => certs.os.as_ref(),
+        "k8s" => certs.k8s.as_ref(),
+        _ => None,
+    }
+    .ok_or_else(|| format!("certs.{which} is required"))?;
+    let decode = |field: &str, v: Option<&String>| -> Result<zeroize::Zeroizing<String>, String> {
+        let b64: String = v
+            .map(|s| s.chars().filter(|c| !c.is_whitespace()).collect())
+            .unwrap_or_default();
+        let bytes = zeroize::Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|_| format!("certs.{which}.{field} is not valid base64"))?,
+        );
+        String::from_utf8(bytes.to_vec())
+            .map(zeroize::Zeroizing::new)
+            .map_err(|_| format!("certs.{which}.{field} is not PEM text"))
+    };
+    let crt = decode("crt", pair.crt.as_ref())?;
+    let key = decode("key", pair.key.as_ref())?;
+    let cluster_id = raw
+        .cluster
+        .as_ref()
+        .and_then(|c| c.id.clone())
+        .filter(|id| !id.is_empty())
+        .ok_or("cluster.id is required")?;
+    Ok(BundleCa {
+        crt_pem: crt.to_string(),
+        key_pem: key,
+        cluster_id,
+    })
+}
+
 /// Parse and validate a bundle. `origin` names it in errors (a path, or "edited bundle").
 ///
 /// Problems are reported with the upstream wording (`cluster.id is required`, `one of

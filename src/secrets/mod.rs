@@ -13,7 +13,7 @@ mod recipients;
 mod secret_bytes;
 mod talosctl_gen;
 
-pub use bundle::{bundle_hash, validate_bundle};
+pub use bundle::{BundleCa, bundle_ca, bundle_hash, validate_bundle};
 pub use commands::{
     BundleSource, EditGuard, EditOutcome, InitOptions, SecretsCommands, choose_editor,
 };

@@ -1,5 +1,6 @@
-//! The steps that touch the cluster: `apply/<node>`, `ready/<node>`, `bootstrap`, `health`,
-//! `kubeconfig` and `verify`. Each leaves a receipt (deterministic bytes, so an unchanged step
+//! The steps that touch the cluster: `apply/<node>`, `upgrade/<node>`, `ready/<node>`,
+//! `bootstrap`, `health`, `upgrade-k8s` and `verify` (the kubeconfig they use is a pure build
+//! step, derived from the secrets: `crate::steps::configs`). Each leaves a receipt (deterministic bytes, so an unchanged step
 //! is never repeated) and records what the cluster must never forget in the lock file as it
 //! happens: the config applied to each node, and the one bootstrap.
 //!
@@ -491,31 +492,6 @@ impl Builder for HealthBuilder {
         Ok(receipt(
             json!({"controlplane": cps, "workers": workers, "result": "healthy"}),
         ))
-    }
-}
-
-pub struct KubeconfigBuilder(pub ClusterEnv);
-
-impl Builder for KubeconfigBuilder {
-    fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
-        let env = &self.0;
-        let node = first_controlplane(cx)?;
-        // `-` is stdout only with `--merge=false`: with the default `--merge=true` talosctl
-        // merges into a file named `-` when one exists in the working directory, and without
-        // `--force` it refuses when that file exists ("kubeconfig file already exists");
-        // with both it always writes stdout
-        // (cmd/talosctl/cmd/talos/kubeconfig.go@v1.14.0-rc.1, same at v1.11.6).
-        let out = talosctl_auth(
-            cx,
-            env,
-            node.ip,
-            &["kubeconfig", "-", "--merge=false", "--force"],
-        )
-        .map_err(|e| cx.fail(format!("talosctl kubeconfig failed: {}", stderr_of(&e))))?;
-        if out.stdout.is_empty() {
-            return Err(cx.fail("talosctl kubeconfig returned nothing"));
-        }
-        Ok([("kubeconfig".to_string(), BuiltOutput::Content(out.stdout))].into())
     }
 }
 

@@ -1,6 +1,8 @@
-//! `base-config`, `talosconfig` and `render/<node>`: machine configs made by talosctl from the
-//! decrypted secrets bundle. Plaintext reaches talosctl only through pipes (`/dev/fd/N`), comes
-//! back on its stdout, and is handed to the engine, which stores it age-encrypted.
+//! `base-config` and `render/<node>`: machine configs made by talosctl from the decrypted secrets
+//! bundle. Plaintext reaches talosctl only through pipes (`/dev/fd/N`), comes back on its
+//! stdout, and is handed to the engine, which stores it age-encrypted. `talosconfig` and
+//! `kubeconfig`: computed by talix itself from the bundle's CAs, deterministically (see
+//! [`crate::clientcert`]), so they are pure and need neither talosctl nor a cluster.
 //!
 //! Traps of the hand-written runbook avoided here:
 //! 1. pod/service subnets go in as a *strategic-merge* patch (JSON6902 fails on the
@@ -216,39 +218,73 @@ pub struct TalosconfigBuilder {
     pub identities: Arc<LazyIdentities>,
 }
 
+/// `secrets.crt_ttl` as the step declared it.
+fn crt_ttl_of(cx: &BuildContext<'_>) -> Result<time::Duration, StepError> {
+    let text = cx
+        .step
+        .values
+        .get("secrets.crt_ttl")
+        .map(|v| v.to_string())
+        .ok_or_else(|| cx.fail("missing secrets.crt_ttl input"))?;
+    crate::clientcert::parse_ttl(&text).map_err(|e| cx.fail(e))
+}
+
+/// The client certificate of `purpose` derived from CA `which` of the bundle (pure: no clock,
+/// no randomness, no talosctl; see [`crate::clientcert`]).
+fn derived_client(
+    cx: &BuildContext<'_>,
+    identities: &LazyIdentities,
+    which: &str,
+    purpose: crate::clientcert::Purpose,
+) -> Result<(crate::secrets::BundleCa, crate::clientcert::ClientCert), StepError> {
+    let bundle = bundle(cx, identities)?;
+    let shown = cx.profile.workspace.secrets_file().display().to_string();
+    let ca =
+        crate::secrets::bundle_ca(&bundle, which).map_err(|e| cx.fail(format!("{shown}: {e}")))?;
+    let ttl = crt_ttl_of(cx)?;
+    let id = crate::clientcert::Identity {
+        cluster_name: &cx.profile.name,
+        cluster_id: &ca.cluster_id,
+    };
+    let cert = crate::clientcert::issue(
+        &format!("certs.{which}"),
+        &ca.crt_pem,
+        &ca.key_pem,
+        purpose,
+        &id,
+        ttl,
+    )
+    .map_err(|e| cx.fail(format!("{shown}: {e}")))?;
+    Ok((ca, cert))
+}
+
+fn b64(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text.as_bytes())
+}
+
 impl Builder for TalosconfigBuilder {
     fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
-        let contract = contract_of(cx)?;
-        let bundle = bundle(cx, &self.identities)?;
-        let raw = talosctl_with_secrets(cx, vec![bundle], |fds| {
-            gen_config_args(cx.profile, contract, &fds[0], "talosconfig")
-        })?;
-        let edited = set_endpoints_and_nodes(cx.profile, &raw).map_err(|e| cx.fail(e))?;
-        Ok([("talosconfig".to_string(), BuiltOutput::Content(edited))].into())
+        let (ca, cert) = derived_client(
+            cx,
+            &self.identities,
+            "os",
+            crate::clientcert::Purpose::Talosconfig,
+        )?;
+        let text = talosconfig_text(cx.profile, &ca.crt_pem, &cert).map_err(|e| cx.fail(e))?;
+        Ok([("talosconfig".to_string(), BuiltOutput::Content(text))].into())
     }
 }
 
-/// Runbook step 12, natively: endpoints = control-plane static IPs, nodes = every node IP, in
-/// the talosconfig's current context.
-pub fn set_endpoints_and_nodes(profile: &Profile, talosconfig: &[u8]) -> Result<Vec<u8>, String> {
-    let text =
-        std::str::from_utf8(talosconfig).map_err(|_| "talosconfig is not UTF-8".to_string())?;
-    let mut doc: Value = serde_saphyr::from_str(text).map_err(|e| {
-        format!(
-            "talosconfig from talosctl does not parse: {}",
-            e.to_string().lines().next().unwrap_or_default()
-        )
-    })?;
-    let context = doc
-        .get("context")
-        .and_then(Value::as_str)
-        .ok_or("talosconfig has no current context")?
-        .to_string();
-    let ctx = doc
-        .get_mut("contexts")
-        .and_then(|c| c.get_mut(&context))
-        .and_then(Value::as_object_mut)
-        .ok_or_else(|| format!("talosconfig has no context {context:?}"))?;
+/// The talosconfig `talosctl gen config` writes (`clientconfig.NewConfig`,
+/// pkg/machinery/client/config/config.go@v1.14.0-rc.1: one context named after the cluster,
+/// `ca`/`crt`/`key` base64 of PEM), with runbook step 12 done natively: endpoints = control-plane
+/// static IPs, nodes = every node IP.
+pub fn talosconfig_text(
+    profile: &Profile,
+    ca_pem: &str,
+    cert: &crate::clientcert::ClientCert,
+) -> Result<Vec<u8>, String> {
     let cps: Vec<Value> = profile
         .controlplanes()
         .map(|n| Value::String(n.ip.to_string()))
@@ -258,8 +294,74 @@ pub fn set_endpoints_and_nodes(profile: &Profile, talosconfig: &[u8]) -> Result<
         .iter()
         .map(|n| Value::String(n.ip.to_string()))
         .collect();
+    let mut ctx = serde_json::Map::new();
     ctx.insert("endpoints".into(), Value::Array(cps));
     ctx.insert("nodes".into(), Value::Array(nodes));
+    ctx.insert("ca".into(), Value::String(b64(ca_pem)));
+    ctx.insert("crt".into(), Value::String(b64(&cert.cert_pem)));
+    ctx.insert("key".into(), Value::String(b64(&cert.key_pem)));
+    let mut contexts = serde_json::Map::new();
+    contexts.insert(profile.name.clone(), Value::Object(ctx));
+    let mut doc = serde_json::Map::new();
+    doc.insert("context".into(), Value::String(profile.name.clone()));
+    doc.insert("contexts".into(), Value::Object(contexts));
+    serde_saphyr::to_string(&Value::Object(doc))
+        .map(String::into_bytes)
+        .map_err(|e| e.to_string())
+}
+
+pub struct KubeconfigBuilder {
+    pub identities: Arc<LazyIdentities>,
+}
+
+impl Builder for KubeconfigBuilder {
+    fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
+        let (ca, cert) = derived_client(
+            cx,
+            &self.identities,
+            "k8s",
+            crate::clientcert::Purpose::Kubeconfig,
+        )?;
+        let text = kubeconfig_text(cx.profile, &ca.crt_pem, &cert).map_err(|e| cx.fail(e))?;
+        Ok([("kubeconfig".to_string(), BuiltOutput::Content(text))].into())
+    }
+}
+
+/// The admin kubeconfig as `talosctl kubeconfig` gets it from machined
+/// (pkg/kubeconfig/generate.go@v1.14.0-rc.1 `Generate`: cluster `<name>` at the cluster
+/// endpoint with the Kubernetes CA, user and context `admin@<name>`, namespace `default`),
+/// written as clientcmd does (keys in sorted order).
+pub fn kubeconfig_text(
+    profile: &Profile,
+    ca_pem: &str,
+    cert: &crate::clientcert::ClientCert,
+) -> Result<Vec<u8>, String> {
+    let name = &profile.name;
+    let user = format!("admin@{name}");
+    let doc = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{
+            "name": name,
+            "cluster": {
+                "server": profile.cluster_endpoint(),
+                "certificate-authority-data": b64(ca_pem),
+            },
+        }],
+        "users": [{
+            "name": user,
+            "user": {
+                "client-certificate-data": b64(&cert.cert_pem),
+                "client-key-data": b64(&cert.key_pem),
+            },
+        }],
+        "contexts": [{
+            "name": user,
+            "context": {"cluster": name, "namespace": "default", "user": user},
+        }],
+        "current-context": user,
+        "preferences": {},
+    });
     serde_saphyr::to_string(&doc)
         .map(String::into_bytes)
         .map_err(|e| e.to_string())

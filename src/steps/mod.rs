@@ -42,6 +42,12 @@ pub fn builders(env: &StepEnv) -> Builders {
             identities: env.identities.clone(),
         }),
     );
+    b.register(
+        "kubeconfig",
+        Box::new(configs::KubeconfigBuilder {
+            identities: env.identities.clone(),
+        }),
+    );
     b.register("render", Box::new(configs::RenderBuilder));
     if let Some(c) = &env.cluster {
         b.register("discover", Box::new(discover::DiscoverBuilder(c.clone())));
@@ -54,10 +60,6 @@ pub fn builders(env: &StepEnv) -> Builders {
         );
         b.register("bootstrap", Box::new(cluster::BootstrapBuilder(c.clone())));
         b.register("health", Box::new(cluster::HealthBuilder(c.clone())));
-        b.register(
-            "kubeconfig",
-            Box::new(cluster::KubeconfigBuilder(c.clone())),
-        );
         b.register("verify", Box::new(cluster::VerifyBuilder(c.clone())));
     }
     b

@@ -384,7 +384,8 @@ async fn run_listener(
                         let acceptor = acceptor.clone();
                         tokio::spawn(async move {
                             if let Ok(Ok(tls_stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                                serve_connection(shared, idx, tls_stream).await;
+                                let peer = tls::peer_identity(tls_stream.get_ref().1.peer_certificates());
+                                serve_connection(shared, idx, tls_stream, peer).await;
                             }
                         });
                     }
@@ -411,8 +412,15 @@ async fn bind_with_retry(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Err(last.unwrap_or_else(|| std::io::Error::other("bind failed")))
 }
 
-async fn serve_connection<S>(shared: Arc<Shared>, idx: usize, stream: S)
-where
+/// The role `talosctl gen config` issues (`role.Admin`, pkg/machinery/role/role.go@v1.14.0-rc.1).
+pub const ADMIN_ROLE: &str = "os:admin";
+
+async fn serve_connection<S>(
+    shared: Arc<Shared>,
+    idx: usize,
+    stream: S,
+    peer: Option<tls::PeerIdentity>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut reader = BufReader::new(stream);
@@ -420,6 +428,26 @@ where
         Ok(Some(r)) => r,
         _ => return,
     };
+    // Authorisation as apid/machined do it: roles are the client certificate's organizations
+    // (the handshake already checked the chain to the OS CA). The simulator serves only
+    // `os:admin`; any other role set is refused as upstream refuses a role a method does not
+    // allow: PermissionDenied "not authorized"
+    // (pkg/grpc/middleware/authz/authorizer.go@v1.11.6 ErrNotAuthorized). Maintenance mode
+    // has no client certificates (None) and no roles.
+    if let Some(peer) = &peer
+        && !peer.organizations.iter().any(|o| o == ADMIN_ROLE)
+    {
+        let response = wire::Response {
+            replies: vec![wire::Reply {
+                node: String::new(),
+                result: serde_json::Value::Null,
+                error: Some(wire::RpcError::new("PermissionDenied", "not authorized")),
+            }],
+        };
+        let _ = wire::write_json(reader.get_mut(), &response).await;
+        let _ = tokio::io::AsyncWriteExt::shutdown(reader.get_mut()).await;
+        return;
+    }
     let Some(response) = handlers::dispatch(&shared, idx, request) else {
         // Fault: drop the connection without answering.
         return;

@@ -239,6 +239,31 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// Subject of the client certificate a TLS peer presented (already verified against the CA by
+/// the handshake): its organizations (Talos roles, Kubernetes groups) and common name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerIdentity {
+    pub organizations: Vec<String>,
+    pub common_name: Option<String>,
+}
+
+/// The identity of the first (leaf) peer certificate, `None` without one.
+pub fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> Option<PeerIdentity> {
+    let leaf = certs?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let subject = cert.subject();
+    Some(PeerIdentity {
+        organizations: subject
+            .iter_organization()
+            .filter_map(|a| a.as_str().ok().map(str::to_string))
+            .collect(),
+        common_name: subject
+            .iter_common_name()
+            .next()
+            .and_then(|a| a.as_str().ok().map(str::to_string)),
+    })
+}
+
 /// A client config trusting `ca_pem` and optionally presenting a client certificate.
 pub fn client_config(
     ca_pem: &str,
