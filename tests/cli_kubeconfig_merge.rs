@@ -152,7 +152,8 @@ fn kubeconfig_first_entry_is_the_target_and_its_directory_is_created_0700() {
         0o700
     );
     assert_eq!(std::fs::read_to_string(&second).unwrap(), UNRELATED);
-    assert!(!c.root().join(".kube").exists(), "HOME's kubeconfig untouched");
+    // (kubectl keeps its cache in ~/.kube/cache; the config there is not written)
+    assert!(!c.root().join(".kube/config").exists(), "HOME's kubeconfig untouched");
 
     // A kubeconfig talix cannot parse is left as it is, and says so (the cluster is up).
     std::fs::write(&first, "clusters: [\n  token: do-not-echo\n").unwrap();
