@@ -73,7 +73,11 @@ fn parse(bytes: &[u8]) -> Result<Value, String> {
         let line = msg
             .split("line ")
             .nth(1)
-            .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>())
+            .map(|rest| {
+                rest.chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+            })
             .filter(|n| !n.is_empty());
         match line {
             Some(n) => format!("not valid YAML (near line {n})"),
@@ -128,8 +132,8 @@ pub fn merge(existing: &Value, incoming: &Value) -> Result<(Value, String), (boo
             Some(_) => return Err((false, format!("`{section}` is not a list"))),
         };
         for entry in entries {
-            let name = entry_name(entry)
-                .ok_or((false, format!("an entry of `{section}` has no name")))?;
+            let name =
+                entry_name(entry).ok_or((false, format!("an entry of `{section}` has no name")))?;
             match list.iter().position(|e| entry_name(e) == Some(name)) {
                 Some(i) => list[i] = entry.clone(),
                 None => list.push(entry.clone()),
@@ -137,7 +141,10 @@ pub fn merge(existing: &Value, incoming: &Value) -> Result<(Value, String), (boo
         }
         out.insert(section.to_string(), Value::Array(list));
     }
-    out.insert("current-context".to_string(), Value::String(context.clone()));
+    out.insert(
+        "current-context".to_string(),
+        Value::String(context.clone()),
+    );
     Ok((Value::Object(out), context))
 }
 
@@ -149,22 +156,17 @@ pub fn merge_file(target: &Path, incoming: &[u8]) -> Result<Outcome, MergeError>
     };
     // Through a symlink (a dotfile manager's ~/.kube/config) to the file it names.
     let path = match std::fs::symlink_metadata(target) {
-        Ok(m) if m.file_type().is_symlink() => {
-            std::fs::canonicalize(target).map_err(io(target))?
-        }
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(target).map_err(io(target))?,
         _ => target.to_path_buf(),
     };
     let incoming = parse(incoming).map_err(MergeError::Incoming)?;
     let existing = if path.exists() {
-        let bytes = crate::profile::validate::read_regular_bounded(
-            &path,
-            MAX_KUBECONFIG_BYTES,
-            "the file",
-        )
-        .map_err(|reason| MergeError::Existing {
-            path: path.clone(),
-            reason,
-        })?;
+        let bytes =
+            crate::profile::validate::read_regular_bounded(&path, MAX_KUBECONFIG_BYTES, "the file")
+                .map_err(|reason| MergeError::Existing {
+                    path: path.clone(),
+                    reason,
+                })?;
         parse(&bytes).map_err(|reason| MergeError::Existing {
             path: path.clone(),
             reason,
@@ -278,7 +280,10 @@ mod tests {
             merged["clusters"][1]["cluster"]["server"],
             "https://10.0.0.10:6443"
         );
-        assert_eq!(merged["clusters"][0]["cluster"]["extensions"][0]["name"], "x");
+        assert_eq!(
+            merged["clusters"][0]["cluster"]["extensions"][0]["name"],
+            "x"
+        );
         assert_eq!(names("users"), ["prod-admin", "admin@demo"]);
         assert_eq!(names("contexts"), ["prod", "admin@demo"]);
         assert_eq!(merged["x-unknown-field"], "keep me");
@@ -328,7 +333,10 @@ mod tests {
         let again = merge_file(&target, inc.as_bytes()).unwrap();
         assert!(!again.changed);
         let after = std::fs::metadata(&target).unwrap();
-        assert_eq!((after.ino(), after.mtime_nsec()), (meta.ino(), meta.mtime_nsec()));
+        assert_eq!(
+            (after.ino(), after.mtime_nsec()),
+            (meta.ino(), meta.mtime_nsec())
+        );
         // No temp file left beside it.
         let left: Vec<_> = std::fs::read_dir(target.parent().unwrap())
             .unwrap()
@@ -353,7 +361,10 @@ mod tests {
         std::fs::write(&target, broken).unwrap();
         let err = merge_file(&target, inc.as_bytes()).unwrap_err().to_string();
         assert!(err.contains("left untouched"), "{err}");
-        assert!(!err.contains("SECRETKEY"), "the file's content is never echoed: {err}");
+        assert!(
+            !err.contains("SECRETKEY"),
+            "the file's content is never echoed: {err}"
+        );
         assert_eq!(std::fs::read_to_string(&target).unwrap(), broken);
     }
 
@@ -373,6 +384,10 @@ mod tests {
                 .file_type()
                 .is_symlink()
         );
-        assert!(std::fs::read_to_string(&real).unwrap().contains("admin@demo"));
+        assert!(
+            std::fs::read_to_string(&real)
+                .unwrap()
+                .contains("admin@demo")
+        );
     }
 }

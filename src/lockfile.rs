@@ -6,7 +6,8 @@
 //! - `talosctl_version`: the talosctl that produced the pinned configs.
 //! - `secrets`: the plaintext bundle hash (domain-separated blake3) and the ciphertext hash.
 //! - `bootstrap`: which node bootstrapped etcd, when, with which secrets (never bootstrap twice).
-//! - `nodes`: the config hash applied to each node, and when.
+//! - `nodes`: the config hash applied to each node, and when; how its maintenance address was
+//!   found at the first apply (`matched_by: mac|count`, runbook step 5d).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

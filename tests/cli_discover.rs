@@ -107,7 +107,11 @@ fn discover_json_with_profile_macs_writes_nothing_then_reports_configured_nodes(
     // A lock file, a store and a talosconfig exist (as after `talix build`).
     c.talix_fast().args(["build", P]).assert().success();
     let before = fingerprint(c.root());
-    assert!(before.1.iter().any(|p| p == "profiles/demo.lock"), "{:?}", before.1);
+    assert!(
+        before.1.iter().any(|p| p == "profiles/demo.lock"),
+        "{:?}",
+        before.1
+    );
     assert!(before.1.iter().any(|p| p.starts_with("store/")));
     c.clear_calls();
 
@@ -115,8 +119,9 @@ fn discover_json_with_profile_macs_writes_nothing_then_reports_configured_nodes(
     assert_eq!(fingerprint(c.root()), before, "discover wrote nothing");
     assert_eq!(applies(&c), 0);
     assert!(
-        c.calls().iter().all(|argv| argv.contains(&"links".to_string())
-            || argv.contains(&"version".to_string())),
+        c.calls().iter().all(
+            |argv| argv.contains(&"links".to_string()) || argv.contains(&"version".to_string())
+        ),
         "only link probes (and version checks): {:?}",
         c.calls()
     );
@@ -135,8 +140,41 @@ fn discover_json_with_profile_macs_writes_nothing_then_reports_configured_nodes(
     }
     assert_eq!(node(&report, "cp1")["role"], "controlplane");
     assert_eq!(node(&report, "w2")["role"], "worker");
-    assert_eq!(report["foreign"], serde_json::json!([format!("127.{a}.{b}.150")]));
-    assert!(stderr.contains("all 5 node(s) of demo accounted for"), "{stderr}");
+    assert_eq!(
+        report["foreign"],
+        serde_json::json!([format!("127.{a}.{b}.150")])
+    );
+    assert!(
+        stderr.contains("all 5 node(s) of demo accounted for"),
+        "{stderr}"
+    );
+
+    // Never a prompt: with stdin an open pipe nobody writes to, it finishes on its own.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_talix"))
+        .args(["discover", P])
+        .current_dir(c.root())
+        .env("TALIX_TALOSCTL", c.root().join("bin/talosctl"))
+        .env("TALIX_ALLOW_NETS", "127.0.0.0/8")
+        .env("HOME", c.root())
+        .env_remove("KUBECONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _open_stdin = child.stdin.take();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("discover waited on stdin");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success());
 
     // The table: one line per node, and the host that is not ours.
     let out = c
@@ -149,7 +187,13 @@ fn discover_json_with_profile_macs_writes_nothing_then_reports_configured_nodes(
         .clone();
     let table = String::from_utf8(out).unwrap();
     let cp1 = table.lines().find(|l| l.starts_with("cp1 ")).unwrap();
-    for cell in ["controlplane", "02:54:00:", "profile", &format!("127.{a}.{b}.101"), "MAC"] {
+    for cell in [
+        "controlplane",
+        "02:54:00:",
+        "profile",
+        &format!("127.{a}.{b}.101"),
+        "MAC",
+    ] {
         assert!(cp1.contains(cell), "{cell} missing: {table}");
     }
     assert!(
@@ -308,14 +352,19 @@ fn count_fallback_assigns_numerically_sorted_addresses_in_profile_order_and_reco
             "{stderr}"
         );
     }
-    assert!(stderr.contains("sorted numerically and assigned in profile order"), "{stderr}");
+    assert!(
+        stderr.contains("sorted numerically and assigned in profile order"),
+        "{stderr}"
+    );
     let lock = std::fs::read_to_string(c.root().join("profiles/demo.lock")).unwrap();
     assert_eq!(lock.matches("matched_by: count").count(), 5, "{lock}");
     // Each insecure apply went to the machine counting gave it.
     let insecure: Vec<String> = c
         .calls()
         .into_iter()
-        .filter(|a| a.contains(&"apply-config".to_string()) && a.contains(&"--insecure".to_string()))
+        .filter(|a| {
+            a.contains(&"apply-config".to_string()) && a.contains(&"--insecure".to_string())
+        })
         .filter_map(|a| a.iter().position(|x| x == "-n").map(|i| a[i + 1].clone()))
         .map(|n| n.trim_end_matches(":50000").to_string())
         .collect();
@@ -376,15 +425,21 @@ fn count_fallback_refuses_one_machine_too_many_and_a_profile_that_forbids_it() {
     assert_eq!(applies(&c), 0, "nothing applied");
     let lock = std::fs::read_to_string(c.root().join("profiles/demo.lock")).unwrap_or_default();
     assert!(!lock.contains("applied_config"), "{lock}");
-
 }
 
 #[test]
 fn a_profile_can_forbid_the_count_fallback() {
     let (c, _sim) = unreadable_cluster(false);
-    c.edit(P, "  retry_wait_s: 1\n", "  retry_wait_s: 1\n  count_fallback: false\n");
+    c.edit(
+        P,
+        "  retry_wait_s: 1\n",
+        "  retry_wait_s: 1\n  count_fallback: false\n",
+    );
     let (report, stderr) = discover_json(&c, 1);
-    assert!(stderr.contains("discovery.count_fallback: false"), "{stderr}");
+    assert!(
+        stderr.contains("discovery.count_fallback: false"),
+        "{stderr}"
+    );
     assert_eq!(node(&report, "w1")["status"], "ambiguous");
     assert_eq!(report["unclaimed"].as_array().unwrap().len(), 5);
     c.clear_calls();
@@ -433,7 +488,11 @@ fn count_fallback_and_kubeconfig_merge_are_validated_like_every_field() {
     let recipient = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
     let profile = common::legacy_demo_profile(1, 2, recipient);
     for (from, to, field) in [
-        ("  retry_wait_s: 1\n", "  retry_wait_s: 1\n  count_fallback: maybe\n", "count_fallback"),
+        (
+            "  retry_wait_s: 1\n",
+            "  retry_wait_s: 1\n  count_fallback: maybe\n",
+            "count_fallback",
+        ),
         ("  merge: false", "  merge: 3", "merge"),
         ("  merge: false", "  merge: false\n  mrege: true", "mrege"),
     ] {

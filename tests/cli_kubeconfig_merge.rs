@@ -13,7 +13,8 @@ use common::Cluster;
 use serde_json::Value;
 
 const P: &str = "profiles/demo.yaml";
-const OPT_OUT: &str = "kubeconfig:\n  merge: false  # a rehearsal never touches your ~/.kube/config\n";
+const OPT_OUT: &str =
+    "kubeconfig:\n  merge: false  # a rehearsal never touches your ~/.kube/config\n";
 
 const UNRELATED: &str = "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: https://prod.example:6443\n  name: prod\nusers:\n- name: prod-admin\n  user:\n    token: prod-token\ncontexts:\n- context:\n    cluster: prod\n    user: prod-admin\n  name: prod\ncurrent-context: prod\npreferences: {}\nx-team-note: keep me\n";
 
@@ -33,7 +34,12 @@ fn names(doc: &Value, section: &str) -> Vec<String> {
 /// (inode, mtime in ns, bytes): what a rewrite would change.
 fn stamp(path: &Path) -> (u64, i64, i64, Vec<u8>) {
     let m = std::fs::metadata(path).unwrap();
-    (m.ino(), m.mtime(), m.mtime_nsec(), std::fs::read(path).unwrap())
+    (
+        m.ino(),
+        m.mtime(),
+        m.mtime_nsec(),
+        std::fs::read(path).unwrap(),
+    )
 }
 
 fn up(c: &Cluster, extra: &[&str], env: &[(&str, &Path)]) -> String {
@@ -82,16 +88,17 @@ fn up_merges_the_context_into_home_kube_config_keeping_unrelated_ones_once() {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let contexts = kubectl(&["config", "get-contexts", "-o", "name"]);
     assert_eq!(contexts.lines().collect::<Vec<_>>(), ["admin@demo", "prod"]);
     assert_eq!(kubectl(&["config", "current-context"]).trim(), "admin@demo");
-    assert_eq!(
-        kubectl(&["get", "nodes", "-o", "name"]).lines().count(),
-        5
-    );
+    assert_eq!(kubectl(&["get", "nodes", "-o", "name"]).lines().count(), 5);
 
     // Again: nothing changed, so the file is not rewritten (same inode, mtime, bytes).
     let before = stamp(&target);
@@ -116,7 +123,10 @@ fn up_merges_the_context_into_home_kube_config_keeping_unrelated_ones_once() {
     // Without either, the cluster's context is current again.
     c.edit(P, OPT_OUT, "");
     let stderr = up(&c, &[], &[]);
-    assert!(stderr.contains("current context is now admin@demo"), "{stderr}");
+    assert!(
+        stderr.contains("current context is now admin@demo"),
+        "{stderr}"
+    );
     assert_eq!(read(&target)["current-context"], "admin@demo");
 }
 
@@ -153,7 +163,10 @@ fn kubeconfig_first_entry_is_the_target_and_its_directory_is_created_0700() {
     );
     assert_eq!(std::fs::read_to_string(&second).unwrap(), UNRELATED);
     // (kubectl keeps its cache in ~/.kube/cache; the config there is not written)
-    assert!(!c.root().join(".kube/config").exists(), "HOME's kubeconfig untouched");
+    assert!(
+        !c.root().join(".kube/config").exists(),
+        "HOME's kubeconfig untouched"
+    );
 
     // A kubeconfig talix cannot parse is left as it is, and says so (the cluster is up).
     std::fs::write(&first, "clusters: [\n  token: do-not-echo\n").unwrap();

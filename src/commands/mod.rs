@@ -261,9 +261,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 merge_kubeconfig: !no_merge_kubeconfig,
             },
         ),
-        Command::Discover { profile, json } => {
-            discover::discover(&profile.profile, policy, *json)
-        }
+        Command::Discover { profile, json } => discover::discover(&profile.profile, policy, *json),
         Command::Demo {
             keep,
             reboot_delay_ms,

@@ -377,11 +377,7 @@ mod tests {
         let at = |s: &str| s.parse::<IpAddr>().unwrap();
         let mut readable = host(1, &["02:00:00:00:00:02"]);
         readable.ip = at("10.0.0.10");
-        let found = [
-            dark_at(at("10.0.0.100")),
-            dark_at(at("10.0.0.9")),
-            readable,
-        ];
+        let found = [dark_at(at("10.0.0.100")), dark_at(at("10.0.0.9")), readable];
         let m = match_nodes(&expected, &found).unwrap();
         assert_eq!(
             m.assigned,
@@ -441,7 +437,10 @@ mod tests {
         );
         // Also the single-node case, which counting used to settle on its own.
         let one = [node("cp1", Some("02:00:00:00:00:01")), node("w1", None)];
-        let found = [host(5, &["02:00:00:00:00:01"]), host(7, &["02:00:00:00:00:07"])];
+        let found = [
+            host(5, &["02:00:00:00:00:01"]),
+            host(7, &["02:00:00:00:00:07"]),
+        ];
         assert!(matches!(
             match_nodes_with(&one, &found, false),
             Err(DiscoveryError::CountFallbackDisabled { .. })

@@ -179,7 +179,11 @@ pub fn answers_authenticated(cx: &BuildContext<'_>, env: &ClusterEnv, ip: IpAddr
 
 /// [`answers_authenticated`] outside a build (`talix discover`): `talosctl --talosconfig T -e
 /// <ip> -n <ip> version` succeeds. False when `talosconfig` does not exist.
-pub fn answers_with_talosconfig(profile: &Profile, talosconfig: &std::path::Path, ip: IpAddr) -> bool {
+pub fn answers_with_talosconfig(
+    profile: &Profile,
+    talosconfig: &std::path::Path,
+    ip: IpAddr,
+) -> bool {
     if !talosconfig.is_file() {
         return false;
     }

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::derivation::Tool;
-use crate::discovery::{AllowNets, DiscoverParams, DiscoveryError, ExpectedNode, Matching, discover};
+use crate::discovery::{
+    AllowNets, DiscoverParams, DiscoveryError, ExpectedNode, Matching, discover,
+};
 use crate::engine::{BuildContext, Builder, BuiltOutput, StepError};
 use crate::lockfile::LockFile;
 use crate::profile::Profile;
