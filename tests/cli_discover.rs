@@ -517,3 +517,57 @@ fn count_fallback_and_kubeconfig_merge_are_validated_like_every_field() {
         }
     }
 }
+
+#[test]
+fn a_node_not_booted_is_reported_not_found_with_exit_1_and_the_others_found() {
+    let (c, sim) = Cluster::with_sim(50, |spec| {
+        spec.nodes.remove(4); // w2's machine is not running
+    });
+    let (a, b) = sim.subnet;
+    let (report, stderr) = discover_json(&c, 1);
+    assert_eq!(report["complete"], false);
+    assert_eq!(node(&report, "w2")["status"], "not-found");
+    assert_eq!(node(&report, "w2")["address"], Value::Null);
+    assert_eq!(node(&report, "w1")["status"], "found");
+    assert_eq!(
+        report["maintenance_addresses"]["w1"],
+        format!("127.{a}.{b}.104")
+    );
+    assert!(
+        stderr.contains("1 of 5 node(s) not accounted for: w2")
+            && stderr.contains("after 3 scan(s)"),
+        "{stderr}"
+    );
+    let out = c
+        .talix_fast()
+        .args(["discover", P])
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let table = String::from_utf8(out).unwrap();
+    let w2 = table.lines().find(|l| l.starts_with("w2 ")).unwrap();
+    assert!(w2.contains("not found"), "{table}");
+}
+
+#[test]
+fn discover_refuses_a_subnet_outside_talix_allow_nets_before_sending_anything() {
+    let c = Cluster::new();
+    c.write(P, &common::legacy_demo_profile(1, 2, &c.recipient));
+    let out = c
+        .talix_fast()
+        .env("TALIX_ALLOW_NETS", "127.200.0.0/16")
+        .args(["discover", "--json", P])
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("127.1.2.0/24") && stderr.contains("TALIX_ALLOW_NETS"),
+        "{stderr}"
+    );
+    assert!(c.calls().is_empty(), "{:?}", c.calls());
+}
