@@ -91,6 +91,21 @@ pub enum Command {
         profile: ProfileArg,
         #[command(flatten)]
         contract: ContractArgs,
+        /// Do not merge the cluster's context into $KUBECONFIG / ~/.kube/config (the copy in
+        /// the config dir is written anyway). The profile can say so too: `kubeconfig.merge:
+        /// false`.
+        #[arg(long)]
+        no_merge_kubeconfig: bool,
+    },
+    /// Find the profile's nodes in maintenance mode (runbook step 5: scan, read links, match by
+    /// MAC or by count) and say which address is which, without applying anything. Exit 0 when
+    /// every node is found or already configured, 1 when some are not.
+    Discover {
+        #[command(flatten)]
+        profile: ProfileArg,
+        /// Machine-readable output (schema in the README, `version` field).
+        #[arg(long)]
+        json: bool,
     },
     /// Rehearse a whole bootstrap on this machine: a simulated 3+2 cluster on loopback, `up`,
     /// `up` again (all cached), then clean up.

@@ -61,7 +61,7 @@ pub fn profile_yaml(a: u8, b: u8, recipient: &str) -> String {
         })
         .collect();
     format!(
-        "# Written by `talix demo`: a 3+2 cluster on loopback, simulated.\nname: demo\nnetwork:\n  api_endpoint: {net}.10\n  subnet: {net}.0/24\n  gateway: {net}.1\n  pod_cidr: 10.244.0.0/16\n  service_cidr: 10.96.0.0/12\ntalos:\n  version: {DEMO_TALOS}\n  kubernetes_version: {DEMO_KUBERNETES}\n  factory:\n    schematic_id: 376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba\n  vip: {{ interface: ens18, ip: {net}.10 }}\n  extensions: [siderolabs/qemu-guest-agent]\nsecrets:\n  recipients: [{recipient}]\ndiscovery:\n  concurrency: 64\n  connect_timeout_ms: 300\n  attempts: 3\n  retry_wait_s: 1\nnodes:\n  controlplane:\n    assignments:\n{cps}  worker:\n    assignments:\n{ws}"
+        "# Written by `talix demo`: a 3+2 cluster on loopback, simulated.\nname: demo\nnetwork:\n  api_endpoint: {net}.10\n  subnet: {net}.0/24\n  gateway: {net}.1\n  pod_cidr: 10.244.0.0/16\n  service_cidr: 10.96.0.0/12\ntalos:\n  version: {DEMO_TALOS}\n  kubernetes_version: {DEMO_KUBERNETES}\n  factory:\n    schematic_id: 376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba\n  vip: {{ interface: ens18, ip: {net}.10 }}\n  extensions: [siderolabs/qemu-guest-agent]\nsecrets:\n  recipients: [{recipient}]\ndiscovery:\n  concurrency: 64\n  connect_timeout_ms: 300\n  attempts: 3\n  retry_wait_s: 1\nkubeconfig:\n  merge: false  # a rehearsal never touches your ~/.kube/config\nnodes:\n  controlplane:\n    assignments:\n{cps}  worker:\n    assignments:\n{ws}"
     )
 }
 

@@ -224,18 +224,24 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
         .iter()
         .map(|n| format!("{}={}", n.name, n.mac.as_deref().unwrap_or("?")))
         .collect();
-    out.push(
-        Step::new(
-            StepId::new("discover", None),
-            schema::DISCOVER,
-            Effect::Observe,
-        )
-        .value("discovery.subnet", p.discovery.subnet.to_string())
-        .value("talos.api_port", t.api_port)
-        .value("expected_macs", expected_macs)
-        .value("proxmox.url", p.proxmox.as_ref().map(|x| &x.url))
-        .tool(Tool::Talosctl),
-    );
+    let discover = Step::new(
+        StepId::new("discover", None),
+        schema::DISCOVER,
+        Effect::Observe,
+    )
+    .value("discovery.subnet", p.discovery.subnet.to_string())
+    .value("talos.api_port", t.api_port)
+    .value("expected_macs", expected_macs)
+    .value("proxmox.url", p.proxmox.as_ref().map(|x| &x.url))
+    .tool(Tool::Talosctl);
+    // Forbidding the count fallback changes what discovery may answer; the default (allowed)
+    // adds no input, so keys of existing stores stay as they were.
+    let discover = if p.discovery.count_fallback {
+        discover
+    } else {
+        discover.value("discovery.count_fallback", false)
+    };
+    out.push(discover);
     for node in &p.nodes {
         out.push(
             node_values(

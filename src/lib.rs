@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod engine;
 pub mod exec;
 pub mod graph;
+pub mod kubeconfig_merge;
 pub mod lockfile;
 pub mod profile;
 pub mod proxmox;

@@ -6,7 +6,8 @@
 //! - `talosctl_version`: the talosctl that produced the pinned configs.
 //! - `secrets`: the plaintext bundle hash (domain-separated blake3) and the ciphertext hash.
 //! - `bootstrap`: which node bootstrapped etcd, when, with which secrets (never bootstrap twice).
-//! - `nodes`: the config hash applied to each node, and when.
+//! - `nodes`: the config hash applied to each node, and when; how its maintenance address was
+//!   found at the first apply (`matched_by: mac|count`, runbook step 5d).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,10 @@ pub struct NodeLock {
     /// API), so later offline builds select the same NIC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// How its maintenance-mode address was found at the first apply: `mac`, or `count` when
+    /// runbook step 5d assigned it (no readable MAC). Absent in older lock files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_by: Option<crate::discovery::MatchedBy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -255,6 +260,7 @@ mod tests {
                 at: "2026-01-01T00:00:00Z".into(),
                 talos_version: None,
                 mac: None,
+                matched_by: None,
             },
         );
         lock.save(&ws).unwrap();
@@ -292,6 +298,7 @@ mod tests {
                 at: "2026-01-01T00:00:00Z".into(),
                 talos_version: None,
                 mac: None,
+                matched_by: None,
             },
         );
         lock.save(&ws).unwrap();
@@ -309,6 +316,37 @@ mod tests {
         let mut newer = lock.clone();
         newer.nodes.get_mut("cp1").unwrap().applied_config = Digest::from_bytes([8; 32]);
         newer.save(&ws).unwrap();
+    }
+
+    #[test]
+    fn matched_by_count_round_trips_and_older_entries_still_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.lock");
+        let hash = Digest::from_bytes([7; 32]).to_string();
+        // A node entry as talix wrote it before `matched_by` existed.
+        fs_err::write(
+            &p,
+            format!("format: 1\nnodes:\n  cp1:\n    applied_config: {hash}\n    at: 2026-01-01T00:00:00Z\n"),
+        )
+        .unwrap();
+        let old = LockFile::load(&p).unwrap();
+        assert_eq!(old.nodes["cp1"].matched_by, None);
+        fs_err::write(
+            &p,
+            format!("format: 1\nnodes:\n  cp1:\n    applied_config: {hash}\n    at: 2026-01-01T00:00:00Z\n    matched_by: count\n"),
+        )
+        .unwrap();
+        let new = LockFile::load(&p).unwrap();
+        assert_eq!(
+            new.nodes["cp1"].matched_by,
+            Some(crate::discovery::MatchedBy::Count)
+        );
+        fs_err::write(
+            &p,
+            format!("format: 1\nnodes:\n  cp1:\n    applied_config: {hash}\n    at: 2026-01-01T00:00:00Z\n    matched_by: guess\n"),
+        )
+        .unwrap();
+        assert!(LockFile::load(&p).is_err());
     }
 
     #[test]

@@ -84,6 +84,7 @@ impl Bed {
             attempts: 1,
             retry_wait: Duration::from_millis(100),
             probe_timeout: Duration::from_secs(20),
+            count_fallback: true,
         }
     }
 }
@@ -265,14 +266,18 @@ async fn one_node_without_mac_is_resolved_by_count() {
     sim.shutdown().await;
 }
 
+/// Runbook step 5d: nodes without a MAC take the machines left over, sorted numerically
+/// (.42 < .43 < .140, which a string sort gets wrong), in profile order, only when there are
+/// exactly as many; one machine too many is refused at once, listing what was found, and
+/// `count_fallback: false` refuses counting altogether.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_without_mac_is_an_error_that_says_how_to_fix_it() {
+async fn nodes_without_mac_are_counted_only_when_the_numbers_match() {
     let bed = Bed::new("twomacless");
     let sim = SimCluster::start(bed.spec(
         &[
             ("cp1", "bc:24:11:00:00:01", 41, ""),
-            ("w1", "bc:24:11:00:00:02", 42, ""),
-            ("w2", "bc:24:11:00:00:03", 43, ""),
+            ("w1", "bc:24:11:00:00:02", 43, ""),
+            ("w2", "bc:24:11:00:00:03", 140, ""),
         ],
         &[],
         50000,
@@ -284,6 +289,32 @@ async fn two_nodes_without_mac_is_an_error_that_says_how_to_fix_it() {
         ("w1", None),
         ("w2", None),
     ]);
+    let matching = discover(&bed.params(50000), &want, Some(&loopback()))
+        .await
+        .unwrap();
+    assert_eq!(matching.assigned["cp1"], bed.ip(41));
+    assert_eq!(matching.assigned["w1"], bed.ip(43));
+    assert_eq!(matching.assigned["w2"], bed.ip(140));
+    assert_eq!(
+        matching.by_count.iter().collect::<Vec<_>>(),
+        ["w1", "w2"],
+        "cp1 was matched by MAC"
+    );
+
+    let mut forbidden = bed.params(50000);
+    forbidden.count_fallback = false;
+    let err = discover(&forbidden, &want, Some(&loopback()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DiscoveryError::CountFallbackDisabled { .. }),
+        "{err}"
+    );
+
+    // One machine more than nodes: counting would be a guess.
+    let extra = SimCluster::start(bed.spec(&[("stray", "bc:24:11:00:00:04", 42, "")], &[], 50000))
+        .await
+        .unwrap();
     let mut params = bed.params(50000);
     params.attempts = 5;
     params.retry_wait = Duration::from_secs(2);
@@ -302,7 +333,7 @@ async fn two_nodes_without_mac_is_an_error_that_says_how_to_fix_it() {
             partial,
         } => {
             assert_eq!(nodes, &["w1".to_string(), "w2".to_string()]);
-            assert_eq!(candidates, &[bed.ip(42), bed.ip(43)]);
+            assert_eq!(candidates, &[bed.ip(42), bed.ip(43), bed.ip(140)]);
             assert_eq!(partial.assigned["cp1"], bed.ip(41));
         }
         other => panic!("expected Ambiguous, got {other}"),
@@ -310,11 +341,12 @@ async fn two_nodes_without_mac_is_an_error_that_says_how_to_fix_it() {
     let text = err.to_string();
     assert!(
         text.contains("w1, w2")
-            && text.contains(&format!("{}, {}", bed.ip(42), bed.ip(43)))
+            && text.contains(&format!("{}, {}, {}", bed.ip(42), bed.ip(43), bed.ip(140)))
             && text.contains("mac:")
             && text.contains("proxmox:"),
         "{text}"
     );
+    extra.shutdown().await;
     sim.shutdown().await;
 }
 

@@ -1,8 +1,10 @@
 //! What each command does: resolves the parsed flags (profile, store, lock file) into a
 //! [`Session`] and calls the engine. This is the edge: errors become one message and an exit
 //! code here. One file per group of commands: `inspect` (validate, plan, why, store prune),
-//! `realise` (build, export, up), `secrets`, `store` (ls, gc, pin, unpin, verify), `graph_cmd` (graph).
+//! `realise` (build, export, up), `discover`, `secrets`, `store` (ls, gc, pin, unpin, verify),
+//! `graph_cmd` (graph).
 
+mod discover;
 mod graph_cmd;
 mod inspect;
 mod realise;
@@ -252,7 +254,17 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             contract,
         } => inspect::why(read(&profile.profile, contract)?, &profile.profile, step),
         Command::Build { profile, contract } => realise::build(open(&profile.profile, contract)?),
-        Command::Up { profile, contract } => realise::up(open(&profile.profile, contract)?),
+        Command::Up {
+            profile,
+            contract,
+            no_merge_kubeconfig,
+        } => realise::up(
+            open(&profile.profile, contract)?,
+            realise::UpOptions {
+                merge_kubeconfig: !no_merge_kubeconfig,
+            },
+        ),
+        Command::Discover { profile, json } => discover::discover(&profile.profile, policy, *json),
         Command::Demo {
             keep,
             reboot_delay_ms,

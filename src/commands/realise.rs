@@ -148,7 +148,15 @@ pub(super) fn build(s: Session) -> Result<()> {
 /// The whole runbook: configs, discovery of maintenance-mode nodes (only when a node must be
 /// applied), apply, upgrade, ready, bootstrap (once, ever), health, kubeconfig, upgrade-k8s,
 /// verify.
-pub(super) fn up(mut s: Session) -> Result<()> {
+/// How `up` was asked to run (command-line flags).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct UpOptions {
+    /// Merge the kubeconfig into $KUBECONFIG / ~/.kube/config (unless the profile says
+    /// `kubeconfig.merge: false`).
+    pub merge_kubeconfig: bool,
+}
+
+pub(super) fn up(mut s: Session, options: UpOptions) -> Result<()> {
     use crate::steps::cluster::{ClusterEnv, SharedLock, Timing};
     let timing = Timing::from_env().map_err(|e| CliError::input(format!("error: {e}")))?;
     // Refused before anything changes: a Kubernetes jump upgrade-k8s would refuse half-way.
@@ -167,7 +175,7 @@ pub(super) fn up(mut s: Session) -> Result<()> {
                 ))
             })?;
     }
-    resolve_proxmox_macs(&mut s)?;
+    resolve_proxmox_macs(&mut s.profile)?;
     let _guard = s.store.lock(true)?;
     let mut progress = Progress::default();
     let lock = realise_configs(&s, &mut progress)?;
@@ -202,7 +210,7 @@ pub(super) fn up(mut s: Session) -> Result<()> {
     });
     // Whatever happened, hand the operator the kubeconfig if there is one (best effort: a
     // failure here must not hide the step error).
-    let handed = (|| -> Result<()> {
+    let handed = (|| -> Result<Option<Vec<u8>>> {
         let planned = engine.plan(&all)?;
         let kubeconfig = planned
             .iter()
@@ -212,17 +220,30 @@ pub(super) fn up(mut s: Session) -> Result<()> {
             s.profile
                 .workspace
                 .ensure_file(&cluster.kubeconfig, &bytes, 0o600)?;
+            return Ok(Some(bytes));
         }
-        Ok(())
+        Ok(None)
     })();
-    if let Err(e) = &handed {
-        eprintln!(
-            "warning: could not write {}: {}",
-            cluster.kubeconfig.display(),
-            e.message
-        );
+    let merged = match &handed {
+        Err(e) => {
+            eprintln!(
+                "warning: could not write {}: {}",
+                cluster.kubeconfig.display(),
+                e.message
+            );
+            Ok(())
+        }
+        // Runbook step 11: the context merged into the operator's kubeconfig.
+        Ok(Some(bytes)) if options.merge_kubeconfig && s.profile.kubeconfig.merge => {
+            merge_kubeconfig(bytes)
+        }
+        Ok(_) => Ok(()),
+    };
+    if let (Err(_), Err(m)) = (&result, &merged) {
+        eprintln!("warning: {}", m.message.trim_start_matches("error: "));
     }
     result?;
+    merged?;
     println!(
         "{}: {} ran, {} cached; talosconfig {} ; kubeconfig {}",
         s.profile.name,
@@ -234,23 +255,53 @@ pub(super) fn up(mut s: Session) -> Result<()> {
     Ok(())
 }
 
+/// Merge the cluster's context into `$KUBECONFIG` (first entry) or `~/.kube/config` and say
+/// which context is now current (see [`crate::kubeconfig_merge`]).
+fn merge_kubeconfig(bytes: &[u8]) -> Result<()> {
+    use crate::kubeconfig_merge as km;
+    let target = km::target_from_env(&|name| std::env::var_os(name)).ok_or_else(|| {
+        CliError::from(
+            "cannot merge the kubeconfig: neither KUBECONFIG nor HOME is set (pass --no-merge-kubeconfig or set kubeconfig.merge: false)",
+        )
+    })?;
+    let outcome = km::merge_file(&target, bytes).map_err(|e| {
+        CliError::from(format!(
+            "{e}\nhint: the cluster is up and its kubeconfig is in the config dir; fix or move that file, or pass --no-merge-kubeconfig"
+        ))
+    })?;
+    if outcome.changed {
+        eprintln!(
+            "kubeconfig: merged context {} into {}; current context is now {}",
+            outcome.context,
+            outcome.path.display(),
+            outcome.context
+        );
+    } else {
+        eprintln!(
+            "kubeconfig: {} already has context {} (current); unchanged",
+            outcome.path.display(),
+            outcome.context
+        );
+    }
+    Ok(())
+}
+
 /// Nodes without a MAC in the profile or the lock file but with a Proxmox `vmid` get the MAC
 /// of their VM's first NIC (`net0` first) from the Proxmox API before anything is built, so
 /// their configs select the NIC by MAC (trap 10); the apply records it in the lock file, and
-/// later offline builds select the same NIC.
-fn resolve_proxmox_macs(s: &mut Session) -> Result<()> {
-    let Some(px) = s.profile.proxmox.clone() else {
-        return Ok(());
+/// later offline builds select the same NIC. Returns the nodes whose MAC came from Proxmox.
+pub(super) fn resolve_proxmox_macs(profile: &mut crate::profile::Profile) -> Result<Vec<String>> {
+    let Some(px) = profile.proxmox.clone() else {
+        return Ok(vec![]);
     };
-    let wanted: Vec<u32> = s
-        .profile
+    let wanted: Vec<u32> = profile
         .nodes
         .iter()
         .filter(|n| n.mac.is_none())
         .filter_map(|n| n.vmid)
         .collect();
     if wanted.is_empty() {
-        return Ok(());
+        return Ok(vec![]);
     }
     let client = crate::proxmox::ProxmoxClient::from_profile(&px)
         .map_err(|e| CliError::from(format!("error: {e}")))?;
@@ -260,7 +311,8 @@ fn resolve_proxmox_macs(s: &mut Session) -> Result<()> {
     let macs = runtime
         .block_on(client.vm_macs(&wanted))
         .map_err(|e| CliError::from(format!("error: {e}")))?;
-    for node in &mut s.profile.nodes {
+    let mut filled = Vec::new();
+    for node in &mut profile.nodes {
         if node.mac.is_none()
             && let Some(mac) = node
                 .vmid
@@ -268,9 +320,10 @@ fn resolve_proxmox_macs(s: &mut Session) -> Result<()> {
                 .and_then(|m| m.first())
         {
             node.mac = Some(mac.to_ascii_lowercase());
+            filled.push(node.name.clone());
         }
     }
-    Ok(())
+    Ok(filled)
 }
 
 /// Write what operators read to the config dir: each node patch in plaintext (no secrets) to

@@ -1,6 +1,7 @@
-//! Tying scanned maintenance-mode hosts to profile nodes: by MAC first, and by count only when the
-//! answer is unambiguous (one unmatched node, one candidate host), as step 5d of the runbook
-//! demands.
+//! Tying scanned maintenance-mode hosts to profile nodes: by MAC first, then by count as step 5d
+//! of the runbook specifies it: the nodes left without a readable MAC take the remaining
+//! maintenance-mode addresses sorted numerically, in profile order, and only when there are
+//! exactly as many addresses as nodes (an extra machine on the subnet makes counting a guess).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -35,13 +36,62 @@ pub struct Matching {
     pub foreign: Vec<IpAddr>,
     /// Things the user should know (count-based assignments, ignored hosts).
     pub warnings: Vec<String>,
+    /// The nodes of `assigned` that were matched by count (step 5d), not by MAC.
+    pub by_count: BTreeSet<String>,
+    /// Maintenance-mode hosts neither matched nor proven foreign (set on the partial result of
+    /// a failed discovery: the candidates there were too few to count on).
+    pub unclaimed: Vec<IpAddr>,
 }
 
-/// Matches `found` hosts to `expected` nodes. See the module docs for the rules; the errors say
-/// which nodes and addresses were left and how to make the matching certain.
+impl Matching {
+    /// How `node` was matched, if it was.
+    pub fn matched_by(&self, node: &str) -> Option<MatchedBy> {
+        self.assigned.contains_key(node).then(|| {
+            if self.by_count.contains(node) {
+                MatchedBy::Count
+            } else {
+                MatchedBy::Mac
+            }
+        })
+    }
+}
+
+/// How a maintenance-mode address was tied to a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchedBy {
+    /// A MAC from the profile, the lock file or the Proxmox API was on one of its links.
+    Mac,
+    /// Runbook step 5d: sorted addresses assigned in profile order (no readable MAC).
+    Count,
+}
+
+impl std::fmt::Display for MatchedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MatchedBy::Mac => "mac",
+            MatchedBy::Count => "count",
+        })
+    }
+}
+
+/// Matches `found` hosts to `expected` nodes (in profile order), the count fallback allowed.
+/// See [`match_nodes_with`].
 pub fn match_nodes(
     expected: &[ExpectedNode],
     found: &[FoundHost],
+) -> Result<Matching, DiscoveryError> {
+    match_nodes_with(expected, found, true)
+}
+
+/// Matches `found` hosts to `expected` nodes, which must be in profile order. See the module
+/// docs for the rules; `count_fallback: false` (the profile's `discovery.count_fallback`)
+/// refuses every count-based assignment. The errors say which nodes and addresses were left and
+/// how to make the matching certain.
+pub fn match_nodes_with(
+    expected: &[ExpectedNode],
+    found: &[FoundHost],
+    count_fallback: bool,
 ) -> Result<Matching, DiscoveryError> {
     let mut matching = Matching::default();
     let mac_of: BTreeMap<&str, String> = expected
@@ -122,29 +172,63 @@ pub fn match_nodes(
         }
         return Ok(matching);
     }
-    match (unmatched.as_slice(), candidates.as_slice()) {
-        ([node], [ip]) => {
-            let why = match &node.mac {
-                None => "it has no known MAC".to_string(),
-                Some(mac) => format!("its MAC {mac} could not be read from the host"),
-            };
-            matching.warnings.push(format!(
-                "{}: assigned {ip} by count ({why}; the only unmatched node and the only candidate address)",
-                node.name
-            ));
-            matching.assigned.insert(node.name.clone(), *ip);
-            Ok(matching)
-        }
-        (_, []) => Err(DiscoveryError::NodesNotFound {
+    if candidates.is_empty() {
+        return Err(DiscoveryError::NodesNotFound {
             nodes: unmatched.iter().map(|n| n.name.clone()).collect(),
             partial: Box::new(matching),
-        }),
-        _ => Err(DiscoveryError::Ambiguous {
+        });
+    }
+    // Step 5d: only when the number found equals the number expected exactly.
+    if candidates.len() != unmatched.len() {
+        return Err(DiscoveryError::Ambiguous {
             nodes: unmatched.iter().map(|n| n.name.clone()).collect(),
             candidates,
             partial: Box::new(matching),
-        }),
+        });
     }
+    // A node whose MAC is known cannot be a host whose links were read without that MAC: such
+    // a pairing would be a wrong guess, so counting is refused.
+    let readable: BTreeSet<IpAddr> = unmatched_with_macs.iter().copied().collect();
+    let contradicted = unmatched
+        .iter()
+        .zip(&candidates)
+        .any(|(node, ip)| node.mac.is_some() && readable.contains(ip));
+    if contradicted {
+        return Err(DiscoveryError::Ambiguous {
+            nodes: unmatched.iter().map(|n| n.name.clone()).collect(),
+            candidates,
+            partial: Box::new(matching),
+        });
+    }
+    if !count_fallback {
+        return Err(DiscoveryError::CountFallbackDisabled {
+            nodes: unmatched.iter().map(|n| n.name.clone()).collect(),
+            candidates,
+            partial: Box::new(matching),
+        });
+    }
+    // IpAddr orders numerically (10.0.0.9 < 10.0.0.10), `candidates` is sorted.
+    let total = unmatched.len();
+    for (node, ip) in unmatched.iter().zip(&candidates) {
+        let why = match &node.mac {
+            None => "it has no known MAC".to_string(),
+            Some(mac) => format!("its MAC {mac} could not be read from the host"),
+        };
+        let rule = if total == 1 {
+            "the only unmatched node and the only candidate address".to_string()
+        } else {
+            format!(
+                "{total} unmatched nodes and exactly {total} candidate addresses, sorted numerically and assigned in profile order"
+            )
+        };
+        matching.warnings.push(format!(
+            "{}: assigned {ip} by count ({why}; {rule})",
+            node.name
+        ));
+        matching.assigned.insert(node.name.clone(), *ip);
+        matching.by_count.insert(node.name.clone());
+    }
+    Ok(matching)
 }
 
 #[cfg(test)]
@@ -276,20 +360,103 @@ mod tests {
         assert!(text.contains("mac:") && text.contains("proxmox:"), "{text}");
     }
 
+    fn dark_at(ip: IpAddr) -> FoundHost {
+        FoundHost {
+            ip,
+            probe: LinkProbe::Unsupported {
+                reason: "rpc error: code = Unimplemented".into(),
+            },
+        }
+    }
+
+    /// Step 5d: sorted numerically (10.0.0.9 < 10.0.0.10 < 10.0.0.100, which a string sort
+    /// gets wrong), assigned in profile order.
     #[test]
-    fn two_nodes_without_mac_are_never_guessed() {
+    fn nodes_without_macs_take_the_numerically_sorted_addresses_in_profile_order() {
+        let expected = [node("cp1", None), node("cp2", None), node("w1", None)];
+        let at = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut readable = host(1, &["02:00:00:00:00:02"]);
+        readable.ip = at("10.0.0.10");
+        let found = [dark_at(at("10.0.0.100")), dark_at(at("10.0.0.9")), readable];
+        let m = match_nodes(&expected, &found).unwrap();
+        assert_eq!(
+            m.assigned,
+            BTreeMap::from([
+                ("cp1".into(), at("10.0.0.9")),
+                ("cp2".into(), at("10.0.0.10")),
+                ("w1".into(), at("10.0.0.100")),
+            ])
+        );
+        assert_eq!(m.by_count.len(), 3);
+        assert_eq!(m.matched_by("cp2"), Some(MatchedBy::Count));
+        assert!(
+            m.warnings
+                .iter()
+                .all(|w| w.contains("by count") && w.contains("profile order")),
+            "{:?}",
+            m.warnings
+        );
+    }
+
+    #[test]
+    fn counting_is_refused_with_one_machine_too_many_listing_what_was_found() {
         let expected = [node("a", None), node("b", None)];
         let found = [
             host(1, &["02:00:00:00:00:01"]),
             host(2, &["02:00:00:00:00:02"]),
+            dark(3),
         ];
         let err = match_nodes(&expected, &found).unwrap_err();
         assert!(matches!(err, DiscoveryError::Ambiguous { .. }), "{err}");
         let text = err.to_string();
         assert!(
-            text.contains("a, b") && text.contains("127.0.0.1, 127.0.0.2"),
+            text.contains("a, b") && text.contains("127.0.0.1, 127.0.0.2, 127.0.0.3"),
             "{text}"
         );
+        assert!(text.contains("3 maintenance-mode"), "{text}");
+    }
+
+    #[test]
+    fn the_profile_can_forbid_counting() {
+        let expected = [node("a", None), node("b", None)];
+        let found = [
+            host(1, &["02:00:00:00:00:01"]),
+            host(2, &["02:00:00:00:00:02"]),
+        ];
+        let err = match_nodes_with(&expected, &found, false).unwrap_err();
+        assert!(
+            matches!(err, DiscoveryError::CountFallbackDisabled { .. }),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("discovery.count_fallback: false")
+                && text.contains("a, b")
+                && text.contains("127.0.0.1, 127.0.0.2"),
+            "{text}"
+        );
+        // Also the single-node case, which counting used to settle on its own.
+        let one = [node("cp1", Some("02:00:00:00:00:01")), node("w1", None)];
+        let found = [
+            host(5, &["02:00:00:00:00:01"]),
+            host(7, &["02:00:00:00:00:07"]),
+        ];
+        assert!(matches!(
+            match_nodes_with(&one, &found, false),
+            Err(DiscoveryError::CountFallbackDisabled { .. })
+        ));
+        // MAC matching does not need the fallback.
+        let m = match_nodes_with(&one[..1], &found, false).unwrap();
+        assert_eq!(m.matched_by("cp1"), Some(MatchedBy::Mac));
+    }
+
+    #[test]
+    fn a_known_mac_is_never_counted_onto_a_host_whose_links_lack_it() {
+        // cp2's MAC is known; 127.0.0.3's links were read and do not have it.
+        let expected = [node("cp2", Some("02:00:00:00:00:02")), node("w1", None)];
+        let found = [host(3, &["02:00:00:00:00:03"]), dark(4)];
+        let err = match_nodes(&expected, &found).unwrap_err();
+        assert!(matches!(err, DiscoveryError::Ambiguous { .. }), "{err}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub use links::{
     DEFAULT_API_PORT, DEFAULT_PROBE_TIMEOUT, LinkProbe, PhysicalLink, nodes_arg,
     parse_physical_links, probe_links, probe_links_within, unsupported,
 };
-pub use matching::{ExpectedNode, FoundHost, Matching, match_nodes};
+pub use matching::{ExpectedNode, FoundHost, MatchedBy, Matching, match_nodes, match_nodes_with};
 pub use scan::{MIN_IPV4_PREFIX, MIN_IPV6_PREFIX, check_target, scan, scan_with, tcp_accepts};
 
 use crate::profile::model::{Node, Profile};
@@ -69,15 +69,28 @@ pub enum DiscoveryError {
         hosts: Vec<IpAddr>,
     },
     #[error(
-        "cannot tell which address belongs to which node: unmatched nodes {}; candidate addresses {}. \
+        "cannot tell which address belongs to which node: unmatched nodes {}; {} maintenance-mode candidate address(es): {}. \
+         Counting (runbook step 5d) needs exactly as many addresses as nodes, and never puts a node with a known MAC on a machine whose links lack it. \
          Add `mac:` to these nodes in the profile or configure `proxmox:` so MACs can be looked up",
         nodes.join(", "),
+        candidates.len(),
         join_ips(candidates)
     )]
     Ambiguous {
         nodes: Vec<String>,
         candidates: Vec<IpAddr>,
         /// What could be matched anyway.
+        partial: Box<Matching>,
+    },
+    #[error(
+        "cannot match nodes {} by MAC (no MAC known, or their links cannot be read), and the profile forbids matching by count (discovery.count_fallback: false); candidate addresses {}. \
+         Add `mac:` to these nodes or configure `proxmox:`, or allow the count fallback",
+        nodes.join(", "),
+        join_ips(candidates)
+    )]
+    CountFallbackDisabled {
+        nodes: Vec<String>,
+        candidates: Vec<IpAddr>,
         partial: Box<Matching>,
     },
     #[error(
@@ -108,6 +121,8 @@ pub enum DiscoveryError {
         port: u16,
         /// What the last scan did find.
         last: String,
+        /// What the last scan could match.
+        partial: Box<Matching>,
     },
 }
 
@@ -136,6 +151,9 @@ pub struct DiscoverParams {
     pub retry_wait: Duration,
     /// Time limit of one `talosctl get links` run.
     pub probe_timeout: Duration,
+    /// Whether nodes without a readable MAC may be matched by count (runbook step 5d;
+    /// `discovery.count_fallback`).
+    pub count_fallback: bool,
 }
 
 impl DiscoverParams {
@@ -151,6 +169,7 @@ impl DiscoverParams {
             attempts: d.attempts.max(1),
             retry_wait: Duration::from_secs(d.retry_wait_s),
             probe_timeout: DEFAULT_PROBE_TIMEOUT,
+            count_fallback: d.count_fallback,
         }
     }
 }
@@ -209,7 +228,7 @@ pub async fn discover(
             "discovery scan"
         );
         let (found, skipped) = probe_all(params, &open).await;
-        let retry_reason = match match_nodes(expected, &found) {
+        let retry_reason = match match_nodes_with(expected, &found, params.count_fallback) {
             Ok(mut matching) => {
                 matching.warnings.extend(skipped);
                 check_named_links(expected, &found, &mut matching)?;
@@ -217,20 +236,24 @@ pub async fn discover(
             }
             Err(DiscoveryError::NodesNotFound { nodes, partial }) => {
                 let summary = found_summary(&partial, &[]);
-                (nodes, summary)
+                (nodes, summary, partial)
             }
+            // Fewer machines than nodes: some may still be booting.
             Err(DiscoveryError::Ambiguous {
                 nodes,
                 candidates,
                 partial,
             }) if candidates.len() < nodes.len() => {
                 let summary = found_summary(&partial, &candidates);
-                (nodes, summary)
+                let mut partial = partial;
+                partial.unclaimed = candidates;
+                (nodes, summary, partial)
             }
             Err(e) => return Err(e),
         };
         if attempt >= attempts {
-            let (nodes, mut last) = retry_reason;
+            let (nodes, mut last, mut partial) = retry_reason;
+            partial.warnings.extend(skipped.iter().cloned());
             if !skipped.is_empty() {
                 last = format!("{last}; {}", skipped.join("; "));
             }
@@ -240,6 +263,7 @@ pub async fn discover(
                 subnet: params.subnet,
                 port: params.port,
                 last,
+                partial,
             });
         }
         tracing::info!(

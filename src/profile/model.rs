@@ -178,6 +178,16 @@ pub struct Discovery {
     pub connect_timeout_ms: u64,
     pub attempts: u32,
     pub retry_wait_s: u64,
+    /// Runbook step 5d: nodes without a readable MAC may be matched by count (default true).
+    pub count_fallback: bool,
+}
+
+/// What `up` does with the fetched kubeconfig besides `<config_dir>/kubeconfig`.
+#[derive(Debug, Clone, Serialize)]
+pub struct KubeconfigSettings {
+    /// Merge the cluster's context into `$KUBECONFIG` / `~/.kube/config` (runbook step 11;
+    /// default true).
+    pub merge: bool,
 }
 
 /// Where the Proxmox API token secret comes from (never the secret itself).
@@ -253,6 +263,7 @@ pub struct Profile {
     pub crt_ttl_s: i64,
     pub discovery: Discovery,
     pub proxmox: Option<Proxmox>,
+    pub kubeconfig: KubeconfigSettings,
     /// Control-plane nodes first, each group in profile order.
     pub nodes: Vec<Node>,
     pub patches: Patches,

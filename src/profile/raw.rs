@@ -16,6 +16,8 @@ pub struct RawProfile {
     pub discovery: Option<RawDiscovery>,
     #[serde(default)]
     pub proxmox: Option<RawProxmox>,
+    #[serde(default)]
+    pub kubeconfig: Option<RawKubeconfig>,
     pub nodes: RawNodes,
     #[serde(default)]
     pub patches: RawPatches,
@@ -93,6 +95,15 @@ pub struct RawDiscovery {
     pub attempts: Option<u32>,
     #[serde(default)]
     pub retry_wait_s: Option<u64>,
+    #[serde(default)]
+    pub count_fallback: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKubeconfig {
+    #[serde(default)]
+    pub merge: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

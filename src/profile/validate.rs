@@ -717,6 +717,7 @@ fn resolve(
         connect_timeout_ms: None,
         attempts: None,
         retry_wait_s: None,
+        count_fallback: None,
     });
     let discovery_subnet = match &d.subnet {
         Some(s) => c.net("discovery.subnet", s),
@@ -1096,8 +1097,16 @@ fn resolve(
             connect_timeout_ms,
             attempts,
             retry_wait_s,
+            count_fallback: d.count_fallback.unwrap_or(true),
         },
         proxmox,
+        kubeconfig: KubeconfigSettings {
+            merge: raw
+                .kubeconfig
+                .as_ref()
+                .and_then(|k| k.merge)
+                .unwrap_or(true),
+        },
         nodes,
         patches,
     })

@@ -175,7 +175,31 @@ impl Drop for Spinner {
 
 /// Whether the node at `ip` answers the authenticated API with this cluster's talosconfig.
 pub fn answers_authenticated(cx: &BuildContext<'_>, env: &ClusterEnv, ip: IpAddr) -> bool {
-    env.talosconfig.is_file() && talosctl_auth(cx, env, ip, &["version"]).is_ok()
+    answers_with_talosconfig(cx.profile, &env.talosconfig, ip)
+}
+
+/// [`answers_authenticated`] outside a build (`talix discover`): `talosctl --talosconfig T -e
+/// <ip> -n <ip> version` succeeds. False when `talosconfig` does not exist.
+pub fn answers_with_talosconfig(
+    profile: &Profile,
+    talosconfig: &std::path::Path,
+    ip: IpAddr,
+) -> bool {
+    if !talosconfig.is_file() {
+        return false;
+    }
+    let Ok(program) = exec::locate(Tool::Talosctl) else {
+        return false;
+    };
+    let tc = talosconfig.display().to_string();
+    let ep = endpoint(profile, ip);
+    let n = crate::address::node_arg(ip);
+    exec::run_capture(
+        &program,
+        ["--talosconfig", &tc, "-e", &ep, "-n", &n, "version"],
+        |_| {},
+    )
+    .is_ok()
 }
 
 fn receipt(v: Value) -> BTreeMap<String, BuiltOutput> {
@@ -230,7 +254,7 @@ impl Builder for ApplyBuilder {
                 node.name,
                 config_hash.short()
             );
-            record_apply(cx, env, node, config_hash)?;
+            record_apply(cx, env, node, config_hash, None)?;
             return Ok(receipt(json!({"node": node.name, "config": config_hash})));
         }
         let discovered_configured = recorded.is_none()
@@ -240,6 +264,7 @@ impl Builder for ApplyBuilder {
                 .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).ok())
                 .is_some_and(|names| names.contains(&node.name));
         let configured = recorded.is_some() || discovered_configured;
+        let mut matched_by = None;
         let (target, insecure) = if configured {
             // A configured node answers where it was configured (its address may be what this
             // very change moves).
@@ -259,6 +284,17 @@ impl Builder for ApplyBuilder {
                     node.name, cx.profile.discovery.subnet
                 ))
             })?;
+            // Runbook step 5d: recorded in the lock file when the address was found by count.
+            let by_count = cx
+                .latest_output(&StepId::new("discover", None), "by_count")
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).ok())
+                .is_some_and(|names| names.contains(&node.name));
+            matched_by = Some(if by_count {
+                crate::discovery::MatchedBy::Count
+            } else {
+                crate::discovery::MatchedBy::Mac
+            });
             (ip, true)
         };
         if insecure {
@@ -307,21 +343,25 @@ impl Builder for ApplyBuilder {
         if !last_error.is_empty() {
             return Err(cx.fail(last_error));
         }
-        record_apply(cx, env, node, config_hash)?;
+        record_apply(cx, env, node, config_hash, matched_by)?;
         // The receipt says what is on the node, not how it got there, so a receipt rebuilt from
         // the lock file is identical and nothing downstream re-runs.
         Ok(receipt(json!({"node": node.name, "config": config_hash})))
     }
 }
 
-/// Record in the lock file that `config_hash` is on `node` (at its static address from now on).
+/// Record in the lock file that `config_hash` is on `node` (at its static address from now on),
+/// and how its maintenance address was found when this was its first apply (else what an
+/// earlier apply recorded stays).
 fn record_apply(
     cx: &BuildContext<'_>,
     env: &ClusterEnv,
     node: &Node,
     config_hash: Digest,
+    matched_by: Option<crate::discovery::MatchedBy>,
 ) -> Result<(), StepError> {
     env.lock.update(cx, |l| {
+        let matched_by = matched_by.or(l.nodes.get(&node.name).and_then(|n| n.matched_by));
         l.nodes.insert(
             node.name.clone(),
             NodeLock {
@@ -331,6 +371,7 @@ fn record_apply(
                 at: now_rfc3339(),
                 talos_version: Some(cx.profile.talos.version.with_v()),
                 mac: node.mac.clone(),
+                matched_by,
             },
         );
         l.pending.applies.remove(&node.name);

@@ -77,6 +77,8 @@ impl Workspace {
             .env_remove("TALIX_STORE")
             .env_remove("TALIX_TALOSCTL")
             .env_remove("TALIX_KUBECTL")
+            // `up` merges into $KUBECONFIG or ~/.kube/config: never the real ones.
+            .env_remove("KUBECONFIG")
             .env("TALIX_ALLOW_NETS", "127.0.0.0/8")
             .env("PATH", "/usr/bin:/bin")
             .env("HOME", self.root());
