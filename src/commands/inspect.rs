@@ -180,6 +180,9 @@ pub(super) fn store_cmd(flag: Option<&Path>, action: &StoreAction) -> Result<()>
     let (profile, verify) = match action {
         StoreAction::Verify { profile } => (profile, true),
         StoreAction::Prune { profile } => (profile, false),
+        StoreAction::Export { .. } | StoreAction::Import { .. } => {
+            unreachable!("store export/import are dispatched to commands::store_archive")
+        }
     };
     let store = LocalStore::open(&store_dir(flag, profile.as_deref()))?;
     if !store.exists() {

@@ -6,11 +6,12 @@
 mod inspect;
 mod realise;
 mod secrets;
+mod store_archive;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::cli::{Cli, Command, ContractArgs};
+use crate::cli::{Cli, Command, ContractArgs, StoreAction};
 use crate::derivation::Step;
 use crate::digest::{Digest, domain};
 use crate::engine::Engine;
@@ -261,6 +262,12 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             contract,
         } => realise::export(read(&profile.profile, contract)?, out),
         Command::Secrets { action } => secrets::secrets_cmd(&open, action),
+        Command::Store {
+            action: StoreAction::Export { profile, output },
+        } => store_archive::export(read(profile, &ContractArgs::default())?, output),
+        Command::Store {
+            action: StoreAction::Import { archive, profile },
+        } => store_archive::import(store_flag, archive, profile.as_deref()),
         Command::Store { action } => inspect::store_cmd(store_flag, action),
     }
 }
