@@ -34,7 +34,13 @@ pub const FORMAT_VERSION: u32 = 1;
 
 /// Step kinds whose outputs are secret (graph.rs declares them `.secret()`): an imported object
 /// of one of these kinds must hold only age ciphertext.
-pub const SECRET_KINDS: &[&str] = &["secrets", "base-config", "talosconfig", "render", "kubeconfig"];
+pub const SECRET_KINDS: &[&str] = &[
+    "secrets",
+    "base-config",
+    "talosconfig",
+    "render",
+    "kubeconfig",
+];
 
 /// Bounds on what an archive may hold; an archive beyond them is refused before its data is
 /// read. Export checks the same bounds, so it never writes an archive import would refuse.
@@ -437,9 +443,13 @@ pub fn classify(raw: &[u8], folder: bool) -> Result<(String, EntryPath), String>
             }
             want_file(EntryPath::Output(k, name.to_string()))
         }
-        [_, "objects", _, ..] => Err("not part of a store object (expected manifest.json or out/<name>)".into()),
+        [_, "objects", _, ..] => {
+            Err("not part of a store object (expected manifest.json or out/<name>)".into())
+        }
         [_, "refs", ..] => Err("refs travel in the header, not as files".into()),
-        _ => Err(format!("not part of the store layout (expected {base}/objects/...)")),
+        _ => Err(format!(
+            "not part of the store layout (expected {base}/objects/...)"
+        )),
     }
 }
 
@@ -457,14 +467,25 @@ pub fn refuse_type(t: tar::EntryType) -> Option<String> {
         T::GNULongName | T::GNULongLink => "a GNU long-name extension (talix exports use none)",
         T::XHeader | T::XGlobalHeader => "a pax extension header (talix exports use none)",
         T::GNUSparse => "a sparse file",
-        other => return Some(format!("entry type {:?} (only regular files and folders are allowed)", other.as_byte() as char)),
+        other => {
+            return Some(format!(
+                "entry type {:?} (only regular files and folders are allowed)",
+                other.as_byte() as char
+            ));
+        }
     };
-    Some(format!("{what} (only regular files and folders are allowed)"))
+    Some(format!(
+        "{what} (only regular files and folders are allowed)"
+    ))
 }
 
 /// Read and check a whole archive (see the module documentation); nothing is written.
 pub fn read_archive<R: Read>(reader: R, limits: &Limits) -> Result<Closure, Refused> {
-    let mut archive = tar::Archive::new(reader);
+    let eof = std::rc::Rc::new(std::cell::Cell::new(false));
+    let mut archive = tar::Archive::new(EofWatch {
+        inner: reader,
+        hit: eof.clone(),
+    });
     // Raw: every header as it is (GNU long names and pax headers are refused, not applied, so
     // what is checked is exactly what the headers say).
     let entries = archive
@@ -510,7 +531,10 @@ pub fn read_archive<R: Read>(reader: R, limits: &Limits) -> Result<Closure, Refu
             .map_err(|e| refused(&shown, format!("unreadable size: {e}")))?;
         if folder {
             if size != 0 {
-                return Err(refused(shown, format!("a folder with {size} bytes of data")));
+                return Err(refused(
+                    shown,
+                    format!("a folder with {size} bytes of data"),
+                ));
             }
             folders.insert(path.clone());
             last = path;
@@ -543,10 +567,7 @@ pub fn read_archive<R: Read>(reader: R, limits: &Limits) -> Result<Closure, Refu
         if data.len() as u64 != size {
             return Err(refused(
                 shown,
-                format!(
-                    "truncated archive: {} of {size} bytes present",
-                    data.len()
-                ),
+                format!("truncated archive: {} of {size} bytes present", data.len()),
             ));
         }
         match place {
@@ -561,7 +582,31 @@ pub fn read_archive<R: Read>(reader: R, limits: &Limits) -> Result<Closure, Refu
         }
         last = path;
     }
+    // The reader stops at the end-of-archive block; running out of bytes first means the
+    // archive was cut (at an entry boundary, or nothing else would have got this far).
+    if eof.get() {
+        return Err(refused(
+            format!("#{} (after {last:?})", count + 1),
+            "truncated archive: it ends without the end-of-archive blocks",
+        ));
+    }
     check_contents(header_bytes, manifests, outputs, folders, count)
+}
+
+/// A reader that records whether it ran out of bytes.
+struct EofWatch<R> {
+    inner: R,
+    hit: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl<R: Read> Read for EofWatch<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.hit.set(true);
+        }
+        Ok(n)
+    }
 }
 
 /// The checks across entries: the header, each object against its key and its manifest, refs.
@@ -572,8 +617,8 @@ fn check_contents(
     folders: BTreeSet<String>,
     count: usize,
 ) -> Result<Closure, Refused> {
-    let header_bytes =
-        header_bytes.ok_or_else(|| refused(HEADER_NAME, "missing: this is not a talix store export"))?;
+    let header_bytes = header_bytes
+        .ok_or_else(|| refused(HEADER_NAME, "missing: this is not a talix store export"))?;
     let header: ExportHeader = serde_json::from_slice(&header_bytes)
         .map_err(|e| refused(HEADER_NAME, format!("does not parse: {e}")))?;
     if header.format != FORMAT || header.version != FORMAT_VERSION {
@@ -646,7 +691,10 @@ fn check_contents(
             let file = outputs.remove(&(*key, name.clone()));
             if !info.stored {
                 if file.is_some() {
-                    return Err(refused(opath, "its manifest records no stored bytes for it"));
+                    return Err(refused(
+                        opath,
+                        "its manifest records no stored bytes for it",
+                    ));
                 }
                 continue;
             }
@@ -669,7 +717,10 @@ fn check_contents(
         objects.insert(*key, Object { manifest, stored });
     }
     if let Some((_, (opath, _))) = outputs.into_iter().next() {
-        return Err(refused(opath, "an output its object's manifest does not list"));
+        return Err(refused(
+            opath,
+            "an output its object's manifest does not list",
+        ));
     }
     for (step, key) in &header.refs {
         if !is_step_id(step) {
@@ -759,4 +810,351 @@ pub fn import(store: &dyn Store, closure: &Closure) -> Result<ImportReport, Stor
         report.refs += 1;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::derivation::InputValue;
+    use crate::store::conformance::manifest_for;
+    use crate::store::memory::MemoryStore;
+
+    const K: &str = "1ea67a60f4148bf2c19e9bc536240b10075d4485d8622ee37341886f12549938";
+
+    fn ok(path: &str, folder: bool) -> EntryPath {
+        classify(path.as_bytes(), folder)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .1
+    }
+    fn no(path: &str, folder: bool) -> String {
+        classify(path.as_bytes(), folder)
+            .map(|p| panic!("{path} accepted as {p:?}"))
+            .unwrap_err()
+    }
+
+    #[test]
+    fn the_store_layout_is_accepted() {
+        let k: Digest = K.parse().unwrap();
+        assert_eq!(ok(HEADER_NAME, false), EntryPath::Header);
+        for f in [
+            "v1",
+            "v1/",
+            "v1/objects/",
+            &format!("v1/objects/{K}/"),
+            &format!("v1/objects/{K}/out"),
+        ] {
+            assert_eq!(ok(f, true), EntryPath::Folder, "{f}");
+        }
+        assert_eq!(
+            ok(&format!("v1/objects/{K}/manifest.json"), false),
+            EntryPath::Manifest(k)
+        );
+        assert_eq!(
+            ok(&format!("v1/objects/{K}/out/controlplane"), false),
+            EntryPath::Output(k, "controlplane".into())
+        );
+    }
+
+    #[test]
+    fn everything_else_is_refused_with_its_reason() {
+        for (path, folder, why) in [
+            ("../x", false, "path traversal"),
+            ("v1/../../x", false, "path traversal"),
+            (
+                &format!("v1/objects/{K}/out/../../../x") as &str,
+                false,
+                "path traversal",
+            ),
+            ("/etc/passwd", false, "absolute path"),
+            (
+                &format!("/v1/objects/{K}/manifest.json"),
+                false,
+                "absolute path",
+            ),
+            ("", false, "empty"),
+            ("./v1/objects", true, "not a normalised path"),
+            ("v1//objects", true, "not a normalised path"),
+            ("README", false, "not part of a talix store export"),
+            ("v2/objects", true, "not part of a talix store export"),
+            (
+                "v1/refs/homelab/secrets",
+                false,
+                "refs travel in the header",
+            ),
+            ("v1/tmp/x", false, "not part of the store layout"),
+            ("v1/lock", false, "not part of the store layout"),
+            (
+                "v1/objects/nothex/manifest.json",
+                false,
+                "is not an object key",
+            ),
+            (
+                &format!("v1/objects/{}/manifest.json", K.to_uppercase()),
+                false,
+                "is not an object key",
+            ),
+            (
+                &format!("v1/objects/{K}/other.json"),
+                false,
+                "not part of a store object",
+            ),
+            (
+                &format!("v1/objects/{K}/out/.hidden"),
+                false,
+                "is not an output name",
+            ),
+            (
+                &format!("v1/objects/{K}/out/a/b"),
+                false,
+                "not part of a store object",
+            ),
+            (
+                &format!("v1/objects/{K}/manifest.json"),
+                true,
+                "a folder where",
+            ),
+            (
+                &format!("v1/objects/{K}/manifest.json/"),
+                false,
+                "ending in `/`",
+            ),
+            ("v1/objects", false, "a file where"),
+            (HEADER_NAME, true, "a folder where"),
+            ("v1\\objects", true, "backslash"),
+        ] {
+            let e = no(path, folder);
+            assert!(e.contains(why), "{path:?}: {e}");
+        }
+        assert!(
+            classify(&[b'v', b'1', 0xff], true)
+                .unwrap_err()
+                .contains("UTF-8")
+        );
+    }
+
+    #[test]
+    fn only_regular_files_and_folders_pass_the_type_check() {
+        use tar::EntryType as T;
+        assert_eq!(refuse_type(T::Regular), None);
+        assert_eq!(refuse_type(T::new(b'\0')), None, "old-style regular file");
+        assert_eq!(refuse_type(T::Directory), None);
+        for (t, why) in [
+            (T::Symlink, "symbolic link"),
+            (T::Link, "hard link"),
+            (T::Char, "character device"),
+            (T::Block, "block device"),
+            (T::Fifo, "fifo"),
+            (T::GNULongName, "GNU long-name"),
+            (T::XHeader, "pax"),
+            (T::XGlobalHeader, "pax"),
+            (T::GNUSparse, "sparse"),
+            (T::new(b'Z'), "entry type 'Z'"),
+        ] {
+            let e = refuse_type(t).unwrap();
+            assert!(
+                e.contains(why) && e.contains("only regular files and folders"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn step_ids_and_names_that_become_paths_are_labels() {
+        for ok in ["secrets", "render/cp1", "upgrade-k8s"] {
+            assert!(is_step_id(&StepId(ok.into())), "{ok}");
+        }
+        for bad in [
+            "",
+            "../x",
+            "render/../x",
+            "render/a/b",
+            "Render",
+            "render/",
+            "a b",
+            "-x",
+        ] {
+            assert!(!is_step_id(&StepId(bad.into())), "{bad}");
+        }
+        assert!(is_output_name("controlplane") && is_output_name("config.yaml"));
+        assert!(!is_output_name(".x") && !is_output_name("a/b") && !is_output_name(""));
+    }
+
+    /// A store with a two-object chain: `apply/n` depends on `patch/n`'s output.
+    fn chain(store: &MemoryStore) -> (Manifest, Manifest) {
+        let (patch, out) = manifest_for("patch/n", "p", &[("patch", b"machine: {}\n")]);
+        store.put(&patch, &out).unwrap();
+        let (mut render, rout) = manifest_for("apply/n", "r", &[("receipt", b"applied\n")]);
+        render
+            .inputs
+            .deps
+            .insert("patch/n:patch".into(), patch.outputs["patch"].hash);
+        render.inputs.values.insert("x".into(), InputValue::of(1));
+        render.key = render.inputs.key();
+        store.put(&render, &rout).unwrap();
+        store.set_ref("p", &render.step, &render.key).unwrap();
+        (patch, render)
+    }
+
+    #[test]
+    fn a_closure_follows_deps_and_round_trips_through_an_archive() {
+        let store = MemoryStore::default();
+        let (patch, render) = chain(&store);
+        // An unrelated object is not part of the closure.
+        let (other, oout) = manifest_for("patch/z", "z", &[("patch", b"z")]);
+        store.put(&other, &oout).unwrap();
+        let c = closure(&store, "p", &[render.step.clone(), patch.step.clone()])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            c.objects.keys().copied().collect::<BTreeSet<_>>(),
+            [patch.key, render.key].into(),
+            "the ref's object and what its deps reach, nothing else"
+        );
+        assert_eq!(c.refs, [(render.step.clone(), render.key)].into());
+        let bytes = write_archive(&c, &Limits::DEFAULT).unwrap();
+        assert_eq!(
+            bytes,
+            write_archive(&c, &Limits::DEFAULT).unwrap(),
+            "deterministic"
+        );
+        let back = read_archive(&bytes[..], &Limits::DEFAULT).unwrap();
+        assert_eq!(back, c);
+
+        let empty = MemoryStore::default();
+        let r = import(&empty, &back).unwrap();
+        assert_eq!((r.added.len(), r.kept.len(), r.refs), (2, 0, 1));
+        assert_eq!(
+            empty.read_output(&patch.key, "patch").unwrap(),
+            b"machine: {}\n"
+        );
+        assert_eq!(empty.get_ref("p", &render.step).unwrap(), Some(render.key));
+        let again = import(&empty, &back).unwrap();
+        assert_eq!(
+            (again.added.len(), again.kept.len()),
+            (0, 2),
+            "a second import keeps what is there"
+        );
+    }
+
+    #[test]
+    fn import_replaces_a_damaged_object_and_keeps_an_intact_one() {
+        let src = MemoryStore::default();
+        let (patch, render) = chain(&src);
+        let c = closure(&src, "p", &[render.step.clone()]).unwrap().unwrap();
+        let dst = MemoryStore::default();
+        let (_, out) = manifest_for("patch/n", "p", &[("patch", b"machine: {}\n")]);
+        dst.put(&patch, &out).unwrap();
+        dst.objects
+            .lock()
+            .unwrap()
+            .get_mut(&patch.key)
+            .unwrap()
+            .1
+            .insert("patch".into(), b"tampered".to_vec());
+        let r = import(&dst, &c).unwrap();
+        assert_eq!((r.added, r.replaced), (vec![render.key], vec![patch.key]));
+        assert_eq!(
+            dst.read_output(&patch.key, "patch").unwrap(),
+            b"machine: {}\n"
+        );
+    }
+
+    #[test]
+    fn export_refuses_an_incomplete_closure_and_nothing_realised_is_none() {
+        let store = MemoryStore::default();
+        let (patch, render) = chain(&store);
+        assert!(
+            closure(&store, "other", &[render.step.clone()])
+                .unwrap()
+                .is_none()
+        );
+        store.discard(&patch.key).unwrap();
+        let e = closure(&store, "p", &[render.step.clone()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("patch/n:patch") && e.contains("no intact object"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn small_limits_bound_entries_sizes_and_totals() {
+        let store = MemoryStore::default();
+        let (_, render) = chain(&store);
+        let c = closure(&store, "p", &[render.step.clone()])
+            .unwrap()
+            .unwrap();
+        let bytes = write_archive(&c, &Limits::DEFAULT).unwrap();
+        let count = Limits {
+            max_entries: 5,
+            ..Limits::DEFAULT
+        };
+        let e = read_archive(&bytes[..], &count).unwrap_err();
+        assert!(e.reason.contains("more than 5 entries"), "{e}");
+        let entry = Limits {
+            max_entry_bytes: 10,
+            ..Limits::DEFAULT
+        };
+        let e = read_archive(&bytes[..], &entry).unwrap_err();
+        assert_eq!(e.entry, HEADER_NAME, "{e}");
+        assert!(
+            e.reason
+                .contains("more than the bound of 10 bytes per entry"),
+            "{e}"
+        );
+        let data: u64 = tar::Archive::new(&bytes[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().size())
+            .sum();
+        let total = Limits {
+            max_total_bytes: data - 1,
+            ..Limits::DEFAULT
+        };
+        let e = read_archive(&bytes[..], &total).unwrap_err();
+        assert!(e.reason.contains("bytes per archive"), "{e}");
+        assert!(
+            write_archive(&c, &count).is_err(),
+            "export checks the same bounds"
+        );
+        assert!(write_archive(&c, &entry).is_err());
+        // Truncated anywhere before the end-of-archive blocks: refused, never a partial
+        // closure (a cut at an entry boundary is caught by the header's entry count).
+        for cut in (0..bytes.len() - 1024)
+            .step_by(97)
+            .chain([bytes.len() - 1024])
+        {
+            assert!(
+                read_archive(&bytes[..cut], &Limits::DEFAULT).is_err(),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    /// Kept in step with graph.rs: every step declared secret has its kind in SECRET_KINDS.
+    #[test]
+    fn secret_kinds_match_the_graph() {
+        let profiles = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
+        let p = crate::profile::load(&profiles.join("homelab.yaml"))
+            .unwrap()
+            .profile;
+        let contract: crate::profile::Contract = "v1.11".parse().unwrap();
+        let mut declared = BTreeSet::new();
+        for step in crate::graph::steps(&p, contract) {
+            if step.secret {
+                declared.insert(step.id.kind().to_string());
+            } else {
+                assert!(
+                    !SECRET_KINDS.contains(&step.id.kind()),
+                    "{} is not secret",
+                    step.id
+                );
+            }
+        }
+        assert_eq!(
+            declared,
+            SECRET_KINDS.iter().map(|s| s.to_string()).collect()
+        );
+    }
 }

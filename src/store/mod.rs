@@ -128,7 +128,12 @@ pub(crate) fn check_belongs(key: &Digest, m: &Manifest) -> Result<(), StoreError
 }
 
 /// Check `stored` (output `name` of `m`, as read) against the manifest.
-pub(crate) fn check_output(key: &Digest, m: &Manifest, name: &str, stored: &[u8]) -> Result<(), StoreError> {
+pub(crate) fn check_output(
+    key: &Digest,
+    m: &Manifest,
+    name: &str,
+    stored: &[u8],
+) -> Result<(), StoreError> {
     let info = m
         .outputs
         .get(name)
