@@ -748,3 +748,60 @@ fn import_refuses_what_is_not_an_archive_and_export_what_is_not_built() {
         assert!(err.contains(why), "{arg}: {err}");
     }
 }
+
+/// Import holds the store's writer lock: while another writer has it, import waits (and says
+/// so) and writes nothing; once it is released the import completes.
+#[test]
+fn import_waits_for_the_store_lock_and_writes_nothing_meanwhile() {
+    use std::io::BufRead;
+    let c = Cluster::new();
+    c.talix().args(["build", HOMELAB]).assert().success();
+    c.talix()
+        .args(["store", "export", HOMELAB, "-o", "homelab.tar"])
+        .assert()
+        .success();
+    let store = c.root().join("other-store");
+    std::fs::create_dir_all(store.join("v1")).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(store.join("v1/lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_talix"))
+        .current_dir(c.root())
+        .env_remove("TALIX_STORE")
+        .args(["--store"])
+        .arg(&store)
+        .args(["store", "import", "homelab.tar"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    // A generous bound on a busy machine; the condition is the message, not the time.
+    let line = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("import says it waits for the lock");
+    assert!(line.contains("waiting for another talix process"), "{line}");
+    assert!(
+        !store.join("v1/objects").exists(),
+        "nothing is written while another writer holds the lock"
+    );
+    drop(lock);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("13 added"), "{text}");
+    assert_eq!(
+        std::fs::read_dir(store.join("v1/objects")).unwrap().count(),
+        13
+    );
+}

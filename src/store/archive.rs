@@ -1040,7 +1040,9 @@ mod tests {
     fn import_replaces_a_damaged_object_and_keeps_an_intact_one() {
         let src = MemoryStore::default();
         let (patch, render) = chain(&src);
-        let c = closure(&src, "p", &[render.step.clone()]).unwrap().unwrap();
+        let c = closure(&src, "p", std::slice::from_ref(&render.step))
+            .unwrap()
+            .unwrap();
         let dst = MemoryStore::default();
         let (_, out) = manifest_for("patch/n", "p", &[("patch", b"machine: {}\n")]);
         dst.put(&patch, &out).unwrap();
@@ -1064,12 +1066,12 @@ mod tests {
         let store = MemoryStore::default();
         let (patch, render) = chain(&store);
         assert!(
-            closure(&store, "other", &[render.step.clone()])
+            closure(&store, "other", std::slice::from_ref(&render.step))
                 .unwrap()
                 .is_none()
         );
         store.discard(&patch.key).unwrap();
-        let e = closure(&store, "p", &[render.step.clone()])
+        let e = closure(&store, "p", std::slice::from_ref(&render.step))
             .unwrap_err()
             .to_string();
         assert!(
@@ -1082,7 +1084,7 @@ mod tests {
     fn small_limits_bound_entries_sizes_and_totals() {
         let store = MemoryStore::default();
         let (_, render) = chain(&store);
-        let c = closure(&store, "p", &[render.step.clone()])
+        let c = closure(&store, "p", std::slice::from_ref(&render.step))
             .unwrap()
             .unwrap();
         let bytes = write_archive(&c, &Limits::DEFAULT).unwrap();
