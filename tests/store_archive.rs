@@ -668,6 +668,7 @@ fn hostile_archives_are_refused_naming_the_entry_and_change_nothing() {
                 err.contains(&format!("entry {entry:?} refused")) || entry.is_empty(),
                 "{name}: names the entry {entry:?}: {err}"
             );
+            assert!(err.contains(" refused: "), "{name}: {err}");
             assert!(err.contains(why), "{name}: says why ({why}): {err}");
             assert!(err.contains("nothing was imported"), "{name}: {err}");
             assert!(out.stdout.is_empty(), "{name}");

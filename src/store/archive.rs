@@ -499,11 +499,11 @@ pub fn read_archive<R: Read>(reader: R, limits: &Limits) -> Result<Closure, Refu
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut count = 0usize;
     let mut total = 0u64;
-    let mut last = String::from("(start of archive)");
+    let mut last = String::new();
     for entry in entries {
         let mut entry = entry.map_err(|e| {
             refused(
-                format!("#{} (after {last:?})", count + 1),
+                position(count, &last),
                 format!("truncated or corrupt archive: {e}"),
             )
         })?;
@@ -586,11 +586,21 @@ pub fn read_archive<R: Read>(reader: R, limits: &Limits) -> Result<Closure, Refu
     // archive was cut (at an entry boundary, or nothing else would have got this far).
     if eof.get() {
         return Err(refused(
-            format!("#{} (after {last:?})", count + 1),
+            position(count, &last),
             "truncated archive: it ends without the end-of-archive blocks",
         ));
     }
     check_contents(header_bytes, manifests, outputs, folders, count)
+}
+
+/// How to name the entry after `count` entries, the last one at `last`, when its header
+/// cannot be read.
+fn position(count: usize, last: &str) -> String {
+    if count == 0 {
+        "#1 (the first entry)".to_string()
+    } else {
+        format!("#{} (after {last})", count + 1)
+    }
 }
 
 /// A reader that records whether it ran out of bytes.
@@ -1132,6 +1142,18 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    #[test]
+    fn an_empty_or_garbage_input_is_refused() {
+        let e = read_archive(&b""[..], &Limits::DEFAULT).unwrap_err();
+        assert_eq!(e.entry, "#1 (the first entry)");
+        assert!(e.reason.contains("truncated"), "{e}");
+        let e = read_archive(&[b'x'; 2048][..], &Limits::DEFAULT).unwrap_err();
+        assert!(e.reason.contains("corrupt archive"), "{e}");
+        // Only the end-of-archive blocks: a valid tar, but not an export.
+        let e = read_archive(&[0u8; 1024][..], &Limits::DEFAULT).unwrap_err();
+        assert_eq!(e.entry, HEADER_NAME, "{e}");
     }
 
     /// Kept in step with graph.rs: every step declared secret has its kind in SECRET_KINDS.
