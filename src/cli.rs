@@ -238,6 +238,24 @@ pub enum StoreAction {
         profile: PathBuf,
         steps: Vec<String>,
     },
+    /// Write the closure of the profile's latest realisation (every object its steps reach,
+    /// secret ones still encrypted) to a deterministic tar archive.
+    Export {
+        /// The profile whose latest realisation to export.
+        profile: PathBuf,
+        /// The archive to write (replaced atomically).
+        #[arg(short = 'o', long = "output", value_name = "FILE.tar")]
+        output: PathBuf,
+    },
+    /// Check an archive made by `talix store export` entry by entry, then add its objects (and
+    /// the profile's refs) to the store; a bad archive changes nothing.
+    Import {
+        /// The archive to import.
+        #[arg(value_name = "FILE.tar")]
+        archive: PathBuf,
+        /// A profile whose workspace store to import into (else --store / TALIX_STORE / ./store).
+        profile: Option<PathBuf>,
+    },
 }
 
 /// Parse `args` and run; the exit code: 0 success, 2 bad input (usage, profile), 1 failure.

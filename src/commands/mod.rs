@@ -10,11 +10,12 @@ mod inspect;
 mod realise;
 mod secrets;
 mod store;
+mod store_archive;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::cli::{Cli, Command, ContractArgs};
+use crate::cli::{Cli, Command, ContractArgs, StoreAction};
 use crate::derivation::Step;
 use crate::digest::{Digest, domain};
 use crate::engine::Engine;
@@ -280,6 +281,12 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             json,
             contract,
         } => graph_cmd::graph(read(&profile.profile, contract)?, *json),
+        Command::Store {
+            action: StoreAction::Export { profile, output },
+        } => store_archive::export(read(profile, &ContractArgs::default())?, output),
+        Command::Store {
+            action: StoreAction::Import { archive, profile },
+        } => store_archive::import(store_flag, archive, profile.as_deref()),
         Command::Store { action } => store::store_cmd(
             &store::StoreCtx {
                 flag: store_flag,

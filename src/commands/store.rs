@@ -46,6 +46,9 @@ pub(super) fn store_cmd(cx: &StoreCtx<'_>, action: &StoreAction) -> Result<()> {
         } => collect(cx, profile.as_deref(), *dry_run, *no_wait),
         StoreAction::Pin { profile, steps } => pin(cx, profile, steps, true),
         StoreAction::Unpin { profile, steps } => pin(cx, profile, steps, false),
+        StoreAction::Export { .. } | StoreAction::Import { .. } => {
+            unreachable!("store export/import are dispatched to commands::store_archive")
+        }
     }
 }
 

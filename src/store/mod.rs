@@ -6,6 +6,7 @@
 //! against both.
 
 pub mod gc;
+pub mod archive;
 pub mod local;
 pub mod memory;
 
@@ -109,7 +110,7 @@ impl StoreError {
 
 /// Whether `m` is the manifest of object `key`: it names the key, its inputs hash to it, and it
 /// is of this layout. A manifest copied from another object fails here.
-fn check_belongs(key: &Digest, m: &Manifest) -> Result<(), StoreError> {
+pub(crate) fn check_belongs(key: &Digest, m: &Manifest) -> Result<(), StoreError> {
     if m.key != *key {
         return Err(StoreError::damaged(
             key,
@@ -135,7 +136,12 @@ fn check_belongs(key: &Digest, m: &Manifest) -> Result<(), StoreError> {
 }
 
 /// Check `stored` (output `name` of `m`, as read) against the manifest.
-fn check_output(key: &Digest, m: &Manifest, name: &str, stored: &[u8]) -> Result<(), StoreError> {
+pub(crate) fn check_output(
+    key: &Digest,
+    m: &Manifest,
+    name: &str,
+    stored: &[u8],
+) -> Result<(), StoreError> {
     let info = m
         .outputs
         .get(name)
