@@ -228,3 +228,16 @@ pub(super) fn store_cmd(flag: Option<&Path>, action: &StoreAction) -> Result<()>
     );
     Ok(())
 }
+
+/// `talix schema [--markdown]`: the profile's JSON Schema, or the profile reference rendered
+/// from it (both generated from the parser's types, see `profile::schema`).
+pub(super) fn schema(markdown: bool) -> Result<()> {
+    use crate::profile::schema;
+    let text = if markdown {
+        schema::reference_markdown(&schema::profile_schema())
+    } else {
+        schema::profile_schema_text()
+    };
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
+}

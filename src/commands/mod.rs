@@ -262,5 +262,6 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         } => realise::export(read(&profile.profile, contract)?, out),
         Command::Secrets { action } => secrets::secrets_cmd(&open, action),
         Command::Store { action } => inspect::store_cmd(store_flag, action),
+        Command::Schema { markdown } => inspect::schema(*markdown),
     }
 }

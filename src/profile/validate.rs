@@ -274,6 +274,16 @@ pub const MAX_PATCH_BYTES: u64 = 4 * 1024 * 1024;
 pub const MAX_RETRY_WAIT_S: u64 = 3600;
 pub const MAX_CONNECT_TIMEOUT_MS: u64 = 60_000;
 pub const MAX_ATTEMPTS: u32 = 100;
+/// The values of the optional keys that are left out (the schema's `default`s are these).
+pub const DEFAULT_API_PORT: u16 = 50000;
+pub const DEFAULT_NAMESERVERS: [&str; 2] = ["1.1.1.1", "8.8.8.8"];
+pub const DEFAULT_CONCURRENCY: u32 = 256;
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1000;
+pub const DEFAULT_ATTEMPTS: u32 = 5;
+pub const DEFAULT_RETRY_WAIT_S: u64 = 30;
+/// Bounds of `discovery.concurrency` (probes in flight).
+pub const MIN_CONCURRENCY: u32 = 1;
+pub const MAX_CONCURRENCY: u32 = 4096;
 /// At most this many system extensions (Image Factory schematics carry a handful).
 pub const MAX_EXTENSIONS: usize = 256;
 
@@ -552,7 +562,10 @@ fn resolve(
                 .filter_map(|(i, s)| c.ip(&format!("network.nameservers[{i}]"), s))
                 .collect()
         }
-        None => vec!["1.1.1.1".parse().unwrap(), "8.8.8.8".parse().unwrap()],
+        None => DEFAULT_NAMESERVERS
+            .iter()
+            .map(|n| n.parse().expect("a default nameserver is an IP address"))
+            .collect(),
     };
     let endpoint = n.api_endpoint.trim();
     // A bare IPv6 address has colons; anything else with a colon carries a port.
@@ -712,11 +725,11 @@ fn resolve(
         Some(s) => c.net("discovery.subnet", s),
         None => subnet,
     };
-    let concurrency = d.concurrency.unwrap_or(256);
-    if !(1..=4096).contains(&concurrency) {
+    let concurrency = d.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+    if !(MIN_CONCURRENCY..=MAX_CONCURRENCY).contains(&concurrency) {
         c.error(
             "discovery.concurrency",
-            format!("{concurrency} must be between 1 and 4096"),
+            format!("{concurrency} must be between {MIN_CONCURRENCY} and {MAX_CONCURRENCY}"),
         );
     }
     if let Some(net) = discovery_subnet {
@@ -741,7 +754,7 @@ fn resolve(
             );
         }
     }
-    let connect_timeout_ms = d.connect_timeout_ms.unwrap_or(1000);
+    let connect_timeout_ms = d.connect_timeout_ms.unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS);
     if connect_timeout_ms == 0 {
         c.error("discovery.connect_timeout_ms", "must be greater than 0");
     } else if connect_timeout_ms > MAX_CONNECT_TIMEOUT_MS {
@@ -750,7 +763,7 @@ fn resolve(
             format!("{connect_timeout_ms} is out of range: at most {MAX_CONNECT_TIMEOUT_MS} (one minute)"),
         );
     }
-    let attempts = d.attempts.unwrap_or(5);
+    let attempts = d.attempts.unwrap_or(DEFAULT_ATTEMPTS);
     if attempts == 0 {
         c.error("discovery.attempts", "must be at least 1");
     } else if attempts > MAX_ATTEMPTS {
@@ -759,7 +772,7 @@ fn resolve(
             format!("{attempts} is out of range: at most {MAX_ATTEMPTS}"),
         );
     }
-    let retry_wait_s = d.retry_wait_s.unwrap_or(30);
+    let retry_wait_s = d.retry_wait_s.unwrap_or(DEFAULT_RETRY_WAIT_S);
     if retry_wait_s > MAX_RETRY_WAIT_S {
         c.error(
             "discovery.retry_wait_s",
@@ -1068,7 +1081,7 @@ fn resolve(
             contract,
             schematic_id: schematic.to_string(),
             vip,
-            api_port: t.api_port.unwrap_or(50000),
+            api_port: t.api_port.unwrap_or(DEFAULT_API_PORT),
             install_disk: t.install_disk.clone(),
             extensions: t.extensions.clone(),
         },
