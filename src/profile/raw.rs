@@ -314,8 +314,9 @@ pub struct RawAssignment {
     #[schemars(with = "Option<MacAddress>")]
     #[schemars(extend("x-runbook-step" = ["patch/<node>", "discover"]))]
     pub mac: Option<String>,
-    /// The Proxmox VM id (unique): with `proxmox:`, `up` learns the MAC of its first NIC.
-    #[schemars(extend("x-runbook-step" = ["discover"]))]
+    /// The Proxmox VM id (unique): with `proxmox:`, `up` learns the MAC of its first NIC (and
+    /// records it in the lock file), which then selects the NIC like `mac`.
+    #[schemars(extend("x-runbook-step" = ["patch/<node>", "discover"]))]
     pub vmid: Option<u32>,
 }
 

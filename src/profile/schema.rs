@@ -60,22 +60,46 @@ string_format!(
     DnsLabel,
     DNS_LABEL_PATTERN
 );
+/// A dotted-quad IPv4 address, each octet 0-255 without leading zeros (as Rust parses them).
+macro_rules! ipv4 {
+    () => {
+        r"((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+    };
+}
+/// Something with a colon made of hex digits, colons and dots: the shape of an IPv6 address
+/// (the `ipv6` format, where a validator checks formats, says whether it is one).
+macro_rules! ipv6ish {
+    () => {
+        r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*"
+    };
+}
+
 string_format!(
     /// An IPv4 or IPv6 address, without prefix or port (`10.0.0.11`, `fd00::11`).
     IpAddress,
-    "^[0-9A-Fa-f:.]+$",
-    "anyOf": [{ "format": "ipv4" }, { "format": "ipv6" }]
+    r"^[0-9A-Fa-f:.]+$",
+    "anyOf": [
+        { "pattern": concat!("^", ipv4!(), "$") },
+        { "pattern": concat!("^", ipv6ish!(), "$"), "format": "ipv6" }
+    ]
 );
 string_format!(
     /// A network in CIDR notation, ADDRESS/PREFIX with no host bits set (`10.0.0.0/24`).
     Cidr,
-    "^[0-9A-Fa-f:.]+/[0-9]{1,3}$"
+    r"^[0-9A-Fa-f:.]+/[0-9]+$",
+    "anyOf": [
+        { "pattern": concat!("^", ipv4!(), "/(3[0-2]|[12]?[0-9])$") },
+        { "pattern": concat!("^", ipv6ish!(), "/(12[0-8]|1[01][0-9]|[1-9]?[0-9])$") }
+    ]
 );
 string_format!(
     /// A host name or IP address, without scheme or port.
     KubeApiHost,
-    "^[^\\s/]+$",
-    "anyOf": [{ "pattern": "^[^:]+$" }, { "format": "ipv6" }]
+    r"^[^\s/]+$",
+    "anyOf": [
+        { "pattern": "^[^:]+$" },
+        { "pattern": concat!("^", ipv6ish!(), "$"), "format": "ipv6" }
+    ]
 );
 string_format!(
     /// A release `vMAJOR.MINOR.PATCH`, the `v` optional (`v1.11.5`, `1.34.1`). Write it as a
@@ -371,9 +395,11 @@ pub fn reference_markdown(schema: &Value) -> String {
          `talix validate` checks everything below and what a schema cannot: addresses inside \
          the subnet, unique names, addresses and MACs, a contract not newer than the version, \
          patch files that exist, paths that stay inside the workspace.\n\n\
-         **Feeds** names the steps of the derivation graph whose inputs the field is \
-         (`talix why PROFILE STEP` lists them): changing the field re-runs those steps and \
-         what depends on their outputs.\n\n",
+         **Feeds** names the runbook steps (the derivation graph's step ids) that use the \
+         field. Most fields enter those steps' keys (`talix why PROFILE STEP` lists the \
+         inputs), so changing one re-runs the steps and whatever depends on their outputs; \
+         the paths (`config_dir`, `patches_dir`) and the discovery knobs only say where a \
+         step writes or how it searches.\n\n",
     );
     // Sections in document order: (heading path, definition name or "" for the root).
     let mut queue: Vec<(String, String)> = vec![(String::new(), String::new())];
@@ -460,7 +486,26 @@ pub fn reference_markdown(schema: &Value) -> String {
         if is_object_definition(defs, name) {
             continue;
         }
-        let pattern = def.get("pattern").and_then(Value::as_str).unwrap_or("");
+        // The pattern, and the alternatives (`anyOf`) when there are some.
+        let code = |p: &str| format!("`{}`", p.replace('|', "\\|"));
+        let mut pattern = def
+            .get("pattern")
+            .and_then(Value::as_str)
+            .map(code)
+            .unwrap_or_default();
+        let alternatives: Vec<String> = def
+            .get("anyOf")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.get("pattern")?.as_str())
+                    .map(code)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !alternatives.is_empty() {
+            write!(pattern, ", and one of {}", alternatives.join(" or ")).unwrap();
+        }
         let description = def
             .get("description")
             .and_then(Value::as_str)
@@ -468,9 +513,8 @@ pub fn reference_markdown(schema: &Value) -> String {
             .unwrap_or_default();
         writeln!(
             out,
-            "| <a id=\"{}\"></a>`{name}` | `{}` | {description} |",
+            "| <a id=\"{}\"></a>`{name}` | {pattern} | {description} |",
             name.to_lowercase(),
-            pattern.replace('|', "\\|")
         )
         .unwrap();
     }
