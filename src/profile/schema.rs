@@ -668,6 +668,162 @@ mod tests {
         assert!(checked >= 10, "{checked}");
     }
 
+    /// The value formats agree with the parser's own checks, value by value: what the schema
+    /// accepts the parser accepts and the other way round (for checks of one value; host bits
+    /// of a CIDR and the like are validate's alone).
+    #[test]
+    fn value_formats_agree_with_the_parser() {
+        use super::super::model::{Contract as C, Version as V};
+        use super::super::validate::{is_dns_label, is_endpoint_host, normalize_mac};
+        let schema = profile_schema();
+        let accepts = |format: &str, value: &str| {
+            let probe = serde_json::json!({
+                "definitions": schema["definitions"],
+                "$ref": format!("#/definitions/{format}"),
+            });
+            jsonschema::draft7::options()
+                .should_validate_formats(true)
+                .build(&probe)
+                .unwrap()
+                .is_valid(&Value::String(value.into()))
+        };
+        type Check = fn(&str) -> bool;
+        let cases: &[(&str, Check, &[&str])] = &[
+            (
+                "DnsLabel",
+                is_dns_label,
+                &[
+                    "a",
+                    "cp1",
+                    "a-b",
+                    "1",
+                    "-a",
+                    "a-",
+                    "A",
+                    "a_b",
+                    "",
+                    "a.b",
+                    &"a".repeat(63),
+                    &"a".repeat(64),
+                ],
+            ),
+            (
+                "Version",
+                |s| s.parse::<V>().is_ok(),
+                &[
+                    "v1.11.5",
+                    "1.11.5",
+                    "v01.2.3",
+                    "v1.11",
+                    "1.11",
+                    "latest",
+                    "v1.11.5-rc1",
+                    "1.2.3.4",
+                    "v",
+                    "vv1.2.3",
+                    "V1.2.3",
+                ],
+            ),
+            (
+                "Contract",
+                |s| s.parse::<C>().is_ok(),
+                &["v1.11", "1.11", "v1", "v1.11.5", "one", "v1.", ".11"],
+            ),
+            (
+                "MacAddress",
+                |s| normalize_mac(s).is_some(),
+                &[
+                    "02:54:00:00:01:51",
+                    "02-54-00-00-01-51",
+                    "02:54-00:00:01:51",
+                    "AA:BB:CC:DD:EE:FF",
+                    "02:54:00:00:01",
+                    "0254.0000.0151",
+                    "02:54:00:00:01:5g",
+                    "2:54:00:00:01:51",
+                ],
+            ),
+            (
+                "IpAddress",
+                |s| s.parse::<std::net::IpAddr>().is_ok(),
+                &[
+                    "10.0.0.1",
+                    "0.0.0.0",
+                    "255.255.255.255",
+                    "256.0.0.1",
+                    "10.0.0",
+                    "010.0.0.1",
+                    "1.2.3.4.5",
+                    "fd00::1",
+                    "::1",
+                    "::",
+                    "fd00::g",
+                    "fd00:::1",
+                    "dns.google",
+                    "10.0.0.1/24",
+                ],
+            ),
+            (
+                "Cidr",
+                |s| s.parse::<ipnet::IpNet>().is_ok(),
+                &[
+                    "10.0.0.0/24",
+                    "10.0.0.0/0",
+                    "10.0.0.0/32",
+                    "10.0.0.0/33",
+                    "10.0.0.0",
+                    "10.0.0/24",
+                    "fd00::/64",
+                    "fd00::/128",
+                    "fd00::/129",
+                    "24",
+                    "10.0.0.0/24/1",
+                ],
+            ),
+            (
+                "KubeApiHost",
+                is_endpoint_host,
+                &[
+                    "10.0.0.10",
+                    "cp.example.lan",
+                    "fd00::10",
+                    "10.0.0.10:6443",
+                    "cp:6443",
+                    "https://x",
+                    "",
+                    "a b",
+                    "[fd00::10]",
+                ],
+            ),
+            (
+                "SchematicId",
+                |s| {
+                    s.len() == 64
+                        && s.bytes()
+                            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                },
+                &[
+                    &"a".repeat(64),
+                    &"A".repeat(64),
+                    &"a".repeat(63),
+                    &"g".repeat(64),
+                ],
+            ),
+        ];
+        let mut disagreements = Vec::new();
+        for (format, parser, values) in cases {
+            for value in *values {
+                let (schema_says, parser_says) = (accepts(format, value), parser(value));
+                if schema_says != parser_says {
+                    disagreements.push(format!(
+                        "{format} {value:?}: schema {schema_says}, parser {parser_says}"
+                    ));
+                }
+            }
+        }
+        assert!(disagreements.is_empty(), "{disagreements:#?}");
+    }
+
     #[test]
     fn optional_keys_are_left_out_not_null() {
         let text = profile_schema_text();

@@ -459,7 +459,7 @@ fn first_line(message: &str) -> String {
     }
 }
 
-fn is_dns_label(s: &str) -> bool {
+pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -468,7 +468,17 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-fn normalize_mac(s: &str) -> Option<String> {
+/// `network.api_endpoint`: a host name or IP address, no scheme, no port, no blanks.
+pub(crate) fn is_endpoint_host(endpoint: &str) -> bool {
+    // A bare IPv6 address has colons; anything else with a colon carries a port.
+    let has_port = endpoint.contains(':') && endpoint.parse::<IpAddr>().is_err();
+    !(endpoint.is_empty()
+        || endpoint.contains('/')
+        || has_port
+        || endpoint.contains(char::is_whitespace))
+}
+
+pub(crate) fn normalize_mac(s: &str) -> Option<String> {
     let parts: Vec<&str> = s.split([':', '-']).collect();
     if parts.len() != 6
         || parts
@@ -567,14 +577,7 @@ fn resolve(
             .map(|n| n.parse().expect("a default nameserver is an IP address"))
             .collect(),
     };
-    let endpoint = n.api_endpoint.trim();
-    // A bare IPv6 address has colons; anything else with a colon carries a port.
-    let has_port = endpoint.contains(':') && endpoint.parse::<IpAddr>().is_err();
-    if endpoint.is_empty()
-        || endpoint.contains('/')
-        || has_port
-        || endpoint.contains(char::is_whitespace)
-    {
+    if !is_endpoint_host(n.api_endpoint.trim()) {
         c.error(
             "network.api_endpoint",
             format!(
