@@ -112,6 +112,7 @@ pub struct RawTalos {
     /// The Image Factory image the nodes install.
     pub factory: RawFactory,
     /// A virtual IP shared by the control-plane nodes (Talos Layer 2 VIP).
+    #[schemars(extend("x-runbook-step" = ["patch/<node>"]))]
     pub vip: Option<RawVip>,
     /// The Talos API port (apid) of every node.
     #[schemars(range(min = 1))]
