@@ -144,6 +144,14 @@ pub enum Command {
         #[command(flatten)]
         contract: ContractArgs,
     },
+    /// Print the profile's JSON Schema (draft-07, for editors: the example profiles point at
+    /// the committed copy schema/profile.schema.json), or with --markdown the profile reference.
+    Schema {
+        /// Print the profile reference (docs/profile-reference.md) instead, rendered from the
+        /// schema.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Inspect or clean the store.
     Store {
         #[command(subcommand)]

@@ -199,3 +199,16 @@ pub(super) fn prune(flag: Option<&Path>, profile: Option<&Path>) -> Result<()> {
     );
     Ok(())
 }
+
+/// `talix schema [--markdown]`: the profile's JSON Schema, or the profile reference rendered
+/// from it (both generated from the parser's types, see `profile::schema`).
+pub(super) fn schema(markdown: bool) -> Result<()> {
+    use crate::profile::schema;
+    let text = if markdown {
+        schema::reference_markdown(&schema::profile_schema())
+    } else {
+        schema::profile_schema_text()
+    };
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
+}

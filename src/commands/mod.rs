@@ -295,5 +295,6 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             },
             action,
         ),
+        Command::Schema { markdown } => inspect::schema(*markdown),
     }
 }

@@ -4,6 +4,7 @@
 pub mod locate;
 pub mod model;
 pub mod raw;
+pub mod schema;
 pub mod validate;
 
 pub use crate::workspace::root_for as workspace_root;

@@ -274,6 +274,16 @@ pub const MAX_PATCH_BYTES: u64 = 4 * 1024 * 1024;
 pub const MAX_RETRY_WAIT_S: u64 = 3600;
 pub const MAX_CONNECT_TIMEOUT_MS: u64 = 60_000;
 pub const MAX_ATTEMPTS: u32 = 100;
+/// The values of the optional keys that are left out (the schema's `default`s are these).
+pub const DEFAULT_API_PORT: u16 = 50000;
+pub const DEFAULT_NAMESERVERS: [&str; 2] = ["1.1.1.1", "8.8.8.8"];
+pub const DEFAULT_CONCURRENCY: u32 = 256;
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1000;
+pub const DEFAULT_ATTEMPTS: u32 = 5;
+pub const DEFAULT_RETRY_WAIT_S: u64 = 30;
+/// Bounds of `discovery.concurrency` (probes in flight).
+pub const MIN_CONCURRENCY: u32 = 1;
+pub const MAX_CONCURRENCY: u32 = 4096;
 /// At most this many system extensions (Image Factory schematics carry a handful).
 pub const MAX_EXTENSIONS: usize = 256;
 
@@ -449,7 +459,7 @@ fn first_line(message: &str) -> String {
     }
 }
 
-fn is_dns_label(s: &str) -> bool {
+pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -458,7 +468,17 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-fn normalize_mac(s: &str) -> Option<String> {
+/// `network.api_endpoint`: a host name or IP address, no scheme, no port, no blanks.
+pub(crate) fn is_endpoint_host(endpoint: &str) -> bool {
+    // A bare IPv6 address has colons; anything else with a colon carries a port.
+    let has_port = endpoint.contains(':') && endpoint.parse::<IpAddr>().is_err();
+    !(endpoint.is_empty()
+        || endpoint.contains('/')
+        || has_port
+        || endpoint.contains(char::is_whitespace))
+}
+
+pub(crate) fn normalize_mac(s: &str) -> Option<String> {
     let parts: Vec<&str> = s.split([':', '-']).collect();
     if parts.len() != 6
         || parts
@@ -552,16 +572,12 @@ fn resolve(
                 .filter_map(|(i, s)| c.ip(&format!("network.nameservers[{i}]"), s))
                 .collect()
         }
-        None => vec!["1.1.1.1".parse().unwrap(), "8.8.8.8".parse().unwrap()],
+        None => DEFAULT_NAMESERVERS
+            .iter()
+            .map(|n| n.parse().expect("a default nameserver is an IP address"))
+            .collect(),
     };
-    let endpoint = n.api_endpoint.trim();
-    // A bare IPv6 address has colons; anything else with a colon carries a port.
-    let has_port = endpoint.contains(':') && endpoint.parse::<IpAddr>().is_err();
-    if endpoint.is_empty()
-        || endpoint.contains('/')
-        || has_port
-        || endpoint.contains(char::is_whitespace)
-    {
+    if !is_endpoint_host(n.api_endpoint.trim()) {
         c.error(
             "network.api_endpoint",
             format!(
@@ -723,11 +739,11 @@ fn resolve(
         Some(s) => c.net("discovery.subnet", s),
         None => subnet,
     };
-    let concurrency = d.concurrency.unwrap_or(256);
-    if !(1..=4096).contains(&concurrency) {
+    let concurrency = d.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+    if !(MIN_CONCURRENCY..=MAX_CONCURRENCY).contains(&concurrency) {
         c.error(
             "discovery.concurrency",
-            format!("{concurrency} must be between 1 and 4096"),
+            format!("{concurrency} must be between {MIN_CONCURRENCY} and {MAX_CONCURRENCY}"),
         );
     }
     if let Some(net) = discovery_subnet {
@@ -752,7 +768,7 @@ fn resolve(
             );
         }
     }
-    let connect_timeout_ms = d.connect_timeout_ms.unwrap_or(1000);
+    let connect_timeout_ms = d.connect_timeout_ms.unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS);
     if connect_timeout_ms == 0 {
         c.error("discovery.connect_timeout_ms", "must be greater than 0");
     } else if connect_timeout_ms > MAX_CONNECT_TIMEOUT_MS {
@@ -761,7 +777,7 @@ fn resolve(
             format!("{connect_timeout_ms} is out of range: at most {MAX_CONNECT_TIMEOUT_MS} (one minute)"),
         );
     }
-    let attempts = d.attempts.unwrap_or(5);
+    let attempts = d.attempts.unwrap_or(DEFAULT_ATTEMPTS);
     if attempts == 0 {
         c.error("discovery.attempts", "must be at least 1");
     } else if attempts > MAX_ATTEMPTS {
@@ -770,7 +786,7 @@ fn resolve(
             format!("{attempts} is out of range: at most {MAX_ATTEMPTS}"),
         );
     }
-    let retry_wait_s = d.retry_wait_s.unwrap_or(30);
+    let retry_wait_s = d.retry_wait_s.unwrap_or(DEFAULT_RETRY_WAIT_S);
     if retry_wait_s > MAX_RETRY_WAIT_S {
         c.error(
             "discovery.retry_wait_s",
@@ -1079,7 +1095,7 @@ fn resolve(
             contract,
             schematic_id: schematic.to_string(),
             vip,
-            api_port: t.api_port.unwrap_or(50000),
+            api_port: t.api_port.unwrap_or(DEFAULT_API_PORT),
             install_disk: t.install_disk.clone(),
             extensions: t.extensions.clone(),
         },
