@@ -125,9 +125,11 @@ fn manifests(store: &dyn Store) -> Result<BTreeMap<Digest, Option<Manifest>>> {
     Ok(out)
 }
 
+/// The roots of `store`. With `all` (every manifest) `None`, lock files are not read: only the
+/// refs and pins (what `verify` checks for presence).
 fn root_set(
     store: &LocalStore,
-    all: &BTreeMap<Digest, Option<Manifest>>,
+    all: Option<&BTreeMap<Digest, Option<Manifest>>>,
     policy: PathPolicy,
 ) -> Result<RootSet> {
     let mut set = RootSet {
@@ -168,6 +170,9 @@ fn root_set(
             }
         }
         let (ws, _) = Workspace::resolve(&source, &name, Default::default(), policy);
+        let Some(all) = all else {
+            continue;
+        };
         let hashes = lock_hashes(ws.lock_file())?;
         if let Some(hashes) = &hashes {
             let label = format!("lock:{name}");
@@ -223,7 +228,7 @@ fn ls(cx: &StoreCtx<'_>, profile: Option<&Path>, as_json: bool) -> Result<()> {
     let store = existing_store(cx.flag, profile)?;
     let only = profile.map(|p| profile_name(p, cx.policy)).transpose()?;
     let all = manifests(&store)?;
-    let set = root_set(&store, &all, cx.policy)?;
+    let set = root_set(&store, Some(&all), cx.policy)?;
     // Listing never fails on damage: a root behind an untrusted manifest simply reaches less.
     let reach = lenient_reach(&store, &set.roots)?;
     for n in &set.notes {
@@ -394,7 +399,7 @@ fn collect(cx: &StoreCtx<'_>, profile: Option<&Path>, dry_run: bool, no_wait: bo
     // ref between choosing the roots and deleting what they do not reach.
     let _lock = take_lock(&store, no_wait)?;
     let all = manifests(&store)?;
-    let set = root_set(&store, &all, cx.policy)?;
+    let set = root_set(&store, Some(&all), cx.policy)?;
     for n in &set.notes {
         eprintln!("note: {n}");
     }
@@ -556,8 +561,7 @@ fn audit(store: &LocalStore, policy: PathPolicy) -> Result<Vec<Problem>> {
         }
     }
     let present: BTreeSet<Digest> = store.keys()?.into_iter().collect();
-    let all = BTreeMap::new();
-    let set = root_set(store, &all, policy)?;
+    let set = root_set(store, None, policy)?;
     let mut seen = BTreeSet::new();
     // The steps (and so the effects) of missing objects, from the profiles' refs and pins.
     let mut named: BTreeMap<Digest, (String, StepId)> = BTreeMap::new();

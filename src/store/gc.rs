@@ -72,29 +72,65 @@ fn legacy_index(store: &dyn Store) -> Result<LegacyIndex, StoreError> {
     Ok(index)
 }
 
-/// The objects `m` was built from.
+/// The objects `m` was built from. `Manifest::deps` is not covered by the key, so a recorded
+/// edge is followed only when its object is the step the inputs name with exactly the output
+/// hashes the inputs (which the key covers) record; otherwise, and for manifests written before
+/// talix recorded edges, every object holding those outputs is kept (conservative: with early
+/// cut-off several objects can hold the same bytes).
 fn edges(
     store: &dyn Store,
     m: &Manifest,
     legacy: &mut Option<LegacyIndex>,
 ) -> Result<Vec<Digest>, StoreError> {
-    if !m.deps.is_empty() || m.inputs.deps.is_empty() {
-        return Ok(m.deps.values().copied().collect());
-    }
-    // An older manifest: every object whose output the inputs name (conservative: with early
-    // cut-off several objects can hold the same bytes; all of them are kept).
-    if legacy.is_none() {
-        *legacy = Some(legacy_index(store)?);
-    }
-    let index = legacy.as_ref().expect("just built");
-    let mut out = Vec::new();
+    let mut wanted: BTreeMap<String, Vec<(String, Digest)>> = BTreeMap::new();
     for (name, hash) in &m.inputs.deps {
-        if let Some((step, output)) = name.rsplit_once(':')
-            && let Some(keys) = index.get(&(step.to_string(), output.to_string(), *hash))
-        {
-            out.extend(keys);
+        if let Some((step, output)) = name.rsplit_once(':') {
+            wanted
+                .entry(step.to_string())
+                .or_default()
+                .push((output.to_string(), *hash));
         }
     }
+    let mut out = Vec::new();
+    for (step, outputs) in &wanted {
+        let recorded = m.deps.get(&StepId(step.clone())).copied();
+        let consistent = match recorded {
+            Some(k) => match store.manifest(&k) {
+                Ok(Some(dm)) => {
+                    dm.step.as_str() == step
+                        && outputs
+                            .iter()
+                            .all(|(o, h)| dm.outputs.get(o).is_some_and(|i| i.hash == *h))
+                }
+                Ok(None) => false,
+                Err(e) if e.is_damage() => false,
+                Err(e) => return Err(e),
+            },
+            None => false,
+        };
+        if consistent {
+            out.extend(recorded);
+            continue;
+        }
+        if legacy.is_none() {
+            *legacy = Some(legacy_index(store)?);
+        }
+        let index = legacy.as_ref().expect("just built");
+        for (output, hash) in outputs {
+            if let Some(keys) = index.get(&(step.clone(), output.clone(), *hash)) {
+                out.extend(keys);
+            }
+        }
+        // A recorded edge that does not check out is still walked: keeping more is safe.
+        out.extend(recorded);
+    }
+    // Edges to steps whose outputs the inputs do not name (none today): walked as recorded.
+    out.extend(
+        m.deps
+            .iter()
+            .filter(|(s, _)| !wanted.contains_key(s.as_str()))
+            .map(|(_, k)| *k),
+    );
     Ok(out)
 }
 
@@ -232,6 +268,35 @@ pub(crate) mod tests {
             collect(store, &r, false).unwrap().is_empty(),
             "second gc frees nothing"
         );
+
+        // A recorded edge that does not match what the inputs name (a forged or stale `deps`):
+        // the object holding the named outputs is kept all the same.
+        let real = put_with(store, "secrets", "gc-real", &[], false);
+        let decoy = put_with(store, "secrets", "gc-decoy", &[], false);
+        let mut forged = put_with(store, "base-config", "gc-forged", &[&real], false);
+        store.discard(&forged.key).unwrap();
+        forged.deps.insert(real.step.clone(), decoy.key);
+        store
+            .put(
+                &forged,
+                &[("out".to_string(), b"base-config gc-forged\n".to_vec())].into(),
+            )
+            .unwrap();
+        let r2 = reach(
+            store,
+            &[Root {
+                key: forged.key,
+                label: "pin:forged".into(),
+            }],
+        )
+        .unwrap();
+        assert!(
+            r2.contains_key(&real.key),
+            "the inputs' output hashes find the real dep"
+        );
+        for k in [real.key, decoy.key, forged.key] {
+            store.discard(&k).unwrap();
+        }
 
         // A reachable manifest that does not belong to its key: refuse, remove nothing.
         let (mut bad, out) = manifest_for("patch/x", "gc-bad", &[("out", b"x")]);
