@@ -42,7 +42,7 @@ fn examples_validate_build_and_render_configs_their_release_accepts() {
             let file = path.file_name().unwrap().to_string_lossy().into_owned();
             if matches!(
                 file.as_str(),
-                "controlplane.yaml" | "worker.yaml" | "talosconfig"
+                "controlplane.yaml" | "worker.yaml" | "talosconfig" | "kubeconfig"
             ) {
                 continue;
             }
