@@ -33,7 +33,7 @@ pub struct RawProfile {
     /// `<name>.secrets.age`, the recipients file `<name>.recipients` and the default config
     /// directory `clusters/<name>`.
     #[schemars(with = "DnsLabel")]
-    #[schemars(extend("x-runbook-step" = ["base-config", "talosconfig"]))]
+    #[schemars(extend("x-runbook-step" = ["base-config", "talosconfig", "kubeconfig"]))]
     pub name: String,
     /// The node network and the cluster's internal networks.
     pub network: RawNetwork,

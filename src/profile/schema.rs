@@ -263,6 +263,7 @@ fn field_orders() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("Secrets", field_order::<RawSecrets>()),
         ("Discovery", field_order::<RawDiscovery>()),
         ("Proxmox", field_order::<RawProxmox>()),
+        ("Kubeconfig", field_order::<RawKubeconfig>()),
         ("Nodes", field_order::<RawNodes>()),
         ("NodeGroup", field_order::<RawNodeGroup>()),
         ("Assignment", field_order::<RawAssignment>()),
