@@ -15,11 +15,6 @@ use common::{Cluster, Workspace};
 const HOMELAB: &str = "profiles/homelab.yaml";
 const DEMO: &str = "profiles/demo.yaml";
 
-/// Outputs that are not yet byte-reproducible: the talosconfig's client certificate is random
-/// on every generation until the deterministic talosconfig lands (issue 9, a parallel branch).
-/// Their keys are still compared; the lead empties this list when merging that branch.
-const NOT_YET_REPRODUCIBLE: &[&str] = &["talosconfig"];
-
 /// Another machine: a fresh temp dir holding only the committed files of `from` (profiles,
 /// patches, lock files, encrypted secrets), its own store elsewhere, the same age identity.
 struct Elsewhere {
@@ -205,17 +200,17 @@ fn an_imported_object_equals_what_a_local_build_produces() {
     let built = Elsewhere::of(&c);
     let text = stdout(built.talix().args(["build", HOMELAB]));
     assert!(
-        text.contains("homelab: 13 built, 0 cached"),
+        text.contains("homelab: 14 built, 0 cached"),
         "a real local build: {text}"
     );
     // After the import nothing needs building.
     let text = stdout(imported.talix().args(["build", HOMELAB]));
-    assert!(text.contains("homelab: 0 built, 13 cached"), "{text}");
+    assert!(text.contains("homelab: 0 built, 14 cached"), "{text}");
 
     let a = plan(imported.talix().args(["plan", "--json", HOMELAB]));
     let b = plan(built.talix().args(["plan", "--json", HOMELAB]));
     assert_eq!(a, b, "identical keys");
-    let kinds = ["secrets", "base-config", "talosconfig", "patch", "render"];
+    let kinds = ["secrets", "base-config", "talosconfig", "kubeconfig", "patch", "render"];
     let mut compared = 0;
     let mut secret = 0;
     for (id, (status, key)) in &a {
@@ -244,8 +239,8 @@ fn an_imported_object_equals_what_a_local_build_produces() {
     }
     assert_eq!(
         (compared, secret),
-        (5, 8),
-        "5 patches; 2 base configs, talosconfig, 5 renders"
+        (5, 9),
+        "5 patches; 2 base configs, talosconfig, kubeconfig, 5 renders"
     );
 
     // Secret outputs: the decrypted plaintext, through `talix export`.
@@ -267,11 +262,8 @@ fn an_imported_object_equals_what_a_local_build_produces() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names.len(), 8, "{names:?}");
+    assert_eq!(names.len(), 9, "{names:?}");
     for name in &names {
-        if NOT_YET_REPRODUCIBLE.contains(&name.as_str()) {
-            continue;
-        }
         assert_eq!(
             std::fs::read(dx.join(name)).unwrap(),
             std::fs::read(dy.join(name)).unwrap(),
@@ -685,7 +677,7 @@ fn hostile_archives_are_refused_naming_the_entry_and_change_nothing() {
     }
     // The legit archive passes the same gate (into the same store: everything already there).
     let text = stdout(c.talix().args(["store", "import", "legit.tar"]));
-    assert!(text.contains("0 added, 13 already present"), "{text}");
+    assert!(text.contains("0 added, 14 already present"), "{text}");
     assert_eq!(snapshot(&store), before, "the store already held all of it");
 }
 
@@ -800,9 +792,9 @@ fn import_waits_for_the_store_lock_and_writes_nothing_meanwhile() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("13 added"), "{text}");
+    assert!(text.contains("14 added"), "{text}");
     assert_eq!(
         std::fs::read_dir(store.join("v1/objects")).unwrap().count(),
-        13
+        14
     );
 }
