@@ -11,6 +11,7 @@ pub mod digest;
 pub mod discovery;
 pub mod engine;
 pub mod exec;
+pub mod exit;
 pub mod graph;
 pub mod lockfile;
 pub mod profile;

@@ -88,7 +88,7 @@ pub(super) fn plan(s: Session, path: &Path, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn why(s: Session, path: &Path, step: &str) -> Result<()> {
+pub(super) fn why(s: Session, path: &Path, step: &str, as_json: bool) -> Result<()> {
     let planned = s.engine().plan(&s.steps())?;
     let Some(p) = planned.iter().find(|p| p.step.id.as_str() == step) else {
         let ids: Vec<&str> = planned.iter().map(|p| p.step.id.as_str()).collect();
@@ -98,7 +98,61 @@ pub(super) fn why(s: Session, path: &Path, step: &str) -> Result<()> {
             ids.join(", ")
         )));
     };
+    let previous = match s.store.get_ref(&s.profile.name, &p.step.id)? {
+        Some(k) => s.store.manifest(&k)?,
+        None => None,
+    };
+    let flat = match &p.inputs {
+        Some(i) => i.flat(),
+        None => p
+            .step
+            .values
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect(),
+    };
     let mut out = std::io::stdout().lock();
+    if as_json {
+        // The same facts as the text: inputs as printed (secrets as hashes), never a value.
+        let last = previous.as_ref().map(|m| {
+            let changes = p.inputs.as_ref().map(|inputs| {
+                inputs
+                    .diff(&m.inputs)
+                    .into_iter()
+                    .map(|c| json!({"input": c.input, "old": c.old, "new": c.new}))
+                    .collect::<Vec<_>>()
+            });
+            let outputs: serde_json::Map<String, serde_json::Value> = m
+                .outputs
+                .iter()
+                .map(|(name, info)| {
+                    (
+                        name.clone(),
+                        json!({"hash": info.hash.to_string(), "size": info.size, "encrypted": info.encrypted}),
+                    )
+                })
+                .collect();
+            json!({
+                "key": m.key.to_string(),
+                "created": m.created,
+                "duration_ms": m.duration_ms,
+                "changes": changes,
+                "outputs": outputs,
+            })
+        });
+        let doc = json!({
+            "profile": s.profile.name,
+            "step": p.step.id.as_str(),
+            "secret": p.step.secret,
+            "status": p.status.word(),
+            "reason": p.status.reason(),
+            "key": p.key.map(|k| k.to_string()),
+            "inputs": flat,
+            "last_realised": last,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        return Ok(());
+    }
     writeln!(
         out,
         "step {} ({}): {}",
@@ -119,23 +173,10 @@ pub(super) fn why(s: Session, path: &Path, step: &str) -> Result<()> {
         )?,
     }
     writeln!(out, "inputs:")?;
-    let flat = match &p.inputs {
-        Some(i) => i.flat(),
-        None => p
-            .step
-            .values
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_string()))
-            .collect(),
-    };
     let width = flat.keys().map(String::len).max().unwrap_or(0);
     for (k, v) in &flat {
         writeln!(out, "  {k:<width$}  {v}")?;
     }
-    let previous = match s.store.get_ref(&s.profile.name, &p.step.id)? {
-        Some(k) => s.store.manifest(&k)?,
-        None => None,
-    };
     match (previous, &p.inputs) {
         (None, _) => writeln!(out, "never realised in this store")?,
         (Some(m), Some(inputs)) => {
@@ -177,9 +218,9 @@ pub(super) fn why(s: Session, path: &Path, step: &str) -> Result<()> {
 }
 
 pub(super) fn store_cmd(flag: Option<&Path>, action: &StoreAction) -> Result<()> {
-    let (profile, verify) = match action {
-        StoreAction::Verify { profile } => (profile, true),
-        StoreAction::Prune { profile } => (profile, false),
+    let (profile, verify, as_json) = match action {
+        StoreAction::Verify { profile, json } => (profile, true, *json),
+        StoreAction::Prune { profile } => (profile, false, false),
     };
     let store = LocalStore::open(&store_dir(flag, profile.as_deref()))?;
     if !store.exists() {
@@ -193,18 +234,29 @@ pub(super) fn store_cmd(flag: Option<&Path>, action: &StoreAction) -> Result<()>
     if verify {
         let problems = store.verify()?;
         let n = store.keys()?.len();
+        if as_json {
+            let doc = json!({
+                "store": store.root().display().to_string(),
+                "objects": n,
+                "ok": problems.is_empty(),
+                "problems": problems,
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
         if problems.is_empty() {
+            if as_json {
+                return Ok(());
+            }
             println!("{}: {n} objects verified", store.root().display());
             return Ok(());
         }
-        return Err(CliError {
-            code: 1,
-            message: problems
+        return Err(CliError::failure(
+            problems
                 .iter()
                 .map(|p| format!("error: {p}"))
                 .collect::<Vec<_>>()
                 .join("\n"),
-        });
+        ));
     }
     let _lock = store.lock(true)?;
     let mut removed = store.prune()?;

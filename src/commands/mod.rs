@@ -1,8 +1,9 @@
 //! What each command does: resolves the parsed flags (profile, store, lock file) into a
 //! [`Session`] and calls the engine. This is the edge: errors become one message and an exit
 //! code here. One file per group of commands: `inspect` (validate, plan, why, store),
-//! `realise` (build, export, up), `secrets`.
+//! `realise` (build, export, up), `secrets`, `generate` (completions, man).
 
+pub mod generate;
 mod inspect;
 mod realise;
 mod secrets;
@@ -15,6 +16,7 @@ use crate::derivation::Step;
 use crate::digest::{Digest, domain};
 use crate::engine::Engine;
 use crate::exec::ToolVersions;
+use crate::exit::Exit;
 use crate::graph::{self, EffectiveContract};
 use crate::lockfile::{LockFile, SecretsLock};
 use crate::profile::{self, Finding, Profile};
@@ -23,18 +25,26 @@ use crate::steps::StepEnv;
 use crate::store::local::LocalStore;
 use crate::workspace::{PathPolicy, WorkspaceLock};
 
-/// A failure at the edge: what to print and the exit code.
+/// A failure at the edge: what to print and the exit code (see [`crate::exit`]).
 #[derive(Debug)]
 pub struct CliError {
-    pub code: u8,
+    pub code: Exit,
     pub message: String,
 }
 
 impl CliError {
-    /// Bad input from the operator (exit 2).
+    /// Bad input from the operator ([`Exit::Usage`]).
     pub fn input(message: impl Into<String>) -> Self {
         Self {
-            code: 2,
+            code: Exit::Usage,
+            message: message.into(),
+        }
+    }
+
+    /// A failure ([`Exit::Failure`]); `message` is printed as it is.
+    pub fn failure(message: impl Into<String>) -> Self {
+        Self {
+            code: Exit::Failure,
             message: message.into(),
         }
     }
@@ -42,10 +52,7 @@ impl CliError {
 
 impl<E: std::fmt::Display> From<E> for CliError {
     fn from(e: E) -> Self {
-        Self {
-            code: 1,
-            message: format!("error: {e}"),
-        }
+        Self::failure(format!("error: {e}"))
     }
 }
 
@@ -160,6 +167,15 @@ impl Session {
             )));
         }
         let store = LocalStore::open(&store_dir(cli_store, Some(profile_path)))?;
+        tracing::info!(
+            "profile {} ({}), contract {} ({:?}), store {}, lock file {}",
+            profile.name,
+            profile.source.display(),
+            contract.contract,
+            contract.source,
+            store.root().display(),
+            profile.workspace.lock_file().display()
+        );
         let recipients = recipients_of(&profile)?;
         let identities = Arc::new(LazyIdentities::new(identity.map(Path::to_path_buf)));
         let cipher = AgeObjectCipher {
@@ -247,8 +263,14 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Why {
             profile,
             step,
+            json,
             contract,
-        } => inspect::why(read(&profile.profile, contract)?, &profile.profile, step),
+        } => inspect::why(
+            read(&profile.profile, contract)?,
+            &profile.profile,
+            step,
+            *json,
+        ),
         Command::Build { profile, contract } => realise::build(open(&profile.profile, contract)?),
         Command::Up { profile, contract } => realise::up(open(&profile.profile, contract)?),
         Command::Demo {
@@ -262,5 +284,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         } => realise::export(read(&profile.profile, contract)?, out),
         Command::Secrets { action } => secrets::secrets_cmd(&open, action),
         Command::Store { action } => inspect::store_cmd(store_flag, action),
+        Command::Completions { shell } => generate::completions(*shell),
+        Command::Man { out_dir } => generate::man(out_dir.as_deref()),
     }
 }

@@ -19,14 +19,11 @@ pub(super) fn export(s: Session, out: &Path) -> Result<()> {
         .collect();
     let planned = s.engine().plan(&steps)?;
     if planned.iter().any(|p| p.status != Status::Cached) {
-        return Err(CliError {
-            code: 1,
-            message: format!(
-                "error: configs of {} are not built; run `talix build {}` first",
-                s.profile.name,
-                s.profile.source.display()
-            ),
-        });
+        return Err(CliError::failure(format!(
+            "error: configs of {} are not built; run `talix build {}` first",
+            s.profile.name,
+            s.profile.source.display()
+        )));
     }
     let mut files = Vec::new();
     for p in &planned {
