@@ -273,23 +273,25 @@ fn log_filter(
         2 => LevelFilter::DEBUG,
         _ => LevelFilter::TRACE,
     };
-    let builder = || tracing_subscriber::EnvFilter::builder().with_default_directive(level.into());
+    let plain = || tracing_subscriber::EnvFilter::new(level.to_string());
     let from_env = ["TALIX_LOG", "RUST_LOG"].into_iter().find_map(|name| {
         var(name)
             .filter(|v| !v.trim().is_empty())
             .map(|v| (name, v))
     });
-    match from_env {
-        None => (builder().parse_lossy(""), None),
-        Some((name, value)) => match builder().parse(&value) {
-            Ok(filter) => (filter, None),
-            Err(e) => (
-                builder().parse_lossy(""),
-                Some(format!(
-                    "warning: {name}: invalid log filter ({e}); ignored"
-                )),
-            ),
-        },
+    let Some((name, value)) = from_env else {
+        return (plain(), None);
+    };
+    // The variable's directives come after the level, so a bare level in it (RUST_LOG=debug)
+    // replaces the one -v chose, and target directives (talix::discovery=trace) add to it.
+    match tracing_subscriber::EnvFilter::builder().parse(format!("{level},{value}")) {
+        Ok(filter) => (filter, None),
+        Err(e) => (
+            plain(),
+            Some(format!(
+                "warning: {name}: invalid log filter ({e}); ignored"
+            )),
+        ),
     }
 }
 
@@ -367,7 +369,9 @@ mod tests {
         assert!(!f.contains("debug"), "{f}");
         assert_eq!(w, None);
         let (f, _) = filter(0, &[("RUST_LOG", "debug")]);
-        assert!(f.contains("debug"), "{f}");
+        assert_eq!(f, "debug", "a bare level replaces -v's");
+        let (f, _) = filter(2, &[("RUST_LOG", "warn")]);
+        assert_eq!(f, "warn");
         let (f, _) = filter(0, &[("TALIX_LOG", ""), ("RUST_LOG", "debug")]);
         assert!(
             f.contains("debug"),

@@ -249,7 +249,20 @@ fn up_on_the_simulator_with_no_color_has_no_escape_codes() {
         "stderr (logs, spinner) off a terminal: {:?}",
         text(&out.stderr)
     );
-    assert!(text(&out.stderr).contains("INFO"), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("INFO"), "{stderr}");
+    // The spinners became plain lines (one each), not silence and not cursor movement.
+    for line in [
+        "looking for 5 node(s) in maintenance mode on ",
+        "waiting for cp1 to answer at ",
+        "waiting for the cluster to become healthy ...",
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.starts_with(line)),
+            "{line:?} missing in:\n{stderr}"
+        );
+    }
+    assert!(!stderr.contains('\r'), "{stderr:?}");
 }
 
 #[test]
