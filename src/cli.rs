@@ -56,7 +56,14 @@ pub struct ContractArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a profile; every problem is reported with file, field and line.
-    Validate(ProfileArg),
+    Validate {
+        #[command(flatten)]
+        profile: ProfileArg,
+        /// Machine-readable output: {"valid", "errors", "warnings"}, each finding with file,
+        /// line, field and message (also when invalid: exit 2, the findings on stdout).
+        #[arg(long)]
+        json: bool,
+    },
     /// Show every step: cached, run (and why), or blocked. Changes nothing.
     Plan {
         #[command(flatten)]

@@ -463,3 +463,64 @@ fn why_store_verify_and_secrets_verify_speak_json() {
     );
     assert!(text(&bad.stderr).contains(&patch_key));
 }
+
+#[test]
+fn validate_speaks_json_with_file_line_and_field() {
+    let ws = Workspace::with_examples();
+    let p = "profiles/homelab.yaml";
+    let ok: serde_json::Value = serde_json::from_slice(
+        &ws.talix()
+            .args(["validate", "--json", p])
+            .assert()
+            .success()
+            .get_output()
+            .stdout,
+    )
+    .expect("validate --json is JSON");
+    assert_eq!(ok["valid"], true);
+    assert_eq!(ok["name"], "homelab");
+    assert_eq!(
+        (
+            ok["controlplane_nodes"].as_u64(),
+            ok["worker_nodes"].as_u64()
+        ),
+        (Some(3), Some(2))
+    );
+    assert_eq!(ok["errors"], serde_json::json!([]));
+
+    // Two problems: both reported, each with its line and field, exit 2.
+    ws.edit(p, "ip: 10.0.0.21", "ip: 10.9.9.21");
+    ws.edit(p, "name: homelab", "name: Not_A_Label");
+    let out = ws
+        .talix()
+        .args(["validate", "--json", p])
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    let bad: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON when invalid");
+    assert_eq!(bad["valid"], false);
+    let errors = bad["errors"].as_array().unwrap();
+    assert!(errors.len() >= 2, "{errors:?}");
+    let text_lines = text(&ws.talix().args(["validate", p]).output().unwrap().stderr);
+    for e in errors {
+        assert!(e["file"].as_str().unwrap().ends_with("homelab.yaml"), "{e}");
+        assert!(e["line"].as_u64().is_some(), "{e}");
+        let line = format!("{}:{}", e["file"].as_str().unwrap(), e["line"]);
+        assert!(
+            text_lines.contains(&line),
+            "{line} not in the text report:\n{text_lines}"
+        );
+    }
+    assert!(errors.iter().any(|e| e["field"] == "name"), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["field"].as_str().unwrap().contains("assignments[0].ip")),
+        "{errors:?}"
+    );
+    assert!(
+        text(&out.stderr).contains("error:"),
+        "errors also on stderr"
+    );
+}

@@ -13,7 +13,14 @@ use crate::store::local::LocalStore;
 
 use super::{load_profile, store_dir};
 
-pub(super) fn validate(path: &Path, policy: crate::workspace::PathPolicy) -> Result<()> {
+pub(super) fn validate(
+    path: &Path,
+    policy: crate::workspace::PathPolicy,
+    as_json: bool,
+) -> Result<()> {
+    if as_json {
+        return validate_json(path, policy);
+    }
     let profile = load_profile(path, policy)?;
     let cps = profile.controlplanes().count();
     println!(
@@ -24,6 +31,52 @@ pub(super) fn validate(path: &Path, policy: crate::workspace::PathPolicy) -> Res
         profile.nodes.len() - cps
     );
     Ok(())
+}
+
+fn findings_json(findings: &[crate::profile::Finding]) -> serde_json::Value {
+    findings
+        .iter()
+        .map(|f| {
+            json!({
+                "file": f.file.display().to_string(),
+                "line": f.line,
+                "field": f.field,
+                "message": f.message,
+            })
+        })
+        .collect()
+}
+
+/// `validate --json`: the same findings as the text, on stdout; exit 2 when there are errors
+/// (which also go to stderr, as without --json).
+fn validate_json(path: &Path, policy: crate::workspace::PathPolicy) -> Result<()> {
+    let (doc, result) = match crate::profile::load_with(path, policy) {
+        Ok(loaded) => {
+            let cps = loaded.profile.controlplanes().count();
+            let doc = json!({
+                "profile": path.display().to_string(),
+                "valid": true,
+                "name": loaded.profile.name,
+                "controlplane_nodes": cps,
+                "worker_nodes": loaded.profile.nodes.len() - cps,
+                "errors": [],
+                "warnings": findings_json(&loaded.warnings),
+            });
+            (doc, Ok(()))
+        }
+        Err(e) => {
+            let doc = json!({
+                "profile": path.display().to_string(),
+                "valid": false,
+                "errors": findings_json(&e.errors),
+                "warnings": findings_json(&e.warnings),
+            });
+            (doc, Err(CliError::input(e.to_string())))
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+    result
 }
 
 pub(super) fn status_counts(planned: &[Planned]) -> (usize, usize, usize) {

@@ -254,7 +254,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     let read = |path: &Path, contract: &ContractArgs| open_as(path, contract, Access::Read);
     let open = |path: &Path, contract: &ContractArgs| open_as(path, contract, Access::Write);
     match &cli.command {
-        Command::Validate(p) => inspect::validate(&p.profile, policy),
+        Command::Validate { profile, json } => inspect::validate(&profile.profile, policy, *json),
         Command::Plan {
             profile,
             json,
