@@ -90,6 +90,16 @@ fn help_has_colors_only_on_a_terminal_without_no_color() {
     let plain = on_a_terminal(&ws, "--help", true).unwrap();
     assert!(!has_escapes(&plain), "NO_COLOR=1: {}", text(&plain));
     assert!(text(&plain).contains("Exit status:"));
+    // clap's usage errors (stderr) follow the same rule.
+    let colored = on_a_terminal(&ws, "frobnicate", false).unwrap();
+    assert!(has_escapes(&colored), "{}", text(&colored));
+    let plain = on_a_terminal(&ws, "frobnicate", true).unwrap();
+    assert!(
+        text(&plain).contains("unrecognized subcommand"),
+        "{}",
+        text(&plain)
+    );
+    assert!(!has_escapes(&plain), "NO_COLOR=1: {}", text(&plain));
 }
 
 #[test]
