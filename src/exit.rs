@@ -83,4 +83,22 @@ mod tests {
             (0, 1, 2)
         );
     }
+
+    #[test]
+    fn the_readme_documents_every_code() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+        let section = readme
+            .split("Exit status (`src/exit.rs`")
+            .nth(1)
+            .expect("README has the exit status table");
+        let rows: Vec<u8> = section
+            .lines()
+            .skip(1)
+            .map(str::trim)
+            .take_while(|l| l.is_empty() || l.starts_with('|'))
+            .filter_map(|l| l.strip_prefix("| ")?.split(' ').next()?.parse().ok())
+            .collect();
+        let codes: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
+        assert_eq!(rows, codes, "README's exit status table");
+    }
 }
