@@ -229,7 +229,7 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
     use clap::FromArgMatches;
     let parsed = command()
         .try_get_matches_from(args)
-        .and_then(|m| Cli::from_arg_matches(&m));
+        .and_then(|m| Cli::from_arg_matches(&m).map_err(|e| e.format(&mut command())));
     let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {

@@ -116,10 +116,7 @@ mod tests {
     fn the_main_page_names_the_subcommands_and_the_exit_codes() {
         let pages = man_pages().unwrap();
         let roff = String::from_utf8(pages[0].1.clone()).unwrap();
-        assert!(
-            roff.starts_with(".ie \\n(.g .ds Aq") || roff.contains(".TH talix 1"),
-            "{roff}"
-        );
+        assert!(roff.contains("\n.TH talix 1 "), "{roff}");
         for word in ["plan", "why", "secrets", "completions", "Exit status"] {
             assert!(roff.contains(word), "{word} missing in:\n{roff}");
         }
