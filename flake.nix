@@ -22,7 +22,7 @@
       forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
 
       # Programs the tests run (age, age-keygen, ssh-keygen, kubectl, jq, bc, man, script, kill,
-      # unshare, bash); the same list as .ci/run installs from Debian.
+      # unshare, bash, zsh, fish); the same list as .ci/run installs from Debian.
       testTools =
         pkgs: with pkgs; [
           age
@@ -33,6 +33,8 @@
           man-db
           util-linux
           bash
+          zsh
+          fish
           coreutils
           gnused
         ];

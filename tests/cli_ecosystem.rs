@@ -373,6 +373,7 @@ fn flake_outputs_evaluate_against_a_stub_nixpkgs() {
         "bc",
         "man-db",
         "util-linux",
+        "fish",
     ] {
         assert!(
             check_inputs.iter().any(|t| t == tool),
@@ -431,7 +432,7 @@ let
     mkShell = a: a;
     runCommand = name: attrs: script: attrs // { inherit name script; };
   } // lib.genAttrs [ "age" "openssh" "kubectl" "jq" "bc" "man-db" "util-linux" "bash"
-    "coreutils" "gnused" "cargo" "rustc" "clippy" "rustfmt" "rust-analyzer" "talosctl" "nix"
+    "coreutils" "gnused" "zsh" "fish" "cargo" "rustc" "clippy" "rustfmt" "rust-analyzer" "talosctl" "nix"
     "installShellFiles" ] stub;
   nixpkgs = {
     inherit lib;
@@ -456,3 +457,46 @@ in {
   shell = out.devShells.x86_64-linux.default.packages;
 }
 "#;
+
+/// fish's own completion engine (`complete -C LINE`) over the generated script; skipped with a
+/// notice where fish is not installed (CI installs it, see .ci/run).
+#[test]
+fn fish_completes_subcommands_and_flags() {
+    if !have("fish") {
+        println!("SKIPPED fish_completes_subcommands_and_flags: fish is not installed");
+        return;
+    }
+    let ws = Workspace::empty();
+    let script = ws.write("talix.fish", &completions(&ws, "fish"));
+    let complete = |line: &str| -> Vec<String> {
+        let out = Std::new("fish")
+            .arg("--no-config")
+            .arg("-c")
+            .arg(format!(
+                "source '{}'; complete -C '{line}'",
+                script.display()
+            ))
+            .env("HOME", ws.root())
+            .env("XDG_CONFIG_HOME", ws.root().join("config"))
+            .env("XDG_DATA_HOME", ws.root().join("data"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.split('\t').next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(complete("talix pl"), ["plan"]);
+    assert_eq!(complete("talix secrets re"), ["rekey"]);
+    assert_eq!(complete("talix plan --js"), ["--json"]);
+    let all = complete("talix ");
+    for sub in ["validate", "why", "up", "store", "completions", "man"] {
+        assert!(all.iter().any(|c| c == sub), "{sub} not offered: {all:?}");
+    }
+}
