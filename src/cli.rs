@@ -247,7 +247,10 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
     match commands::dispatch(cli) {
         Ok(()) => Exit::Success.into(),
         Err(e) => {
-            eprintln!("{}", e.message.trim_end());
+            // An empty message: nothing to say (stdout's reader went away, see DataOut).
+            if !e.message.trim().is_empty() {
+                eprintln!("{}", e.message.trim_end());
+            }
             e.code.into()
         }
     }

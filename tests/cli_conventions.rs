@@ -534,3 +534,76 @@ fn validate_speaks_json_with_file_line_and_field() {
         "errors also on stderr"
     );
 }
+
+/// A stdout whose reader is already gone (`talix plan | head -0`): a pipe with its read end
+/// closed before talix starts, so every write fails with EPIPE, deterministically.
+fn closed_stdout() -> std::process::Stdio {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    unsafe { libc::close(fds[0]) };
+    std::process::Stdio::from(unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[1]) })
+}
+
+/// `talix ARGS` as [`Cluster::talix`] runs it, with the given stdout.
+fn talix_std(c: &Cluster, stdout: std::process::Stdio) -> Std {
+    let mut cmd = Std::new(env!("CARGO_BIN_EXE_talix"));
+    cmd.current_dir(c.root())
+        .env_remove("TALIX_STORE")
+        .env_remove("TALIX_LOG")
+        .env_remove("RUST_LOG")
+        .env("TALIX_ALLOW_NETS", "127.0.0.0/8")
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", c.root())
+        .env("TALIX_TALOSCTL", c.root().join("bin/talosctl"))
+        .env("TALIX_AGE_KEY_FILE", c.root().join("key.txt"))
+        .stdout(stdout);
+    cmd
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_data_commands_quietly_and_never_stops_a_run() {
+    let c = Cluster::new();
+    let p = "profiles/homelab.yaml";
+    for args in [
+        &["plan", p][..],
+        &["plan", "--json", p][..],
+        &["validate", p][..],
+        &["why", p, "secrets"][..],
+        &["completions", "zsh"][..],
+        &["man"][..],
+    ] {
+        let out = talix_std(&c, closed_stdout()).args(args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(out.stderr.is_empty(), "{args:?}: {}", text(&out.stderr));
+    }
+    // `build` with nobody reading its report still builds everything.
+    let out = talix_std(&c, closed_stdout())
+        .args(["build", p])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let plan = c
+        .talix()
+        .args(["plan", "--json", p])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let statuses = common::plan_statuses(&plan);
+    for (id, status, _) in &statuses {
+        if ["secrets", "base-config", "talosconfig"].contains(&id.as_str())
+            || id.starts_with("patch/")
+            || id.starts_with("render/")
+        {
+            assert_eq!(status, "cached", "{id}");
+        }
+    }
+    assert!(c.root().join("clusters/homelab/talosconfig").is_file());
+}

@@ -19,7 +19,7 @@ pub fn completion_script(shell: clap_complete::Shell) -> Vec<u8> {
 
 pub(super) fn completions(shell: clap_complete::Shell) -> Result<()> {
     let script = completion_script(shell);
-    let mut out = std::io::stdout().lock();
+    let mut out = super::DataOut::lock();
     out.write_all(&script)?;
     out.flush()?;
     Ok(())
@@ -50,7 +50,7 @@ pub fn man_pages() -> Result<Vec<(String, Vec<u8>)>> {
 pub(super) fn man(out_dir: Option<&Path>) -> Result<()> {
     let pages = man_pages()?;
     let Some(dir) = out_dir else {
-        let mut out = std::io::stdout().lock();
+        let mut out = super::DataOut::lock();
         out.write_all(&pages[0].1)?;
         out.flush()?;
         return Ok(());
@@ -70,7 +70,7 @@ pub(super) fn man(out_dir: Option<&Path>) -> Result<()> {
     }
     eprintln!("{}: wrote {} man pages", dir.display(), written.len());
     // The list of pages is the command's data (e.g. for an install script).
-    let mut out = std::io::stdout().lock();
+    let mut out = super::DataOut::lock();
     for path in &written {
         writeln!(out, "{}", path.display())?;
     }

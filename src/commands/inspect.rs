@@ -23,7 +23,7 @@ pub(super) fn validate(
     }
     let profile = load_profile(path, policy)?;
     let cps = profile.controlplanes().count();
-    println!(
+    super::outln!(
         "{}: profile {} is valid ({} control-plane, {} worker nodes)",
         path.display(),
         profile.name,
@@ -74,7 +74,7 @@ fn validate_json(path: &Path, policy: crate::workspace::PathPolicy) -> Result<()
             (doc, Err(CliError::input(e.to_string())))
         }
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = super::DataOut::lock();
     writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     result
 }
@@ -86,7 +86,7 @@ pub(super) fn status_counts(planned: &[Planned]) -> (usize, usize, usize) {
 
 pub(super) fn plan(s: Session, path: &Path, as_json: bool) -> Result<()> {
     let planned = s.engine().plan(&s.steps())?;
-    let mut out = std::io::stdout().lock();
+    let mut out = super::DataOut::lock();
     if as_json {
         let steps: Vec<_> = planned
             .iter()
@@ -164,7 +164,7 @@ pub(super) fn why(s: Session, path: &Path, step: &str, as_json: bool) -> Result<
             .map(|(k, v)| (k.clone(), v.to_string()))
             .collect(),
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = super::DataOut::lock();
     if as_json {
         // The same facts as the text: inputs as printed (secrets as hashes), never a value.
         let last = previous.as_ref().map(|m| {
@@ -294,13 +294,13 @@ pub(super) fn store_cmd(flag: Option<&Path>, action: &StoreAction) -> Result<()>
                 "ok": problems.is_empty(),
                 "problems": problems,
             });
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            super::outln!("{}", serde_json::to_string_pretty(&doc)?);
         }
         if problems.is_empty() {
             if as_json {
                 return Ok(());
             }
-            println!("{}: {n} objects verified", store.root().display());
+            super::outln!("{}: {n} objects verified", store.root().display());
             return Ok(());
         }
         return Err(CliError::failure(
@@ -324,9 +324,9 @@ pub(super) fn store_cmd(flag: Option<&Path>, action: &StoreAction) -> Result<()>
         removed.extend(ws.sweep_scratch());
     }
     for r in &removed {
-        println!("removed {}", r.display());
+        super::outln!("removed {}", r.display());
     }
-    println!(
+    super::outln!(
         "{}: pruned {} entries",
         store.root().display(),
         removed.len()

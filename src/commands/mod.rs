@@ -50,11 +50,72 @@ impl CliError {
     }
 }
 
-impl<E: std::fmt::Display> From<E> for CliError {
+impl<E: std::fmt::Display + 'static> From<E> for CliError {
     fn from(e: E) -> Self {
+        let closed = (&e as &dyn std::any::Any)
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<StdoutClosed>());
+        if closed {
+            // The reader of our data went away (`talix plan | head -1`): nothing to report.
+            return Self {
+                code: Exit::Success,
+                message: String::new(),
+            };
+        }
         Self::failure(format!("error: {e}"))
     }
 }
+
+/// Marks the error of a write to stdout whose reader has gone (EPIPE). Only stdout is treated
+/// so: a broken pipe to talosctl (secrets through /dev/fd) stays a failure.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout was closed by its reader")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// stdout for a command's data (locked). A reader that went away (`talix plan | head -1`) ends
+/// the command quietly with exit 0, as ripgrep does, instead of an error or a panic.
+pub struct DataOut(std::io::StdoutLock<'static>);
+
+impl DataOut {
+    pub fn lock() -> Self {
+        Self(std::io::stdout().lock())
+    }
+}
+
+fn mark_closed(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::io::Error::new(std::io::ErrorKind::BrokenPipe, StdoutClosed)
+    } else {
+        e
+    }
+}
+
+impl std::io::Write for DataOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(mark_closed)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(mark_closed)
+    }
+}
+
+/// `println!` for a command's data, through [`DataOut`]; a write error returns from the
+/// calling command (`?`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!($crate::commands::DataOut::lock(), $($arg)*)?;
+    }};
+}
+pub(crate) use outln;
 
 type Result<T> = std::result::Result<T, CliError>;
 

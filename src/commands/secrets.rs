@@ -82,7 +82,7 @@ pub(super) fn secrets_cmd(
             s.record_secrets(&mut lock, hash)?;
             lock.save(&s.profile.workspace)?;
             realise_secrets_step(&s);
-            println!(
+            super::outln!(
                 "{}: new secrets bundle {} encrypted to {} recipient(s)",
                 file.display(),
                 hash.short(),
@@ -94,7 +94,7 @@ pub(super) fn secrets_cmd(
             if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
                 eprintln!("warning: printing the plaintext secrets bundle to a terminal");
             }
-            std::io::stdout().write_all(bundle.expose_secret())?;
+            super::DataOut::lock().write_all(bundle.expose_secret())?;
         }
         SecretsAction::Rekey {
             i_know_this_locks_me_out,
@@ -110,7 +110,7 @@ pub(super) fn secrets_cmd(
             s.record_secrets(&mut lock, hash)?;
             lock.save(&s.profile.workspace)?;
             realise_secrets_step(&s);
-            println!(
+            super::outln!(
                 "{}: re-encrypted to {} recipient(s); bundle {} unchanged",
                 file.display(),
                 s.cipher.recipients.len(),
@@ -134,13 +134,13 @@ pub(super) fn secrets_cmd(
                 .map_err(secrets_err)?
             {
                 crate::secrets::EditOutcome::Unchanged(h) => {
-                    println!("{}: unchanged (bundle {})", file.display(), h.short())
+                    super::outln!("{}: unchanged (bundle {})", file.display(), h.short())
                 }
                 crate::secrets::EditOutcome::Changed { before, after } => {
                     s.record_secrets(&mut lock, after)?;
                     lock.save(&s.profile.workspace)?;
                     realise_secrets_step(&s);
-                    println!(
+                    super::outln!(
                         "{}: bundle {} -> {}",
                         file.display(),
                         before.short(),
@@ -159,9 +159,9 @@ pub(super) fn secrets_cmd(
                     "valid": true,
                     "bundle_hash": hash.to_string(),
                 });
-                println!("{}", serde_json::to_string_pretty(&doc)?);
+                super::outln!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
-                println!("{}: valid secrets bundle {hash}", file.display());
+                super::outln!("{}: valid secrets bundle {hash}", file.display());
             }
         }
     }
