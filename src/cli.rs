@@ -141,6 +141,18 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Run the built-in Talos simulator: `sim serve --spec FILE [--ready-file PATH]` (simulated
+    /// nodes on loopback), `sim proxmox` (the Proxmox VE API), `sim talosctl ARGS` (the
+    /// talosctl-compatible CLI, also reached through a `talosctl` symlink to talix).
+    Sim {
+        /// `serve ...`, `proxmox ...` or `talosctl ...`, parsed by the simulator.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<OsString>,
+    },
     /// Print the talix(1) man page (roff) to stdout, or write one page per command to a
     /// directory, e.g. `talix man | man -l -`.
     Man {

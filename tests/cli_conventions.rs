@@ -298,6 +298,12 @@ fn exit_codes_usage_error_bad_profile_and_failure() {
         .assert()
         .success()
         .stdout(predicates::str::contains("talix"));
+    // The simulator behind a global flag (parsed by talix first): its usage error is still 2.
+    c.talix()
+        .args(["-v", "sim", "bogus"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("usage: talix sim"));
     // A bad profile: 2.
     c.write("profiles/broken.yaml", "name: broken\nnodes: [\n");
     c.talix()

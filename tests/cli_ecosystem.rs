@@ -152,6 +152,9 @@ fn bash_completes_subcommands_nested_subcommands_and_flags() {
     let reply = bash_complete(&script, &["talix", "plan", "--js"]);
     assert_eq!(reply, ["--json"], "talix plan --js<TAB>");
 
+    let reply = bash_complete(&script, &["talix", "si"]);
+    assert_eq!(reply, ["sim"], "talix si<TAB>");
+
     let reply = bash_complete(&script, &["talix", "completions", "fi"]);
     assert_eq!(reply, ["fish"], "talix completions fi<TAB>");
 }
@@ -206,6 +209,7 @@ fn man_renders_with_man_l_and_names_every_subcommand_and_exit_code() {
         "talix-secrets(1)",
         "talix-store(1)",
         "talix-completions(1)",
+        "talix-sim(1)",
         "talix-man(1)",
         "--verbose",
         "Exit status:",

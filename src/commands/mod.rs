@@ -347,5 +347,12 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Store { action } => inspect::store_cmd(store_flag, action),
         Command::Completions { shell } => generate::completions(*shell),
         Command::Man { out_dir } => generate::man(out_dir.as_deref()),
+        // `talix sim ...` is normally routed to the simulator before parsing (src/main.rs); this
+        // is `talix -v sim ...` and the like. The simulator prints its own messages.
+        Command::Sim { args } => match talos_sim::sim_main(args.clone()) {
+            0 => Ok(()),
+            2 => Err(CliError::input(String::new())),
+            _ => Err(CliError::failure(String::new())),
+        },
     }
 }
