@@ -612,4 +612,38 @@ fn a_reader_that_goes_away_ends_data_commands_quietly_and_never_stops_a_run() {
         }
     }
     assert!(c.root().join("clusters/homelab/talosconfig").is_file());
+
+    // A reader that left never turns a verdict into success.
+    c.write("profiles/broken.yaml", "name: broken\nnodes: [\n");
+    let out = talix_std(&c, closed_stdout())
+        .args(["validate", "--json", "profiles/broken.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let patch = statuses.iter().find(|(id, _, _)| id == "patch/w1").unwrap();
+    assert_eq!(patch.1, "cached");
+    let plan: serde_json::Value = serde_json::from_slice(&plan).unwrap();
+    let key = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "patch/w1")
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let output = c
+        .root()
+        .join("store/v1/objects")
+        .join(&key)
+        .join("out/patch");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&output, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&output, "machine: {}\n").unwrap();
+    let out = talix_std(&c, closed_stdout())
+        .args(["store", "verify", "--json", p])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(&key), "{}", text(&out.stderr));
 }

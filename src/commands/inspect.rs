@@ -74,9 +74,14 @@ fn validate_json(path: &Path, policy: crate::workspace::PathPolicy) -> Result<()
             (doc, Err(CliError::input(e.to_string())))
         }
     };
-    let mut out = super::DataOut::lock();
-    writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
-    result
+    let written = writeln!(
+        super::DataOut::lock(),
+        "{}",
+        serde_json::to_string_pretty(&doc)?
+    );
+    // The verdict wins over a failure to write the document.
+    result?;
+    Ok(written?)
 }
 
 pub(super) fn status_counts(planned: &[Planned]) -> (usize, usize, usize) {
@@ -287,6 +292,9 @@ pub(super) fn store_cmd(flag: Option<&Path>, action: &StoreAction) -> Result<()>
     if verify {
         let problems = store.verify()?;
         let n = store.keys()?.len();
+        // With --json the document is written first; a failure to write it never hides damage
+        // (the exit status is the verdict).
+        let mut written = Ok(());
         if as_json {
             let doc = json!({
                 "store": store.root().display().to_string(),
@@ -294,11 +302,15 @@ pub(super) fn store_cmd(flag: Option<&Path>, action: &StoreAction) -> Result<()>
                 "ok": problems.is_empty(),
                 "problems": problems,
             });
-            super::outln!("{}", serde_json::to_string_pretty(&doc)?);
+            written = writeln!(
+                super::DataOut::lock(),
+                "{}",
+                serde_json::to_string_pretty(&doc)?
+            );
         }
         if problems.is_empty() {
             if as_json {
-                return Ok(());
+                return Ok(written?);
             }
             super::outln!("{}: {n} objects verified", store.root().display());
             return Ok(());
