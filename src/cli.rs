@@ -1,5 +1,6 @@
 //! The talix command line: flags are parsed here (clap types only) and resolved into actions in
-//! `commands`; errors are mapped to exit codes in one place.
+//! `commands`; errors are mapped to exit codes in one place ([`crate::exit`]). The completion
+//! scripts and man pages are generated from these same types (`talix completions`, `talix man`).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands;
+use crate::exit::Exit;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,7 +30,8 @@ pub struct Cli {
     /// someone else's pull request.
     #[arg(long, global = true)]
     pub allow_outside_workspace: bool,
-    /// Log more (repeat for more detail); logs go to stderr.
+    /// Log more on stderr: -v info, -vv debug, -vvv trace (TALIX_LOG, else RUST_LOG, adds
+    /// tracing filter directives, e.g. TALIX_LOG=talix::discovery=debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     #[command(subcommand)]
@@ -53,7 +56,14 @@ pub struct ContractArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a profile; every problem is reported with file, field and line.
-    Validate(ProfileArg),
+    Validate {
+        #[command(flatten)]
+        profile: ProfileArg,
+        /// Machine-readable output: {"valid", "errors", "warnings"}, each finding with file,
+        /// line, field and message (also when invalid: exit 2, the findings on stdout).
+        #[arg(long)]
+        json: bool,
+    },
     /// Show every step: cached, run (and why), or blocked. Changes nothing.
     Plan {
         #[command(flatten)]
@@ -70,6 +80,9 @@ pub enum Command {
         profile: ProfileArg,
         /// Step id, e.g. render/cp1.
         step: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         contract: ContractArgs,
     },
@@ -157,6 +170,32 @@ pub enum Command {
         #[command(subcommand)]
         action: StoreAction,
     },
+    /// Print a shell completion script to stdout, generated from this command line, e.g.
+    /// `talix completions bash > ~/.local/share/bash-completion/completions/talix`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Run the built-in Talos simulator: `sim serve --spec FILE [--ready-file PATH]` (simulated
+    /// nodes on loopback), `sim proxmox` (the Proxmox VE API), `sim talosctl ARGS` (the
+    /// talosctl-compatible CLI, also reached through a `talosctl` symlink to talix).
+    Sim {
+        /// `serve ...`, `proxmox ...` or `talosctl ...`, parsed by the simulator.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<OsString>,
+    },
+    /// Print the talix(1) man page (roff) to stdout, or write one page per command to a
+    /// directory, e.g. `talix man | man -l -`.
+    Man {
+        /// Write talix.1, talix-plan.1, talix-secrets-init.1, ... to DIR instead.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,7 +237,13 @@ pub enum SecretsAction {
         i_know_this_breaks_the_cluster: bool,
     },
     /// Decrypt, check the bundle's structure and print its hash.
-    Verify(ProfileArg),
+    Verify {
+        #[command(flatten)]
+        profile: ProfileArg,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -212,6 +257,9 @@ pub enum StoreAction {
         /// profile the store's refs record) and name the receipts that cannot be rebuilt.
         #[arg(long)]
         repair: bool,
+        /// Machine-readable output (also when objects are damaged: exit 1, the list on stdout).
+        #[arg(long)]
+        json: bool,
     },
     /// Remove what the store does not recognise (interrupted writes, unknown entries).
     Prune { profile: Option<PathBuf> },
@@ -266,37 +314,188 @@ pub enum StoreAction {
     },
 }
 
-/// Parse `args` and run; the exit code: 0 success, 2 bad input (usage, profile), 1 failure.
+/// The command line as clap sees it, with `--help`'s epilogue (output conventions and the exit
+/// codes from [`Exit::table`]): what is parsed, completed and documented in the man page.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command().after_help(format!(
+        "Output: data (plans, reports, JSON, completions, man pages) on stdout; warnings, \
+         progress and logs on stderr. Colors and spinners only on a terminal; NO_COLOR=1 turns \
+         colors off.\n\n{}",
+        Exit::table()
+    ))
+}
+
+/// Parse `args` and run; the exit code comes from [`Exit`] (0 success, 1 failure, 2 bad input).
 pub fn run(args: Vec<OsString>) -> ExitCode {
-    let cli = match Cli::try_parse_from(args) {
+    use clap::FromArgMatches;
+    let parsed = command()
+        .try_get_matches_from(args)
+        .and_then(|m| Cli::from_arg_matches(&m).map_err(|e| e.format(&mut command())));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+            // `--help` and `--version` print to stdout and succeed; usage errors exit 2.
+            let code = if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Success
+            };
             let _ = e.print();
-            return ExitCode::from(code);
+            return code.into();
         }
     };
     init_tracing(cli.verbose);
     match commands::dispatch(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Exit::Success.into(),
         Err(e) => {
-            eprintln!("{}", e.message.trim_end());
-            ExitCode::from(e.code)
+            // An empty message: nothing to say (stdout's reader went away, see DataOut).
+            if !e.message.trim().is_empty() {
+                eprintln!("{}", e.message.trim_end());
+            }
+            e.code.into()
         }
     }
 }
 
-fn init_tracing(verbose: u8) {
+/// Whether escape codes may go to stderr: it is a terminal, `NO_COLOR` is unset or empty
+/// (<https://no-color.org>), and `TERM` is not `dumb`.
+pub fn color_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    color_allowed(|name| std::env::var_os(name)) && std::io::stderr().is_terminal()
+}
+
+fn color_allowed(var: impl Fn(&str) -> Option<OsString>) -> bool {
+    let no_color = var("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let dumb = var("TERM").is_some_and(|v| v == "dumb");
+    !no_color && !dumb
+}
+
+/// The tracing filter: the level `-v` asks for (warn, info, debug, trace), plus the directives
+/// of `TALIX_LOG`, else `RUST_LOG` (TALIX_LOG wins; an empty variable counts as unset). An
+/// invalid filter is reported and ignored, never fatal.
+fn log_filter(
+    verbose: u8,
+    var: impl Fn(&str) -> Option<String>,
+) -> (tracing_subscriber::EnvFilter, Option<String>) {
+    use tracing_subscriber::filter::LevelFilter;
     let level = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
+        0 => LevelFilter::WARN,
+        1 => LevelFilter::INFO,
+        2 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TALIX_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let plain = || tracing_subscriber::EnvFilter::new(level.to_string());
+    let from_env = ["TALIX_LOG", "RUST_LOG"].into_iter().find_map(|name| {
+        var(name)
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (name, v))
+    });
+    let Some((name, value)) = from_env else {
+        return (plain(), None);
+    };
+    // The variable's directives come after the level, so a bare level in it (RUST_LOG=debug)
+    // replaces the one -v chose, and target directives (talix::discovery=trace) add to it.
+    match tracing_subscriber::EnvFilter::builder().parse(format!("{level},{value}")) {
+        Ok(filter) => (filter, None),
+        Err(e) => (
+            plain(),
+            Some(format!(
+                "warning: {name}: invalid log filter ({e}); ignored"
+            )),
+        ),
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let (filter, warning) = log_filter(verbose, |name| std::env::var(name).ok());
+    if let Some(w) = warning {
+        eprintln!("{w}");
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(color_on_stderr())
         .with_target(false)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clap_types_are_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn no_color_and_dumb_terminals_turn_colors_off() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| OsString::from(v))
+            }
+        };
+        assert!(color_allowed(env(&[])));
+        assert!(
+            color_allowed(env(&[("NO_COLOR", "")])),
+            "empty NO_COLOR is unset"
+        );
+        assert!(!color_allowed(env(&[("NO_COLOR", "1")])));
+        assert!(!color_allowed(env(&[("TERM", "dumb")])));
+        assert!(color_allowed(env(&[("TERM", "xterm-256color")])));
+    }
+
+    fn filter(verbose: u8, pairs: &[(&str, &str)]) -> (String, Option<String>) {
+        let (f, w) = log_filter(verbose, |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        });
+        (f.to_string(), w)
+    }
+
+    #[test]
+    fn verbosity_sets_the_default_level() {
+        assert_eq!(filter(0, &[]).0, "warn");
+        assert_eq!(filter(1, &[]).0, "info");
+        assert_eq!(filter(2, &[]).0, "debug");
+        assert_eq!(filter(5, &[]).0, "trace");
+    }
+
+    #[test]
+    fn talix_log_wins_over_rust_log_and_adds_to_the_verbosity() {
+        let (f, w) = filter(
+            1,
+            &[
+                ("TALIX_LOG", "talix::discovery=trace"),
+                ("RUST_LOG", "debug"),
+            ],
+        );
+        assert!(f.contains("talix::discovery=trace"), "{f}");
+        assert!(f.contains("info"), "{f}");
+        assert!(!f.contains("debug"), "{f}");
+        assert_eq!(w, None);
+        let (f, _) = filter(0, &[("RUST_LOG", "debug")]);
+        assert_eq!(f, "debug", "a bare level replaces -v's");
+        let (f, _) = filter(2, &[("RUST_LOG", "warn")]);
+        assert_eq!(f, "warn");
+        let (f, _) = filter(0, &[("TALIX_LOG", ""), ("RUST_LOG", "debug")]);
+        assert!(
+            f.contains("debug"),
+            "an empty TALIX_LOG counts as unset: {f}"
+        );
+    }
+
+    #[test]
+    fn an_invalid_filter_warns_and_is_ignored() {
+        let (f, w) = filter(1, &[("TALIX_LOG", "talix=notalevel")]);
+        assert_eq!(f, "info");
+        let w = w.expect("a warning");
+        assert!(w.contains("TALIX_LOG") && w.contains("invalid"), "{w}");
+    }
 }

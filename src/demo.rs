@@ -115,7 +115,7 @@ fn show_kubectl(kubeconfig: &Path) {
             print!("{}", String::from_utf8_lossy(&out.stdout));
             eprint!("{}", String::from_utf8_lossy(&out.stderr));
         }
-        Err(e) => println!("(kubectl not available: {e})"),
+        Err(e) => eprintln!("(kubectl not available: {e})"),
     }
 }
 

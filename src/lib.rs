@@ -12,6 +12,7 @@ pub mod digest;
 pub mod discovery;
 pub mod engine;
 pub mod exec;
+pub mod exit;
 pub mod graph;
 pub mod kubeconfig_merge;
 pub mod lockfile;

@@ -210,7 +210,14 @@ fn an_imported_object_equals_what_a_local_build_produces() {
     let a = plan(imported.talix().args(["plan", "--json", HOMELAB]));
     let b = plan(built.talix().args(["plan", "--json", HOMELAB]));
     assert_eq!(a, b, "identical keys");
-    let kinds = ["secrets", "base-config", "talosconfig", "kubeconfig", "patch", "render"];
+    let kinds = [
+        "secrets",
+        "base-config",
+        "talosconfig",
+        "kubeconfig",
+        "patch",
+        "render",
+    ];
     let mut compared = 0;
     let mut secret = 0;
     for (id, (status, key)) in &a {

@@ -185,9 +185,12 @@ pub(super) fn discover(profile_path: &Path, policy: PathPolicy, json: bool) -> R
     };
     if json {
         let text = serde_json::to_string_pretty(&report)?;
-        println!("{text}");
+        super::outln!("{text}");
     } else {
-        print!("{}", table(&report));
+        {
+            use std::io::Write as _;
+            write!(super::DataOut::lock(), "{}", table(&report))?;
+        }
     }
     if missing.is_empty() {
         eprintln!(
@@ -198,7 +201,7 @@ pub(super) fn discover(profile_path: &Path, policy: PathPolicy, json: bool) -> R
         Ok(())
     } else {
         Err(CliError {
-            code: 1,
+            code: crate::exit::Exit::Failure,
             message: format!(
                 "error: discover: {} of {} node(s) not accounted for: {}{}",
                 missing.len(),

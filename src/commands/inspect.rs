@@ -11,10 +11,17 @@ use crate::store::Store;
 
 use super::load_profile;
 
-pub(super) fn validate(path: &Path, policy: crate::workspace::PathPolicy) -> Result<()> {
+pub(super) fn validate(
+    path: &Path,
+    policy: crate::workspace::PathPolicy,
+    as_json: bool,
+) -> Result<()> {
+    if as_json {
+        return validate_json(path, policy);
+    }
     let profile = load_profile(path, policy)?;
     let cps = profile.controlplanes().count();
-    println!(
+    super::outln!(
         "{}: profile {} is valid ({} control-plane, {} worker nodes)",
         path.display(),
         profile.name,
@@ -24,6 +31,57 @@ pub(super) fn validate(path: &Path, policy: crate::workspace::PathPolicy) -> Res
     Ok(())
 }
 
+fn findings_json(findings: &[crate::profile::Finding]) -> serde_json::Value {
+    findings
+        .iter()
+        .map(|f| {
+            json!({
+                "file": f.file.display().to_string(),
+                "line": f.line,
+                "field": f.field,
+                "message": f.message,
+            })
+        })
+        .collect()
+}
+
+/// `validate --json`: the same findings as the text, on stdout; exit 2 when there are errors
+/// (which also go to stderr, as without --json).
+fn validate_json(path: &Path, policy: crate::workspace::PathPolicy) -> Result<()> {
+    let (doc, result) = match crate::profile::load_with(path, policy) {
+        Ok(loaded) => {
+            let cps = loaded.profile.controlplanes().count();
+            let doc = json!({
+                "profile": path.display().to_string(),
+                "valid": true,
+                "name": loaded.profile.name,
+                "controlplane_nodes": cps,
+                "worker_nodes": loaded.profile.nodes.len() - cps,
+                "errors": [],
+                "warnings": findings_json(&loaded.warnings),
+            });
+            (doc, Ok(()))
+        }
+        Err(e) => {
+            let doc = json!({
+                "profile": path.display().to_string(),
+                "valid": false,
+                "errors": findings_json(&e.errors),
+                "warnings": findings_json(&e.warnings),
+            });
+            (doc, Err(CliError::input(e.to_string())))
+        }
+    };
+    let written = writeln!(
+        super::DataOut::lock(),
+        "{}",
+        serde_json::to_string_pretty(&doc)?
+    );
+    // The verdict wins over a failure to write the document.
+    result?;
+    Ok(written?)
+}
+
 pub(super) fn status_counts(planned: &[Planned]) -> (usize, usize, usize) {
     let count = |w: &str| planned.iter().filter(|p| p.status.word() == w).count();
     (count("cached"), count("run"), count("blocked"))
@@ -31,7 +89,7 @@ pub(super) fn status_counts(planned: &[Planned]) -> (usize, usize, usize) {
 
 pub(super) fn plan(s: Session, path: &Path, as_json: bool) -> Result<()> {
     let planned = s.engine().plan(&s.steps())?;
-    let mut out = std::io::stdout().lock();
+    let mut out = super::DataOut::lock();
     if as_json {
         let steps: Vec<_> = planned
             .iter()
@@ -86,7 +144,7 @@ pub(super) fn plan(s: Session, path: &Path, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn why(s: Session, path: &Path, step: &str) -> Result<()> {
+pub(super) fn why(s: Session, path: &Path, step: &str, as_json: bool) -> Result<()> {
     let planned = s.engine().plan(&s.steps())?;
     let Some(p) = planned.iter().find(|p| p.step.id.as_str() == step) else {
         let ids: Vec<&str> = planned.iter().map(|p| p.step.id.as_str()).collect();
@@ -96,7 +154,61 @@ pub(super) fn why(s: Session, path: &Path, step: &str) -> Result<()> {
             ids.join(", ")
         )));
     };
-    let mut out = std::io::stdout().lock();
+    let previous = match s.store.get_ref(&s.profile.name, &p.step.id)? {
+        Some(k) => s.store.manifest(&k)?,
+        None => None,
+    };
+    let flat = match &p.inputs {
+        Some(i) => i.flat(),
+        None => p
+            .step
+            .values
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect(),
+    };
+    let mut out = super::DataOut::lock();
+    if as_json {
+        // The same facts as the text: inputs as printed (secrets as hashes), never a value.
+        let last = previous.as_ref().map(|m| {
+            let changes = p.inputs.as_ref().map(|inputs| {
+                inputs
+                    .diff(&m.inputs)
+                    .into_iter()
+                    .map(|c| json!({"input": c.input, "old": c.old, "new": c.new}))
+                    .collect::<Vec<_>>()
+            });
+            let outputs: serde_json::Map<String, serde_json::Value> = m
+                .outputs
+                .iter()
+                .map(|(name, info)| {
+                    (
+                        name.clone(),
+                        json!({"hash": info.hash.to_string(), "size": info.size, "encrypted": info.encrypted}),
+                    )
+                })
+                .collect();
+            json!({
+                "key": m.key.to_string(),
+                "created": m.created,
+                "duration_ms": m.duration_ms,
+                "changes": changes,
+                "outputs": outputs,
+            })
+        });
+        let doc = json!({
+            "profile": s.profile.name,
+            "step": p.step.id.as_str(),
+            "secret": p.step.secret,
+            "status": p.status.word(),
+            "reason": p.status.reason(),
+            "key": p.key.map(|k| k.to_string()),
+            "inputs": flat,
+            "last_realised": last,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        return Ok(());
+    }
     writeln!(
         out,
         "step {} ({}): {}",
@@ -117,23 +229,10 @@ pub(super) fn why(s: Session, path: &Path, step: &str) -> Result<()> {
         )?,
     }
     writeln!(out, "inputs:")?;
-    let flat = match &p.inputs {
-        Some(i) => i.flat(),
-        None => p
-            .step
-            .values
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_string()))
-            .collect(),
-    };
     let width = flat.keys().map(String::len).max().unwrap_or(0);
     for (k, v) in &flat {
         writeln!(out, "  {k:<width$}  {v}")?;
     }
-    let previous = match s.store.get_ref(&s.profile.name, &p.step.id)? {
-        Some(k) => s.store.manifest(&k)?,
-        None => None,
-    };
     match (previous, &p.inputs) {
         (None, _) => writeln!(out, "never realised in this store")?,
         (Some(m), Some(inputs)) => {
@@ -190,9 +289,9 @@ pub(super) fn prune(flag: Option<&Path>, profile: Option<&Path>) -> Result<()> {
         removed.extend(ws.sweep_scratch());
     }
     for r in &removed {
-        println!("removed {}", r.display());
+        super::outln!("removed {}", r.display());
     }
-    println!(
+    super::outln!(
         "{}: pruned {} entries",
         store.root().display(),
         removed.len()

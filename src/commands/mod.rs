@@ -1,10 +1,11 @@
 //! What each command does: resolves the parsed flags (profile, store, lock file) into a
 //! [`Session`] and calls the engine. This is the edge: errors become one message and an exit
-//! code here. One file per group of commands: `inspect` (validate, plan, why, store prune),
-//! `realise` (build, export, up), `discover`, `secrets`, `store` (ls, gc, pin, unpin, verify),
-//! `graph_cmd` (graph).
+//! code here. One file per group of commands: `inspect` (validate, plan, why, store prune,
+//! schema), `realise` (build, export, up), `discover`, `secrets`, `store` (ls, gc, pin, unpin,
+//! verify), `store_archive` (export, import), `graph_cmd` (graph), `generate` (completions, man).
 
 mod discover;
+pub mod generate;
 mod graph_cmd;
 mod inspect;
 mod realise;
@@ -20,6 +21,7 @@ use crate::derivation::Step;
 use crate::digest::{Digest, domain};
 use crate::engine::Engine;
 use crate::exec::ToolVersions;
+use crate::exit::Exit;
 use crate::graph::{self, EffectiveContract};
 use crate::lockfile::{LockFile, SecretsLock};
 use crate::profile::{self, Finding, Profile};
@@ -28,31 +30,97 @@ use crate::steps::StepEnv;
 use crate::store::local::LocalStore;
 use crate::workspace::{PathPolicy, WorkspaceLock};
 
-/// A failure at the edge: what to print and the exit code.
+/// A failure at the edge: what to print and the exit code (see [`crate::exit`]).
 #[derive(Debug)]
 pub struct CliError {
-    pub code: u8,
+    pub code: Exit,
     pub message: String,
 }
 
 impl CliError {
-    /// Bad input from the operator (exit 2).
+    /// Bad input from the operator ([`Exit::Usage`]).
     pub fn input(message: impl Into<String>) -> Self {
         Self {
-            code: 2,
+            code: Exit::Usage,
+            message: message.into(),
+        }
+    }
+
+    /// A failure ([`Exit::Failure`]); `message` is printed as it is.
+    pub fn failure(message: impl Into<String>) -> Self {
+        Self {
+            code: Exit::Failure,
             message: message.into(),
         }
     }
 }
 
-impl<E: std::fmt::Display> From<E> for CliError {
+impl<E: std::fmt::Display + 'static> From<E> for CliError {
     fn from(e: E) -> Self {
-        Self {
-            code: 1,
-            message: format!("error: {e}"),
+        let closed = (&e as &dyn std::any::Any)
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<StdoutClosed>());
+        if closed {
+            // The reader of our data went away (`talix plan | head -1`): nothing to report.
+            return Self {
+                code: Exit::Success,
+                message: String::new(),
+            };
         }
+        Self::failure(format!("error: {e}"))
     }
 }
+
+/// Marks the error of a write to stdout whose reader has gone (EPIPE). Only stdout is treated
+/// so: a broken pipe to talosctl (secrets through /dev/fd) stays a failure.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout was closed by its reader")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// stdout for a command's data (locked). A reader that went away (`talix plan | head -1`) ends
+/// the command quietly with exit 0, as ripgrep does, instead of an error or a panic.
+pub struct DataOut(std::io::StdoutLock<'static>);
+
+impl DataOut {
+    pub fn lock() -> Self {
+        Self(std::io::stdout().lock())
+    }
+}
+
+fn mark_closed(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::io::Error::new(std::io::ErrorKind::BrokenPipe, StdoutClosed)
+    } else {
+        e
+    }
+}
+
+impl std::io::Write for DataOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(mark_closed)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(mark_closed)
+    }
+}
+
+/// `println!` for a command's data, through [`DataOut`]; a write error returns from the
+/// calling command (`?`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!($crate::commands::DataOut::lock(), $($arg)*)?;
+    }};
+}
+pub(crate) use outln;
 
 type Result<T> = std::result::Result<T, CliError>;
 
@@ -165,6 +233,15 @@ impl Session {
             )));
         }
         let store = LocalStore::open(&store_dir(cli_store, Some(profile_path)))?;
+        tracing::info!(
+            "profile {} ({}), contract {} ({:?}), store {}, lock file {}",
+            profile.name,
+            profile.source.display(),
+            contract.contract,
+            contract.source,
+            store.root().display(),
+            profile.workspace.lock_file().display()
+        );
         let recipients = recipients_of(&profile)?;
         let identities = Arc::new(LazyIdentities::new(identity.map(Path::to_path_buf)));
         let cipher = AgeObjectCipher {
@@ -243,7 +320,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     let read = |path: &Path, contract: &ContractArgs| open_as(path, contract, Access::Read);
     let open = |path: &Path, contract: &ContractArgs| open_as(path, contract, Access::Write);
     match &cli.command {
-        Command::Validate(p) => inspect::validate(&p.profile, policy),
+        Command::Validate { profile, json } => inspect::validate(&profile.profile, policy, *json),
         Command::Plan {
             profile,
             json,
@@ -252,8 +329,14 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Why {
             profile,
             step,
+            json,
             contract,
-        } => inspect::why(read(&profile.profile, contract)?, &profile.profile, step),
+        } => inspect::why(
+            read(&profile.profile, contract)?,
+            &profile.profile,
+            step,
+            *json,
+        ),
         Command::Build { profile, contract } => realise::build(open(&profile.profile, contract)?),
         Command::Up {
             profile,
@@ -296,5 +379,14 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             action,
         ),
         Command::Schema { markdown } => inspect::schema(*markdown),
+        Command::Completions { shell } => generate::completions(*shell),
+        Command::Man { out_dir } => generate::man(out_dir.as_deref()),
+        // `talix sim ...` is normally routed to the simulator before parsing (src/main.rs); this
+        // is `talix -v sim ...` and the like. The simulator prints its own messages.
+        Command::Sim { args } => match talos_sim::sim_main(args.clone()) {
+            0 => Ok(()),
+            2 => Err(CliError::input(String::new())),
+            _ => Err(CliError::failure(String::new())),
+        },
     }
 }

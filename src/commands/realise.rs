@@ -11,6 +11,15 @@ use crate::lockfile::LockFile;
 use crate::store::Store;
 use crate::store::local::atomic_write;
 
+/// One line of the run's report on stdout. A reader that went away (`talix up | head -3`)
+/// never stops a run half-way: the line is dropped and the work goes on.
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(super::DataOut::lock(), $($arg)*);
+    }};
+}
+
 pub(super) fn export(s: Session, out: &Path) -> Result<()> {
     let steps: Vec<Step> = s
         .steps()
@@ -19,14 +28,11 @@ pub(super) fn export(s: Session, out: &Path) -> Result<()> {
         .collect();
     let planned = s.engine().plan(&steps)?;
     if planned.iter().any(|p| p.status != Status::Cached) {
-        return Err(CliError {
-            code: 1,
-            message: format!(
-                "error: configs of {} are not built; run `talix build {}` first",
-                s.profile.name,
-                s.profile.source.display()
-            ),
-        });
+        return Err(CliError::failure(format!(
+            "error: configs of {} are not built; run `talix build {}` first",
+            s.profile.name,
+            s.profile.source.display()
+        )));
     }
     let mut files = Vec::new();
     for p in &planned {
@@ -64,7 +70,7 @@ pub(super) fn export(s: Session, out: &Path) -> Result<()> {
         atomic_write(&out.join(&name), &bytes, Some(0o600))?;
         written.push(name);
     }
-    println!(
+    super::outln!(
         "{}: wrote {} (mode 0600)",
         out.display(),
         written.join(", ")
@@ -96,14 +102,14 @@ impl Progress {
             } else {
                 "ran"
             };
-            println!(
+            report!(
                 "  {verb:<8} {:<16} {} ms  ({why})",
                 r.id.as_str(),
                 r.duration_ms
             );
         } else {
             self.cached += 1;
-            println!("  cached   {}", r.id.as_str());
+            report!("  cached   {}", r.id.as_str());
         }
     }
 }
@@ -138,9 +144,11 @@ pub(super) fn build(s: Session) -> Result<()> {
     let _guard = s.store.lock(true)?;
     let mut progress = Progress::default();
     realise_configs(&s, &mut progress)?;
-    println!(
+    report!(
         "{}: {} built, {} cached",
-        s.profile.name, progress.ran, progress.cached
+        s.profile.name,
+        progress.ran,
+        progress.cached
     );
     Ok(())
 }
@@ -244,7 +252,7 @@ pub(super) fn up(mut s: Session, options: UpOptions) -> Result<()> {
     }
     result?;
     merged?;
-    println!(
+    report!(
         "{}: {} ran, {} cached; talosconfig {} ; kubeconfig {}",
         s.profile.name,
         progress.ran,

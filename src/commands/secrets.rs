@@ -19,7 +19,7 @@ pub(super) fn secrets_cmd(
         | SecretsAction::Show(profile)
         | SecretsAction::Rekey { profile, .. }
         | SecretsAction::Edit { profile, .. }
-        | SecretsAction::Verify(profile) => &profile.profile,
+        | SecretsAction::Verify { profile, .. } => &profile.profile,
     };
     // Plaintext scratch of an earlier run that was killed (SIGKILL, power loss of the shell…).
     for dir in crate::secrets::PrivateDir::sweep() {
@@ -30,15 +30,11 @@ pub(super) fn secrets_cmd(
     }
     let s = open(profile, &no_contract_change)?;
     let file = s.profile.workspace.secrets_file().to_path_buf();
-    let secrets_err = |e: crate::secrets::SecretsError| CliError {
-        code: 1,
-        message: format!("error: {e}"),
-    };
+    let secrets_err = |e: crate::secrets::SecretsError| CliError::failure(format!("error: {e}"));
     let ids = || {
-        s.identities.get().map_err(|e| CliError {
-            code: 1,
-            message: format!("error: {e}"),
-        })
+        s.identities
+            .get()
+            .map_err(|e| CliError::failure(format!("error: {e}")))
     };
     let mut lock = s.lock.clone();
     match action {
@@ -54,13 +50,10 @@ pub(super) fn secrets_cmd(
                 ),
                 None => {
                     let program = crate::exec::locate(crate::derivation::Tool::Talosctl)?;
-                    let talosctl_version =
-                        s.tools
-                            .get(crate::derivation::Tool::Talosctl)
-                            .map_err(|e| CliError {
-                                code: 1,
-                                message: format!("error: {e}"),
-                            })?;
+                    let talosctl_version = s
+                        .tools
+                        .get(crate::derivation::Tool::Talosctl)
+                        .map_err(|e| CliError::failure(format!("error: {e}")))?;
                     crate::secrets::BundleSource::Talosctl {
                         program,
                         contract: s.contract.contract.to_string(),
@@ -89,7 +82,7 @@ pub(super) fn secrets_cmd(
             s.record_secrets(&mut lock, hash)?;
             lock.save(&s.profile.workspace)?;
             realise_secrets_step(&s);
-            println!(
+            super::outln!(
                 "{}: new secrets bundle {} encrypted to {} recipient(s)",
                 file.display(),
                 hash.short(),
@@ -101,7 +94,7 @@ pub(super) fn secrets_cmd(
             if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
                 eprintln!("warning: printing the plaintext secrets bundle to a terminal");
             }
-            std::io::stdout().write_all(bundle.expose_secret())?;
+            super::DataOut::lock().write_all(bundle.expose_secret())?;
         }
         SecretsAction::Rekey {
             i_know_this_locks_me_out,
@@ -117,7 +110,7 @@ pub(super) fn secrets_cmd(
             s.record_secrets(&mut lock, hash)?;
             lock.save(&s.profile.workspace)?;
             realise_secrets_step(&s);
-            println!(
+            super::outln!(
                 "{}: re-encrypted to {} recipient(s); bundle {} unchanged",
                 file.display(),
                 s.cipher.recipients.len(),
@@ -141,13 +134,13 @@ pub(super) fn secrets_cmd(
                 .map_err(secrets_err)?
             {
                 crate::secrets::EditOutcome::Unchanged(h) => {
-                    println!("{}: unchanged (bundle {})", file.display(), h.short())
+                    super::outln!("{}: unchanged (bundle {})", file.display(), h.short())
                 }
                 crate::secrets::EditOutcome::Changed { before, after } => {
                     s.record_secrets(&mut lock, after)?;
                     lock.save(&s.profile.workspace)?;
                     realise_secrets_step(&s);
-                    println!(
+                    super::outln!(
                         "{}: bundle {} -> {}",
                         file.display(),
                         before.short(),
@@ -156,9 +149,20 @@ pub(super) fn secrets_cmd(
                 }
             }
         }
-        SecretsAction::Verify(_) => {
+        SecretsAction::Verify { json, .. } => {
             let hash = SecretsCommands::verify(&file, ids()?).map_err(secrets_err)?;
-            println!("{}: valid secrets bundle {hash}", file.display());
+            if *json {
+                // The bundle's hash only, as everywhere: never a secret value.
+                let doc = serde_json::json!({
+                    "profile": s.profile.name,
+                    "file": file.display().to_string(),
+                    "valid": true,
+                    "bundle_hash": hash.to_string(),
+                });
+                super::outln!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                super::outln!("{}: valid secrets bundle {hash}", file.display());
+            }
         }
     }
     Ok(())

@@ -37,7 +37,11 @@ pub(super) struct StoreCtx<'a> {
 pub(super) fn store_cmd(cx: &StoreCtx<'_>, action: &StoreAction) -> Result<()> {
     match action {
         StoreAction::Prune { profile } => super::inspect::prune(cx.flag, profile.as_deref()),
-        StoreAction::Verify { profile, repair } => verify(cx, profile.as_deref(), *repair),
+        StoreAction::Verify {
+            profile,
+            repair,
+            json,
+        } => verify(cx, profile.as_deref(), *repair, *json),
         StoreAction::Ls { profile, json } => ls(cx, profile.as_deref(), *json),
         StoreAction::Gc {
             profile,
@@ -95,7 +99,7 @@ fn lock_hashes(path: &Path) -> Result<Option<BTreeSet<Digest>>> {
         return Ok(None);
     }
     let lock = LockFile::load(path).map_err(|e| CliError {
-        code: 1,
+        code: crate::exit::Exit::Failure,
         message: format!(
             "error: {e}\nnothing was removed: gc must know what the lock file records"
         ),
@@ -384,7 +388,7 @@ fn lenient_reach(store: &dyn Store, roots: &[Root]) -> Result<Reach> {
 fn take_lock(store: &LocalStore, no_wait: bool) -> Result<Box<dyn crate::store::WriteLock>> {
     store.lock(!no_wait).map_err(|e| match e {
         StoreError::Locked { .. } => CliError {
-            code: 1,
+            code: crate::exit::Exit::Failure,
             message: format!(
                 "error: {e}\nnothing was removed\nhint: wait for it to finish, or run gc without --no-wait to wait for it"
             ),
@@ -410,7 +414,7 @@ fn collect(cx: &StoreCtx<'_>, profile: Option<&Path>, dry_run: bool, no_wait: bo
         );
     }
     let reach = gc::reach(&store, &set.roots).map_err(|e| CliError {
-        code: 1,
+        code: crate::exit::Exit::Failure,
         message: format!("error: {e}"),
     })?;
     let freed = gc::collect(&store, &reach, dry_run)?;
@@ -623,7 +627,7 @@ fn pure_prefix(steps: Vec<Step>) -> Vec<Step> {
     out
 }
 
-fn verify(cx: &StoreCtx<'_>, profile: Option<&Path>, repair: bool) -> Result<()> {
+fn verify(cx: &StoreCtx<'_>, profile: Option<&Path>, repair: bool, as_json: bool) -> Result<()> {
     let store = existing_store(cx.flag, profile)?;
     let mut problems = audit(&store, cx.policy)?;
     if repair && !problems.is_empty() {
@@ -651,8 +655,27 @@ fn verify(cx: &StoreCtx<'_>, profile: Option<&Path>, repair: bool) -> Result<()>
         problems = audit(&store, cx.policy)?;
     }
     let n = store.keys()?.len();
+    // With --json the document is written first, also when objects are damaged; a failure to
+    // write it never hides damage (the exit status is the verdict).
+    let mut written = Ok(());
+    if as_json {
+        let doc = serde_json::json!({
+            "store": store.root().display().to_string(),
+            "objects": n,
+            "ok": problems.is_empty(),
+            "problems": problems.iter().map(|p| p.line(repair)).collect::<Vec<_>>(),
+        });
+        written = writeln!(
+            super::DataOut::lock(),
+            "{}",
+            serde_json::to_string_pretty(&doc)?
+        );
+    }
     if problems.is_empty() {
-        println!("{}: {n} objects verified", store.root().display());
+        if as_json {
+            return Ok(written?);
+        }
+        super::outln!("{}: {n} objects verified", store.root().display());
         return Ok(());
     }
     let receipts = problems
@@ -669,7 +692,7 @@ fn verify(cx: &StoreCtx<'_>, profile: Option<&Path>, repair: bool) -> Result<()>
         problems.len()
     ));
     Err(CliError {
-        code: 1,
+        code: crate::exit::Exit::Failure,
         message: message.join("\n"),
     })
 }
@@ -696,7 +719,7 @@ fn repair_profile(cx: &StoreCtx<'_>, store: &LocalStore, path: &Path) -> Result<
             println!("rebuilt {} {}", r.id, r.key);
         }
     })?;
-    println!(
+    super::outln!(
         "{}: {rebuilt} of {} pure steps rebuilt",
         s.profile.name,
         steps.len()

@@ -28,7 +28,7 @@ pub(super) fn export(s: Session, out: &Path) -> Result<()> {
         Ok(Some(c)) => c,
         Ok(None) => {
             return Err(CliError {
-                code: 1,
+                code: crate::exit::Exit::Failure,
                 message: format!(
                     "error: nothing of {} is realised in the store {}\n{hint}",
                     s.profile.name,
@@ -38,7 +38,7 @@ pub(super) fn export(s: Session, out: &Path) -> Result<()> {
         }
         Err(ExportError::Incomplete(why)) => {
             return Err(CliError {
-                code: 1,
+                code: crate::exit::Exit::Failure,
                 message: format!(
                     "error: cannot export {}: {why}\nhint: run `talix store prune`, then `talix build {}` (or `talix up`), then export again",
                     s.profile.name,
@@ -49,7 +49,7 @@ pub(super) fn export(s: Session, out: &Path) -> Result<()> {
         Err(ExportError::Store(e)) => return Err(e.into()),
     };
     let bytes = archive::write_archive(&closure, &Limits::DEFAULT).map_err(|e| CliError {
-        code: 1,
+        code: crate::exit::Exit::Failure,
         message: format!("error: cannot export {}: {e}", s.profile.name),
     })?;
     atomic_write(out, &bytes, None)?;
@@ -58,7 +58,7 @@ pub(super) fn export(s: Session, out: &Path) -> Result<()> {
         .values()
         .filter(|o| o.manifest.outputs.values().any(|i| i.encrypted && i.stored))
         .count();
-    println!(
+    super::outln!(
         "{}: {} objects of {} ({secret} with encrypted outputs), {} refs, {} bytes",
         out.display(),
         closure.objects.len(),
@@ -95,7 +95,7 @@ pub(super) fn import(flag: Option<&Path>, path: &Path, profile: Option<&Path>) -
     })?;
     let store = LocalStore::open(&store_dir(flag, profile))?;
     let report = archive::import(&store, &closure)?;
-    println!(
+    super::outln!(
         "{}: imported {} objects into {} ({} added, {} already present, {} damaged replaced), {} refs of {}",
         path.display(),
         closure.objects.len(),

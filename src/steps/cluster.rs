@@ -155,16 +155,30 @@ fn talosctl_via(
     exec::run_capture(&program, argv, |_| {})
 }
 
-/// A spinner on stderr while waiting on the cluster (drawn only when stderr is a terminal),
-/// cleared when dropped, on success and on error alike.
+/// A spinner on stderr while waiting on the cluster, cleared when dropped, on success and on
+/// error alike. Off a terminal (or with TERM=dumb) it is one plain line instead: logs and CI
+/// output get the message without cursor movement or escape codes.
 pub struct Spinner(indicatif::ProgressBar);
 
 impl Spinner {
     pub fn start(message: String) -> Self {
+        if !spinner_allowed(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("TERM").as_deref(),
+        ) {
+            eprintln!("{message} ...");
+            return Self(indicatif::ProgressBar::hidden());
+        }
         let pb = indicatif::ProgressBar::new_spinner().with_message(message);
         pb.enable_steady_tick(Duration::from_millis(120));
         Self(pb)
     }
+}
+
+/// Whether a spinner may be drawn: stderr is a terminal that understands cursor movement.
+/// (NO_COLOR is about colors; the spinner has none, so it stays.)
+fn spinner_allowed(stderr_is_terminal: bool, term: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && term.is_none_or(|t| t != "dumb")
 }
 
 impl Drop for Spinner {
@@ -912,6 +926,20 @@ pub fn check_kubernetes_path(from: &KubeVersion, to: &KubeVersion) -> Result<(),
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod spinner_tests {
+    use super::spinner_allowed;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn spinners_only_on_terminals_that_are_not_dumb() {
+        assert!(spinner_allowed(true, Some(OsStr::new("xterm-256color"))));
+        assert!(spinner_allowed(true, None));
+        assert!(!spinner_allowed(true, Some(OsStr::new("dumb"))));
+        assert!(!spinner_allowed(false, Some(OsStr::new("xterm"))));
+    }
 }
 
 #[cfg(test)]

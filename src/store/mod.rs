@@ -5,8 +5,8 @@
 //! and [`memory::MemoryStore`] an in-process one. `tests` holds one conformance suite that runs
 //! against both.
 
-pub mod gc;
 pub mod archive;
+pub mod gc;
 pub mod local;
 pub mod memory;
 
