@@ -89,6 +89,15 @@ pub enum Command {
         profile: ProfileArg,
         #[command(flatten)]
         contract: ContractArgs,
+        /// Print the commands `up` would run, in order (secrets never shown, `<discovered>`
+        /// where only discovery knows the address), and run none that touches a node: nothing
+        /// is written to the store, the lock file or the config dir.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: machine-readable output
+        /// ({"profile", "dry_run", "steps": [{"id", "reason", "commands"}], "cached", "changes"}).
+        #[arg(long, requires = "dry_run")]
+        json: bool,
     },
     /// Rehearse a whole bootstrap on this machine: a simulated 3+2 cluster on loopback, `up`,
     /// `up` again (all cached), then clean up.

@@ -3,6 +3,7 @@
 //! code here. One file per group of commands: `inspect` (validate, plan, why, store),
 //! `realise` (build, export, up), `secrets`.
 
+mod dryrun;
 mod inspect;
 mod realise;
 mod secrets;
@@ -250,7 +251,19 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             contract,
         } => inspect::why(read(&profile.profile, contract)?, &profile.profile, step),
         Command::Build { profile, contract } => realise::build(open(&profile.profile, contract)?),
-        Command::Up { profile, contract } => realise::up(open(&profile.profile, contract)?),
+        Command::Up {
+            profile,
+            contract,
+            dry_run: false,
+            ..
+        } => realise::up(open(&profile.profile, contract)?),
+        // Reads like `plan`: no workspace lock, no store lock, nothing created.
+        Command::Up {
+            profile,
+            contract,
+            dry_run: true,
+            json,
+        } => dryrun::up_dry_run(read(&profile.profile, contract)?, *json),
         Command::Demo {
             keep,
             reboot_delay_ms,
