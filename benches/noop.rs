@@ -1,8 +1,10 @@
 //! What a run that changes nothing costs (`cargo bench --bench noop`): for simulated clusters of
 //! 3 control planes + 2, 22, 57 and 247 workers, the first `up` brings the cluster up, then
-//! `plan`, a no-op `up` and `up --dry-run` are timed (median and best of `NOOP_RUNS`, default
-//! 10). Issue 10's target: a no-op `up` within 2x of `plan` at every size, under 100 ms for
-//! 250 nodes. `NOOP_SIZES=2,57` picks sizes; `NOOP_KEEP=1` keeps the workspaces. Loopback only.
+//! `plan`, a no-op `up` and `up --dry-run` are timed (wall and CPU medians of `NOOP_RUNS`,
+//! default 10). Issue 10's target: a no-op `up` within 2x of `plan` at every size, under 100 ms
+//! for 250 nodes. `NOOP_SIZES=2,57` picks sizes; `NOOP_BEFORE=/path/to/talix` also measures
+//! another build on the same workspaces (before/after); `NOOP_KEEP=1` keeps the workspaces.
+//! Loopback only.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -73,9 +75,24 @@ fn profile(a: u8, workers: usize, recipient: &str) -> String {
     )
 }
 
+/// CPU time (user + system) of every waited-for child so far: talix and what it ran.
+fn children_cpu() -> Duration {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we own.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
 fn talix(ws: &Path, args: &[&str]) -> (Duration, String) {
+    talix_cpu(TALIX, ws, args).0
+}
+
+/// Wall time and stdout of `talix args`, and the CPU time it (and its children) used.
+fn talix_cpu(bin: &str, ws: &Path, args: &[&str]) -> ((Duration, String), Duration) {
+    let cpu = children_cpu();
     let started = Instant::now();
-    let out = Command::new(TALIX)
+    let out = Command::new(bin)
         .args(args)
         .current_dir(ws)
         .env("TALIX_TALOSCTL", ws.join("bin/talosctl"))
@@ -96,7 +113,10 @@ fn talix(ws: &Path, args: &[&str]) -> (Duration, String) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
-    (wall, String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        (wall, String::from_utf8_lossy(&out.stdout).into_owned()),
+        children_cpu() - cpu,
+    )
 }
 
 fn calls(ws: &Path) -> usize {
@@ -105,11 +125,17 @@ fn calls(ws: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// (median, best) of `runs` timings of `talix args`.
-fn timed(ws: &Path, args: &[&str], runs: usize) -> (Duration, Duration) {
-    let mut t: Vec<Duration> = (0..runs).map(|_| talix(ws, args).0).collect();
-    t.sort();
-    (t[t.len() / 2], t[0])
+/// Medians of `runs` runs of `talix args`: (wall, best wall, CPU).
+fn timed(bin: &str, ws: &Path, args: &[&str], runs: usize) -> (Duration, Duration, Duration) {
+    let (mut wall, mut cpu): (Vec<Duration>, Vec<Duration>) = (0..runs)
+        .map(|_| {
+            let ((w, _), c) = talix_cpu(bin, ws, args);
+            (w, c)
+        })
+        .unzip();
+    wall.sort();
+    cpu.sort();
+    (wall[wall.len() / 2], wall[0], cpu[cpu.len() / 2])
 }
 
 fn ms(d: Duration) -> String {
@@ -137,12 +163,29 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // This build, and `NOOP_BEFORE` (another talix, e.g. a build of an older commit) measured
+    // on the same converged workspaces for a before/after table.
+    let mut bins = vec![("this build".to_string(), TALIX.to_string())];
+    if let Ok(before) = std::env::var("NOOP_BEFORE") {
+        bins.insert(0, ("NOOP_BEFORE".to_string(), before));
+    }
+    let has_dry_run = |bin: &str| {
+        String::from_utf8_lossy(
+            &Command::new(bin)
+                .args(["up", "--help"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .contains("--dry-run")
+    };
     let mut rows = Vec::new();
     for (i, &workers) in sizes.iter().enumerate() {
         let dir = tempfile::tempdir().unwrap();
         let ws = dir.path();
         std::fs::create_dir_all(ws.join("profiles")).unwrap();
         std::fs::create_dir_all(ws.join("bin")).unwrap();
+        // The simulator as talosctl: always this build's (the measured talix may be older).
         std::os::unix::fs::symlink(TALIX, ws.join("bin/talosctl")).unwrap();
         let mut started = None;
         for attempt in 0..8u32 {
@@ -172,34 +215,60 @@ fn main() {
         let (noop_once, out) = talix(ws, &["up", p]);
         assert!(!out.contains("  ran "), "a no-op up ran something:\n{out}");
         let noop_calls = calls(ws);
-        let plan = timed(ws, &["plan", p], runs);
-        let up = timed(ws, &["up", p], runs);
-        let dry = timed(ws, &["up", "--dry-run", p], runs);
-        let (_, dry_out) = talix(ws, &["up", "--dry-run", p]);
-        assert!(
-            dry_out.contains("nothing to run"),
-            "dry run of a converged cluster:\n{dry_out}"
-        );
-        rows.push((workers, first, noop_once, noop_calls, plan, up, dry));
+        for (label, bin) in &bins {
+            let plan = timed(bin, ws, &["plan", p], runs);
+            let up = timed(bin, ws, &["up", p], runs);
+            let dry = if has_dry_run(bin) {
+                let ((_, dry_out), _) = talix_cpu(bin, ws, &["up", "--dry-run", p]);
+                assert!(
+                    dry_out.contains("nothing to run"),
+                    "dry run of a converged cluster:\n{dry_out}"
+                );
+                Some(timed(bin, ws, &["up", "--dry-run", p], runs))
+            } else {
+                None
+            };
+            rows.push((workers, label.clone(), first, noop_calls, plan, up, dry));
+        }
+        let _ = noop_once;
         rt.block_on(cluster.shutdown());
         if keep {
             println!("kept {}", dir.keep().display());
         }
     }
-    println!("\nno-op runs on a converged simulated cluster, medians (best) of {runs}, loopback only\n");
     println!(
-        "{:<8} {:>12} {:>16} {:>16} {:>16} {:>8} {:>14}",
-        "nodes", "first up s", "plan ms", "no-op up ms", "dry-run ms", "up/plan", "no-op calls"
+        "\nno-op runs on a converged simulated cluster ({}), loopback only;\n\
+         times: median wall / median CPU (user+sys of talix and its children) of {runs} runs;\n\
+         up/plan: ratio of wall medians, (cpu) of CPU medians; calls: talosctl calls of a no-op up\n",
+        bins.iter()
+            .map(|(l, b)| format!("{l}: {b}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    for (workers, first, _once, calls, plan, up, dry) in rows {
+    println!(
+        "{:<8} {:<12} {:>10} {:>16} {:>16} {:>16} {:>9} {:>9} {:>6}",
+        "nodes",
+        "talix",
+        "first up",
+        "plan ms",
+        "no-op up ms",
+        "dry-run ms",
+        "up/plan",
+        "(cpu)",
+        "calls"
+    );
+    for (workers, label, first, calls, plan, up, dry) in rows {
         println!(
-            "{:<8} {:>12.2} {:>16} {:>16} {:>16} {:>8.2} {:>14}",
+            "{:<8} {:<12} {:>8.1} s {:>16} {:>16} {:>16} {:>9.2} {:>9.2} {:>6}",
             format!("3+{workers}"),
+            label,
             first.as_secs_f64(),
-            format!("{} ({})", ms(plan.0), ms(plan.1)),
-            format!("{} ({})", ms(up.0), ms(up.1)),
-            format!("{} ({})", ms(dry.0), ms(dry.1)),
+            format!("{} / {}", ms(plan.0), ms(plan.2)),
+            format!("{} / {}", ms(up.0), ms(up.2)),
+            dry.map(|d| format!("{} / {}", ms(d.0), ms(d.2)))
+                .unwrap_or_else(|| "-".into()),
             up.0.as_secs_f64() / plan.0.as_secs_f64(),
+            up.2.as_secs_f64() / plan.2.as_secs_f64(),
             calls
         );
     }
