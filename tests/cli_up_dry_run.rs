@@ -24,8 +24,15 @@ fn snapshot(c: &Cluster) -> Snapshot {
         .into_iter()
         .filter_map(Result::ok)
         .filter(|e| {
-            let rel = e.path().strip_prefix(c.root()).unwrap().to_string_lossy().into_owned();
-            !rel.starts_with("talosctl.log") && !rel.starts_with("sim-") && !rel.starts_with(".kube")
+            let rel = e
+                .path()
+                .strip_prefix(c.root())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            !rel.starts_with("talosctl.log")
+                && !rel.starts_with("sim-")
+                && !rel.starts_with(".kube")
         })
         .map(|e| {
             let meta = std::fs::symlink_metadata(e.path()).unwrap();
@@ -35,7 +42,12 @@ fn snapshot(c: &Cluster) -> Snapshot {
             } else {
                 "dir".into()
             };
-            let rel = e.path().strip_prefix(c.root()).unwrap().display().to_string();
+            let rel = e
+                .path()
+                .strip_prefix(c.root())
+                .unwrap()
+                .display()
+                .to_string();
             (rel, (content, meta.ino(), meta.mtime(), meta.mtime_nsec()))
         })
         .collect()
@@ -118,10 +130,20 @@ fn a_dry_run_of_a_new_cluster_lists_applies_then_bootstrap_and_changes_nothing()
     let text = dry_run(&c, false);
     let json = dry_run(&c, true);
     let touched = changed(&before, &snapshot(&c));
-    assert!(touched.is_empty(), "the dry run wrote, moved or left: {touched:?}");
-    assert_eq!(c.root().join("store").exists(), had_store, "a store was created");
+    assert!(
+        touched.is_empty(),
+        "the dry run wrote, moved or left: {touched:?}"
+    );
+    assert_eq!(
+        c.root().join("store").exists(),
+        had_store,
+        "a store was created"
+    );
     let reached = node_calls(&c);
-    assert!(reached.is_empty(), "talosctl calls reached a node: {reached:?}");
+    assert!(
+        reached.is_empty(),
+        "talosctl calls reached a node: {reached:?}"
+    );
 
     // In order: the five applies at discovered maintenance addresses, then one bootstrap on
     // cp1, health, kubeconfig.
@@ -140,9 +162,16 @@ fn a_dry_run_of_a_new_cluster_lists_applies_then_bootstrap_and_changes_nothing()
         .collect();
     assert_eq!(applies.len(), 5, "{text}");
     for (i, node) in applies.iter().zip(["cp1", "cp2", "cp3", "w1", "w2"]) {
-        assert!(lines[..*i].iter().rev().any(|l| l.starts_with(&format!("apply/{node} "))), "{text}");
         assert!(
-            lines[*i].contains("-n '<discovered>' --insecure") && lines[*i].contains(&format!("'<pipe:render/{node}>'")),
+            lines[..*i]
+                .iter()
+                .rev()
+                .any(|l| l.starts_with(&format!("apply/{node} "))),
+            "{text}"
+        );
+        assert!(
+            lines[*i].contains("-n '<discovered>' --insecure")
+                && lines[*i].contains(&format!("'<pipe:render/{node}>'")),
             "{}",
             lines[*i]
         );
@@ -157,8 +186,14 @@ fn a_dry_run_of_a_new_cluster_lists_applies_then_bootstrap_and_changes_nothing()
     let bootstrap = bootstraps[0];
     assert!(applies.iter().all(|i| *i < bootstrap), "{text}");
     assert!(bootstrap < at(" health --wait-timeout"), "{text}");
-    assert!(at(" health --wait-timeout") < at(" kubeconfig - --merge=false --force"), "{text}");
-    assert!(text.contains("discover  (new)") && text.contains("<discovered>"), "{text}");
+    assert!(
+        at(" health --wait-timeout") < at(" kubeconfig - --merge=false --force"),
+        "{text}"
+    );
+    assert!(
+        text.contains("discover  (new)") && text.contains("<discovered>"),
+        "{text}"
+    );
     assert!(text.contains("talosctl gen config demo"), "{text}");
 
     // No secret of the bundle in either form.
@@ -174,7 +209,11 @@ fn a_dry_run_of_a_new_cluster_lists_applies_then_bootstrap_and_changes_nothing()
     assert!(needles.len() >= 10);
     for out in [&text, &json] {
         for n in &needles {
-            assert!(!out.contains(n.as_str()), "a secret ({}...) in the dry run", &n[..8]);
+            assert!(
+                !out.contains(n.as_str()),
+                "a secret ({}...) in the dry run",
+                &n[..8]
+            );
         }
     }
 
@@ -208,7 +247,10 @@ fn a_dry_run_of_a_new_cluster_lists_applies_then_bootstrap_and_changes_nothing()
         let got = unpiped(got);
         if let Some(i) = want.iter().position(|a| a == "<discovered>") {
             // The address discovery found: the maintenance (DHCP) address of that machine.
-            assert!(got[i].parse::<std::net::IpAddr>().is_ok(), "{step}: {got:?}");
+            assert!(
+                got[i].parse::<std::net::IpAddr>().is_ok(),
+                "{step}: {got:?}"
+            );
             let mut got = got.clone();
             got[i] = "<discovered>".into();
             assert_eq!(got, want, "{step}");
@@ -227,13 +269,25 @@ fn a_dry_run_of_a_converged_cluster_has_nothing_to_run_and_a_version_bump_shows_
     let before = snapshot(&c);
     let text = dry_run(&c, false);
     assert!(text.contains("demo: nothing to run;"), "{text}");
-    assert!(!text.contains("talosctl") && !text.contains("kubectl"), "{text}");
+    assert!(
+        !text.contains("talosctl") && !text.contains("kubectl"),
+        "{text}"
+    );
     let json = dry_run(&c, true);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["steps"].as_array().unwrap().len(), 0, "{json}");
-    assert!(c.calls().iter().all(|a| a.starts_with(&["version".to_string(), "--client".to_string()])), "{:?}", c.calls());
+    assert!(
+        c.calls()
+            .iter()
+            .all(|a| a.starts_with(&["version".to_string(), "--client".to_string()])),
+        "{:?}",
+        c.calls()
+    );
     let touched = changed(&before, &snapshot(&c));
-    assert!(touched.is_empty(), "the dry run wrote, moved or left: {touched:?}");
+    assert!(
+        touched.is_empty(),
+        "the dry run wrote, moved or left: {touched:?}"
+    );
 
     // A Talos bump: every config is re-rendered and re-applied through the talosconfig at the
     // recorded address, and each node upgraded (if it runs another version); nothing changes.
@@ -241,15 +295,35 @@ fn a_dry_run_of_a_converged_cluster_has_nothing_to_run_and_a_version_bump_shows_
     let before = snapshot(&c);
     let json = dry_run(&c, true);
     let touched = changed(&before, &snapshot(&c));
-    assert!(touched.is_empty(), "the dry run wrote, moved or left: {touched:?}");
+    assert!(
+        touched.is_empty(),
+        "the dry run wrote, moved or left: {touched:?}"
+    );
     assert!(node_calls(&c).is_empty(), "{:?}", node_calls(&c));
     let printed = dry_commands(&json, "change");
-    let applies: Vec<_> = printed.iter().filter(|(_, a)| a[0] == "apply-config").collect();
-    let upgrades: Vec<_> = printed.iter().filter(|(_, a)| a.contains(&"upgrade".to_string())).collect();
+    let applies: Vec<_> = printed
+        .iter()
+        .filter(|(_, a)| a[0] == "apply-config")
+        .collect();
+    let upgrades: Vec<_> = printed
+        .iter()
+        .filter(|(_, a)| a.contains(&"upgrade".to_string()))
+        .collect();
     assert_eq!(applies.len(), 5, "{printed:?}");
     assert_eq!(upgrades.len(), 5, "{printed:?}");
-    assert!(applies.iter().all(|(_, a)| a.contains(&"--talosconfig".to_string()) && !a.contains(&"--insecure".to_string())), "{applies:?}");
-    assert!(!printed.iter().any(|(_, a)| a.contains(&"bootstrap".to_string())), "bootstrapped once, ever: {printed:?}");
+    assert!(
+        applies
+            .iter()
+            .all(|(_, a)| a.contains(&"--talosconfig".to_string())
+                && !a.contains(&"--insecure".to_string())),
+        "{applies:?}"
+    );
+    assert!(
+        !printed
+            .iter()
+            .any(|(_, a)| a.contains(&"bootstrap".to_string())),
+        "bootstrapped once, ever: {printed:?}"
+    );
 
     // And `up` runs those applies and upgrades with the same arguments.
     c.clear_calls();
@@ -260,7 +334,11 @@ fn a_dry_run_of_a_converged_cluster_has_nothing_to_run_and_a_version_bump_shows_
         .filter(|a| a.contains(&"apply-config".to_string()) || a.contains(&"upgrade".to_string()))
         .map(|a| unpiped(&a))
         .collect();
-    let want: Vec<Vec<String>> = applies.iter().chain(upgrades.iter()).map(|(_, a)| unpiped(a)).collect();
+    let want: Vec<Vec<String>> = applies
+        .iter()
+        .chain(upgrades.iter())
+        .map(|(_, a)| unpiped(a))
+        .collect();
     let mut ran_sorted = ran.clone();
     ran_sorted.sort();
     let mut want_sorted = want.clone();
@@ -280,7 +358,14 @@ fn a_no_op_up_rewrites_no_file_and_stores_no_object() {
     assert!(before.contains_key("profiles/demo.lock"));
     assert!(before.contains_key("clusters/demo/kubeconfig"));
     c.clear_calls();
-    let out = c.talix_fast().args(["up", P]).assert().success().get_output().stdout.clone();
+    let out = c
+        .talix_fast()
+        .args(["up", P])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     let out = String::from_utf8(out).unwrap();
     assert!(!out.contains("  ran "), "{out}");
     let touched = changed(&before, &snapshot(&c));

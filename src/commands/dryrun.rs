@@ -24,6 +24,10 @@ struct StepOut {
 pub(super) fn up_dry_run(mut s: Session, json: bool) -> Result<()> {
     let timing = crate::steps::cluster::Timing::from_env()
         .map_err(|e| CliError::input(format!("error: {e}")))?;
+    s.tools.prefetch([
+        crate::derivation::Tool::Talosctl,
+        crate::derivation::Tool::Kubectl,
+    ]);
     check_kubernetes_jump(&s)?;
     // Read-only (the Proxmox API): without it the configs would differ from `up`'s.
     resolve_proxmox_macs(&mut s)?;

@@ -148,6 +148,11 @@ pub(super) fn build(s: Session) -> Result<()> {
 pub(super) fn up(mut s: Session) -> Result<()> {
     use crate::steps::cluster::{ClusterEnv, SharedLock, Timing};
     let timing = Timing::from_env().map_err(|e| CliError::input(format!("error: {e}")))?;
+    // The steps of `up` key on both tools: probe them while the profile and store are read.
+    s.tools.prefetch([
+        crate::derivation::Tool::Talosctl,
+        crate::derivation::Tool::Kubectl,
+    ]);
     check_kubernetes_jump(&s)?;
     resolve_proxmox_macs(&mut s)?;
     let _guard = s.store.lock(true)?;
@@ -193,7 +198,10 @@ pub(super) fn up(mut s: Session) -> Result<()> {
     // failure here must not hide the step error).
     let handed = (|| -> Result<()> {
         let kubeconfig = match &result {
-            Ok(done) => done.iter().find(|r| r.id.kind() == "kubeconfig").map(|r| r.key),
+            Ok(done) => done
+                .iter()
+                .find(|r| r.id.kind() == "kubeconfig")
+                .map(|r| r.key),
             Err(_) => engine
                 .plan(&all)?
                 .into_iter()
@@ -253,14 +261,14 @@ fn up_unchanged(
         s.profile.workspace.talosconfig(),
         s.profile.workspace.kubeconfig(),
     );
-    if let Some(r) = done.iter().find(|r| r.id.kind() == "kubeconfig") {
-        if let Err(e) = ensure_output(s, &r.key, "kubeconfig", &kubeconfig, 0o600) {
-            eprintln!(
-                "warning: could not write {}: {}",
-                kubeconfig.display(),
-                e.message
-            );
-        }
+    if let Some(r) = done.iter().find(|r| r.id.kind() == "kubeconfig")
+        && let Err(e) = ensure_output(s, &r.key, "kubeconfig", &kubeconfig, 0o600)
+    {
+        eprintln!(
+            "warning: could not write {}: {}",
+            kubeconfig.display(),
+            e.message
+        );
     }
     println!(
         "{}: {} ran, {} cached; talosconfig {} ; kubeconfig {}",

@@ -174,13 +174,26 @@ pub fn auth_argv(
 /// `--insecure`), or a configured node through this cluster's talosconfig.
 pub enum ApplyTarget<'a> {
     /// `-n <endpoint>` (address with the API port, or `<discovered>` in a dry run).
-    Maintenance { endpoint: &'a str },
-    Configured { endpoint: &'a str, node: &'a str },
+    Maintenance {
+        endpoint: &'a str,
+    },
+    Configured {
+        endpoint: &'a str,
+        node: &'a str,
+    },
 }
 
 /// The argv of an apply-config of the config piped in as `file`.
-pub fn apply_args(talosconfig: &std::path::Path, target: &ApplyTarget<'_>, file: &str) -> Vec<String> {
-    let mut args = vec!["apply-config".to_string(), "--file".into(), file.to_string()];
+pub fn apply_args(
+    talosconfig: &std::path::Path,
+    target: &ApplyTarget<'_>,
+    file: &str,
+) -> Vec<String> {
+    let mut args = vec![
+        "apply-config".to_string(),
+        "--file".into(),
+        file.to_string(),
+    ];
     match target {
         ApplyTarget::Maintenance { endpoint } => {
             // Maintenance mode: the node is the endpoint.
@@ -294,9 +307,18 @@ pub fn kubectl_nodes_args(kubeconfig: &std::path::Path) -> Vec<String> {
 /// `kubectl --kubeconfig K -n kube-system get pods -o json`.
 pub fn kubectl_pods_args(kubeconfig: &std::path::Path) -> Vec<String> {
     let k = kubeconfig.display().to_string();
-    ["--kubeconfig", &k, "-n", "kube-system", "get", "pods", "-o", "json"]
-        .map(String::from)
-        .to_vec()
+    [
+        "--kubeconfig",
+        &k,
+        "-n",
+        "kube-system",
+        "get",
+        "pods",
+        "-o",
+        "json",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// A spinner on stderr while waiting on the cluster (drawn only when stderr is a terminal),
@@ -620,7 +642,7 @@ impl Builder for KubeconfigBuilder {
         let node = first_controlplane(cx)?;
         // See KUBECONFIG_ARGS for why `- --merge=false --force`.
         let out = talosctl_auth(cx, env, node.ip, KUBECONFIG_ARGS)
-        .map_err(|e| cx.fail(format!("talosctl kubeconfig failed: {}", stderr_of(&e))))?;
+            .map_err(|e| cx.fail(format!("talosctl kubeconfig failed: {}", stderr_of(&e))))?;
         if out.stdout.is_empty() {
             return Err(cx.fail("talosctl kubeconfig returned nothing"));
         }
@@ -680,14 +702,13 @@ impl Builder for VerifyBuilder {
         let mut extensions = BTreeMap::new();
         if !cx.profile.talos.extensions.is_empty() {
             for n in &cx.profile.nodes {
-                let out = talosctl_auth(cx, env, n.ip, GET_EXTENSIONS_ARGS)
-                    .map_err(|e| {
-                        cx.fail(format!(
-                            "talosctl get extensions on {}: {}",
-                            n.name,
-                            stderr_of(&e)
-                        ))
-                    })?;
+                let out = talosctl_auth(cx, env, n.ip, GET_EXTENSIONS_ARGS).map_err(|e| {
+                    cx.fail(format!(
+                        "talosctl get extensions on {}: {}",
+                        n.name,
+                        stderr_of(&e)
+                    ))
+                })?;
                 let names = extension_names(&String::from_utf8_lossy(&out.stdout));
                 for want in &cx.profile.talos.extensions {
                     let short = want.rsplit('/').next().unwrap_or(want);
@@ -819,7 +840,7 @@ fn write_kubeconfig(cx: &BuildContext<'_>, env: &ClusterEnv) -> Result<(), StepE
 fn kubernetes_nodes(cx: &BuildContext<'_>, env: &ClusterEnv) -> Result<Vec<Value>, StepError> {
     let kubectl = exec::locate(Tool::Kubectl).map_err(|e| cx.fail(e.to_string()))?;
     let out = exec::run_capture(&kubectl, kubectl_nodes_args(&env.kubeconfig), |_| {})
-    .map_err(|e| cx.fail(format!("kubectl get nodes failed: {}", stderr_of(&e))))?;
+        .map_err(|e| cx.fail(format!("kubectl get nodes failed: {}", stderr_of(&e))))?;
     let nodes: Value =
         serde_json::from_slice(&out.stdout).map_err(|e| cx.fail(format!("kubectl output: {e}")))?;
     Ok(nodes["items"].as_array().cloned().unwrap_or_default())
@@ -926,13 +947,13 @@ fn lowest_control_plane_version(
     env: &ClusterEnv,
 ) -> Result<Option<KubeVersion>, StepError> {
     let kubectl = exec::locate(Tool::Kubectl).map_err(|e| cx.fail(e.to_string()))?;
-    let out = exec::run_capture(&kubectl, kubectl_pods_args(&env.kubeconfig), |_| {})
-    .map_err(|e| {
-        cx.fail(format!(
-            "kubectl get pods -n kube-system failed: {}",
-            stderr_of(&e)
-        ))
-    })?;
+    let out =
+        exec::run_capture(&kubectl, kubectl_pods_args(&env.kubeconfig), |_| {}).map_err(|e| {
+            cx.fail(format!(
+                "kubectl get pods -n kube-system failed: {}",
+                stderr_of(&e)
+            ))
+        })?;
     let pods: Value =
         serde_json::from_slice(&out.stdout).map_err(|e| cx.fail(format!("kubectl output: {e}")))?;
     Ok(lowest_version_of_pods(&pods))

@@ -85,9 +85,13 @@ pub fn record_local(step: &StepId, argv: &[String], pipes: &[String]) {
     let argv = argv
         .iter()
         .map(|a| {
-            pipes
-                .iter()
-                .fold(a.clone(), |a, p| if a.contains(p.as_str()) { a.replace(p.as_str(), "<pipe>") } else { a })
+            pipes.iter().fold(a.clone(), |a, p| {
+                if a.contains(p.as_str()) {
+                    a.replace(p.as_str(), "<pipe>")
+                } else {
+                    a
+                }
+            })
         })
         .collect();
     record(Entry {
@@ -185,7 +189,10 @@ impl Builder for DryBuilder {
                 );
                 Ok([
                     ("nodes".to_string(), BuiltOutput::Content(b"{}".to_vec())),
-                    ("configured".to_string(), BuiltOutput::Content(b"[]".to_vec())),
+                    (
+                        "configured".to_string(),
+                        BuiltOutput::Content(b"[]".to_vec()),
+                    ),
                 ]
                 .into())
             }
@@ -221,7 +228,12 @@ impl Builder for DryBuilder {
                             endpoint: &ep,
                             node: &bare,
                         };
-                        command(cx, "talosctl", Effect::Change, cluster::apply_args(tc, &target, &file))
+                        command(
+                            cx,
+                            "talosctl",
+                            Effect::Change,
+                            cluster::apply_args(tc, &target, &file),
+                        )
                     }
                     None => {
                         // As `endpoint_arg` writes a maintenance address: bare on 50000.
@@ -231,7 +243,12 @@ impl Builder for DryBuilder {
                             format!("<discovered>:{}", p.talos.api_port)
                         };
                         let target = ApplyTarget::Maintenance { endpoint: &ep };
-                        let mut e = command(cx, "talosctl", Effect::Change, cluster::apply_args(tc, &target, &file));
+                        let mut e = command(
+                            cx,
+                            "talosctl",
+                            Effect::Change,
+                            cluster::apply_args(tc, &target, &file),
+                        );
                         e.when = Some(format!(
                             "if {} is found in maintenance mode on {} (a node that already answers this cluster's talosconfig at {} is applied there instead)",
                             node.name, p.discovery.subnet, node.ip
@@ -254,7 +271,12 @@ impl Builder for DryBuilder {
                 let target = p.talos.version.with_v();
                 let image = p.talos.installer_image();
                 let via = cluster::upgrade_endpoint(cx, node)?;
-                record(command(cx, "talosctl", Effect::Read, auth(node.ip, cluster::VERSION_ARGS)));
+                record(command(
+                    cx,
+                    "talosctl",
+                    Effect::Read,
+                    auth(node.ip, cluster::VERSION_ARGS),
+                ));
                 let mut e = command(
                     cx,
                     "talosctl",
@@ -274,8 +296,16 @@ impl Builder for DryBuilder {
             }
             "ready" => {
                 let node = cluster::node_of(cx)?;
-                let mut e = command(cx, "talosctl", Effect::Read, auth(node.ip, cluster::VERSION_ARGS));
-                e.when = Some(format!("repeated until {} answers at {}", node.name, node.ip));
+                let mut e = command(
+                    cx,
+                    "talosctl",
+                    Effect::Read,
+                    auth(node.ip, cluster::VERSION_ARGS),
+                );
+                e.when = Some(format!(
+                    "repeated until {} answers at {}",
+                    node.name, node.ip
+                ));
                 record(e);
                 // After its upgrade step a node runs the profile's Talos.
                 Ok(cluster::ready_receipt(node, &p.talos.version.with_v()))
@@ -289,13 +319,26 @@ impl Builder for DryBuilder {
                     }
                     note(
                         cx,
-                        format!("etcd was bootstrapped on {} (lock file); not again", done.node),
+                        format!(
+                            "etcd was bootstrapped on {} (lock file); not again",
+                            done.node
+                        ),
                     );
                     return Ok(cluster::bootstrap_receipt(&done.node, done.secrets_hash));
                 }
-                let mut e = command(cx, "talosctl", Effect::Change, auth(node.ip, cluster::BOOTSTRAP_ARGS));
+                let mut e = command(
+                    cx,
+                    "talosctl",
+                    Effect::Change,
+                    auth(node.ip, cluster::BOOTSTRAP_ARGS),
+                );
                 if env.lock.pending.bootstrap.as_deref() == Some(node.name.as_str()) {
-                    record(command(cx, "talosctl", Effect::Read, auth(node.ip, cluster::ETCD_MEMBERS_ARGS)));
+                    record(command(
+                        cx,
+                        "talosctl",
+                        Effect::Read,
+                        auth(node.ip, cluster::ETCD_MEMBERS_ARGS),
+                    ));
                     e.when = Some(
                         "if etcd has no members yet (the interrupted bootstrap did not take effect)".into(),
                     );
@@ -315,7 +358,12 @@ impl Builder for DryBuilder {
             }
             "kubeconfig" => {
                 let node = cluster::first_controlplane(cx)?;
-                record(command(cx, "talosctl", Effect::Read, auth(node.ip, cluster::KUBECONFIG_ARGS)));
+                record(command(
+                    cx,
+                    "talosctl",
+                    Effect::Read,
+                    auth(node.ip, cluster::KUBECONFIG_ARGS),
+                ));
                 record(Entry {
                     step: cx.step.id.to_string(),
                     effect: Effect::Write,
@@ -334,13 +382,26 @@ impl Builder for DryBuilder {
             "upgrade-k8s" => {
                 let node = cluster::first_controlplane(cx)?;
                 let want = &p.talos.kubernetes_version;
-                record(command(cx, "kubectl", Effect::Read, cluster::kubectl_pods_args(&env.kubeconfig)));
-                record(command(cx, "kubectl", Effect::Read, cluster::kubectl_nodes_args(&env.kubeconfig)));
+                record(command(
+                    cx,
+                    "kubectl",
+                    Effect::Read,
+                    cluster::kubectl_pods_args(&env.kubeconfig),
+                ));
+                record(command(
+                    cx,
+                    "kubectl",
+                    Effect::Read,
+                    cluster::kubectl_nodes_args(&env.kubeconfig),
+                ));
                 let mut e = command(
                     cx,
                     "talosctl",
                     Effect::Change,
-                    auth(node.ip, &strs(&cluster::upgrade_k8s_args(&want.to_string()))),
+                    auth(
+                        node.ip,
+                        &strs(&cluster::upgrade_k8s_args(&want.to_string())),
+                    ),
                 );
                 let known = env
                     .lock
@@ -356,11 +417,26 @@ impl Builder for DryBuilder {
             }
             "verify" => {
                 let cp = cluster::first_controlplane(cx)?;
-                record(command(cx, "kubectl", Effect::Read, cluster::kubectl_nodes_args(&env.kubeconfig)));
-                record(command(cx, "talosctl", Effect::Read, auth(cp.ip, cluster::ETCD_MEMBERS_ARGS)));
+                record(command(
+                    cx,
+                    "kubectl",
+                    Effect::Read,
+                    cluster::kubectl_nodes_args(&env.kubeconfig),
+                ));
+                record(command(
+                    cx,
+                    "talosctl",
+                    Effect::Read,
+                    auth(cp.ip, cluster::ETCD_MEMBERS_ARGS),
+                ));
                 if !p.talos.extensions.is_empty() {
                     for n in &p.nodes {
-                        record(command(cx, "talosctl", Effect::Read, auth(n.ip, cluster::GET_EXTENSIONS_ARGS)));
+                        record(command(
+                            cx,
+                            "talosctl",
+                            Effect::Read,
+                            auth(n.ip, cluster::GET_EXTENSIONS_ARGS),
+                        ));
                     }
                 }
                 Ok(receipt(json!({"dry_run": true})))

@@ -75,7 +75,12 @@ impl Store for Overlay<'_> {
         // Immutable like every store: an object below (not discarded) stays the one read.
         if !self.in_upper(&manifest.key)
             && !self.hidden(&manifest.key)
-            && self.base.load_manifest(&manifest.key).ok().flatten().is_some()
+            && self
+                .base
+                .load_manifest(&manifest.key)
+                .ok()
+                .flatten()
+                .is_some()
         {
             return Ok(());
         }
@@ -150,7 +155,11 @@ mod tests {
         let _held = overlay.lock(false).unwrap();
         drop(overlay);
 
-        assert_eq!(walk(dir.path()), files_before, "the store below is untouched");
+        assert_eq!(
+            walk(dir.path()),
+            files_before,
+            "the store below is untouched"
+        );
         assert_eq!(base.get_ref("p", &step).unwrap(), Some(a.key));
         assert!(base.checked(&a.key).unwrap().is_some());
         assert_eq!(base.manifest(&b.key).unwrap(), None);
