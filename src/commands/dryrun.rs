@@ -24,11 +24,13 @@ struct StepOut {
 pub(super) fn up_dry_run(mut s: Session, json: bool) -> Result<()> {
     let timing = crate::steps::cluster::Timing::from_env()
         .map_err(|e| CliError::input(format!("error: {e}")))?;
+    check_kubernetes_jump(&s)?;
+    // Every step of `up` keys on both tools: probe them in the background while the store is
+    // read; only after the checks that refuse without running anything.
     s.tools.prefetch([
         crate::derivation::Tool::Talosctl,
         crate::derivation::Tool::Kubectl,
     ]);
-    check_kubernetes_jump(&s)?;
     // Read-only (the Proxmox API): without it the configs would differ from `up`'s.
     resolve_proxmox_macs(&mut s)?;
     let overlay = Overlay::new(&s.store);

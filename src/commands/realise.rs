@@ -148,12 +148,13 @@ pub(super) fn build(s: Session) -> Result<()> {
 pub(super) fn up(mut s: Session) -> Result<()> {
     use crate::steps::cluster::{ClusterEnv, SharedLock, Timing};
     let timing = Timing::from_env().map_err(|e| CliError::input(format!("error: {e}")))?;
-    // The steps of `up` key on both tools: probe them while the profile and store are read.
+    check_kubernetes_jump(&s)?;
+    // Every step of `up` keys on both tools: probe them in the background while the store is
+    // read; only after the checks that refuse without running anything.
     s.tools.prefetch([
         crate::derivation::Tool::Talosctl,
         crate::derivation::Tool::Kubectl,
     ]);
-    check_kubernetes_jump(&s)?;
     resolve_proxmox_macs(&mut s)?;
     let _guard = s.store.lock(true)?;
     let mut progress = Progress::default();
