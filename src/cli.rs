@@ -109,6 +109,15 @@ pub enum Command {
         /// false`.
         #[arg(long)]
         no_merge_kubeconfig: bool,
+        /// Print the commands `up` would run, in order (secrets never shown, `<discovered>`
+        /// where only discovery knows the address), and run none that touches a node: nothing
+        /// is written to the store, the lock file or the config dir.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: machine-readable output
+        /// ({"profile", "dry_run", "steps": [{"id", "reason", "commands"}], "cached", "changes"}).
+        #[arg(long, requires = "dry_run")]
+        json: bool,
     },
     /// Find the profile's nodes in maintenance mode (runbook step 5: scan, read links, match by
     /// MAC or by count) and say which address is which, without applying anything. Exit 0 when

@@ -198,17 +198,38 @@ where
 /// Tool versions, resolved once per process and only for tools a step actually uses.
 #[derive(Debug, Default)]
 pub struct ToolVersions {
-    cache: Mutex<BTreeMap<Tool, Result<String, String>>>,
+    cache: Mutex<BTreeMap<Tool, Slot>>,
 }
 
+/// One tool's version, probed at most once (a second asker waits for the first probe).
+type Slot = std::sync::Arc<std::sync::OnceLock<Result<String, String>>>;
+
 impl ToolVersions {
+    fn slot(&self, tool: Tool) -> Slot {
+        self.cache.lock().unwrap().entry(tool).or_default().clone()
+    }
+
     /// The version string of `tool` (`v1.11.5`), or why it is unavailable.
     pub fn get(&self, tool: Tool) -> Result<String, String> {
-        let mut cache = self.cache.lock().unwrap();
-        cache
-            .entry(tool)
-            .or_insert_with(|| probe(tool).map_err(|e| e.to_string()))
+        self.slot(tool)
+            .get_or_init(|| probe(tool).map_err(|e| e.to_string()))
             .clone()
+    }
+
+    /// Start probing `tools` in the background, so their `version --client` runs (tens of
+    /// milliseconds for kubectl) overlap with the work before their versions are asked for
+    /// (issue 10: on a no-op `up` the probes were most of the time). [`ToolVersions::get`]
+    /// waits for a probe under way.
+    pub fn prefetch(&self, tools: impl IntoIterator<Item = Tool>) {
+        let tools: std::collections::BTreeSet<Tool> = tools.into_iter().collect();
+        for tool in tools {
+            let slot = self.slot(tool);
+            if slot.get().is_none() {
+                std::thread::spawn(move || {
+                    slot.get_or_init(|| probe(tool).map_err(|e| e.to_string()));
+                });
+            }
+        }
     }
 }
 
@@ -272,6 +293,33 @@ mod tests {
             Some("v1.34.1")
         );
         assert_eq!(first_version("no version"), None);
+    }
+
+    #[test]
+    fn a_prefetched_version_is_the_probed_one_and_probed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("kubectl");
+        let count = dir.path().join("count");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\necho x >> {}\necho '{{\"gitVersion\": \"v1.2.3\",'\n",
+                count.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // SAFETY: no other unit test locates kubectl or reads TALIX_KUBECTL.
+        unsafe { std::env::set_var("TALIX_KUBECTL", &fake) };
+        let tools = ToolVersions::default();
+        tools.prefetch([Tool::Kubectl]);
+        assert_eq!(tools.get(Tool::Kubectl).as_deref(), Ok("v1.2.3"));
+        tools.prefetch([Tool::Kubectl]);
+        assert_eq!(tools.get(Tool::Kubectl).as_deref(), Ok("v1.2.3"));
+        unsafe { std::env::remove_var("TALIX_KUBECTL") };
+        let runs = std::fs::read_to_string(&count).unwrap();
+        assert_eq!(runs.lines().count(), 1, "probed once");
     }
 
     #[test]

@@ -88,7 +88,11 @@ pub(super) fn status_counts(planned: &[Planned]) -> (usize, usize, usize) {
 }
 
 pub(super) fn plan(s: Session, path: &Path, as_json: bool) -> Result<()> {
-    let planned = s.engine().plan(&s.steps())?;
+    let steps = s.steps();
+    // Probe every tool the keys need at once, while the first keys are computed.
+    s.tools
+        .prefetch(steps.iter().flat_map(|st| st.tools.iter().map(|(t, _)| *t)));
+    let planned = s.engine().plan(&steps)?;
     let mut out = super::DataOut::lock();
     if as_json {
         let steps: Vec<_> = planned

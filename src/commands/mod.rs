@@ -5,6 +5,7 @@
 //! verify), `store_archive` (export, import), `graph_cmd` (graph), `generate` (completions, man).
 
 mod discover;
+mod dryrun;
 pub mod generate;
 mod graph_cmd;
 mod inspect;
@@ -342,12 +343,22 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             profile,
             contract,
             no_merge_kubeconfig,
+            dry_run: false,
+            ..
         } => realise::up(
             open(&profile.profile, contract)?,
             realise::UpOptions {
                 merge_kubeconfig: !no_merge_kubeconfig,
             },
         ),
+        // Reads like `plan`: no workspace lock, no store lock, nothing created.
+        Command::Up {
+            profile,
+            contract,
+            dry_run: true,
+            json,
+            ..
+        } => dryrun::up_dry_run(read(&profile.profile, contract)?, *json),
         Command::Discover { profile, json } => discover::discover(&profile.profile, policy, *json),
         Command::Demo {
             keep,

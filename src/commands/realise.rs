@@ -167,25 +167,24 @@ pub(super) struct UpOptions {
 pub(super) fn up(mut s: Session, options: UpOptions) -> Result<()> {
     use crate::steps::cluster::{ClusterEnv, SharedLock, Timing};
     let timing = Timing::from_env().map_err(|e| CliError::input(format!("error: {e}")))?;
-    // Refused before anything changes: a Kubernetes jump upgrade-k8s would refuse half-way.
-    if let Some(current) = s.lock.kubernetes.as_deref() {
-        let from: crate::profile::model::Version = current.parse().map_err(|e: String| {
-            CliError::input(format!(
-                "error: {}: kubernetes: {e}",
-                s.profile.workspace.lock_file().display()
-            ))
-        })?;
-        crate::steps::cluster::check_kubernetes_path(&from, &s.profile.talos.kubernetes_version)
-            .map_err(|e| {
-                CliError::input(format!(
-                    "error: {}: talos.kubernetes_version: {e}\nnothing was changed",
-                    s.profile.source.display()
-                ))
-            })?;
-    }
+    check_kubernetes_jump(&s)?;
+    // Every step of `up` keys on both tools: probe them in the background while the store is
+    // read; only after the checks that refuse without running anything.
+    s.tools.prefetch([
+        crate::derivation::Tool::Talosctl,
+        crate::derivation::Tool::Kubectl,
+    ]);
     resolve_proxmox_macs(&mut s.profile)?;
     let _guard = s.store.lock(true)?;
     let mut progress = Progress::default();
+    let all = s.steps();
+    // A run that changes nothing (every object in the store, nothing to observe) needs one
+    // verified read of each step -- the plan -- and then only checks refs, files and the lock
+    // file: nothing is rewritten, decrypted or sent (issue 10: a no-op `up` cost 4.5 ms a node).
+    let planned = s.engine().plan(&all)?;
+    if planned.iter().all(|p| p.status == Status::Cached) {
+        return up_unchanged(&s, &planned, &mut progress, options);
+    }
     let lock = realise_configs(&s, &mut progress)?;
 
     let cluster = ClusterEnv {
@@ -198,7 +197,6 @@ pub(super) fn up(mut s: Session, options: UpOptions) -> Result<()> {
         identities: s.identities.clone(),
         cluster: Some(cluster.clone()),
     };
-    let all = s.steps();
     let engine = s.engine();
     // Scan only when some node must be applied: a fresh observation, never a stale one.
     let must_apply = engine
@@ -219,16 +217,22 @@ pub(super) fn up(mut s: Session, options: UpOptions) -> Result<()> {
     // Whatever happened, hand the operator the kubeconfig if there is one (best effort: a
     // failure here must not hide the step error).
     let handed = (|| -> Result<Option<Vec<u8>>> {
-        let planned = engine.plan(&all)?;
-        let kubeconfig = planned
-            .iter()
-            .find(|p| p.step.id.kind() == "kubeconfig" && p.status == Status::Cached);
-        if let Some(key) = kubeconfig.and_then(|p| p.key) {
-            let bytes = s.read_plain(&key, "kubeconfig")?;
-            s.profile
-                .workspace
-                .ensure_file(&cluster.kubeconfig, &bytes, 0o600)?;
-            return Ok(Some(bytes));
+        let kubeconfig = match &result {
+            Ok(done) => done
+                .iter()
+                .find(|r| r.id.kind() == "kubeconfig")
+                .map(|r| r.key),
+            Err(_) => engine
+                .plan(&all)?
+                .into_iter()
+                .find(|p| p.step.id.kind() == "kubeconfig" && p.status == Status::Cached)
+                .and_then(|p| p.key),
+        };
+        if let Some(key) = kubeconfig {
+            ensure_output(&s, &key, "kubeconfig", &cluster.kubeconfig, 0o600)?;
+            if options.merge_kubeconfig && s.profile.kubeconfig.merge {
+                return Ok(Some(s.read_plain(&key, "kubeconfig")?));
+            }
         }
         Ok(None)
     })();
@@ -294,6 +298,80 @@ fn merge_kubeconfig(bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// `up` when every step is cached: what [`Engine::realise_forcing`] does with cached steps
+/// (refs, one line each), the files operators read made to match, the lock file pinned.
+fn up_unchanged(
+    s: &Session,
+    planned: &[crate::engine::Planned],
+    progress: &mut Progress,
+    options: UpOptions,
+) -> Result<()> {
+    let mut done = Vec::new();
+    for p in planned {
+        let key = p.key.expect("cached steps have keys");
+        s.store.set_ref(&s.profile.name, &p.step.id, &key)?;
+        let r = Realised {
+            id: p.step.id.clone(),
+            ran: false,
+            key,
+            duration_ms: 0,
+        };
+        progress.report(&r, &Status::Cached);
+        done.push(r);
+    }
+    materialise(s, &done)?;
+    let lock = pin_lock(s, s.lock.clone(), &done)?;
+    if lock != s.lock {
+        lock.save(&s.profile.workspace)?;
+    }
+    let (talosconfig, kubeconfig) = (
+        s.profile.workspace.talosconfig(),
+        s.profile.workspace.kubeconfig(),
+    );
+    if let Some(r) = done.iter().find(|r| r.id.kind() == "kubeconfig") {
+        if let Err(e) = ensure_output(s, &r.key, "kubeconfig", &kubeconfig, 0o600) {
+            eprintln!(
+                "warning: could not write {}: {}",
+                kubeconfig.display(),
+                e.message
+            );
+        } else if options.merge_kubeconfig && s.profile.kubeconfig.merge {
+            // Runbook step 11 also on a run that changes nothing: the merge itself writes only
+            // when the operator's kubeconfig lacks (or differs in) this cluster's context.
+            merge_kubeconfig(&s.read_plain(&r.key, "kubeconfig")?)?;
+        }
+    }
+    report!(
+        "{}: {} ran, {} cached; talosconfig {} ; kubeconfig {}",
+        s.profile.name,
+        progress.ran,
+        progress.cached,
+        talosconfig.display(),
+        kubeconfig.display()
+    );
+    Ok(())
+}
+
+/// Refused before anything changes: a Kubernetes jump upgrade-k8s would refuse half-way.
+pub(super) fn check_kubernetes_jump(s: &Session) -> Result<()> {
+    if let Some(current) = s.lock.kubernetes.as_deref() {
+        let from: crate::profile::model::Version = current.parse().map_err(|e: String| {
+            CliError::input(format!(
+                "error: {}: kubernetes: {e}",
+                s.profile.workspace.lock_file().display()
+            ))
+        })?;
+        crate::steps::cluster::check_kubernetes_path(&from, &s.profile.talos.kubernetes_version)
+            .map_err(|e| {
+                CliError::input(format!(
+                    "error: {}: talos.kubernetes_version: {e}\nnothing was changed",
+                    s.profile.source.display()
+                ))
+            })?;
+    }
+    Ok(())
+}
+
 /// Nodes without a MAC in the profile or the lock file but with a Proxmox `vmid` get the MAC
 /// of their VM's first NIC (`net0` first) from the Proxmox API before anything is built, so
 /// their configs select the NIC by MAC (trap 10); the apply records it in the lock file, and
@@ -344,9 +422,39 @@ fn materialise(s: &Session, done: &[Realised]) -> Result<()> {
             ("talosconfig", None) => (s.profile.workspace.talosconfig(), "talosconfig", 0o600),
             _ => continue,
         };
-        let bytes = s.read_plain(&r.key, output)?;
-        s.profile.workspace.ensure_file(&target, &bytes, mode)?;
+        ensure_output(s, &r.key, output, &target, mode)?;
     }
+    Ok(())
+}
+
+/// Make `target` hold output `output` of object `key` with `mode`. A file that already has the
+/// content is recognised by the plaintext hash the manifest records, so nothing is decrypted,
+/// rewritten or synced (the mode is still enforced).
+pub(super) fn ensure_output(
+    s: &Session,
+    key: &crate::digest::Digest,
+    output: &str,
+    target: &Path,
+    mode: u32,
+) -> Result<()> {
+    let want = s
+        .store
+        .manifest(key)?
+        .and_then(|m| m.outputs.get(output).map(|o| o.hash));
+    let is_file = std::fs::symlink_metadata(target).is_ok_and(|m| m.file_type().is_file());
+    let have = is_file
+        .then(|| std::fs::read(target).ok())
+        .flatten()
+        .map(|b| crate::digest::Digest::of_domain(crate::digest::domain::OBJECT, &b));
+    if want.is_some() && have == want {
+        use std::os::unix::fs::PermissionsExt;
+        if fs_err::metadata(target)?.permissions().mode() & 0o777 != mode {
+            fs_err::set_permissions(target, std::fs::Permissions::from_mode(mode))?;
+        }
+        return Ok(());
+    }
+    let bytes = s.read_plain(key, output)?;
+    s.profile.workspace.ensure_file(target, &bytes, mode)?;
     Ok(())
 }
 

@@ -104,11 +104,11 @@ pub struct ClusterEnv {
 }
 
 /// The `-e` value for a node's own API (see [`crate::address`]).
-fn endpoint(profile: &Profile, ip: IpAddr) -> String {
+pub(crate) fn endpoint(profile: &Profile, ip: IpAddr) -> String {
     crate::address::endpoint_arg(ip, profile.talos.api_port)
 }
 
-fn node_of<'a>(cx: &'a BuildContext<'_>) -> Result<&'a Node, StepError> {
+pub(crate) fn node_of<'a>(cx: &'a BuildContext<'_>) -> Result<&'a Node, StepError> {
     let name = cx
         .step
         .id
@@ -119,7 +119,7 @@ fn node_of<'a>(cx: &'a BuildContext<'_>) -> Result<&'a Node, StepError> {
         .ok_or_else(|| cx.fail(format!("no node {name} in the profile")))
 }
 
-fn first_controlplane<'a>(cx: &'a BuildContext<'_>) -> Result<&'a Node, StepError> {
+pub(crate) fn first_controlplane<'a>(cx: &'a BuildContext<'_>) -> Result<&'a Node, StepError> {
     cx.profile
         .controlplanes()
         .next()
@@ -147,17 +147,178 @@ fn talosctl_via(
     args: &[&str],
 ) -> Result<Output, ExecError> {
     let program = exec::locate(Tool::Talosctl)?;
-    let tc = env.talosconfig.display().to_string();
-    let ep = endpoint(cx.profile, endpoint_ip);
-    let n = crate::address::node_arg(node);
-    let mut argv: Vec<&str> = vec!["--talosconfig", &tc, "-e", &ep, "-n", &n];
-    argv.extend_from_slice(args);
+    let argv = auth_argv(cx.profile, &env.talosconfig, endpoint_ip, node, args);
     exec::run_capture(&program, argv, |_| {})
 }
 
-/// A spinner on stderr while waiting on the cluster, cleared when dropped, on success and on
-/// error alike. Off a terminal (or with TERM=dumb) it is one plain line instead: logs and CI
-/// output get the message without cursor movement or escape codes.
+/// The argv of [`talosctl_via`]; `up --dry-run` prints the same.
+pub fn auth_argv(
+    profile: &Profile,
+    talosconfig: &std::path::Path,
+    endpoint_ip: IpAddr,
+    node: IpAddr,
+    args: &[&str],
+) -> Vec<String> {
+    let mut argv: Vec<String> = vec![
+        "--talosconfig".into(),
+        talosconfig.display().to_string(),
+        "-e".into(),
+        endpoint(profile, endpoint_ip),
+        "-n".into(),
+        crate::address::node_arg(node),
+    ];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    argv
+}
+
+/// Where an apply-config goes: a machine in maintenance mode (the node is the endpoint,
+/// `--insecure`), or a configured node through this cluster's talosconfig.
+pub enum ApplyTarget<'a> {
+    /// `-n <endpoint>` (address with the API port, or `<discovered>` in a dry run).
+    Maintenance {
+        endpoint: &'a str,
+    },
+    Configured {
+        endpoint: &'a str,
+        node: &'a str,
+    },
+}
+
+/// The argv of an apply-config of the config piped in as `file`.
+pub fn apply_args(
+    talosconfig: &std::path::Path,
+    target: &ApplyTarget<'_>,
+    file: &str,
+) -> Vec<String> {
+    let mut args = vec![
+        "apply-config".to_string(),
+        "--file".into(),
+        file.to_string(),
+    ];
+    match target {
+        ApplyTarget::Maintenance { endpoint } => {
+            // Maintenance mode: the node is the endpoint.
+            args.extend(["-n".into(), endpoint.to_string(), "--insecure".into()]);
+        }
+        ApplyTarget::Configured { endpoint, node } => args.extend([
+            "--talosconfig".into(),
+            talosconfig.display().to_string(),
+            "-e".into(),
+            endpoint.to_string(),
+            "-n".into(),
+            node.to_string(),
+        ]),
+    }
+    args
+}
+
+/// The receipt of `apply/<node>`: what is on the node, not how it got there.
+pub fn apply_receipt(node: &str, config: Digest) -> BTreeMap<String, BuiltOutput> {
+    receipt(json!({"node": node, "config": config}))
+}
+
+/// The receipt of `ready/<node>`, answering with Talos `talos`.
+pub fn ready_receipt(node: &Node, talos: &str) -> BTreeMap<String, BuiltOutput> {
+    receipt(json!({"node": node.name, "address": node.ip.to_string(), "talos": talos}))
+}
+
+/// The receipt of `upgrade/<node>`.
+pub fn upgrade_receipt(node: &str, talos: &str) -> BTreeMap<String, BuiltOutput> {
+    receipt(json!({"node": node, "talos": talos}))
+}
+
+/// The receipt of `bootstrap`.
+pub fn bootstrap_receipt(node: &str, secrets: Digest) -> BTreeMap<String, BuiltOutput> {
+    receipt(json!({"node": node, "secrets": secrets}))
+}
+
+/// The receipt of `upgrade-k8s`.
+pub fn upgrade_k8s_receipt(kubernetes: &str) -> BTreeMap<String, BuiltOutput> {
+    receipt(json!({"kubernetes": kubernetes}))
+}
+
+/// `talosctl bootstrap`.
+pub const BOOTSTRAP_ARGS: &[&str] = &["bootstrap"];
+/// `talosctl etcd members` (trap 4: not `get members`).
+pub const ETCD_MEMBERS_ARGS: &[&str] = &["etcd", "members"];
+/// `talosctl get extensions -o json`.
+pub const GET_EXTENSIONS_ARGS: &[&str] = &["get", "extensions", "-o", "json"];
+/// `talosctl version`: whether (and with which Talos) a node answers.
+pub const VERSION_ARGS: &[&str] = &["version"];
+
+/// `talosctl upgrade --image <image>`.
+pub fn upgrade_args(image: &str) -> Vec<String> {
+    vec!["upgrade".into(), "--image".into(), image.into()]
+}
+
+/// `talosctl upgrade-k8s --to <version>`.
+pub fn upgrade_k8s_args(to: &str) -> Vec<String> {
+    vec!["upgrade-k8s".into(), "--to".into(), to.into()]
+}
+
+/// The control-plane and worker lists `health` is given, comma-separated.
+pub fn health_lists(profile: &Profile) -> (String, String) {
+    let list = |role: Role| {
+        profile
+            .nodes
+            .iter()
+            .filter(|n| n.role == role)
+            .map(|n| n.ip.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    (list(Role::Controlplane), list(Role::Worker))
+}
+
+/// `talosctl health` with explicit node lists.
+pub fn health_args(profile: &Profile, timing: &Timing) -> Vec<String> {
+    let (cps, workers) = health_lists(profile);
+    let mut args = vec![
+        "health".to_string(),
+        "--wait-timeout".into(),
+        format!("{}s", timing.health_timeout.as_secs()),
+        "--control-plane-nodes".into(),
+        cps,
+    ];
+    if !workers.is_empty() {
+        args.extend(["--worker-nodes".into(), workers]);
+    }
+    args
+}
+
+/// The receipt of `health`.
+pub fn health_receipt(profile: &Profile) -> BTreeMap<String, BuiltOutput> {
+    let (cps, workers) = health_lists(profile);
+    receipt(json!({"controlplane": cps, "workers": workers, "result": "healthy"}))
+}
+
+/// `kubectl --kubeconfig K get nodes -o json`.
+pub fn kubectl_nodes_args(kubeconfig: &std::path::Path) -> Vec<String> {
+    let k = kubeconfig.display().to_string();
+    ["--kubeconfig", &k, "get", "nodes", "-o", "json"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// `kubectl --kubeconfig K -n kube-system get pods -o json`.
+pub fn kubectl_pods_args(kubeconfig: &std::path::Path) -> Vec<String> {
+    let k = kubeconfig.display().to_string();
+    [
+        "--kubeconfig",
+        &k,
+        "-n",
+        "kube-system",
+        "get",
+        "pods",
+        "-o",
+        "json",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// A spinner on stderr while waiting on the cluster (drawn only when stderr is a terminal),
+/// cleared when dropped, on success and on error alike.
 pub struct Spinner(indicatif::ProgressBar);
 
 impl Spinner {
@@ -254,7 +415,7 @@ impl Builder for ApplyBuilder {
                 node.name,
                 config_hash.short()
             );
-            return Ok(receipt(json!({"node": node.name, "config": config_hash})));
+            return Ok(apply_receipt(&node.name, config_hash));
         }
         if recorded.is_none()
             && env.lock.get().pending.applies.get(&node.name) == Some(&config_hash)
@@ -269,7 +430,7 @@ impl Builder for ApplyBuilder {
                 config_hash.short()
             );
             record_apply(cx, env, node, config_hash, None)?;
-            return Ok(receipt(json!({"node": node.name, "config": config_hash})));
+            return Ok(apply_receipt(&node.name, config_hash));
         }
         let discovered_configured = recorded.is_none()
             && cx
@@ -319,25 +480,18 @@ impl Builder for ApplyBuilder {
         }
         let ep = endpoint(cx.profile, target);
         let bare = crate::address::node_arg(target);
-        let tc = env.talosconfig.display().to_string();
+        let apply_target = if insecure {
+            ApplyTarget::Maintenance { endpoint: &ep }
+        } else {
+            ApplyTarget::Configured {
+                endpoint: &ep,
+                node: &bare,
+            }
+        };
         let mut last_error = String::new();
         for attempt in 1..=3 {
             let result = talosctl_with_secrets(cx, vec![config.clone()], |fds| {
-                let mut args = vec!["apply-config".to_string(), "--file".into(), fds[0].clone()];
-                if insecure {
-                    // Maintenance mode: the node is the endpoint.
-                    args.extend(["-n".into(), ep.clone(), "--insecure".into()]);
-                } else {
-                    args.extend([
-                        "--talosconfig".into(),
-                        tc.clone(),
-                        "-e".into(),
-                        ep.clone(),
-                        "-n".into(),
-                        bare.clone(),
-                    ]);
-                }
-                args
+                apply_args(&env.talosconfig, &apply_target, &fds[0])
             });
             match result {
                 Ok(_) => {
@@ -360,7 +514,7 @@ impl Builder for ApplyBuilder {
         record_apply(cx, env, node, config_hash, matched_by)?;
         // The receipt says what is on the node, not how it got there, so a receipt rebuilt from
         // the lock file is identical and nothing downstream re-runs.
-        Ok(receipt(json!({"node": node.name, "config": config_hash})))
+        Ok(apply_receipt(&node.name, config_hash))
     }
 }
 
@@ -403,9 +557,7 @@ impl Builder for ReadyBuilder {
             node.name, node.ip
         ));
         let server = server_version(cx, env, node, None)?;
-        Ok(receipt(
-            json!({"node": node.name, "address": node.ip.to_string(), "talos": server}),
-        ))
+        Ok(ready_receipt(node, &server))
     }
 }
 
@@ -419,25 +571,18 @@ impl Builder for BootstrapBuilder {
         if let Some(done) = env.lock.get().bootstrap {
             // The lock file travels in git: a lost store never leads to a second bootstrap.
             if done.secrets_hash != secrets {
-                return Err(cx.fail(format!(
-                    "the lock file records a bootstrap of {} with secrets {}, but the secrets are now {}; refusing to bootstrap a second cluster over it",
-                    done.node,
-                    done.secrets_hash.short(),
-                    secrets.short()
-                )));
+                return Err(cx.fail(second_bootstrap_refusal(&done, secrets)));
             }
             tracing::info!(
                 "etcd was bootstrapped on {} at {} (lock file); not again",
                 done.node,
                 done.at
             );
-            return Ok(receipt(
-                json!({"node": done.node, "secrets": done.secrets_hash}),
-            ));
+            return Ok(bootstrap_receipt(&done.node, done.secrets_hash));
         }
         let interrupted = env.lock.get().pending.bootstrap.as_deref() == Some(node.name.as_str());
         if interrupted
-            && talosctl_auth(cx, env, node.ip, &["etcd", "members"])
+            && talosctl_auth(cx, env, node.ip, ETCD_MEMBERS_ARGS)
                 .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).lines().count() > 1)
         {
             // A run was killed after sending bootstrap and before recording it, and etcd has
@@ -464,8 +609,18 @@ impl Builder for BootstrapBuilder {
         })?;
         // The receipt says what holds, not how it was learned (identical when rebuilt from the
         // lock file, so nothing downstream re-runs).
-        Ok(receipt(json!({"node": node.name, "secrets": secrets})))
+        Ok(bootstrap_receipt(&node.name, secrets))
     }
+}
+
+/// Why a bootstrap recorded with other secrets is not repeated.
+pub fn second_bootstrap_refusal(done: &BootstrapLock, secrets: Digest) -> String {
+    format!(
+        "the lock file records a bootstrap of {} with secrets {}, but the secrets are now {}; refusing to bootstrap a second cluster over it",
+        done.node,
+        done.secrets_hash.short(),
+        secrets.short()
+    )
 }
 
 /// `talosctl bootstrap` on `node`, retrying what upstream treats as transient; `AlreadyExists`
@@ -473,7 +628,7 @@ impl Builder for BootstrapBuilder {
 fn bootstrap_once(cx: &BuildContext<'_>, env: &ClusterEnv, node: &Node) -> Result<(), StepError> {
     let started = Instant::now();
     let result = loop {
-        match talosctl_auth(cx, env, node.ip, &["bootstrap"]) {
+        match talosctl_auth(cx, env, node.ip, BOOTSTRAP_ARGS) {
             Ok(_) => break "bootstrapped",
             Err(e) => {
                 let text = stderr_of(&e);
@@ -520,33 +675,12 @@ impl Builder for HealthBuilder {
     fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
         let env = &self.0;
         let node = first_controlplane(cx)?;
-        let list = |role: Role| {
-            cx.profile
-                .nodes
-                .iter()
-                .filter(|n| n.role == role)
-                .map(|n| n.ip.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let (cps, workers) = (list(Role::Controlplane), list(Role::Worker));
-        let timeout = format!("{}s", env.timing.health_timeout.as_secs());
-        let mut args = vec![
-            "health",
-            "--wait-timeout",
-            &timeout,
-            "--control-plane-nodes",
-            &cps,
-        ];
-        if !workers.is_empty() {
-            args.extend(["--worker-nodes", &workers]);
-        }
+        let args = health_args(cx.profile, &env.timing);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let _spinner = Spinner::start("waiting for the cluster to become healthy".to_string());
         talosctl_auth(cx, env, node.ip, &args)
             .map_err(|e| cx.fail(format!("cluster health check failed: {}", stderr_of(&e))))?;
-        Ok(receipt(
-            json!({"controlplane": cps, "workers": workers, "result": "healthy"}),
-        ))
+        Ok(health_receipt(cx.profile))
     }
 }
 
@@ -583,7 +717,7 @@ impl Builder for VerifyBuilder {
         }
 
         // etcd members (trap 4: not `get members`).
-        let out = talosctl_auth(cx, env, cp.ip, &["etcd", "members"])
+        let out = talosctl_auth(cx, env, cp.ip, ETCD_MEMBERS_ARGS)
             .map_err(|e| cx.fail(format!("talosctl etcd members failed: {}", stderr_of(&e))))?;
         let text = String::from_utf8_lossy(&out.stdout);
         let members = text
@@ -602,14 +736,13 @@ impl Builder for VerifyBuilder {
         let mut extensions = BTreeMap::new();
         if !cx.profile.talos.extensions.is_empty() {
             for n in &cx.profile.nodes {
-                let out = talosctl_auth(cx, env, n.ip, &["get", "extensions", "-o", "json"])
-                    .map_err(|e| {
-                        cx.fail(format!(
-                            "talosctl get extensions on {}: {}",
-                            n.name,
-                            stderr_of(&e)
-                        ))
-                    })?;
+                let out = talosctl_auth(cx, env, n.ip, GET_EXTENSIONS_ARGS).map_err(|e| {
+                    cx.fail(format!(
+                        "talosctl get extensions on {}: {}",
+                        n.name,
+                        stderr_of(&e)
+                    ))
+                })?;
                 let names = extension_names(&String::from_utf8_lossy(&out.stdout));
                 for want in &cx.profile.talos.extensions {
                     let short = want.rsplit('/').next().unwrap_or(want);
@@ -653,7 +786,7 @@ fn server_version(
     let started = Instant::now();
     let mut last = String::new();
     while started.elapsed() < env.timing.ready_timeout {
-        match talosctl_auth(cx, env, node.ip, &["version"]) {
+        match talosctl_auth(cx, env, node.ip, VERSION_ARGS) {
             Ok(out) => {
                 let text = String::from_utf8_lossy(&out.stdout);
                 let tag = text
@@ -681,7 +814,7 @@ fn server_version(
 
 /// The endpoint a node's upgrade goes through: a control plane upgrades through itself, a
 /// worker through the first control-plane node that is not itself (the bootstrap node).
-fn upgrade_endpoint(cx: &BuildContext<'_>, node: &Node) -> Result<IpAddr, StepError> {
+pub(crate) fn upgrade_endpoint(cx: &BuildContext<'_>, node: &Node) -> Result<IpAddr, StepError> {
     if node.role == Role::Controlplane {
         return Ok(node.ip);
     }
@@ -706,7 +839,9 @@ impl Builder for UpgradeBuilder {
             // control plane nodes"), so a worker is upgraded through a control-plane endpoint.
             let via = upgrade_endpoint(cx, node)?;
             eprintln!("upgrading {} from {running} to {target}", node.name);
-            talosctl_via(cx, env, via, node.ip, &["upgrade", "--image", &image]).map_err(|e| {
+            let args = upgrade_args(&image);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            talosctl_via(cx, env, via, node.ip, &args).map_err(|e| {
                 cx.fail(format!(
                     "talosctl upgrade of {} to {image} failed: {}",
                     node.name,
@@ -720,7 +855,7 @@ impl Builder for UpgradeBuilder {
                 n.talos_version = Some(target.clone());
             }
         })?;
-        Ok(receipt(json!({"node": node.name, "talos": target})))
+        Ok(upgrade_receipt(&node.name, &target))
     }
 }
 
@@ -738,13 +873,8 @@ fn write_kubeconfig(cx: &BuildContext<'_>, env: &ClusterEnv) -> Result<(), StepE
 /// `kubectl get nodes -o json` items, with the written kubeconfig.
 fn kubernetes_nodes(cx: &BuildContext<'_>, env: &ClusterEnv) -> Result<Vec<Value>, StepError> {
     let kubectl = exec::locate(Tool::Kubectl).map_err(|e| cx.fail(e.to_string()))?;
-    let kubeconfig = env.kubeconfig.display().to_string();
-    let out = exec::run_capture(
-        &kubectl,
-        ["--kubeconfig", &kubeconfig, "get", "nodes", "-o", "json"],
-        |_| {},
-    )
-    .map_err(|e| cx.fail(format!("kubectl get nodes failed: {}", stderr_of(&e))))?;
+    let out = exec::run_capture(&kubectl, kubectl_nodes_args(&env.kubeconfig), |_| {})
+        .map_err(|e| cx.fail(format!("kubectl get nodes failed: {}", stderr_of(&e))))?;
     let nodes: Value =
         serde_json::from_slice(&out.stdout).map_err(|e| cx.fail(format!("kubectl output: {e}")))?;
     Ok(nodes["items"].as_array().cloned().unwrap_or_default())
@@ -808,7 +938,9 @@ impl Builder for UpgradeK8sBuilder {
             );
             let _spinner = Spinner::start(format!("talosctl upgrade-k8s --to {want}"));
             let to = want.to_string();
-            talosctl_auth(cx, env, cp.ip, &["upgrade-k8s", "--to", &to]).map_err(|e| {
+            let args = upgrade_k8s_args(&to);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            talosctl_auth(cx, env, cp.ip, &args).map_err(|e| {
                 cx.fail(format!(
                     "talosctl upgrade-k8s --to {to} failed: {}",
                     stderr_of(&e)
@@ -835,7 +967,7 @@ impl Builder for UpgradeK8sBuilder {
         }
         env.lock
             .update(cx, |l| l.kubernetes = Some(want.to_string()))?;
-        Ok(receipt(json!({"kubernetes": target})))
+        Ok(upgrade_k8s_receipt(&target))
     }
 }
 
@@ -849,27 +981,13 @@ fn lowest_control_plane_version(
     env: &ClusterEnv,
 ) -> Result<Option<KubeVersion>, StepError> {
     let kubectl = exec::locate(Tool::Kubectl).map_err(|e| cx.fail(e.to_string()))?;
-    let kubeconfig = env.kubeconfig.display().to_string();
-    let out = exec::run_capture(
-        &kubectl,
-        [
-            "--kubeconfig",
-            &kubeconfig,
-            "-n",
-            "kube-system",
-            "get",
-            "pods",
-            "-o",
-            "json",
-        ],
-        |_| {},
-    )
-    .map_err(|e| {
-        cx.fail(format!(
-            "kubectl get pods -n kube-system failed: {}",
-            stderr_of(&e)
-        ))
-    })?;
+    let out =
+        exec::run_capture(&kubectl, kubectl_pods_args(&env.kubeconfig), |_| {}).map_err(|e| {
+            cx.fail(format!(
+                "kubectl get pods -n kube-system failed: {}",
+                stderr_of(&e)
+            ))
+        })?;
     let pods: Value =
         serde_json::from_slice(&out.stdout).map_err(|e| cx.fail(format!("kubectl output: {e}")))?;
     Ok(lowest_version_of_pods(&pods))

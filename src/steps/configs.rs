@@ -47,6 +47,7 @@ pub fn talosctl_with_secrets(
         feeders.push(feeder);
     }
     let argv = args(&paths);
+    crate::steps::dry::record_local(&cx.step.id, &argv, &paths);
     cmd.args(&argv)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

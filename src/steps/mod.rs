@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod configs;
 pub mod discover;
+pub mod dry;
 pub mod patch;
 pub mod secrets;
 

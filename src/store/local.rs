@@ -461,8 +461,15 @@ impl Store for LocalStore {
     }
 
     fn set_ref(&self, profile: &str, step: &StepId, key: &Digest) -> Result<(), StoreError> {
+        let path = self.ref_path(profile, step);
+        let line = format!("{key}\n");
+        // A ref that already names `key` is left alone: a run that changes nothing writes and
+        // syncs nothing (issue 10: a no-op `up` rewrote and fsynced one ref per step).
+        if std::fs::read(&path).is_ok_and(|current| current == line.as_bytes()) {
+            return Ok(());
+        }
         // Scratch in the store's tmp/ (swept by prune), never beside the refs.
-        self.replace_file(&self.ref_path(profile, step), format!("{key}\n").as_bytes())
+        self.replace_file(&path, line.as_bytes())
     }
 
     fn refs(&self, profile: &str) -> Result<BTreeMap<StepId, Digest>, StoreError> {
@@ -737,6 +744,31 @@ mod tests {
         let store = LocalStore::open(dir.path()).unwrap();
         let s2 = store.clone();
         conformance::run_all(&store, &move |d| damage(&s2, d));
+    }
+
+    #[test]
+    fn setting_a_ref_to_the_key_it_holds_rewrites_nothing() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let step = StepId("render/cp1".into());
+        let (a, _) = conformance::manifest_for("render/cp1", "1", &[]);
+        let (b, _) = conformance::manifest_for("render/cp1", "2", &[]);
+        store.set_ref("p", &step, &a.key).unwrap();
+        let path = store.ref_path("p", &step);
+        let before = fs::metadata(&path).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        store.set_ref("p", &step, &a.key).unwrap();
+        let same = fs::metadata(&path).unwrap();
+        assert_eq!(
+            (same.ino(), same.mtime_nsec(), same.mtime()),
+            (before.ino(), before.mtime_nsec(), before.mtime()),
+            "an unchanged ref is not replaced"
+        );
+        // A different key still replaces it (one rename: a new inode).
+        store.set_ref("p", &step, &b.key).unwrap();
+        assert_ne!(fs::metadata(&path).unwrap().ino(), before.ino());
+        assert_eq!(store.get_ref("p", &step).unwrap(), Some(b.key));
     }
 
     #[test]

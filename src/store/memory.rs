@@ -158,55 +158,59 @@ impl Store for MemoryStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::conformance::{Damage, run_all};
-    use super::*;
+use super::conformance::Damage;
 
-    /// Damage done to the in-memory maps, as `Damage` describes it.
-    fn damage(store: &MemoryStore, d: Damage) {
-        let mut objects = store.objects.lock().unwrap();
-        match d {
-            Damage::FlipByte(key, output) => {
-                let bytes = objects.get_mut(&key).unwrap().1.get_mut(output).unwrap();
-                bytes[0] ^= 1;
-            }
-            Damage::Truncate(key, output) => {
-                let bytes = objects.get_mut(&key).unwrap().1.get_mut(output).unwrap();
-                bytes.truncate(bytes.len() / 2);
-            }
-            Damage::DeleteOutput(key, output) => {
-                objects.get_mut(&key).unwrap().1.remove(output);
-            }
-            Damage::GarbageManifest(key) => {
-                objects.get_mut(&key).unwrap().0 = b"{ not json".to_vec();
-            }
-            Damage::CopyObject { from, over } => {
-                let copy = objects[&from].clone();
-                objects.insert(over, copy);
-            }
-            Damage::CopyOutput { from, over, output } => {
-                let copy = objects[&from].1[output].clone();
-                objects
-                    .get_mut(&over)
-                    .unwrap()
-                    .1
-                    .insert(output.into(), copy);
-            }
-            // No filesystem, so no symlinks: the nearest damage is foreign bytes.
-            Damage::SymlinkOut(key, output) => {
-                objects
-                    .get_mut(&key)
-                    .unwrap()
-                    .1
-                    .insert(output.into(), b"localhost\n".to_vec());
-            }
+/// Damage done to the in-memory maps, as `Damage` describes it.
+#[cfg(test)]
+pub(crate) fn damage_memory(store: &MemoryStore, d: Damage) {
+    let mut objects = store.objects.lock().unwrap();
+    match d {
+        Damage::FlipByte(key, output) => {
+            let bytes = objects.get_mut(&key).unwrap().1.get_mut(output).unwrap();
+            bytes[0] ^= 1;
+        }
+        Damage::Truncate(key, output) => {
+            let bytes = objects.get_mut(&key).unwrap().1.get_mut(output).unwrap();
+            bytes.truncate(bytes.len() / 2);
+        }
+        Damage::DeleteOutput(key, output) => {
+            objects.get_mut(&key).unwrap().1.remove(output);
+        }
+        Damage::GarbageManifest(key) => {
+            objects.get_mut(&key).unwrap().0 = b"{ not json".to_vec();
+        }
+        Damage::CopyObject { from, over } => {
+            let copy = objects[&from].clone();
+            objects.insert(over, copy);
+        }
+        Damage::CopyOutput { from, over, output } => {
+            let copy = objects[&from].1[output].clone();
+            objects
+                .get_mut(&over)
+                .unwrap()
+                .1
+                .insert(output.into(), copy);
+        }
+        // No filesystem, so no symlinks: the nearest damage is foreign bytes.
+        Damage::SymlinkOut(key, output) => {
+            objects
+                .get_mut(&key)
+                .unwrap()
+                .1
+                .insert(output.into(), b"localhost\n".to_vec());
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::conformance::run_all;
+    use super::*;
 
     #[test]
     fn conformance_suite() {
         let store = MemoryStore::default();
         let s2 = store.clone();
-        run_all(&store, &move |d| damage(&s2, d));
+        run_all(&store, &move |d| damage_memory(&s2, d));
     }
 }

@@ -9,6 +9,7 @@ pub mod archive;
 pub mod gc;
 pub mod local;
 pub mod memory;
+pub mod overlay;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -621,6 +622,9 @@ pub(crate) mod conformance {
         let (b, _) = manifest_for("render/w1", "2", &[]);
         assert_eq!(store.get_ref("p", &step).unwrap(), None);
         store.set_ref("p", &step, &a.key).unwrap();
+        store.set_ref("p", &step, &b.key).unwrap();
+        assert_eq!(store.get_ref("p", &step).unwrap(), Some(b.key));
+        // Setting the key a ref already holds is fine (backends may skip the write).
         store.set_ref("p", &step, &b.key).unwrap();
         assert_eq!(store.get_ref("p", &step).unwrap(), Some(b.key));
         assert_eq!(store.get_ref("other", &step).unwrap(), None);
