@@ -146,7 +146,7 @@ fn a_dry_run_of_a_new_cluster_lists_applies_then_bootstrap_and_changes_nothing()
     );
 
     // In order: the five applies at discovered maintenance addresses, then one bootstrap on
-    // cp1, health, kubeconfig.
+    // cp1, health.
     let lines: Vec<&str> = text.lines().collect();
     let at = |needle: &str| {
         lines
@@ -186,8 +186,15 @@ fn a_dry_run_of_a_new_cluster_lists_applies_then_bootstrap_and_changes_nothing()
     let bootstrap = bootstraps[0];
     assert!(applies.iter().all(|i| *i < bootstrap), "{text}");
     assert!(bootstrap < at(" health --wait-timeout"), "{text}");
+    // The kubeconfig is derived from the secrets bundle (issue 9), built with the configs:
+    // before any node is touched, with no command.
     assert!(
-        at(" health --wait-timeout") < at(" kubeconfig - --merge=false --force"),
+        at("kubeconfig  (new)") < applies[0]
+            && lines[at("kubeconfig  (new)") + 1].contains("computed by talix, no command"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("talosctl kubeconfig") && !text.contains(" kubeconfig -"),
         "{text}"
     );
     assert!(
