@@ -89,6 +89,11 @@ pub enum Command {
         profile: ProfileArg,
         #[command(flatten)]
         contract: ContractArgs,
+        /// Steps (nodes) worked on at once: applies, readiness waits and checks run in
+        /// parallel across nodes; upgrades still roll one node at a time (default: the
+        /// profile's `up.jobs`, else 8).
+        #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+        jobs: Option<u16>,
     },
     /// Rehearse a whole bootstrap on this machine: a simulated 3+2 cluster on loopback, `up`,
     /// `up` again (all cached), then clean up.

@@ -249,6 +249,9 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
                 node,
             )
             .dep(StepId::new("render", Some(&node.name)), &["config"])
+            // The maintenance address comes from a fresh scan when one runs (read through
+            // `latest_output`, not part of the key).
+            .after(StepId::new("discover", None))
             .tool(Tool::Talosctl),
         );
     }
@@ -279,16 +282,20 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
         );
     }
     let first_cp = p.controlplanes().next().map(|n| n.name.clone());
-    out.push(
-        Step::new(
-            StepId::new("bootstrap", None),
-            schema::BOOTSTRAP,
-            Effect::SideEffect,
-        )
-        .value("bootstrap_node", &first_cp)
-        .dep(secrets_id(), &["bundle"])
-        .tool(Tool::Talosctl),
-    );
+    let mut bootstrap = Step::new(
+        StepId::new("bootstrap", None),
+        schema::BOOTSTRAP,
+        Effect::SideEffect,
+    )
+    .value("bootstrap_node", &first_cp)
+    .dep(secrets_id(), &["bundle"])
+    .tool(Tool::Talosctl);
+    if let Some(first) = &first_cp {
+        // Runbook step 9: bootstrap as soon as the first control plane answers, not after
+        // every node (the others join etcd / the cluster when they come up).
+        bootstrap = bootstrap.after(StepId::new("ready", Some(first)));
+    }
+    out.push(bootstrap);
     let mut health = Step::new(
         StepId::new("health", None),
         schema::HEALTH,

@@ -14,6 +14,7 @@ pub mod exec;
 pub mod graph;
 pub mod lockfile;
 pub mod profile;
+pub mod progress;
 pub mod proxmox;
 pub mod secrets;
 pub mod steps;

@@ -250,7 +250,14 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             contract,
         } => inspect::why(read(&profile.profile, contract)?, &profile.profile, step),
         Command::Build { profile, contract } => realise::build(open(&profile.profile, contract)?),
-        Command::Up { profile, contract } => realise::up(open(&profile.profile, contract)?),
+        Command::Up {
+            profile,
+            contract,
+            jobs,
+        } => realise::up(
+            open(&profile.profile, contract)?,
+            jobs.map(usize::from),
+        ),
         Command::Demo {
             keep,
             reboot_delay_ms,

@@ -1,11 +1,12 @@
 //! Commands that realise steps: `build` (configs only, offline), `export`, and `up` (the whole
 //! runbook against the cluster).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::{CliError, Result, Session};
 use crate::derivation::{Step, StepId};
-use crate::engine::{Realised, Status};
+use crate::engine::{EngineError, Observer, Realised, Status};
 use crate::graph;
 use crate::lockfile::LockFile;
 use crate::store::Store;
@@ -71,11 +72,96 @@ pub(super) fn export(s: Session, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Prints one line per step as the engine finishes it; counts what ran.
+/// Prints one line per step as the engine finishes it (stdout), moves the per-node board
+/// (stderr, see [`crate::progress`]) and remembers what happened for the summary.
 #[derive(Default)]
 struct Progress {
     ran: usize,
     cached: usize,
+    /// Every finished step of this run (ran or reused), by id.
+    realised: BTreeMap<StepId, Realised>,
+    /// Failed steps with the first line of their error.
+    failed: BTreeMap<StepId, String>,
+    skipped: BTreeSet<StepId>,
+    /// Steps whose lines were already printed (the configuration phase of `up`).
+    quiet: BTreeSet<&'static str>,
+}
+
+/// What the board says while a step of `kind` runs.
+fn doing(kind: &str) -> &'static str {
+    match kind {
+        "patch" => "writing its patch",
+        "render" => "rendering its config",
+        "discover" => "looking for maintenance-mode machines",
+        "apply" => "applying its config",
+        "upgrade" => "checking its Talos version",
+        "ready" => "waiting until it answers",
+        "bootstrap" => "bootstrapping etcd",
+        "health" => "waiting for the cluster to become healthy",
+        "kubeconfig" => "fetching the kubeconfig",
+        "upgrade-k8s" => "checking Kubernetes versions",
+        "verify" => "verifying nodes, etcd members and extensions",
+        _ => "working",
+    }
+}
+
+fn line_of(step: &Step) -> &str {
+    step.id.node().unwrap_or(crate::progress::CLUSTER)
+}
+
+impl Observer for Progress {
+    fn started(&mut self, step: &Step, _status: &Status) {
+        if matches!(step.id.kind(), "secrets" | "base-config" | "talosconfig") {
+            return;
+        }
+        crate::progress::state(line_of(step), doing(step.id.kind()));
+    }
+
+    fn finished(&mut self, r: &Realised, status: &Status) {
+        self.realised.insert(r.id.clone(), r.clone());
+        if self.quiet.contains(r.id.kind()) {
+            return;
+        }
+        self.report(r, status);
+        if r.ran {
+            let done = match r.id.kind() {
+                "apply" => Some("config applied; rebooting"),
+                "upgrade" => Some("Talos version checked"),
+                "ready" => Some("ready"),
+                "bootstrap" => Some("etcd bootstrapped"),
+                "health" => Some("healthy"),
+                "verify" => Some("verified"),
+                _ => None,
+            };
+            if let Some(done) = done {
+                let line = r.id.node().unwrap_or(crate::progress::CLUSTER);
+                crate::progress::state(line, done);
+            }
+        }
+    }
+
+    fn failed(&mut self, step: &Step, error: &EngineError) {
+        let text = error.to_string();
+        let first = text.lines().next().unwrap_or_default().to_string();
+        crate::progress::state(line_of(step), &format!("FAILED {}: {first}", step.id));
+        self.failed.insert(step.id.clone(), first);
+    }
+
+    fn skipped(&mut self, step: &Step, because: &[StepId]) {
+        crate::progress::state(
+            line_of(step),
+            &format!(
+                "{} not run: {} did not succeed",
+                step.id,
+                because
+                    .iter()
+                    .map(StepId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        self.skipped.insert(step.id.clone());
+    }
 }
 
 impl Progress {
@@ -107,6 +193,20 @@ impl Progress {
     }
 }
 
+/// How many steps run at once: `--jobs`, else the profile's `up.jobs`, else
+/// [`DEFAULT_JOBS`] (never more than there are nodes plus the cluster-wide step running beside
+/// them, never less than one).
+fn jobs_for(s: &Session, flag: Option<usize>) -> usize {
+    let nodes = s.profile.nodes.len();
+    flag.or(s.profile.up.jobs)
+        .unwrap_or_else(|| DEFAULT_JOBS.min(nodes + 1))
+        .max(1)
+}
+
+/// Default of `up --jobs`: enough that nodes reboot together, few enough that a laptop running
+/// talosctl for each of them stays responsive.
+pub const DEFAULT_JOBS: usize = 8;
+
 fn config_steps(s: &Session) -> Vec<Step> {
     s.steps()
         .into_iter()
@@ -116,13 +216,15 @@ fn config_steps(s: &Session) -> Vec<Step> {
 
 /// Realise the configuration steps (the caller holds the store lock), write what operators
 /// read, and pin the contract / talosctl version / secrets hashes in the lock file.
-fn realise_configs(s: &Session, progress: &mut Progress) -> Result<LockFile> {
+fn realise_configs(s: &Session, progress: &mut Progress, jobs: usize) -> Result<LockFile> {
     let steps = config_steps(s);
-    let done = s
-        .engine()
-        .realise(&steps, &crate::steps::builders(&s.step_env()), |r, st| {
-            progress.report(r, st)
-        })?;
+    let done = s.engine().realise_scheduled(
+        &steps,
+        &crate::steps::builders(&s.step_env()),
+        &BTreeSet::new(),
+        jobs,
+        progress,
+    )?;
     materialise(s, &done)?;
     let lock = pin_lock(s, s.lock.clone(), &done)?;
     if lock != s.lock {
@@ -134,7 +236,8 @@ fn realise_configs(s: &Session, progress: &mut Progress) -> Result<LockFile> {
 pub(super) fn build(s: Session) -> Result<()> {
     let _guard = s.store.lock(true)?;
     let mut progress = Progress::default();
-    realise_configs(&s, &mut progress)?;
+    let jobs = jobs_for(&s, None);
+    realise_configs(&s, &mut progress, jobs)?;
     println!(
         "{}: {} built, {} cached",
         s.profile.name, progress.ran, progress.cached
@@ -144,9 +247,9 @@ pub(super) fn build(s: Session) -> Result<()> {
 
 /// The whole runbook: configs, discovery of maintenance-mode nodes (only when a node must be
 /// applied), apply, upgrade, ready, bootstrap (once, ever), health, kubeconfig, upgrade-k8s,
-/// verify.
-pub(super) fn up(mut s: Session) -> Result<()> {
-    use crate::steps::cluster::{ClusterEnv, SharedLock, Timing};
+/// verify. Nodes are handled `jobs` at a time; a node that fails stops only what depends on
+/// it, and the summary table says what happened to each node.
+pub(super) fn up(mut s: Session, jobs: Option<usize>) -> Result<()> {
     let timing = Timing::from_env().map_err(|e| CliError::input(format!("error: {e}")))?;
     // Refused before anything changes: a Kubernetes jump upgrade-k8s would refuse half-way.
     if let Some(current) = s.lock.kubernetes.as_deref() {
@@ -164,16 +267,52 @@ pub(super) fn up(mut s: Session) -> Result<()> {
                 ))
             })?;
     }
+    let jobs = jobs_for(&s, jobs);
     resolve_proxmox_macs(&mut s)?;
     let _guard = s.store.lock(true)?;
     let mut progress = Progress::default();
-    let lock = realise_configs(&s, &mut progress)?;
+    let names: Vec<String> = s.profile.nodes.iter().map(|n| n.name.clone()).collect();
+    crate::progress::install(&names);
+    let result = up_locked(&s, timing, jobs, &mut progress);
+    let changes = crate::progress::finish();
+    if progress.realised.keys().any(|id| id.kind() == "apply")
+        || progress.failed.keys().chain(&progress.skipped).any(|id| {
+            !graph::BUILD_KINDS.contains(&id.kind())
+        })
+    {
+        print_summary(&s, &progress, &changes);
+    }
+    let (talosconfig, kubeconfig) = result?;
+    println!(
+        "{}: {} ran, {} cached; talosconfig {} ; kubeconfig {}",
+        s.profile.name,
+        progress.ran,
+        progress.cached,
+        talosconfig.display(),
+        kubeconfig.display()
+    );
+    Ok(())
+}
 
+use crate::steps::cluster::{ClusterEnv, SharedLock, Timing};
+
+/// [`up`] once the store is locked: returns where the talosconfig and kubeconfig are.
+fn up_locked(
+    s: &Session,
+    timing: Timing,
+    jobs: usize,
+    progress: &mut Progress,
+) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let lock = realise_configs(s, progress, jobs)?;
+    // The configuration steps were reported above.
+    progress.quiet.extend(graph::BUILD_KINDS.iter().copied());
     let cluster = ClusterEnv {
         lock: SharedLock::new(s.profile.workspace.clone(), lock),
         talosconfig: s.profile.workspace.talosconfig(),
         kubeconfig: s.profile.workspace.kubeconfig(),
         timing,
+        jobs,
+        rolling: Default::default(),
     };
     let env = crate::steps::StepEnv {
         identities: s.identities.clone(),
@@ -191,12 +330,13 @@ pub(super) fn up(mut s: Session) -> Result<()> {
     } else {
         Default::default()
     };
-    let result = engine.realise_forcing(&all, &crate::steps::builders(&env), &force, |r, st| {
-        // The configuration steps were reported above.
-        if !graph::BUILD_KINDS.contains(&r.id.kind()) {
-            progress.report(r, st);
-        }
-    });
+    let result = engine.realise_scheduled(
+        &all,
+        &crate::steps::builders(&env),
+        &force,
+        jobs,
+        progress,
+    );
     // Whatever happened, hand the operator the kubeconfig if there is one (best effort: a
     // failure here must not hide the step error).
     let handed = (|| -> Result<()> {
@@ -219,16 +359,136 @@ pub(super) fn up(mut s: Session) -> Result<()> {
             e.message
         );
     }
-    result?;
-    println!(
-        "{}: {} ran, {} cached; talosconfig {} ; kubeconfig {}",
-        s.profile.name,
-        progress.ran,
-        progress.cached,
-        cluster.talosconfig.display(),
-        cluster.kubeconfig.display()
-    );
-    Ok(())
+    if let Err(e) = result {
+        let failed: Vec<String> = e
+            .failures()
+            .iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>();
+        let mut message = if failed.len() == 1 {
+            format!("error: {}", failed[0])
+        } else {
+            format!(
+                "error: {} steps failed:\n{}",
+                failed.len(),
+                failed
+                    .iter()
+                    .map(|f| format!("- {f}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        };
+        if !progress.skipped.is_empty() {
+            message.push_str(&format!(
+                "\nnot run because of it: {}",
+                progress
+                    .skipped
+                    .iter()
+                    .map(StepId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        message.push_str(
+            "\nwhat succeeded is recorded; the next `talix up` continues with what failed",
+        );
+        return Err(CliError { code: 1, message });
+    }
+    Ok((cluster.talosconfig, cluster.kubeconfig))
+}
+
+/// The receipt of step `id` realised in this run, as JSON.
+fn receipt_of(s: &Session, progress: &Progress, id: &StepId) -> Option<serde_json::Value> {
+    let key = progress.realised.get(id)?.key;
+    let bytes = s.read_plain(&key, "receipt").ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The table at the end of `up` (stdout, like the step lines): one row per node.
+fn print_summary(s: &Session, progress: &Progress, changes: &BTreeMap<String, Vec<String>>) {
+    let verify = receipt_of(s, progress, &StepId::new("verify", None));
+    let lock = crate::lockfile::LockFile::load(s.profile.workspace.lock_file()).ok();
+    let mut rows = vec![[
+        "NODE".to_string(),
+        "ROLE".into(),
+        "ADDRESS".into(),
+        "TALOS".into(),
+        "READY".into(),
+        "EXTENSIONS".into(),
+        "CHANGED IN THIS RUN".into(),
+    ]];
+    for n in &s.profile.nodes {
+        let ready_id = StepId::new("ready", Some(&n.name));
+        let talos = receipt_of(s, progress, &ready_id)
+            .and_then(|r| r["talos"].as_str().map(str::to_string))
+            .or_else(|| {
+                lock.as_ref()
+                    .and_then(|l| l.nodes.get(&n.name))
+                    .and_then(|l| l.talos_version.clone())
+            })
+            .unwrap_or_else(|| "-".into());
+        let failed: Vec<&StepId> = progress
+            .failed
+            .keys()
+            .filter(|id| id.node() == Some(n.name.as_str()))
+            .collect();
+        let ready = match &verify {
+            Some(v) => match v["ready"].get(&n.name).and_then(|r| r.as_bool()) {
+                Some(true) => "yes",
+                Some(false) => "no",
+                // Receipts from before per-node readiness was recorded: verify passed, so
+                // every node was Ready.
+                None => "yes",
+            },
+            None if !failed.is_empty() => "no",
+            None if progress.realised.contains_key(&ready_id) => "api only",
+            None => "?",
+        };
+        let extensions = verify
+            .as_ref()
+            .and_then(|v| v["extensions"].get(&n.name).cloned())
+            .and_then(|e| serde_json::from_value::<Vec<String>>(e).ok())
+            .filter(|e| !e.is_empty())
+            .map(|e| e.join(","))
+            .unwrap_or_else(|| "-".into());
+        let mut what: Vec<String> = changes.get(&n.name).cloned().unwrap_or_default();
+        what.extend(failed.iter().map(|id| format!("FAILED {id}")));
+        let skipped = progress
+            .skipped
+            .iter()
+            .filter(|id| id.node() == Some(n.name.as_str()))
+            .count();
+        if skipped > 0 {
+            what.push(format!("{skipped} step(s) not run"));
+        }
+        let what = if what.is_empty() {
+            "-".to_string()
+        } else {
+            what.join("; ")
+        };
+        rows.push([
+            n.name.clone(),
+            n.role.to_string(),
+            n.ip.to_string(),
+            talos,
+            ready.to_string(),
+            extensions,
+            what,
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    println!();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+    println!();
 }
 
 /// Nodes without a MAC in the profile or the lock file but with a Proxmox `vmid` get the MAC

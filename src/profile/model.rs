@@ -253,6 +253,14 @@ pub struct Profile {
     /// Control-plane nodes first, each group in profile order.
     pub nodes: Vec<Node>,
     pub patches: Patches,
+    pub up: UpSettings,
+}
+
+/// How `talix up` runs: nothing here enters a key.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UpSettings {
+    /// Steps (nodes) worked on at once (`up.jobs`; `--jobs` overrides it).
+    pub jobs: Option<usize>,
 }
 
 impl Profile {

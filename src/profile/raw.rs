@@ -19,6 +19,17 @@ pub struct RawProfile {
     pub nodes: RawNodes,
     #[serde(default)]
     pub patches: RawPatches,
+    #[serde(default)]
+    pub up: Option<RawUp>,
+}
+
+/// How `talix up` runs (not part of any key).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUp {
+    /// Steps (nodes) worked on at once.
+    #[serde(default)]
+    pub jobs: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

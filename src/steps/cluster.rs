@@ -100,6 +100,11 @@ pub struct ClusterEnv {
     /// `<config_dir>/kubeconfig` (0600), written by `up` after the kubeconfig step.
     pub kubeconfig: PathBuf,
     pub timing: Timing,
+    /// How many nodes are worked on at once (`up --jobs`), also inside one step (verify).
+    pub jobs: usize,
+    /// Held while a node is upgraded: upgrades roll, one node at a time, even when nodes are
+    /// otherwise handled in parallel (etcd keeps its quorum; workloads move one node at a time).
+    pub rolling: Arc<Mutex<()>>,
 }
 
 /// The `-e` value for a node's own API (see [`crate::address`]).
@@ -160,6 +165,10 @@ pub struct Spinner(indicatif::ProgressBar);
 
 impl Spinner {
     pub fn start(message: String) -> Self {
+        if crate::progress::installed() {
+            // The per-node board shows what is going on; a second live line would tear it.
+            return Self(indicatif::ProgressBar::hidden());
+        }
         let pb = indicatif::ProgressBar::new_spinner().with_message(message);
         pb.enable_steady_tick(Duration::from_millis(120));
         Self(pb)
@@ -224,11 +233,11 @@ impl Builder for ApplyBuilder {
             // A run was killed after sending this node its first config and before recording
             // it: the node answers with this cluster's talosconfig at its static address, so
             // the config it was sent is on it. Recorded, not applied twice.
-            eprintln!(
+            crate::progress::note(&format!(
                 "note: {}: the interrupted apply of config {} reached the node; recorded",
                 node.name,
                 config_hash.short()
-            );
+            ));
             record_apply(cx, env, node, config_hash)?;
             return Ok(receipt(json!({"node": node.name, "config": config_hash})));
         }
@@ -266,6 +275,14 @@ impl Builder for ApplyBuilder {
                 l.pending.applies.insert(node.name.clone(), config_hash);
             })?;
         }
+        crate::progress::state(
+            &node.name,
+            &format!(
+                "applying config {} at {target}{}",
+                config_hash.short(),
+                if insecure { " (maintenance mode)" } else { "" }
+            ),
+        );
         let ep = endpoint(cx.profile, target);
         let bare = crate::address::node_arg(target);
         let tc = env.talosconfig.display().to_string();
@@ -304,9 +321,14 @@ impl Builder for ApplyBuilder {
             }
         }
         if !last_error.is_empty() {
-            return Err(cx.fail(last_error));
+            return Err(cx.fail(format!(
+                "{}: the node at {target} refused config {}: {last_error}",
+                node.name,
+                config_hash.short()
+            )));
         }
         record_apply(cx, env, node, config_hash)?;
+        crate::progress::changed(&node.name, &format!("applied {}", config_hash.short()));
         // The receipt says what is on the node, not how it got there, so a receipt rebuilt from
         // the lock file is identical and nothing downstream re-runs.
         Ok(receipt(json!({"node": node.name, "config": config_hash})))
@@ -347,6 +369,7 @@ impl Builder for ReadyBuilder {
             node.name, node.ip
         ));
         let server = server_version(cx, env, node, None)?;
+        crate::progress::state(&node.name, &format!("ready at {} (Talos {server})", node.ip));
         Ok(receipt(
             json!({"node": node.name, "address": node.ip.to_string(), "talos": server}),
         ))
@@ -386,14 +409,19 @@ impl Builder for BootstrapBuilder {
         {
             // A run was killed after sending bootstrap and before recording it, and etcd has
             // members: it was bootstrapped. Recorded, not sent twice.
-            eprintln!(
+            crate::progress::note(&format!(
                 "note: the interrupted bootstrap of {} took effect (etcd has members); recorded",
                 node.name
-            );
+            ));
         } else {
             env.lock
                 .update(cx, |l| l.pending.bootstrap = Some(node.name.clone()))?;
+            crate::progress::state(
+                crate::progress::CLUSTER,
+                &format!("bootstrapping etcd on {}", node.name),
+            );
             bootstrap_once(cx, env, node)?;
+            crate::progress::changed(&node.name, "etcd bootstrapped");
         }
         env.lock.update(cx, |l| {
             l.bootstrap = Some(BootstrapLock {
@@ -486,6 +514,10 @@ impl Builder for HealthBuilder {
             args.extend(["--worker-nodes", &workers]);
         }
         let _spinner = Spinner::start("waiting for the cluster to become healthy".to_string());
+        crate::progress::state(
+            crate::progress::CLUSTER,
+            "waiting for the cluster to become healthy",
+        );
         talosctl_auth(cx, env, node.ip, &args)
             .map_err(|e| cx.fail(format!("cluster health check failed: {}", stderr_of(&e))))?;
         Ok(receipt(
@@ -567,19 +599,44 @@ impl Builder for VerifyBuilder {
             ));
         }
 
-        // Extensions on every node.
+        // Extensions on every node, `jobs` nodes at a time.
         let mut extensions = BTreeMap::new();
         if !cx.profile.talos.extensions.is_empty() {
-            for n in &cx.profile.nodes {
-                let out = talosctl_auth(cx, env, n.ip, &["get", "extensions", "-o", "json"])
-                    .map_err(|e| {
-                        cx.fail(format!(
-                            "talosctl get extensions on {}: {}",
-                            n.name,
-                            stderr_of(&e)
-                        ))
-                    })?;
-                let names = extension_names(&String::from_utf8_lossy(&out.stdout));
+            let nodes: Vec<&Node> = cx.profile.nodes.iter().collect();
+            let per_thread = nodes.len().div_ceil(env.jobs.max(1)).max(1);
+            let answers: Vec<(&Node, Result<Vec<String>, String>)> = std::thread::scope(|scope| {
+                let handles: Vec<_> = nodes
+                    .chunks(per_thread)
+                    .map(|chunk| {
+                        scope.spawn(move || {
+                            chunk
+                                .iter()
+                                .map(|n| {
+                                    let got = talosctl_auth(
+                                        cx,
+                                        env,
+                                        n.ip,
+                                        &["get", "extensions", "-o", "json"],
+                                    )
+                                    .map(|out| {
+                                        extension_names(&String::from_utf8_lossy(&out.stdout))
+                                    })
+                                    .map_err(|e| stderr_of(&e));
+                                    (*n, got)
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_default())
+                    .collect()
+            });
+            for (n, got) in answers {
+                let names = got.map_err(|e| {
+                    cx.fail(format!("talosctl get extensions on {}: {e}", n.name))
+                })?;
                 for want in &cx.profile.talos.extensions {
                     let short = want.rsplit('/').next().unwrap_or(want);
                     if !names.iter().any(|have| have == want || have == short) {
@@ -597,7 +654,7 @@ impl Builder for VerifyBuilder {
             return Err(cx.fail(format!("verification failed:\n  {}", problems.join("\n  "))));
         }
         Ok(receipt(
-            json!({"kubernetes_nodes_ready": ready.len(), "etcd_members": members, "extensions": extensions}),
+            json!({"kubernetes_nodes_ready": ready.len(), "ready": ready, "etcd_members": members, "extensions": extensions}),
         ))
     }
 }
@@ -635,7 +692,15 @@ fn server_version(
                 }
                 last = format!("it reports {tag}");
             }
-            Err(e) => last = stderr_of(&e),
+            Err(e) => {
+                if last.is_empty() {
+                    crate::progress::state(
+                        &node.name,
+                        &format!("waiting for the Talos API at {}", node.ip),
+                    );
+                }
+                last = stderr_of(&e);
+            }
         }
         std::thread::sleep(env.timing.poll);
     }
@@ -667,6 +732,12 @@ impl Builder for UpgradeBuilder {
         let _spinner = Spinner::start(format!("checking the Talos version of {}", node.name));
         let running = server_version(cx, env, node, None)?;
         if running != target {
+            // Rolling: one node at a time (the version check above runs in parallel).
+            let _turn = env.rolling.lock().unwrap_or_else(|e| e.into_inner());
+            crate::progress::state(
+                &node.name,
+                &format!("upgrading from {running} to {target}"),
+            );
             // Trap 6: the installer image in the config changed, but only `upgrade` moves a
             // running node to it. One node at a time; --wait (the default) blocks until done.
             let image = cx.profile.talos.installer_image();
@@ -674,7 +745,10 @@ impl Builder for UpgradeBuilder {
             // the *endpoint*; only control planes serve it ("kubeconfig is only available on
             // control plane nodes"), so a worker is upgraded through a control-plane endpoint.
             let via = upgrade_endpoint(cx, node)?;
-            eprintln!("upgrading {} from {running} to {target}", node.name);
+            crate::progress::note(&format!(
+                "upgrading {} from {running} to {target}",
+                node.name
+            ));
             talosctl_via(cx, env, via, node.ip, &["upgrade", "--image", &image]).map_err(|e| {
                 cx.fail(format!(
                     "talosctl upgrade of {} to {image} failed: {}",
@@ -683,6 +757,7 @@ impl Builder for UpgradeBuilder {
                 ))
             })?;
             server_version(cx, env, node, Some(&target))?;
+            crate::progress::changed(&node.name, &format!("upgraded {running} -> {target}"));
         }
         env.lock.update(cx, |l| {
             if let Some(n) = l.nodes.get_mut(&node.name) {
@@ -763,7 +838,7 @@ impl Builder for UpgradeK8sBuilder {
                 check_kubernetes_path(from, want).map_err(|e| cx.fail(e))?;
             }
             let cp = first_controlplane(cx)?;
-            eprintln!(
+            crate::progress::note(&format!(
                 "upgrading Kubernetes from {} to {target}{}",
                 current
                     .as_ref()
@@ -774,7 +849,7 @@ impl Builder for UpgradeK8sBuilder {
                 } else {
                     format!(" (kubelets behind: {})", kubelets_behind.join(", "))
                 }
-            );
+            ));
             let _spinner = Spinner::start(format!("talosctl upgrade-k8s --to {want}"));
             let to = want.to_string();
             talosctl_auth(cx, env, cp.ip, &["upgrade-k8s", "--to", &to]).map_err(|e| {
