@@ -941,6 +941,184 @@ mod tests {
         assert_eq!(ran, [("a".to_string(), false), ("b".to_string(), true)]);
     }
 
+    /// Each builder run waits (bounded) until `want` of them are running at once; a run that
+    /// times out fails with "ran alone". Proves concurrency by observation, not by timing.
+    struct Meet {
+        running: std::sync::Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>,
+        want: usize,
+        bound: std::time::Duration,
+    }
+    impl Builder for Meet {
+        fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
+            let (lock, cvar) = &*self.running;
+            let mut n = lock.lock().unwrap();
+            *n += 1;
+            cvar.notify_all();
+            let (mut n, timeout) = cvar
+                .wait_timeout_while(n, self.bound, |n| *n < self.want)
+                .unwrap();
+            if timeout.timed_out() {
+                *n -= 1;
+            }
+            drop(n);
+            if timeout.timed_out() {
+                return Err(cx.fail("ran alone"));
+            }
+            Ok([("out".to_string(), BuiltOutput::Content(cx.step.id.0.clone().into_bytes()))].into())
+        }
+    }
+
+    #[derive(Default)]
+    struct Seen {
+        order: Vec<String>,
+        failed: Vec<String>,
+        skipped: Vec<(String, Vec<String>)>,
+    }
+    impl Observer for Seen {
+        fn started(&mut self, step: &Step, _: &Status) {
+            self.order.push(format!("start {}", step.id));
+        }
+        fn finished(&mut self, r: &Realised, _: &Status) {
+            self.order.push(format!("done {}", r.id));
+        }
+        fn failed(&mut self, step: &Step, _: &EngineError) {
+            self.failed.push(step.id.to_string());
+        }
+        fn skipped(&mut self, step: &Step, because: &[StepId]) {
+            self.skipped.push((
+                step.id.to_string(),
+                because.iter().map(|b| b.to_string()).collect(),
+            ));
+        }
+    }
+
+    fn meet_steps() -> Vec<Step> {
+        ["n/a", "n/b", "n/c"]
+            .iter()
+            .map(|id| Step::new(StepId(id.to_string()), 1, Effect::Pure).value("v", id))
+            .collect()
+    }
+
+    #[test]
+    fn independent_steps_run_at_the_same_time_up_to_jobs() {
+        let (p, store, tools) = (profile(), MemoryStore::default(), ToolVersions::default());
+        let meet = |want, bound| {
+            let mut b = Builders::default();
+            b.register(
+                "n",
+                Box::new(Meet {
+                    running: Default::default(),
+                    want,
+                    bound,
+                }),
+            );
+            b
+        };
+        let engine = Engine {
+            profile: &p,
+            store: &store,
+            tools: &tools,
+            cipher: None,
+        };
+        // Three steps with three jobs: all three run at once (a generous bound: only a
+        // scheduler that runs them one by one can miss it).
+        let b = meet(3, std::time::Duration::from_secs(120));
+        let done = engine
+            .realise_scheduled(&meet_steps(), &b, &Default::default(), 3, &mut Seen::default())
+            .unwrap();
+        let ids: Vec<String> = done.iter().map(|r| r.id.to_string()).collect();
+        assert_eq!(ids, ["n/a", "n/b", "n/c"], "results in list order");
+        // With one job they cannot meet (the bound only decides how long this part takes).
+        let store = MemoryStore::default();
+        let engine = Engine {
+            profile: &p,
+            store: &store,
+            tools: &tools,
+            cipher: None,
+        };
+        let b = meet(2, std::time::Duration::from_millis(50));
+        let e = engine
+            .realise_scheduled(&meet_steps(), &b, &Default::default(), 1, &mut Seen::default())
+            .unwrap_err();
+        assert_eq!(e.failures().len(), 3, "{e}");
+        assert!(e.to_string().contains("n/a: ran alone"), "{e}");
+    }
+
+    #[test]
+    fn a_failed_step_stops_only_what_depends_on_it_or_comes_after_it() {
+        let (p, store, tools) = (profile(), MemoryStore::default(), ToolVersions::default());
+        struct FailA;
+        impl Builder for FailA {
+            fn build(
+                &self,
+                cx: &BuildContext<'_>,
+            ) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
+                if cx.step.id.0 == "x/a" {
+                    return Err(cx.fail("refused"));
+                }
+                Ok([("out".to_string(), BuiltOutput::Content(b"ok".to_vec()))].into())
+            }
+        }
+        let mut b = Builders::default();
+        b.register("x", Box::new(FailA));
+        let id = |s: &str| StepId(s.to_string());
+        let steps = vec![
+            Step::new(id("x/a"), 1, Effect::SideEffect).value("v", "a"),
+            Step::new(id("x/b"), 1, Effect::SideEffect).value("v", "b").dep(id("x/a"), &[]),
+            Step::new(id("x/c"), 1, Effect::SideEffect).value("v", "c"),
+            Step::new(id("x/d"), 1, Effect::SideEffect).value("v", "d").after(id("x/a")),
+            Step::new(id("x/e"), 1, Effect::SideEffect).value("v", "e").dep(id("x/b"), &[]),
+        ];
+        let engine = Engine {
+            profile: &p,
+            store: &store,
+            tools: &tools,
+            cipher: None,
+        };
+        for jobs in [1, 4] {
+            let mut seen = Seen::default();
+            let e = engine
+                .realise_scheduled(&steps, &b, &Default::default(), jobs, &mut seen)
+                .unwrap_err();
+            assert_eq!(e.to_string(), "x/a: refused");
+            assert_eq!(seen.failed, ["x/a"]);
+            let skipped: Vec<&str> = seen.skipped.iter().map(|(s, _)| s.as_str()).collect();
+            assert_eq!(skipped, ["x/b", "x/d", "x/e"], "jobs {jobs}");
+            assert_eq!(seen.skipped[2].1, ["x/b"], "skipped because its dep was");
+            assert!(seen.order.contains(&"done x/c".to_string()), "{:?}", seen.order);
+        }
+        // Only the step that succeeded left an object.
+        assert_eq!(store.keys().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn after_orders_steps_without_entering_the_key() {
+        let (p, store, tools) = (profile(), MemoryStore::default(), ToolVersions::default());
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut b = Builders::default();
+        b.register("a", Box::new(Emit("x", runs.clone())));
+        let later = Step::new(StepId("a/2".into()), 1, Effect::Pure).value("v", "2");
+        let first = Step::new(StepId("a/1".into()), 1, Effect::Pure).value("v", "1");
+        let engine = Engine {
+            profile: &p,
+            store: &store,
+            tools: &tools,
+            cipher: None,
+        };
+        let steps = vec![later.clone().after(first.id.clone()), first.clone()];
+        let mut seen = Seen::default();
+        let done = engine
+            .realise_scheduled(&steps, &b, &Default::default(), 4, &mut seen)
+            .unwrap();
+        assert_eq!(
+            seen.order,
+            ["start a/1", "done a/1", "start a/2", "done a/2"],
+            "a/2 waited for a/1 although listed first"
+        );
+        let plain = engine.plan(&[later]).unwrap();
+        assert_eq!(plain[0].key, Some(done[0].key), "the ordering edge is not in the key");
+    }
+
     #[test]
     fn a_damaged_pure_object_is_rebuilt_and_a_damaged_receipt_stops_with_the_repair() {
         let (p, store, tools) = (profile(), MemoryStore::default(), ToolVersions::default());

@@ -541,6 +541,27 @@ patches:
     }
 
     #[test]
+    fn bootstrap_waits_only_for_the_first_control_plane_and_applies_for_the_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cp1-extra.yaml"), "machine: {}\n").unwrap();
+        let profile = write(dir.path(), PROFILE);
+        let all = steps(&profile, profile.talos.version.contract());
+        let find = |id: &str| all.iter().find(|s| s.id.as_str() == id).unwrap();
+        let bootstrap = find("bootstrap");
+        assert_eq!(bootstrap.after, [StepId::new("ready", Some("cp1"))]);
+        assert!(
+            bootstrap.deps.iter().all(|d| d.step.kind() != "ready"),
+            "not a key input: an upgrade of cp1 does not re-run the bootstrap"
+        );
+        for n in ALL_NODES {
+            assert_eq!(
+                find(&format!("apply/{n}")).after,
+                [StepId::new("discover", None)]
+            );
+        }
+    }
+
+    #[test]
     fn no_change_invalidates_nothing() {
         assert_eq!(invalidated(|p| p.to_string(), &[]), set(&[]));
     }
