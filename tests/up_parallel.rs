@@ -132,8 +132,8 @@ fn a_refused_apply_fails_only_that_node_and_the_next_up_finishes_just_it() {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     let error = &stderr[stderr.find("error:").unwrap_or(0)..];
     assert!(
-        error.contains("apply/w1: w1: the node at 127.")
-            && error.contains("refused config")
+        error.contains("apply/w1: w1: applying config ")
+            && error.contains(" at 127.")
             && error.contains("not a valid DNS name"),
         "the error names the node and what it said:\n{stderr}"
     );

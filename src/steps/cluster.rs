@@ -322,7 +322,7 @@ impl Builder for ApplyBuilder {
         }
         if !last_error.is_empty() {
             return Err(cx.fail(format!(
-                "{}: the node at {target} refused config {}: {last_error}",
+                "{}: applying config {} at {target} failed: {last_error}",
                 node.name,
                 config_hash.short()
             )));
