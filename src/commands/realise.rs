@@ -313,6 +313,7 @@ fn up_locked(
         timing,
         jobs,
         rolling: Default::default(),
+        seen: Default::default(),
     };
     let env = crate::steps::StepEnv {
         identities: s.identities.clone(),

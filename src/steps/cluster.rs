@@ -105,6 +105,9 @@ pub struct ClusterEnv {
     /// Held while a node is upgraded: upgrades roll, one node at a time, even when nodes are
     /// otherwise handled in parallel (etcd keeps its quorum; workloads move one node at a time).
     pub rolling: Arc<Mutex<()>>,
+    /// Nodes seen answering the authenticated API in this run: name -> (address, Talos
+    /// version). `ready/<node>` right after `upgrade/<node>` uses it instead of asking again.
+    pub seen: Arc<Mutex<BTreeMap<String, (IpAddr, String)>>>,
 }
 
 /// The `-e` value for a node's own API (see [`crate::address`]).
@@ -368,7 +371,18 @@ impl Builder for ReadyBuilder {
             "waiting for {} to answer at {}",
             node.name, node.ip
         ));
-        let server = server_version(cx, env, node, None)?;
+        let seen = env
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&node.name)
+            .filter(|(ip, _)| *ip == node.ip)
+            .map(|(_, tag)| tag.clone());
+        let server = match seen {
+            // upgrade/<node> of this run just saw it answer there.
+            Some(tag) => tag,
+            None => server_version(cx, env, node, None)?,
+        };
         crate::progress::state(&node.name, &format!("ready at {} (Talos {server})", node.ip));
         Ok(receipt(
             json!({"node": node.name, "address": node.ip.to_string(), "talos": server}),
@@ -603,36 +617,10 @@ impl Builder for VerifyBuilder {
         let mut extensions = BTreeMap::new();
         if !cx.profile.talos.extensions.is_empty() {
             let nodes: Vec<&Node> = cx.profile.nodes.iter().collect();
-            let per_thread = nodes.len().div_ceil(env.jobs.max(1)).max(1);
-            let answers: Vec<(&Node, Result<Vec<String>, String>)> = std::thread::scope(|scope| {
-                let handles: Vec<_> = nodes
-                    .chunks(per_thread)
-                    .map(|chunk| {
-                        scope.spawn(move || {
-                            chunk
-                                .iter()
-                                .map(|n| {
-                                    let got = talosctl_auth(
-                                        cx,
-                                        env,
-                                        n.ip,
-                                        &["get", "extensions", "-o", "json"],
-                                    )
-                                    .map(|out| {
-                                        extension_names(&String::from_utf8_lossy(&out.stdout))
-                                    })
-                                    .map_err(|e| stderr_of(&e));
-                                    (*n, got)
-                                })
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().unwrap_or_default())
-                    .collect()
-            });
+            let answers = match extensions_at_once(cx, env, cp, &nodes) {
+                Some(all) => all,
+                None => extensions_one_by_one(cx, env, &nodes),
+            };
             for (n, got) in answers {
                 let names = got.map_err(|e| {
                     cx.fail(format!("talosctl get extensions on {}: {e}", n.name))
@@ -659,6 +647,107 @@ impl Builder for VerifyBuilder {
     }
 }
 
+/// Per-node answers of `get extensions`.
+type ExtensionAnswers<'n> = Vec<(&'n Node, Result<Vec<String>, String>)>;
+
+/// Every node's extensions with one `talosctl -e <cp> -n <all nodes> get extensions` (apid on
+/// the control plane asks each node; each resource names its node). `None` when that call
+/// fails (a node does not answer): then each node is asked on its own, to name it.
+fn extensions_at_once<'n>(
+    cx: &BuildContext<'_>,
+    env: &ClusterEnv,
+    cp: &Node,
+    nodes: &[&'n Node],
+) -> Option<ExtensionAnswers<'n>> {
+    let program = exec::locate(Tool::Talosctl).ok()?;
+    let tc = env.talosconfig.display().to_string();
+    let ep = endpoint(cx.profile, cp.ip);
+    let all = nodes
+        .iter()
+        .map(|n| crate::address::node_arg(n.ip))
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = exec::run_capture(
+        &program,
+        [
+            "--talosconfig",
+            &tc,
+            "-e",
+            &ep,
+            "-n",
+            &all,
+            "get",
+            "extensions",
+            "-o",
+            "json",
+        ],
+        |_| {},
+    )
+    .ok()?;
+    let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for v in serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter::<Value>()
+        .filter_map(Result::ok)
+    {
+        let (Some(node), Some(name)) = (
+            v["node"].as_str(),
+            v["spec"]["metadata"]["name"].as_str(),
+        ) else {
+            continue;
+        };
+        by_node
+            .entry(node.to_string())
+            .or_default()
+            .push(name.to_string());
+    }
+    Some(
+        nodes
+            .iter()
+            .map(|n| {
+                let names = by_node
+                    .get(&crate::address::node_arg(n.ip))
+                    .cloned()
+                    .unwrap_or_default();
+                (*n, Ok(names))
+            })
+            .collect(),
+    )
+}
+
+/// Each node's extensions with its own `get extensions`, `env.jobs` nodes at a time.
+fn extensions_one_by_one<'n>(
+    cx: &BuildContext<'_>,
+    env: &ClusterEnv,
+    nodes: &[&'n Node],
+) -> ExtensionAnswers<'n> {
+    let per_thread = nodes.len().div_ceil(env.jobs.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = nodes
+            .chunks(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|n| {
+                            let got =
+                                talosctl_auth(cx, env, n.ip, &["get", "extensions", "-o", "json"])
+                                    .map(|out| {
+                                        extension_names(&String::from_utf8_lossy(&out.stdout))
+                                    })
+                                    .map_err(|e| stderr_of(&e));
+                            (*n, got)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
 /// Extension names from a `get extensions -o json` stream.
 pub fn extension_names(stream: &str) -> Vec<String> {
     serde_json::Deserializer::from_str(stream)
@@ -667,6 +756,11 @@ pub fn extension_names(stream: &str) -> Vec<String> {
         .filter_map(|v| v["spec"]["metadata"]["name"].as_str().map(str::to_string))
         .collect()
 }
+
+/// How often a rebooting node's API port is probed (a TCP connect, no child process).
+const PORT_POLL: Duration = Duration::from_millis(25);
+/// Bound of one such probe.
+const PORT_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The Talos version a node reports (`Server:` block of `talosctl version`), waiting for it to
 /// answer (it may be rebooting after apply or upgrade).
@@ -678,7 +772,22 @@ fn server_version(
 ) -> Result<String, StepError> {
     let started = Instant::now();
     let mut last = String::new();
+    let api = std::net::SocketAddr::new(node.ip, cx.profile.talos.api_port);
     while started.elapsed() < env.timing.ready_timeout {
+        // While the API port does not even accept a connection (the node is rebooting), look
+        // again soon without starting a talosctl each time: the node is noticed within
+        // PORT_POLL of coming up, however long the configured poll interval is.
+        if std::net::TcpStream::connect_timeout(&api, PORT_PROBE_TIMEOUT).is_err() {
+            if last.is_empty() {
+                crate::progress::state(
+                    &node.name,
+                    &format!("waiting for the Talos API at {}", node.ip),
+                );
+            }
+            last = format!("{api} does not accept connections");
+            std::thread::sleep(PORT_POLL.min(env.timing.poll));
+            continue;
+        }
         match talosctl_auth(cx, env, node.ip, &["version"]) {
             Ok(out) => {
                 let text = String::from_utf8_lossy(&out.stdout);
@@ -688,6 +797,10 @@ fn server_version(
                     .and_then(exec::first_version)
                     .unwrap_or_default();
                 if want.is_none_or(|w| w == tag) {
+                    env.seen
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(node.name.clone(), (node.ip, tag.clone()));
                     return Ok(tag);
                 }
                 last = format!("it reports {tag}");
