@@ -236,6 +236,8 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
         .value("talos.api_port", t.api_port)
         .value("expected_macs", expected_macs)
         .value("proxmox.url", p.proxmox.as_ref().map(|x| &x.url))
+        // It asks configured nodes with the talosconfig `up` writes when that step finishes.
+        .after(StepId::new("talosconfig", None))
         .tool(Tool::Talosctl),
     );
     for node in &p.nodes {
@@ -252,6 +254,8 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
             // The maintenance address comes from a fresh scan when one runs (read through
             // `latest_output`, not part of the key).
             .after(StepId::new("discover", None))
+            // Configured nodes are applied with the talosconfig written when that step finishes.
+            .after(StepId::new("talosconfig", None))
             .tool(Tool::Talosctl),
         );
     }
@@ -556,7 +560,10 @@ patches:
         for n in ALL_NODES {
             assert_eq!(
                 find(&format!("apply/{n}")).after,
-                [StepId::new("discover", None)]
+                [
+                    StepId::new("discover", None),
+                    StepId::new("talosconfig", None)
+                ]
             );
         }
     }

@@ -297,31 +297,20 @@ pub(super) fn up(mut s: Session, jobs: Option<usize>) -> Result<()> {
 use crate::steps::cluster::{ClusterEnv, SharedLock, Timing};
 
 /// [`up`] once the store is locked: returns where the talosconfig and kubeconfig are.
+///
+/// One scheduled run covers the configuration and the cluster steps, so the discovery scan
+/// runs while configs render and a node is applied as soon as its own config is ready. What
+/// `build` does after its steps happens here as each one finishes (see [`UpObserver`]).
 fn up_locked(
     s: &Session,
     timing: Timing,
     jobs: usize,
     progress: &mut Progress,
 ) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
-    let lock = realise_configs(s, progress, jobs)?;
-    // The configuration steps were reported above.
-    progress.quiet.extend(graph::BUILD_KINDS.iter().copied());
-    let cluster = ClusterEnv {
-        lock: SharedLock::new(s.profile.workspace.clone(), lock),
-        talosconfig: s.profile.workspace.talosconfig(),
-        kubeconfig: s.profile.workspace.kubeconfig(),
-        timing,
-        jobs,
-        rolling: Default::default(),
-        seen: Default::default(),
-    };
-    let env = crate::steps::StepEnv {
-        identities: s.identities.clone(),
-        cluster: Some(cluster.clone()),
-    };
     let all = s.steps();
     let engine = s.engine();
-    // Scan only when some node must be applied: a fresh observation, never a stale one.
+    // Scan only when some node must (or may: its config is not built yet) be applied: a fresh
+    // observation, never a stale one.
     let must_apply = engine
         .plan(&all)?
         .iter()
@@ -331,13 +320,42 @@ fn up_locked(
     } else {
         Default::default()
     };
+    let mut lock = s.lock.clone();
+    if lock.contract.is_none() || s.contract.source == graph::ContractSource::Profile {
+        lock.contract = Some(s.contract.contract.to_string());
+    }
+    let cluster = ClusterEnv {
+        lock: SharedLock::new(s.profile.workspace.clone(), s.lock.clone()),
+        talosconfig: s.profile.workspace.talosconfig(),
+        kubeconfig: s.profile.workspace.kubeconfig(),
+        timing,
+        jobs,
+        rolling: Default::default(),
+        seen: Default::default(),
+        bootstrapped_now: Default::default(),
+    };
+    cluster
+        .lock
+        .update_with(|l| *l = lock)
+        .map_err(CliError::from)?;
+    let env = crate::steps::StepEnv {
+        identities: s.identities.clone(),
+        cluster: Some(cluster.clone()),
+    };
+    let mut observer = UpObserver {
+        s,
+        lock: &cluster.lock,
+        progress,
+        errors: Vec::new(),
+    };
     let result = engine.realise_scheduled(
         &all,
         &crate::steps::builders(&env),
         &force,
         jobs,
-        progress,
+        &mut observer,
     );
+    let written = observer.errors;
     // Whatever happened, hand the operator the kubeconfig if there is one (best effort: a
     // failure here must not hide the step error).
     let handed = (|| -> Result<()> {
@@ -359,6 +377,9 @@ fn up_locked(
             cluster.kubeconfig.display(),
             e.message
         );
+    }
+    if let Some(e) = written.into_iter().next() {
+        return Err(e);
     }
     if let Err(e) = result {
         let failed: Vec<String> = e
@@ -396,6 +417,68 @@ fn up_locked(
         return Err(CliError { code: 1, message });
     }
     Ok((cluster.talosconfig, cluster.kubeconfig))
+}
+
+/// `up`'s observer: the progress lines and board, plus what `build` does after its steps,
+/// done as each step finishes (before anything that comes after it starts): node patches and
+/// the talosconfig written for the operator, the talosctl version and secrets hashes pinned in
+/// the lock file (through the run's one lock-file owner).
+struct UpObserver<'a> {
+    s: &'a Session,
+    lock: &'a SharedLock,
+    progress: &'a mut Progress,
+    errors: Vec<CliError>,
+}
+
+impl UpObserver<'_> {
+    fn after_config_step(&self, r: &Realised) -> Result<()> {
+        let s = self.s;
+        materialise(s, std::slice::from_ref(r))?;
+        match r.id.kind() {
+            "base-config" => {
+                if let Ok(v) = s.tools.get(crate::derivation::Tool::Talosctl) {
+                    self.lock
+                        .update_with(|l| l.talosctl_version = Some(v))
+                        .map_err(CliError::from)?;
+                }
+            }
+            "secrets" => {
+                if let Some(bundle) = s
+                    .store
+                    .manifest(&r.key)?
+                    .and_then(|m| m.outputs.get("bundle").map(|b| b.hash))
+                {
+                    let mut lock = self.lock.get();
+                    s.record_secrets(&mut lock, bundle)?;
+                    self.lock
+                        .update_with(|l| l.secrets = lock.secrets)
+                        .map_err(CliError::from)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Observer for UpObserver<'_> {
+    fn started(&mut self, step: &Step, status: &Status) {
+        self.progress.started(step, status);
+    }
+    fn finished(&mut self, r: &Realised, status: &Status) {
+        if graph::BUILD_KINDS.contains(&r.id.kind())
+            && let Err(e) = self.after_config_step(r)
+        {
+            self.errors.push(e);
+        }
+        self.progress.finished(r, status);
+    }
+    fn failed(&mut self, step: &Step, error: &EngineError) {
+        self.progress.failed(step, error);
+    }
+    fn skipped(&mut self, step: &Step, because: &[StepId]) {
+        self.progress.skipped(step, because);
+    }
 }
 
 /// The receipt of step `id` realised in this run, as JSON.
