@@ -304,7 +304,12 @@ fn keep_log(name: &str, stderr: &str) {
 }
 
 /// talix's first bootstrap of 3 control planes + `workers` workers, against the floor.
-fn bench_first_up(rt: &tokio::runtime::Runtime, reboot_ms: u64, workers: usize, rows: &mut Vec<Row>) {
+fn bench_first_up(
+    rt: &tokio::runtime::Runtime,
+    reboot_ms: u64,
+    workers: usize,
+    rows: &mut Vec<Row>,
+) {
     let (_dir, ws) = workspace();
     let (cluster, a, b) = start_sim(rt, |a, b| spec_sized(a, b, reboot_ms, workers));
     let recipient = talix::secrets::generate_identity_file(&ws.join("key.txt")).unwrap();

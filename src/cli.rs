@@ -89,9 +89,9 @@ pub enum Command {
         profile: ProfileArg,
         #[command(flatten)]
         contract: ContractArgs,
-        /// Steps (nodes) worked on at once: applies, readiness waits and checks run in
-        /// parallel across nodes; upgrades still roll one node at a time (default: the
-        /// profile's `up.jobs`, else 8).
+        /// talosctl/kubectl processes run at once. Nodes are worked on in parallel (applies,
+        /// readiness waits, checks), each waiting for a free slot to run one; upgrades still
+        /// roll one node at a time (default: the profile's `up.jobs`, else 8).
         #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
         jobs: Option<u16>,
     },

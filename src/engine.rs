@@ -494,15 +494,16 @@ impl<'a> Engine<'a> {
                             let Ok(job) = job else { return };
                             let i = job.index;
                             // A panicking builder must not leave the scheduler waiting.
-                            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-                                || self.run_one(&steps[i], builders, job, &tx),
-                            ))
-                            .unwrap_or_else(|_| {
-                                Err(EngineError::Step(StepError {
-                                    step: steps[i].id.clone(),
-                                    message: "the step's builder panicked".into(),
+                            let outcome =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    self.run_one(&steps[i], builders, job, &tx)
                                 }))
-                            });
+                                .unwrap_or_else(|_| {
+                                    Err(EngineError::Step(StepError {
+                                        step: steps[i].id.clone(),
+                                        message: "the step's builder panicked".into(),
+                                    }))
+                                });
                             if tx.send(Msg::Done(i, outcome)).is_err() {
                                 return;
                             }
@@ -964,7 +965,11 @@ mod tests {
             if timeout.timed_out() {
                 return Err(cx.fail("ran alone"));
             }
-            Ok([("out".to_string(), BuiltOutput::Content(cx.step.id.0.clone().into_bytes()))].into())
+            Ok([(
+                "out".to_string(),
+                BuiltOutput::Content(cx.step.id.0.clone().into_bytes()),
+            )]
+            .into())
         }
     }
 
@@ -1024,7 +1029,13 @@ mod tests {
         // scheduler that runs them one by one can miss it).
         let b = meet(3, std::time::Duration::from_secs(120));
         let done = engine
-            .realise_scheduled(&meet_steps(), &b, &Default::default(), 3, &mut Seen::default())
+            .realise_scheduled(
+                &meet_steps(),
+                &b,
+                &Default::default(),
+                3,
+                &mut Seen::default(),
+            )
             .unwrap();
         let ids: Vec<String> = done.iter().map(|r| r.id.to_string()).collect();
         assert_eq!(ids, ["n/a", "n/b", "n/c"], "results in list order");
@@ -1038,7 +1049,13 @@ mod tests {
         };
         let b = meet(2, std::time::Duration::from_millis(50));
         let e = engine
-            .realise_scheduled(&meet_steps(), &b, &Default::default(), 1, &mut Seen::default())
+            .realise_scheduled(
+                &meet_steps(),
+                &b,
+                &Default::default(),
+                1,
+                &mut Seen::default(),
+            )
             .unwrap_err();
         assert_eq!(e.failures().len(), 3, "{e}");
         assert!(e.to_string().contains("n/a: ran alone"), "{e}");
@@ -1064,10 +1081,16 @@ mod tests {
         let id = |s: &str| StepId(s.to_string());
         let steps = vec![
             Step::new(id("x/a"), 1, Effect::SideEffect).value("v", "a"),
-            Step::new(id("x/b"), 1, Effect::SideEffect).value("v", "b").dep(id("x/a"), &[]),
+            Step::new(id("x/b"), 1, Effect::SideEffect)
+                .value("v", "b")
+                .dep(id("x/a"), &[]),
             Step::new(id("x/c"), 1, Effect::SideEffect).value("v", "c"),
-            Step::new(id("x/d"), 1, Effect::SideEffect).value("v", "d").after(id("x/a")),
-            Step::new(id("x/e"), 1, Effect::SideEffect).value("v", "e").dep(id("x/b"), &[]),
+            Step::new(id("x/d"), 1, Effect::SideEffect)
+                .value("v", "d")
+                .after(id("x/a")),
+            Step::new(id("x/e"), 1, Effect::SideEffect)
+                .value("v", "e")
+                .dep(id("x/b"), &[]),
         ];
         let engine = Engine {
             profile: &p,
@@ -1085,7 +1108,11 @@ mod tests {
             let skipped: Vec<&str> = seen.skipped.iter().map(|(s, _)| s.as_str()).collect();
             assert_eq!(skipped, ["x/b", "x/d", "x/e"], "jobs {jobs}");
             assert_eq!(seen.skipped[2].1, ["x/b"], "skipped because its dep was");
-            assert!(seen.order.contains(&"done x/c".to_string()), "{:?}", seen.order);
+            assert!(
+                seen.order.contains(&"done x/c".to_string()),
+                "{:?}",
+                seen.order
+            );
         }
         // Only the step that succeeded left an object.
         assert_eq!(store.keys().unwrap().len(), 1);
@@ -1116,7 +1143,11 @@ mod tests {
             "a/2 waited for a/1 although listed first"
         );
         let plain = engine.plan(&[later]).unwrap();
-        assert_eq!(plain[0].key, Some(done[0].key), "the ordering edge is not in the key");
+        assert_eq!(
+            plain[0].key,
+            Some(done[0].key),
+            "the ordering edge is not in the key"
+        );
     }
 
     #[test]

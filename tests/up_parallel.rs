@@ -189,7 +189,10 @@ fn a_refused_apply_fails_only_that_node_and_the_next_up_finishes_just_it() {
         .filter(|a| a.contains(&"apply-config".to_string()))
         .collect();
     assert_eq!(applies.len(), 1, "only w1 is applied again: {applies:?}");
-    assert!(applies[0].contains(&"--insecure".to_string()), "{applies:?}");
+    assert!(
+        applies[0].contains(&"--insecure".to_string()),
+        "{applies:?}"
+    );
     assert_eq!(count(&c, "bootstrap"), 0);
     let lock = std::fs::read_to_string(c.root().join("profiles/demo.lock")).unwrap();
     assert_eq!(lock.matches("applied_config:").count(), 5, "{lock}");

@@ -254,10 +254,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             profile,
             contract,
             jobs,
-        } => realise::up(
-            open(&profile.profile, contract)?,
-            jobs.map(usize::from),
-        ),
+        } => realise::up(open(&profile.profile, contract)?, jobs.map(usize::from)),
         Command::Demo {
             keep,
             reboot_delay_ms,

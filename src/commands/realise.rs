@@ -193,14 +193,18 @@ impl Progress {
     }
 }
 
-/// How many steps run at once: `--jobs`, else the profile's `up.jobs`, else
-/// [`DEFAULT_JOBS`] (never more than there are nodes plus the cluster-wide step running beside
-/// them, never less than one).
+/// How many talosctl/kubectl processes run at once: `--jobs`, else the profile's `up.jobs`,
+/// else [`DEFAULT_JOBS`]. Installed as the process bound ([`crate::exec::set_process_limit`]).
 fn jobs_for(s: &Session, flag: Option<usize>) -> usize {
-    let nodes = s.profile.nodes.len();
-    flag.or(s.profile.up.jobs)
-        .unwrap_or_else(|| DEFAULT_JOBS.min(nodes + 1))
-        .max(1)
+    let jobs = flag.or(s.profile.up.jobs).unwrap_or(DEFAULT_JOBS).max(1);
+    crate::exec::set_process_limit(jobs);
+    jobs
+}
+
+/// How many steps are in flight at once: every node can be waited for at the same time (a
+/// node rebooting costs a sleeping thread, not a process slot), plus the cluster-wide steps.
+fn steps_in_flight(s: &Session, jobs: usize) -> usize {
+    (s.profile.nodes.len() + 4).clamp(jobs, 1024)
 }
 
 /// Default of `up --jobs`: enough that nodes reboot together, few enough that a laptop running
@@ -276,9 +280,11 @@ pub(super) fn up(mut s: Session, jobs: Option<usize>) -> Result<()> {
     let result = up_locked(&s, timing, jobs, &mut progress);
     let changes = crate::progress::finish();
     if progress.realised.keys().any(|id| id.kind() == "apply")
-        || progress.failed.keys().chain(&progress.skipped).any(|id| {
-            !graph::BUILD_KINDS.contains(&id.kind())
-        })
+        || progress
+            .failed
+            .keys()
+            .chain(&progress.skipped)
+            .any(|id| !graph::BUILD_KINDS.contains(&id.kind()))
     {
         print_summary(&s, &progress, &changes);
     }
@@ -352,7 +358,7 @@ fn up_locked(
         &all,
         &crate::steps::builders(&env),
         &force,
-        jobs,
+        steps_in_flight(s, jobs),
         &mut observer,
     );
     let written = observer.errors;

@@ -259,7 +259,7 @@ pub struct Profile {
 /// How `talix up` runs: nothing here enters a key.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct UpSettings {
-    /// Steps (nodes) worked on at once (`up.jobs`; `--jobs` overrides it).
+    /// talosctl/kubectl processes run at once (`up.jobs`; `--jobs` overrides it).
     pub jobs: Option<usize>,
 }
 

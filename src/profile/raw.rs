@@ -27,7 +27,7 @@ pub struct RawProfile {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUp {
-    /// Steps (nodes) worked on at once.
+    /// talosctl/kubectl processes run at once.
     #[serde(default)]
     pub jobs: Option<u32>,
 }

@@ -705,7 +705,10 @@ fn resolve(
     if let Some(jobs) = up_jobs
         && !(1..=MAX_JOBS).contains(&(jobs as usize))
     {
-        c.error("up.jobs", format!("{jobs} must be between 1 and {MAX_JOBS}"));
+        c.error(
+            "up.jobs",
+            format!("{jobs} must be between 1 and {MAX_JOBS}"),
+        );
     }
 
     // --- discovery

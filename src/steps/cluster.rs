@@ -396,7 +396,10 @@ impl Builder for ReadyBuilder {
             Some(tag) => tag,
             None => server_version(cx, env, node, None)?,
         };
-        crate::progress::state(&node.name, &format!("ready at {} (Talos {server})", node.ip));
+        crate::progress::state(
+            &node.name,
+            &format!("ready at {} (Talos {server})", node.ip),
+        );
         Ok(receipt(
             json!({"node": node.name, "address": node.ip.to_string(), "talos": server}),
         ))
@@ -604,12 +607,12 @@ impl Builder for VerifyBuilder {
                 })
             });
             let nodes = kubernetes_nodes(cx, env);
-            let etcd = etcd
-                .join()
-                .unwrap_or_else(|_| Err(ExecError::Spawn {
+            let etcd = etcd.join().unwrap_or_else(|_| {
+                Err(ExecError::Spawn {
                     program: "talosctl".into(),
                     source: std::io::Error::other("the etcd members query panicked"),
-                }));
+                })
+            });
             (nodes, etcd, extensions.join().unwrap_or_default())
         });
         let nodes = nodes?;
@@ -635,8 +638,8 @@ impl Builder for VerifyBuilder {
         }
 
         // etcd members (trap 4: not `get members`).
-        let out = etcd
-            .map_err(|e| cx.fail(format!("talosctl etcd members failed: {}", stderr_of(&e))))?;
+        let out =
+            etcd.map_err(|e| cx.fail(format!("talosctl etcd members failed: {}", stderr_of(&e))))?;
         let text = String::from_utf8_lossy(&out.stdout);
         let members = text
             .lines()
@@ -654,9 +657,8 @@ impl Builder for VerifyBuilder {
         let mut extensions = BTreeMap::new();
         if let Some(answers) = answers {
             for (n, got) in answers {
-                let names = got.map_err(|e| {
-                    cx.fail(format!("talosctl get extensions on {}: {e}", n.name))
-                })?;
+                let names = got
+                    .map_err(|e| cx.fail(format!("talosctl get extensions on {}: {e}", n.name)))?;
                 for want in &cx.profile.talos.extensions {
                     let short = want.rsplit('/').next().unwrap_or(want);
                     if !names.iter().any(|have| have == want || have == short) {
@@ -721,10 +723,8 @@ fn extensions_at_once<'n>(
         .into_iter::<Value>()
         .filter_map(Result::ok)
     {
-        let (Some(node), Some(name)) = (
-            v["node"].as_str(),
-            v["spec"]["metadata"]["name"].as_str(),
-        ) else {
+        let (Some(node), Some(name)) = (v["node"].as_str(), v["spec"]["metadata"]["name"].as_str())
+        else {
             continue;
         };
         by_node
@@ -879,10 +879,7 @@ impl Builder for UpgradeBuilder {
         if running != target {
             // Rolling: one node at a time (the version check above runs in parallel).
             let _turn = env.rolling.lock().unwrap_or_else(|e| e.into_inner());
-            crate::progress::state(
-                &node.name,
-                &format!("upgrading from {running} to {target}"),
-            );
+            crate::progress::state(&node.name, &format!("upgrading from {running} to {target}"));
             // Trap 6: the installer image in the config changed, but only `upgrade` moves a
             // running node to it. One node at a time; --wait (the default) blocks until done.
             let image = cx.profile.talos.installer_image();
