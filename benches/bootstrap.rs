@@ -176,12 +176,17 @@ fn bench_runbook(rt: &tokio::runtime::Runtime, reboot_ms: u64, rows: &mut Vec<Ro
             // The literal runbook predates contract v1.12 (its hostname and nameserver patch
             // fails on current Talos: traps 2 and 9), so its baseline runs on v1.11 machines.
             n.maintenance_version = "v1.11.5".into();
+            // Its patches name `interface: eth0`: machines booted with classic NIC names, so
+            // the baseline completes (on `ens18` machines no node ever takes its address).
+            n.kernel_args = vec!["net.ifnames=0".into()];
         }
         spec
     });
     let log = ws.join("talosctl.log");
     let started = Instant::now();
-    let out = Command::new("bash")
+    // Bounded: a runbook that never sees its nodes loops forever (`until ...; do sleep`).
+    let out = Command::new("timeout")
+        .args(["300", "bash"])
         .arg(runbook)
         .current_dir(&ws)
         .env(

@@ -921,13 +921,15 @@ fn write_kubeconfig(cx: &BuildContext<'_>, env: &ClusterEnv) -> Result<(), StepE
         .map_err(|e| cx.fail(format!("{}: {e}", env.kubeconfig.display())))
 }
 
-/// `kubectl get nodes -o json` items, with the written kubeconfig.
+/// The `NodeList` items (what `kubectl get nodes -o json` prints), with the written
+/// kubeconfig: `get --raw /api/v1/nodes` is the same list without kubectl's API discovery
+/// round trips first.
 fn kubernetes_nodes(cx: &BuildContext<'_>, env: &ClusterEnv) -> Result<Vec<Value>, StepError> {
     let kubectl = exec::locate(Tool::Kubectl).map_err(|e| cx.fail(e.to_string()))?;
     let kubeconfig = env.kubeconfig.display().to_string();
     let out = exec::run_capture(
         &kubectl,
-        ["--kubeconfig", &kubeconfig, "get", "nodes", "-o", "json"],
+        ["--kubeconfig", &kubeconfig, "get", "--raw", "/api/v1/nodes"],
         |_| {},
     )
     .map_err(|e| cx.fail(format!("kubectl get nodes failed: {}", stderr_of(&e))))?;
