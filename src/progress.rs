@@ -125,6 +125,16 @@ pub fn note(message: &str) {
     }
 }
 
+/// A line of results on stdout, printed above the live lines on a terminal (so they do not
+/// tear each other).
+pub fn println(line: &str) {
+    let guard = BOARD.lock().unwrap_or_else(|e| e.into_inner());
+    match guard.as_ref().map(|b| &b.mode) {
+        Some(Mode::Live { multi, .. }) => multi.suspend(|| println!("{line}")),
+        _ => println!("{line}"),
+    }
+}
+
 /// Remove the board (the live lines are cleared) and return what changed per node.
 pub fn finish() -> BTreeMap<String, Vec<String>> {
     let board = BOARD.lock().unwrap_or_else(|e| e.into_inner()).take();

@@ -83,8 +83,6 @@ struct Progress {
     /// Failed steps with the first line of their error.
     failed: BTreeMap<StepId, String>,
     skipped: BTreeSet<StepId>,
-    /// Steps whose lines were already printed (the configuration phase of `up`).
-    quiet: BTreeSet<&'static str>,
 }
 
 /// What the board says while a step of `kind` runs.
@@ -119,9 +117,6 @@ impl Observer for Progress {
 
     fn finished(&mut self, r: &Realised, status: &Status) {
         self.realised.insert(r.id.clone(), r.clone());
-        if self.quiet.contains(r.id.kind()) {
-            return;
-        }
         self.report(r, status);
         if r.ran {
             let done = match r.id.kind() {
@@ -181,14 +176,14 @@ impl Progress {
             } else {
                 "ran"
             };
-            println!(
+            crate::progress::println(&format!(
                 "  {verb:<8} {:<16} {} ms  ({why})",
                 r.id.as_str(),
                 r.duration_ms
-            );
+            ));
         } else {
             self.cached += 1;
-            println!("  cached   {}", r.id.as_str());
+            crate::progress::println(&format!("  cached   {}", r.id.as_str()));
         }
     }
 }
