@@ -38,6 +38,22 @@ fn applies_overlap_etcd_is_bootstrapped_once_and_the_run_ends_with_a_summary() {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(count(&c, "apply-config"), 5, "{:?}", c.calls());
     assert_eq!(count(&c, "bootstrap"), 1, "etcd bootstrapped exactly once");
+    // Every node's extensions in one multi-node call through the first control plane.
+    let extensions: Vec<Vec<String>> = c
+        .calls()
+        .into_iter()
+        .filter(|a| a.contains(&"extensions".to_string()))
+        .collect();
+    assert_eq!(extensions.len(), 1, "{extensions:?}");
+    assert_eq!(
+        extensions[0]
+            .iter()
+            .skip_while(|a| *a != "-n")
+            .nth(1)
+            .map(|n| n.split(',').count()),
+        Some(5),
+        "{extensions:?}"
+    );
 
     // Not a terminal (and NO_COLOR): no escape code anywhere, timestamped node lines.
     assert!(
