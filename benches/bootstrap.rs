@@ -5,7 +5,8 @@
 //! at once in the simulator), talix re-runs (nothing changed; store lost), plan/build latency,
 //! and the discovery scan. Everything runs on loopback. `BENCH_REBOOT_MS` sets the simulated
 //! install/reboot time (default 2000 ms, the simulator's default); `BENCH_WORKERS` the worker
-//! counts of the first-bootstrap rows (default `2,22,57`); `BENCH_RUNBOOK` the runbook script
+//! counts of the first-bootstrap rows (default `2,22,57`); `BENCH_JOBS` the profile's `up.jobs`
+//! (default: talix's); `BENCH_RUNBOOK` the runbook script
 //! (default `../shared/bench/runbook.sh` beside the workspace); `BENCH_LOG_DIR` keeps each
 //! run's stderr (talix's timestamped progress lines) there.
 
@@ -58,6 +59,10 @@ fn peak_child_rss_mib() -> f64 {
 /// The demo profile with `workers` workers (w1, w2, ... at .21, .22, ...).
 fn profile_sized(a: u8, b: u8, recipient: &str, workers: usize) -> String {
     let mut text = talix::demo::profile_yaml(a, b, recipient);
+    if let Ok(jobs) = std::env::var("BENCH_JOBS") {
+        // `up.jobs` (talosctl processes at once); the default otherwise.
+        text = text.replace("\nnodes:\n", &format!("\nup:\n  jobs: {jobs}\nnodes:\n"));
+    }
     for i in 2..workers {
         text.push_str(&format!(
             "      - {{ name: w{}, ip: 127.{a}.{b}.{}, mac: \"02:54:00:{a:02x}:{b:02x}:{:02x}\" }}\n",
