@@ -1,8 +1,14 @@
 //! Benchmarks, printed as a table (`cargo bench --bench bootstrap`): the literal hand-written
 //! runbook against talix on the same simulated 3+2 cluster (first bootstrap time, talosctl
-//! calls), talix re-runs (nothing changed; store lost), plan/build latency, and the discovery
-//! scan. Everything runs on loopback. `BENCH_REBOOT_MS` sets the simulated install/reboot time
-//! (default 2000 ms, the simulator's default).
+//! calls), talix's first bootstrap at 3+2, 3+22 and 3+57 against the floor (what the simulated
+//! machines themselves need: the slowest reboot after its apply; bootstrap and health answer
+//! at once in the simulator), talix re-runs (nothing changed; store lost), plan/build latency,
+//! and the discovery scan. Everything runs on loopback. `BENCH_REBOOT_MS` sets the simulated
+//! install/reboot time (default 2000 ms, the simulator's default); `BENCH_WORKERS` the worker
+//! counts of the first-bootstrap rows (default `2,22,57`); `BENCH_JOBS` the profile's `up.jobs`
+//! (default: talix's); `BENCH_RUNBOOK` the runbook script
+//! (default `../shared/bench/runbook.sh` beside the workspace); `BENCH_LOG_DIR` keeps each
+//! run's stderr (talix's timestamped progress lines) there.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -48,6 +54,52 @@ fn peak_child_rss_mib() -> f64 {
     // SAFETY: getrusage writes into the struct we own.
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
     usage.ru_maxrss as f64 / 1024.0
+}
+
+/// The demo profile with `workers` workers (w1, w2, ... at .21, .22, ...).
+fn profile_sized(a: u8, b: u8, recipient: &str, workers: usize) -> String {
+    let mut text = talix::demo::profile_yaml(a, b, recipient);
+    if let Ok(jobs) = std::env::var("BENCH_JOBS") {
+        // `up.jobs` (talosctl processes at once); the default otherwise.
+        text = text.replace("\nnodes:\n", &format!("\nup:\n  jobs: {jobs}\nnodes:\n"));
+    }
+    for i in 2..workers {
+        text.push_str(&format!(
+            "      - {{ name: w{}, ip: 127.{a}.{b}.{}, mac: \"02:54:00:{a:02x}:{b:02x}:{:02x}\" }}\n",
+            i + 1,
+            21 + i,
+            0x21 + i
+        ));
+    }
+    text
+}
+
+/// The demo's machines with `workers` workers (DHCP addresses .101, .102, ...).
+fn spec_sized(a: u8, b: u8, reboot_ms: u64, workers: usize) -> ClusterSpec {
+    let mut spec = talix::demo::spec(a, b, Some(reboot_ms)).unwrap();
+    let template = spec.nodes[4].clone();
+    spec.nodes.truncate(3 + workers.min(2));
+    for i in 2..workers {
+        let mut n = template.clone();
+        n.name = format!("w{}", i + 1);
+        n.mac = format!("02:54:00:{a:02x}:{b:02x}:{:02x}", 0x21 + i);
+        n.address = Ipv4Addr::new(127, a, b, (101 + 3 + i) as u8);
+        spec.nodes.push(n);
+    }
+    spec
+}
+
+/// What the simulated machines need for a first bootstrap: the slowest node's reboot after
+/// its apply (the simulator answers bootstrap and health as soon as the nodes are up, so they
+/// add nothing).
+fn floor(spec: &ClusterSpec) -> Duration {
+    Duration::from_millis(
+        spec.nodes
+            .iter()
+            .map(|n| n.reboot_delay_ms + n.faults.slow_reboot_ms)
+            .max()
+            .unwrap_or(0),
+    )
 }
 
 fn talix(ws: &Path, log: &Path, args: &[&str]) -> (Duration, bool, String) {
@@ -96,7 +148,10 @@ fn workspace() -> (tempfile::TempDir, PathBuf) {
 }
 
 fn bench_runbook(rt: &tokio::runtime::Runtime, reboot_ms: u64, rows: &mut Vec<Row>) {
-    let runbook = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/bench/runbook.sh");
+    let runbook = std::env::var("BENCH_RUNBOOK").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/bench/runbook.sh").to_string()
+    });
+    let runbook = runbook.as_str();
     if !Path::new(runbook).exists()
         || Command::new("sh")
             .args(["-c", "command -v jq && command -v bc"])
@@ -126,12 +181,17 @@ fn bench_runbook(rt: &tokio::runtime::Runtime, reboot_ms: u64, rows: &mut Vec<Ro
             // The literal runbook predates contract v1.12 (its hostname and nameserver patch
             // fails on current Talos: traps 2 and 9), so its baseline runs on v1.11 machines.
             n.maintenance_version = "v1.11.5".into();
+            // Its patches name `interface: eth0`: machines booted with classic NIC names, so
+            // the baseline completes (on `ens18` machines no node ever takes its address).
+            n.kernel_args = vec!["net.ifnames=0".into()];
         }
         spec
     });
     let log = ws.join("talosctl.log");
     let started = Instant::now();
-    let out = Command::new("bash")
+    // Bounded: a runbook that never sees its nodes loops forever (`until ...; do sleep`).
+    let out = Command::new("timeout")
+        .args(["300", "bash"])
         .arg(runbook)
         .current_dir(&ws)
         .env(
@@ -154,8 +214,13 @@ fn bench_runbook(rt: &tokio::runtime::Runtime, reboot_ms: u64, rows: &mut Vec<Ro
     if text.contains("count-based fallback") {
         note.push_str("; MAC filter matched nothing (trap 3), fell back to count order");
     }
+    note.push_str(&format!(
+        "; {:.2}x the floor of {:.2} s",
+        wall.as_secs_f64() / (reboot_ms as f64 / 1000.0),
+        reboot_ms as f64 / 1000.0
+    ));
     rows.push(Row {
-        scenario: "runbook.sh (literal), first bootstrap".into(),
+        scenario: "runbook.sh (literal), first bootstrap 3+2".into(),
         wall,
         calls: Some(calls(&log)),
         note,
@@ -165,11 +230,11 @@ fn bench_runbook(rt: &tokio::runtime::Runtime, reboot_ms: u64, rows: &mut Vec<Ro
 
 fn bench_talix(rt: &tokio::runtime::Runtime, reboot_ms: u64, rows: &mut Vec<Row>) {
     let (_dir, ws) = workspace();
-    let (cluster, a, b) = start_sim(rt, |a, b| talix::demo::spec(a, b, Some(reboot_ms)).unwrap());
+    let (cluster, a, b) = start_sim(rt, |a, b| spec_sized(a, b, reboot_ms, 2));
     let recipient = talix::secrets::generate_identity_file(&ws.join("key.txt")).unwrap();
     std::fs::write(
         ws.join("profiles/demo.yaml"),
-        talix::demo::profile_yaml(a, b, &recipient),
+        profile_sized(a, b, &recipient, 2),
     )
     .unwrap();
     let log = ws.join("talosctl.log");
@@ -185,11 +250,18 @@ fn bench_talix(rt: &tokio::runtime::Runtime, reboot_ms: u64, rows: &mut Vec<Row>
     let _ = std::fs::remove_file(&log);
     let (wall, ok, err) = talix(&ws, &log, &["up", p]);
     assert!(ok, "{err}");
+    keep_log("3+2-first", &err);
+    let fl = floor(&spec_sized(a, b, reboot_ms, 2));
     rows.push(Row {
-        scenario: "talix up, first bootstrap".into(),
+        scenario: "talix up, first bootstrap 3+2".into(),
         wall,
         calls: Some(calls(&log)),
-        note: format!("peak RSS of a child {:.1} MiB", peak_child_rss_mib()),
+        note: format!(
+            "{:.2}x the floor of {:.2} s; peak RSS of a child {:.1} MiB",
+            wall.as_secs_f64() / fl.as_secs_f64(),
+            fl.as_secs_f64(),
+            peak_child_rss_mib()
+        ),
     });
     for (scenario, prep) in [
         ("talix up, nothing changed", None),
@@ -229,6 +301,51 @@ fn bench_talix(rt: &tokio::runtime::Runtime, reboot_ms: u64, rows: &mut Vec<Row>
         wall: build[5],
         calls: None,
         note: String::new(),
+    });
+    rt.block_on(cluster.shutdown());
+}
+
+/// `BENCH_LOG_DIR/<name>.stderr`: talix's timestamped progress lines, for profiling.
+fn keep_log(name: &str, stderr: &str) {
+    if let Some(dir) = std::env::var_os("BENCH_LOG_DIR") {
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(Path::new(&dir).join(format!("{name}.stderr")), stderr);
+    }
+}
+
+/// talix's first bootstrap of 3 control planes + `workers` workers, against the floor.
+fn bench_first_up(
+    rt: &tokio::runtime::Runtime,
+    reboot_ms: u64,
+    workers: usize,
+    rows: &mut Vec<Row>,
+) {
+    let (_dir, ws) = workspace();
+    let (cluster, a, b) = start_sim(rt, |a, b| spec_sized(a, b, reboot_ms, workers));
+    let recipient = talix::secrets::generate_identity_file(&ws.join("key.txt")).unwrap();
+    std::fs::write(
+        ws.join("profiles/demo.yaml"),
+        profile_sized(a, b, &recipient, workers),
+    )
+    .unwrap();
+    let log = ws.join("talosctl.log");
+    let p = "profiles/demo.yaml";
+    let (_, ok, err) = talix(&ws, &log, &["secrets", "init", p]);
+    assert!(ok, "{err}");
+    let _ = std::fs::remove_file(&log);
+    let (wall, ok, err) = talix(&ws, &log, &["up", p]);
+    assert!(ok, "{err}");
+    keep_log(&format!("3+{workers}-first"), &err);
+    let fl = floor(&spec_sized(a, b, reboot_ms, workers));
+    rows.push(Row {
+        scenario: format!("talix up, first bootstrap 3+{workers}"),
+        wall,
+        calls: Some(calls(&log)),
+        note: format!(
+            "{:.2}x the floor of {:.2} s",
+            wall.as_secs_f64() / fl.as_secs_f64(),
+            fl.as_secs_f64()
+        ),
     });
     rt.block_on(cluster.shutdown());
 }
@@ -277,11 +394,19 @@ fn main() {
         .build()
         .unwrap();
     let mut rows = Vec::new();
+    let sizes: Vec<usize> = std::env::var("BENCH_WORKERS")
+        .unwrap_or_else(|_| "2,22,57".into())
+        .split(',')
+        .filter_map(|w| w.trim().parse().ok())
+        .collect();
+    for workers in sizes.iter().copied().filter(|&w| w != 2) {
+        bench_first_up(&rt, reboot_ms, workers, &mut rows);
+    }
     bench_talix(&rt, reboot_ms, &mut rows);
     bench_runbook(&rt, reboot_ms, &mut rows);
     bench_scan(&rt, &mut rows);
     println!(
-        "\nsimulated 3 control-plane + 2 worker cluster, reboot delay {reboot_ms} ms, loopback only\n"
+        "\nsimulated clusters of 3 control planes + N workers, reboot delay {reboot_ms} ms, loopback only\n"
     );
     println!(
         "{:<52} {:>10} {:>15}  note",

@@ -118,6 +118,11 @@ pub enum Command {
         /// ({"profile", "dry_run", "steps": [{"id", "reason", "commands"}], "cached", "changes"}).
         #[arg(long, requires = "dry_run")]
         json: bool,
+        /// talosctl/kubectl processes run at once. Nodes are worked on in parallel (applies,
+        /// readiness waits, checks), each waiting for a free slot to run one; upgrades still
+        /// roll one node at a time (default: the profile's `up.jobs`, else 8).
+        #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+        jobs: Option<u16>,
     },
     /// Find the profile's nodes in maintenance mode (runbook step 5: scan, read links, match by
     /// MAC or by count) and say which address is which, without applying anything. Exit 0 when

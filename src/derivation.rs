@@ -236,6 +236,11 @@ pub struct Step {
     /// Outputs are secret: stored age-encrypted, shown only as hashes.
     pub secret: bool,
     pub effect: Effect,
+    /// Ordering-only edges: steps that must have finished before this one starts (when they
+    /// are part of the same run), without their outputs entering this step's key. For
+    /// observations read through `latest_output` (apply after discover) and for the runbook's
+    /// order where no output flows (bootstrap after the first control plane is ready).
+    pub after: Vec<StepId>,
 }
 
 impl Step {
@@ -248,6 +253,7 @@ impl Step {
             tools: vec![],
             secret: false,
             effect,
+            after: vec![],
         }
     }
     pub fn value(mut self, name: &str, v: impl Serialize) -> Self {
@@ -279,6 +285,11 @@ impl Step {
     }
     pub fn secret(mut self) -> Self {
         self.secret = true;
+        self
+    }
+    /// Run only after `step` has finished (when it is part of the run); not part of the key.
+    pub fn after(mut self, step: StepId) -> Self {
+        self.after.push(step);
         self
     }
 }

@@ -6,6 +6,7 @@
 //! receipts, encryption of secret outputs, locking and explanation all live here.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -97,6 +98,19 @@ pub enum EngineError {
     NoBuilder { step: StepId, kind: String },
     #[error("{step}: {message}")]
     Cipher { step: StepId, message: String },
+    /// More than one step failed (each independently of the others).
+    #[error("{} steps failed:\n{}", .0.len(), .0.iter().map(|e| format!("- {e}")).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<EngineError>),
+}
+
+impl EngineError {
+    /// The steps that failed, one entry per failure (several for [`EngineError::Several`]).
+    pub fn failures(&self) -> Vec<&EngineError> {
+        match self {
+            EngineError::Several(all) => all.iter().flat_map(|e| e.failures()).collect(),
+            other => vec![other],
+        }
+    }
 }
 
 /// Encrypts secret outputs for the store and decrypts them for dependants.
@@ -413,149 +427,385 @@ impl<'a> Engine<'a> {
         steps: &[Step],
         builders: &Builders,
         force: &std::collections::BTreeSet<StepId>,
-        mut report: impl FnMut(&Realised, &Status),
+        report: impl FnMut(&Realised, &Status),
     ) -> Result<Vec<Realised>, EngineError> {
-        let mut observed: BTreeMap<StepId, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
+        struct Adapter<F>(F);
+        impl<F: FnMut(&Realised, &Status)> Observer for Adapter<F> {
+            fn finished(&mut self, r: &Realised, status: &Status) {
+                (self.0)(r, status)
+            }
+        }
+        self.realise_scheduled(steps, builders, force, 1, &mut Adapter(report))
+    }
+
+    /// Realise `steps` with up to `jobs` steps running at once (the caller holds the store's
+    /// writer lock). A step starts when every step it depends on, or must come after
+    /// ([`Step::after`]), has finished; among the startable ones cluster-wide steps (discover,
+    /// bootstrap, health: the critical path) go first, then list order. A failed step fails
+    /// only what depends on it: everything else still runs, and the error names every failure.
+    /// Results come back in list order.
+    pub fn realise_scheduled(
+        &self,
+        steps: &[Step],
+        builders: &Builders,
+        force: &std::collections::BTreeSet<StepId>,
+        jobs: usize,
+        observer: &mut dyn Observer,
+    ) -> Result<Vec<Realised>, EngineError> {
+        let jobs = jobs.max(1);
+        let index: BTreeMap<&StepId, usize> =
+            steps.iter().enumerate().map(|(i, s)| (&s.id, i)).collect();
+        // Each step waits for the steps of this run it depends on or comes after.
+        let waits: Vec<Vec<usize>> = steps
+            .iter()
+            .map(|s| {
+                let mut w: Vec<usize> = s
+                    .deps
+                    .iter()
+                    .map(|d| &d.step)
+                    .chain(s.after.iter())
+                    .filter_map(|id| index.get(id).copied())
+                    .collect();
+                w.sort_unstable();
+                w.dedup();
+                w
+            })
+            .collect();
+        let mut state = vec![Slot::Pending; steps.len()];
         let mut known: BTreeMap<StepId, BTreeMap<String, Digest>> = BTreeMap::new();
         let mut keys: BTreeMap<StepId, Digest> = BTreeMap::new();
-        let mut done = Vec::new();
-        for step in steps {
-            let inputs = self.inputs_for(step, &known).map_err(|missing| StepError {
-                step: step.id.clone(),
-                message: format!(
-                    "inputs not realised: {}",
-                    missing
+        let mut observed: Arc<BTreeMap<StepId, BTreeMap<String, Vec<u8>>>> = Arc::default();
+        let mut done: Vec<(usize, Realised)> = Vec::new();
+        let mut errors: Vec<(usize, EngineError)> = Vec::new();
+        let (to_main, from_workers) = mpsc::channel::<Msg>();
+        let (to_workers, jobs_rx) = mpsc::channel::<Job>();
+        let jobs_rx = Mutex::new(jobs_rx);
+        std::thread::scope(|scope| {
+            // With one job the steps run on this thread (no pool): same order, same results.
+            if jobs > 1 {
+                for _ in 0..jobs {
+                    let (rx, tx) = (&jobs_rx, to_main.clone());
+                    scope.spawn(move || {
+                        loop {
+                            let job = match rx.lock() {
+                                Ok(r) => r.recv(),
+                                Err(_) => return,
+                            };
+                            let Ok(job) = job else { return };
+                            let i = job.index;
+                            // A panicking builder must not leave the scheduler waiting.
+                            let outcome =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    self.run_one(&steps[i], builders, job, &tx)
+                                }))
+                                .unwrap_or_else(|_| {
+                                    Err(EngineError::Step(StepError {
+                                        step: steps[i].id.clone(),
+                                        message: "the step's builder panicked".into(),
+                                    }))
+                                });
+                            if tx.send(Msg::Done(i, outcome)).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+            let mut running = 0usize;
+            loop {
+                // Steps whose prerequisites failed (or were skipped) do not run.
+                for i in 0..steps.len() {
+                    if state[i] != Slot::Pending {
+                        continue;
+                    }
+                    let failed: Vec<StepId> = waits[i]
                         .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            })?;
-            let key = inputs.key();
-            let forced = force.contains(&step.id);
-            if let Some(m) = self.cached(step, &key, forced, true)?.filter(|_| !forced) {
-                known.insert(step.id.clone(), m.output_hashes());
-                keys.insert(step.id.clone(), key);
-                self.store.set_ref(&self.profile.name, &step.id, &key)?;
-                let r = Realised {
+                        .filter(|&&w| matches!(state[w], Slot::Failed | Slot::Skipped))
+                        .map(|&w| steps[w].id.clone())
+                        .collect();
+                    if !failed.is_empty() {
+                        state[i] = Slot::Skipped;
+                        observer.skipped(&steps[i], &failed);
+                    }
+                }
+                while running < jobs {
+                    let ready = (0..steps.len())
+                        .filter(|&i| {
+                            state[i] == Slot::Pending
+                                && waits[i].iter().all(|&w| state[w] == Slot::Done)
+                        })
+                        .min_by_key(|&i| (steps[i].id.node().is_some(), i));
+                    let Some(i) = ready else { break };
+                    let step = &steps[i];
+                    let inputs = match self.inputs_for(step, &known) {
+                        Ok(inputs) => inputs,
+                        Err(missing) => {
+                            state[i] = Slot::Failed;
+                            let e = EngineError::Step(StepError {
+                                step: step.id.clone(),
+                                message: format!(
+                                    "inputs not realised: {}",
+                                    missing
+                                        .iter()
+                                        .map(|s| s.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ),
+                            });
+                            observer.failed(step, &e);
+                            errors.push((i, e));
+                            continue;
+                        }
+                    };
+                    let dep_keys: BTreeMap<StepId, Digest> = step
+                        .deps
+                        .iter()
+                        .filter_map(|d| keys.get(&d.step).map(|k| (d.step.clone(), *k)))
+                        .collect();
+                    let job = Job {
+                        index: i,
+                        key: inputs.key(),
+                        inputs,
+                        forced: force.contains(&step.id),
+                        dep_keys,
+                        observed: observed.clone(),
+                    };
+                    state[i] = Slot::Running;
+                    running += 1;
+                    if jobs > 1 {
+                        // The workers outlive this loop (they stop when the sender is dropped).
+                        let _ = to_workers.send(job);
+                    } else {
+                        let outcome = self.run_one(step, builders, job, &to_main);
+                        let _ = to_main.send(Msg::Done(i, outcome));
+                    }
+                }
+                if running == 0 {
+                    break;
+                }
+                let Ok(msg) = from_workers.recv() else { break };
+                match msg {
+                    Msg::Started(i, status) => observer.started(&steps[i], &status),
+                    Msg::Done(i, outcome) => {
+                        running -= 1;
+                        let step = &steps[i];
+                        match outcome {
+                            Ok(o) => {
+                                state[i] = Slot::Done;
+                                known.insert(step.id.clone(), o.outputs);
+                                keys.insert(step.id.clone(), o.realised.key);
+                                if let Some(fresh) = o.fresh {
+                                    let mut next = (*observed).clone();
+                                    next.insert(step.id.clone(), fresh);
+                                    observed = Arc::new(next);
+                                }
+                                observer.finished(&o.realised, &o.status);
+                                done.push((i, o.realised));
+                            }
+                            Err(e) => {
+                                state[i] = Slot::Failed;
+                                observer.failed(step, &e);
+                                errors.push((i, e));
+                            }
+                        }
+                    }
+                }
+            }
+            drop(to_workers);
+        });
+        if !errors.is_empty() {
+            errors.sort_by_key(|(i, _)| *i);
+            let mut errors: Vec<EngineError> = errors.into_iter().map(|(_, e)| e).collect();
+            return Err(if errors.len() == 1 {
+                errors.remove(0)
+            } else {
+                EngineError::Several(errors)
+            });
+        }
+        done.sort_by_key(|(i, _)| *i);
+        Ok(done.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// One step: its stored object when it can be used, else its builder's outputs, stored.
+    fn run_one(
+        &self,
+        step: &Step,
+        builders: &Builders,
+        job: Job,
+        started_tx: &mpsc::Sender<Msg>,
+    ) -> Result<Ran, EngineError> {
+        let Job {
+            index,
+            key,
+            inputs,
+            forced,
+            dep_keys,
+            observed,
+        } = job;
+        if let Some(m) = self.cached(step, &key, forced, true)?.filter(|_| !forced) {
+            self.store.set_ref(&self.profile.name, &step.id, &key)?;
+            return Ok(Ran {
+                outputs: m.output_hashes(),
+                realised: Realised {
                     id: step.id.clone(),
                     ran: false,
                     key,
                     duration_ms: 0,
-                };
-                report(&r, &Status::Cached);
-                done.push(r);
-                continue;
-            }
-            let status = self.status_for_miss(step, &inputs)?;
-            let builder = builders
-                .get(step.id.kind())
-                .ok_or_else(|| EngineError::NoBuilder {
-                    step: step.id.clone(),
-                    kind: step.id.kind().to_string(),
-                })?;
-            let started = Instant::now();
-            let dep_keys: BTreeMap<StepId, Digest> = step
-                .deps
+                },
+                status: Status::Cached,
+                fresh: None,
+            });
+        }
+        let status = self.status_for_miss(step, &inputs)?;
+        let builder = builders
+            .get(step.id.kind())
+            .ok_or_else(|| EngineError::NoBuilder {
+                step: step.id.clone(),
+                kind: step.id.kind().to_string(),
+            })?;
+        let _ = started_tx.send(Msg::Started(index, status.clone()));
+        let started = Instant::now();
+        let cx = BuildContext {
+            step,
+            profile: self.profile,
+            tools: self.tools,
+            store: self.store,
+            cipher: self.cipher,
+            dep_keys: &dep_keys,
+            observed: &observed,
+        };
+        let built = builder.build(&cx)?;
+        let fresh = forced.then(|| {
+            built
                 .iter()
-                .filter_map(|d| keys.get(&d.step).map(|k| (d.step.clone(), *k)))
-                .collect();
-            let cx = BuildContext {
-                step,
-                profile: self.profile,
-                tools: self.tools,
-                store: self.store,
-                cipher: self.cipher,
-                dep_keys: &dep_keys,
-                observed: &observed,
-            };
-            let built = builder.build(&cx)?;
-            if force.contains(&step.id) {
-                let fresh: BTreeMap<String, Vec<u8>> = built
-                    .iter()
-                    .filter_map(|(n, o)| match o {
-                        BuiltOutput::Content(b) => Some((n.clone(), b.clone())),
-                        BuiltOutput::HashOnly(_) => None,
-                    })
-                    .collect();
-                observed.insert(step.id.clone(), fresh);
-            }
-            let mut stored = BTreeMap::new();
-            let mut infos = BTreeMap::new();
-            for (name, output) in built {
-                match output {
-                    BuiltOutput::Content(mut bytes) => {
-                        let bytes_stored = if step.secret {
-                            let cipher = self.cipher.ok_or_else(|| EngineError::Cipher {
+                .filter_map(|(n, o)| match o {
+                    BuiltOutput::Content(b) => Some((n.clone(), b.clone())),
+                    BuiltOutput::HashOnly(_) => None,
+                })
+                .collect::<BTreeMap<String, Vec<u8>>>()
+        });
+        let mut stored = BTreeMap::new();
+        let mut infos = BTreeMap::new();
+        for (name, output) in built {
+            match output {
+                BuiltOutput::Content(mut bytes) => {
+                    let bytes_stored = if step.secret {
+                        let cipher = self.cipher.ok_or_else(|| EngineError::Cipher {
+                            step: step.id.clone(),
+                            message: "secret output but no age recipients configured".into(),
+                        })?;
+                        cipher
+                            .encrypt(&bytes)
+                            .map_err(|message| EngineError::Cipher {
                                 step: step.id.clone(),
-                                message: "secret output but no age recipients configured".into(),
-                            })?;
-                            cipher
-                                .encrypt(&bytes)
-                                .map_err(|message| EngineError::Cipher {
-                                    step: step.id.clone(),
-                                    message,
-                                })?
-                        } else {
-                            bytes.clone()
-                        };
-                        infos.insert(
-                            name.clone(),
-                            output_info(&bytes, &bytes_stored, step.secret),
-                        );
-                        if step.secret {
-                            // The plaintext is not needed any more: wipe it, not just free it.
-                            zeroize::Zeroize::zeroize(&mut bytes);
-                        }
-                        stored.insert(name, bytes_stored);
+                                message,
+                            })?
+                    } else {
+                        bytes.clone()
+                    };
+                    infos.insert(
+                        name.clone(),
+                        output_info(&bytes, &bytes_stored, step.secret),
+                    );
+                    if step.secret {
+                        // The plaintext is not needed any more: wipe it, not just free it.
+                        zeroize::Zeroize::zeroize(&mut bytes);
                     }
-                    BuiltOutput::HashOnly(hash) => {
-                        infos.insert(
-                            name,
-                            crate::store::OutputInfo {
-                                hash,
-                                size: 0,
-                                encrypted: step.secret,
-                                stored_hash: hash,
-                                stored: false,
-                            },
-                        );
-                    }
+                    stored.insert(name, bytes_stored);
+                }
+                BuiltOutput::HashOnly(hash) => {
+                    infos.insert(
+                        name,
+                        crate::store::OutputInfo {
+                            hash,
+                            size: 0,
+                            encrypted: step.secret,
+                            stored_hash: hash,
+                            stored: false,
+                        },
+                    );
                 }
             }
-            let duration_ms = started.elapsed().as_millis() as u64;
-            let manifest = Manifest {
-                layout: LAYOUT_VERSION,
-                key,
-                step: step.id.clone(),
-                profile: self.profile.name.clone(),
-                effect: step.effect,
-                inputs,
-                outputs: infos,
-                created: now_rfc3339(),
-                duration_ms,
-                // The objects this one was built from: its closure, for gc and export.
-                deps: dep_keys,
-            };
-            self.store.put(&manifest, &stored)?;
-            self.store.set_ref(&self.profile.name, &step.id, &key)?;
-            // Dependants key on what the store holds under this key: for a forced re-run of an
-            // existing key that is the first realisation (objects are immutable); the fresh
-            // observation reaches this run's builders through `latest_output`.
-            let stored_manifest = self.store.manifest(&key)?.unwrap_or(manifest);
-            known.insert(step.id.clone(), stored_manifest.output_hashes());
-            keys.insert(step.id.clone(), key);
-            let r = Realised {
+        }
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let manifest = Manifest {
+            layout: LAYOUT_VERSION,
+            key,
+            step: step.id.clone(),
+            profile: self.profile.name.clone(),
+            effect: step.effect,
+            inputs,
+            outputs: infos,
+            created: now_rfc3339(),
+            duration_ms,
+            // The objects this one was built from: its closure, for gc and export.
+            deps: dep_keys,
+        };
+        self.store.put(&manifest, &stored)?;
+        self.store.set_ref(&self.profile.name, &step.id, &key)?;
+        // Dependants key on what the store holds under this key: for a forced re-run of an
+        // existing key that is the first realisation (objects are immutable); the fresh
+        // observation reaches this run's builders through `latest_output`.
+        let stored_manifest = self.store.manifest(&key)?.unwrap_or(manifest);
+        Ok(Ran {
+            outputs: stored_manifest.output_hashes(),
+            realised: Realised {
                 id: step.id.clone(),
                 ran: true,
                 key,
                 duration_ms,
-            };
-            report(&r, &status);
-            done.push(r);
-        }
-        Ok(done)
+            },
+            status,
+            fresh,
+        })
     }
+}
+
+/// Told about each step as [`Engine::realise_scheduled`] moves it along (on the calling
+/// thread, in the order things happen).
+pub trait Observer {
+    /// The step's object is missing (or the step is forced): its builder starts now.
+    fn started(&mut self, _step: &Step, _status: &Status) {}
+    /// The step finished: reused (`ran == false`) or built and stored.
+    fn finished(&mut self, r: &Realised, status: &Status);
+    /// The step failed; nothing was stored for it.
+    fn failed(&mut self, _step: &Step, _error: &EngineError) {}
+    /// The step did not run because `because` failed (or were skipped themselves).
+    fn skipped(&mut self, _step: &Step, _because: &[StepId]) {}
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Pending,
+    Running,
+    Done,
+    Failed,
+    Skipped,
+}
+
+/// A step handed to a worker, with everything computed from the steps before it.
+struct Job {
+    index: usize,
+    key: Digest,
+    inputs: DrvInputs,
+    forced: bool,
+    dep_keys: BTreeMap<StepId, Digest>,
+    observed: Arc<BTreeMap<StepId, BTreeMap<String, Vec<u8>>>>,
+}
+
+/// What a worker reports.
+enum Msg {
+    Started(usize, Status),
+    Done(usize, Result<Ran, EngineError>),
+}
+
+/// A finished step: its output hashes (for dependants' keys) and, when forced, its fresh
+/// outputs.
+struct Ran {
+    outputs: BTreeMap<String, Digest>,
+    realised: Realised,
+    status: Status,
+    fresh: Option<BTreeMap<String, Vec<u8>>>,
 }
 
 #[cfg(test)]
@@ -692,6 +942,214 @@ mod tests {
             })
             .unwrap();
         assert_eq!(ran, [("a".to_string(), false), ("b".to_string(), true)]);
+    }
+
+    /// Each builder run waits (bounded) until `want` of them are running at once; a run that
+    /// times out fails with "ran alone". Proves concurrency by observation, not by timing.
+    struct Meet {
+        running: std::sync::Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>,
+        want: usize,
+        bound: std::time::Duration,
+    }
+    impl Builder for Meet {
+        fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
+            let (lock, cvar) = &*self.running;
+            let mut n = lock.lock().unwrap();
+            *n += 1;
+            cvar.notify_all();
+            let (mut n, timeout) = cvar
+                .wait_timeout_while(n, self.bound, |n| *n < self.want)
+                .unwrap();
+            if timeout.timed_out() {
+                *n -= 1;
+            }
+            drop(n);
+            if timeout.timed_out() {
+                return Err(cx.fail("ran alone"));
+            }
+            Ok([(
+                "out".to_string(),
+                BuiltOutput::Content(cx.step.id.0.clone().into_bytes()),
+            )]
+            .into())
+        }
+    }
+
+    #[derive(Default)]
+    struct Seen {
+        order: Vec<String>,
+        failed: Vec<String>,
+        skipped: Vec<(String, Vec<String>)>,
+    }
+    impl Observer for Seen {
+        fn started(&mut self, step: &Step, _: &Status) {
+            self.order.push(format!("start {}", step.id));
+        }
+        fn finished(&mut self, r: &Realised, _: &Status) {
+            self.order.push(format!("done {}", r.id));
+        }
+        fn failed(&mut self, step: &Step, _: &EngineError) {
+            self.failed.push(step.id.to_string());
+        }
+        fn skipped(&mut self, step: &Step, because: &[StepId]) {
+            self.skipped.push((
+                step.id.to_string(),
+                because.iter().map(|b| b.to_string()).collect(),
+            ));
+        }
+    }
+
+    fn meet_steps() -> Vec<Step> {
+        ["n/a", "n/b", "n/c"]
+            .iter()
+            .map(|id| Step::new(StepId(id.to_string()), 1, Effect::Pure).value("v", id))
+            .collect()
+    }
+
+    #[test]
+    fn independent_steps_run_at_the_same_time_up_to_jobs() {
+        let (p, store, tools) = (profile(), MemoryStore::default(), ToolVersions::default());
+        let meet = |want, bound| {
+            let mut b = Builders::default();
+            b.register(
+                "n",
+                Box::new(Meet {
+                    running: Default::default(),
+                    want,
+                    bound,
+                }),
+            );
+            b
+        };
+        let engine = Engine {
+            profile: &p,
+            store: &store,
+            tools: &tools,
+            cipher: None,
+        };
+        // Three steps with three jobs: all three run at once (a generous bound: only a
+        // scheduler that runs them one by one can miss it).
+        let b = meet(3, std::time::Duration::from_secs(120));
+        let done = engine
+            .realise_scheduled(
+                &meet_steps(),
+                &b,
+                &Default::default(),
+                3,
+                &mut Seen::default(),
+            )
+            .unwrap();
+        let ids: Vec<String> = done.iter().map(|r| r.id.to_string()).collect();
+        assert_eq!(ids, ["n/a", "n/b", "n/c"], "results in list order");
+        // With one job they cannot meet (the bound only decides how long this part takes).
+        let store = MemoryStore::default();
+        let engine = Engine {
+            profile: &p,
+            store: &store,
+            tools: &tools,
+            cipher: None,
+        };
+        let b = meet(2, std::time::Duration::from_millis(50));
+        let e = engine
+            .realise_scheduled(
+                &meet_steps(),
+                &b,
+                &Default::default(),
+                1,
+                &mut Seen::default(),
+            )
+            .unwrap_err();
+        assert_eq!(e.failures().len(), 3, "{e}");
+        assert!(e.to_string().contains("n/a: ran alone"), "{e}");
+    }
+
+    #[test]
+    fn a_failed_step_stops_only_what_depends_on_it_or_comes_after_it() {
+        let (p, store, tools) = (profile(), MemoryStore::default(), ToolVersions::default());
+        struct FailA;
+        impl Builder for FailA {
+            fn build(
+                &self,
+                cx: &BuildContext<'_>,
+            ) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
+                if cx.step.id.0 == "x/a" {
+                    return Err(cx.fail("refused"));
+                }
+                Ok([("out".to_string(), BuiltOutput::Content(b"ok".to_vec()))].into())
+            }
+        }
+        let mut b = Builders::default();
+        b.register("x", Box::new(FailA));
+        let id = |s: &str| StepId(s.to_string());
+        let steps = vec![
+            Step::new(id("x/a"), 1, Effect::SideEffect).value("v", "a"),
+            Step::new(id("x/b"), 1, Effect::SideEffect)
+                .value("v", "b")
+                .dep(id("x/a"), &[]),
+            Step::new(id("x/c"), 1, Effect::SideEffect).value("v", "c"),
+            Step::new(id("x/d"), 1, Effect::SideEffect)
+                .value("v", "d")
+                .after(id("x/a")),
+            Step::new(id("x/e"), 1, Effect::SideEffect)
+                .value("v", "e")
+                .dep(id("x/b"), &[]),
+        ];
+        let engine = Engine {
+            profile: &p,
+            store: &store,
+            tools: &tools,
+            cipher: None,
+        };
+        for jobs in [1, 4] {
+            let mut seen = Seen::default();
+            let e = engine
+                .realise_scheduled(&steps, &b, &Default::default(), jobs, &mut seen)
+                .unwrap_err();
+            assert_eq!(e.to_string(), "x/a: refused");
+            assert_eq!(seen.failed, ["x/a"]);
+            let skipped: Vec<&str> = seen.skipped.iter().map(|(s, _)| s.as_str()).collect();
+            assert_eq!(skipped, ["x/b", "x/d", "x/e"], "jobs {jobs}");
+            assert_eq!(seen.skipped[2].1, ["x/b"], "skipped because its dep was");
+            assert!(
+                seen.order.contains(&"done x/c".to_string()),
+                "{:?}",
+                seen.order
+            );
+        }
+        // Only the step that succeeded left an object.
+        assert_eq!(store.keys().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn after_orders_steps_without_entering_the_key() {
+        let (p, store, tools) = (profile(), MemoryStore::default(), ToolVersions::default());
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut b = Builders::default();
+        b.register("a", Box::new(Emit("x", runs.clone())));
+        let later = Step::new(StepId("a/2".into()), 1, Effect::Pure).value("v", "2");
+        let first = Step::new(StepId("a/1".into()), 1, Effect::Pure).value("v", "1");
+        let engine = Engine {
+            profile: &p,
+            store: &store,
+            tools: &tools,
+            cipher: None,
+        };
+        let steps = vec![later.clone().after(first.id.clone()), first.clone()];
+        let mut seen = Seen::default();
+        let done = engine
+            .realise_scheduled(&steps, &b, &Default::default(), 4, &mut seen)
+            .unwrap();
+        assert_eq!(
+            seen.order,
+            ["start a/1", "done a/1", "start a/2", "done a/2"],
+            "a/2 waited for a/1 although listed first"
+        );
+        let plain = engine.plan(&[later]).unwrap();
+        assert_eq!(
+            plain[0].key,
+            Some(done[0].key),
+            "the ordering edge is not in the key"
+        );
     }
 
     #[test]

@@ -97,10 +97,62 @@ pub fn wait_within(child: &mut Child, limit: Duration) -> std::io::Result<Option
 
 /// `cmd.output()` bounded by `limit`: stdout and stderr are drained concurrently; on expiry the
 /// child is killed and `Ok(None)` returned. Pipes still held open by a descendant after that are
-/// abandoned, not waited for.
+/// abandoned, not waited for. Waits for a [`ProcessPermit`] first.
 pub fn output_within(cmd: &mut Command, limit: Duration) -> std::io::Result<Option<Output>> {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let _permit = ProcessPermit::acquire();
     child_output_within(cmd.spawn()?, limit)
+}
+
+/// How many child processes talix runs at once (0: no limit); see [`set_process_limit`].
+static PROCESS_LIMIT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static PROCESSES: (Mutex<usize>, std::sync::Condvar) = (Mutex::new(0), std::sync::Condvar::new());
+
+/// Bound the external programs (talosctl, kubectl) running at once to `n` (`up --jobs`):
+/// nodes are worked on in parallel, and each waits for a free slot to run one.
+pub fn set_process_limit(n: usize) {
+    PROCESS_LIMIT.store(n, std::sync::atomic::Ordering::SeqCst);
+    PROCESSES.1.notify_all();
+}
+
+/// A slot for one child process, held while it runs (released on drop). Never hold one while
+/// waiting for another.
+pub struct ProcessPermit(bool);
+
+impl ProcessPermit {
+    pub fn acquire() -> Self {
+        let limit = PROCESS_LIMIT.load(std::sync::atomic::Ordering::SeqCst);
+        if limit == 0 {
+            return Self(false);
+        }
+        let (lock, cvar) = &PROCESSES;
+        let mut running = lock.lock().unwrap_or_else(|e| e.into_inner());
+        while *running
+            >= PROCESS_LIMIT
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .max(1)
+        {
+            running = cvar.wait(running).unwrap_or_else(|e| e.into_inner());
+        }
+        *running += 1;
+        Self(true)
+    }
+
+    /// Child processes holding a permit right now.
+    pub fn running() -> usize {
+        *PROCESSES.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for ProcessPermit {
+    fn drop(&mut self) {
+        if self.0 {
+            let (lock, cvar) = &PROCESSES;
+            let mut running = lock.lock().unwrap_or_else(|e| e.into_inner());
+            *running = running.saturating_sub(1);
+            cvar.notify_one();
+        }
+    }
 }
 
 /// [`output_within`] for a child already spawned (with piped stdout and stderr).
@@ -279,6 +331,36 @@ mod tests {
         assert!(out.status.success());
         assert_eq!(out.stdout, b"out\n");
         assert_eq!(out.stderr, b"err\n");
+    }
+
+    #[test]
+    fn no_more_children_than_the_process_limit_run_at_once() {
+        set_process_limit(2);
+        let peak = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..6 {
+                scope.spawn(|| {
+                    let _permit = ProcessPermit::acquire();
+                    peak.fetch_max(
+                        ProcessPermit::running(),
+                        std::sync::atomic::Ordering::SeqCst,
+                    );
+                    let mut cmd = Command::new("true");
+                    // The permit above is this thread's; output_within would wait for a second
+                    // one, so the child is run directly here.
+                    let _ = child_output_within(
+                        cmd.stdout(Stdio::piped())
+                            .stderr(Stdio::piped())
+                            .spawn()
+                            .unwrap(),
+                        Duration::from_secs(60),
+                    );
+                });
+            }
+        });
+        set_process_limit(0);
+        let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((1..=2).contains(&peak), "peak {peak}");
     }
 
     #[test]

@@ -233,6 +233,8 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
     .value("talos.api_port", t.api_port)
     .value("expected_macs", expected_macs)
     .value("proxmox.url", p.proxmox.as_ref().map(|x| &x.url))
+    // It asks configured nodes with the talosconfig `up` writes when that step finishes.
+    .after(StepId::new("talosconfig", None))
     .tool(Tool::Talosctl);
     // Forbidding the count fallback changes what discovery may answer; the default (allowed)
     // adds no input, so keys of existing stores stay as they were.
@@ -253,6 +255,11 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
                 node,
             )
             .dep(StepId::new("render", Some(&node.name)), &["config"])
+            // The maintenance address comes from a fresh scan when one runs (read through
+            // `latest_output`, not part of the key).
+            .after(StepId::new("discover", None))
+            // Configured nodes are applied with the talosconfig written when that step finishes.
+            .after(StepId::new("talosconfig", None))
             .tool(Tool::Talosctl),
         );
     }
@@ -283,16 +290,20 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
         );
     }
     let first_cp = p.controlplanes().next().map(|n| n.name.clone());
-    out.push(
-        Step::new(
-            StepId::new("bootstrap", None),
-            schema::BOOTSTRAP,
-            Effect::SideEffect,
-        )
-        .value("bootstrap_node", &first_cp)
-        .dep(secrets_id(), &["bundle"])
-        .tool(Tool::Talosctl),
-    );
+    let mut bootstrap = Step::new(
+        StepId::new("bootstrap", None),
+        schema::BOOTSTRAP,
+        Effect::SideEffect,
+    )
+    .value("bootstrap_node", &first_cp)
+    .dep(secrets_id(), &["bundle"])
+    .tool(Tool::Talosctl);
+    if let Some(first) = &first_cp {
+        // Runbook step 9: bootstrap as soon as the first control plane answers, not after
+        // every node (the others join etcd / the cluster when they come up).
+        bootstrap = bootstrap.after(StepId::new("ready", Some(first)));
+    }
+    out.push(bootstrap);
     let mut health = Step::new(
         StepId::new("health", None),
         schema::HEALTH,
@@ -542,6 +553,30 @@ patches:
     fn with(mut base: Vec<String>, extra: &[&str]) -> BTreeSet<String> {
         base.extend(extra.iter().map(|s| s.to_string()));
         base.into_iter().collect()
+    }
+
+    #[test]
+    fn bootstrap_waits_only_for_the_first_control_plane_and_applies_for_the_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cp1-extra.yaml"), "machine: {}\n").unwrap();
+        let profile = write(dir.path(), PROFILE);
+        let all = steps(&profile, profile.talos.version.contract());
+        let find = |id: &str| all.iter().find(|s| s.id.as_str() == id).unwrap();
+        let bootstrap = find("bootstrap");
+        assert_eq!(bootstrap.after, [StepId::new("ready", Some("cp1"))]);
+        assert!(
+            bootstrap.deps.iter().all(|d| d.step.kind() != "ready"),
+            "not a key input: an upgrade of cp1 does not re-run the bootstrap"
+        );
+        for n in ALL_NODES {
+            assert_eq!(
+                find(&format!("apply/{n}")).after,
+                [
+                    StepId::new("discover", None),
+                    StepId::new("talosconfig", None)
+                ]
+            );
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod graph;
 pub mod kubeconfig_merge;
 pub mod lockfile;
 pub mod profile;
+pub mod progress;
 pub mod proxmox;
 pub mod secrets;
 pub mod steps;

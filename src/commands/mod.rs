@@ -344,11 +344,13 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             contract,
             no_merge_kubeconfig,
             dry_run: false,
+            jobs,
             ..
         } => realise::up(
             open(&profile.profile, contract)?,
             realise::UpOptions {
                 merge_kubeconfig: !no_merge_kubeconfig,
+                jobs: jobs.map(usize::from),
             },
         ),
         // Reads like `plan`: no workspace lock, no store lock, nothing created.

@@ -1,11 +1,12 @@
 //! Commands that realise steps: `build` (configs only, offline), `export`, and `up` (the whole
 //! runbook against the cluster).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::{CliError, Result, Session};
 use crate::derivation::{Step, StepId};
-use crate::engine::{Realised, Status};
+use crate::engine::{EngineError, Observer, Realised, Status};
 use crate::graph;
 use crate::lockfile::LockFile;
 use crate::store::Store;
@@ -78,11 +79,91 @@ pub(super) fn export(s: Session, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Prints one line per step as the engine finishes it; counts what ran.
+/// Prints one line per step as the engine finishes it (stdout), moves the per-node board
+/// (stderr, see [`crate::progress`]) and remembers what happened for the summary.
 #[derive(Default)]
 struct Progress {
     ran: usize,
     cached: usize,
+    /// Every finished step of this run (ran or reused), by id.
+    realised: BTreeMap<StepId, Realised>,
+    /// Failed steps with the first line of their error.
+    failed: BTreeMap<StepId, String>,
+    skipped: BTreeSet<StepId>,
+}
+
+/// What the board says while a step of `kind` runs.
+fn doing(kind: &str) -> &'static str {
+    match kind {
+        "patch" => "writing its patch",
+        "render" => "rendering its config",
+        "discover" => "looking for maintenance-mode machines",
+        "apply" => "applying its config",
+        "upgrade" => "checking its Talos version",
+        "ready" => "waiting until it answers",
+        "bootstrap" => "bootstrapping etcd",
+        "health" => "waiting for the cluster to become healthy",
+        "kubeconfig" => "fetching the kubeconfig",
+        "upgrade-k8s" => "checking Kubernetes versions",
+        "verify" => "verifying nodes, etcd members and extensions",
+        _ => "working",
+    }
+}
+
+fn line_of(step: &Step) -> &str {
+    step.id.node().unwrap_or(crate::progress::CLUSTER)
+}
+
+impl Observer for Progress {
+    fn started(&mut self, step: &Step, _status: &Status) {
+        if matches!(step.id.kind(), "secrets" | "base-config" | "talosconfig") {
+            return;
+        }
+        crate::progress::state(line_of(step), doing(step.id.kind()));
+    }
+
+    fn finished(&mut self, r: &Realised, status: &Status) {
+        self.realised.insert(r.id.clone(), r.clone());
+        self.report(r, status);
+        if r.ran {
+            let done = match r.id.kind() {
+                "apply" => Some("config applied; rebooting"),
+                "upgrade" => Some("Talos version checked"),
+                "ready" => Some("ready"),
+                "bootstrap" => Some("etcd bootstrapped"),
+                "health" => Some("healthy"),
+                "verify" => Some("verified"),
+                _ => None,
+            };
+            if let Some(done) = done {
+                let line = r.id.node().unwrap_or(crate::progress::CLUSTER);
+                crate::progress::state(line, done);
+            }
+        }
+    }
+
+    fn failed(&mut self, step: &Step, error: &EngineError) {
+        let text = error.to_string();
+        let first = text.lines().next().unwrap_or_default().to_string();
+        crate::progress::state(line_of(step), &format!("FAILED {}: {first}", step.id));
+        self.failed.insert(step.id.clone(), first);
+    }
+
+    fn skipped(&mut self, step: &Step, because: &[StepId]) {
+        crate::progress::state(
+            line_of(step),
+            &format!(
+                "{} not run: {} did not succeed",
+                step.id,
+                because
+                    .iter()
+                    .map(StepId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        self.skipped.insert(step.id.clone());
+    }
 }
 
 impl Progress {
@@ -102,17 +183,35 @@ impl Progress {
             } else {
                 "ran"
             };
-            report!(
+            crate::progress::println(&format!(
                 "  {verb:<8} {:<16} {} ms  ({why})",
                 r.id.as_str(),
                 r.duration_ms
-            );
+            ));
         } else {
             self.cached += 1;
-            report!("  cached   {}", r.id.as_str());
+            crate::progress::println(&format!("  cached   {}", r.id.as_str()));
         }
     }
 }
+
+/// How many talosctl/kubectl processes run at once: `--jobs`, else the profile's `up.jobs`,
+/// else [`DEFAULT_JOBS`]. Installed as the process bound ([`crate::exec::set_process_limit`]).
+fn jobs_for(s: &Session, flag: Option<usize>) -> usize {
+    let jobs = flag.or(s.profile.up.jobs).unwrap_or(DEFAULT_JOBS).max(1);
+    crate::exec::set_process_limit(jobs);
+    jobs
+}
+
+/// How many steps are in flight at once: every node can be waited for at the same time (a
+/// node rebooting costs a sleeping thread, not a process slot), plus the cluster-wide steps.
+fn steps_in_flight(s: &Session, jobs: usize) -> usize {
+    (s.profile.nodes.len() + 4).clamp(jobs, 1024)
+}
+
+/// Default of `up --jobs`: enough that nodes reboot together, few enough that a laptop running
+/// talosctl for each of them stays responsive.
+pub const DEFAULT_JOBS: usize = 8;
 
 fn config_steps(s: &Session) -> Vec<Step> {
     s.steps()
@@ -123,15 +222,17 @@ fn config_steps(s: &Session) -> Vec<Step> {
 
 /// Realise the configuration steps (the caller holds the store lock), write what operators
 /// read, and pin the contract / talosctl version / secrets hashes in the lock file.
-fn realise_configs(s: &Session, progress: &mut Progress) -> Result<LockFile> {
+fn realise_configs(s: &Session, progress: &mut Progress, jobs: usize) -> Result<LockFile> {
     // The refs written below record where the profile lives: gc roots only live profiles.
     s.store.set_ref_source(&s.profile.name, &s.profile.source)?;
     let steps = config_steps(s);
-    let done = s
-        .engine()
-        .realise(&steps, &crate::steps::builders(&s.step_env()), |r, st| {
-            progress.report(r, st)
-        })?;
+    let done = s.engine().realise_scheduled(
+        &steps,
+        &crate::steps::builders(&s.step_env()),
+        &BTreeSet::new(),
+        jobs,
+        progress,
+    )?;
     materialise(s, &done)?;
     let lock = pin_lock(s, s.lock.clone(), &done)?;
     if lock != s.lock {
@@ -143,7 +244,8 @@ fn realise_configs(s: &Session, progress: &mut Progress) -> Result<LockFile> {
 pub(super) fn build(s: Session) -> Result<()> {
     let _guard = s.store.lock(true)?;
     let mut progress = Progress::default();
-    realise_configs(&s, &mut progress)?;
+    let jobs = jobs_for(&s, None);
+    realise_configs(&s, &mut progress, jobs)?;
     report!(
         "{}: {} built, {} cached",
         s.profile.name,
@@ -155,17 +257,19 @@ pub(super) fn build(s: Session) -> Result<()> {
 
 /// The whole runbook: configs, discovery of maintenance-mode nodes (only when a node must be
 /// applied), apply, upgrade, ready, bootstrap (once, ever), health, kubeconfig, upgrade-k8s,
-/// verify.
+/// verify. Nodes are handled `jobs` at a time; a node that fails stops only what depends on
+/// it, and the summary table says what happened to each node.
 /// How `up` was asked to run (command-line flags).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct UpOptions {
     /// Merge the kubeconfig into $KUBECONFIG / ~/.kube/config (unless the profile says
     /// `kubeconfig.merge: false`).
     pub merge_kubeconfig: bool,
+    /// talosctl/kubectl processes at once (`--jobs`; else the profile's `up.jobs`).
+    pub jobs: Option<usize>,
 }
 
 pub(super) fn up(mut s: Session, options: UpOptions) -> Result<()> {
-    use crate::steps::cluster::{ClusterEnv, SharedLock, Timing};
     let timing = Timing::from_env().map_err(|e| CliError::input(format!("error: {e}")))?;
     check_kubernetes_jump(&s)?;
     // Every step of `up` keys on both tools: probe them in the background while the store is
@@ -174,31 +278,62 @@ pub(super) fn up(mut s: Session, options: UpOptions) -> Result<()> {
         crate::derivation::Tool::Talosctl,
         crate::derivation::Tool::Kubectl,
     ]);
+    let jobs = jobs_for(&s, options.jobs);
     resolve_proxmox_macs(&mut s.profile)?;
     let _guard = s.store.lock(true)?;
     let mut progress = Progress::default();
-    let all = s.steps();
     // A run that changes nothing (every object in the store, nothing to observe) needs one
     // verified read of each step -- the plan -- and then only checks refs, files and the lock
     // file: nothing is rewritten, decrypted or sent (issue 10: a no-op `up` cost 4.5 ms a node).
-    let planned = s.engine().plan(&all)?;
+    let planned = s.engine().plan(&s.steps())?;
     if planned.iter().all(|p| p.status == Status::Cached) {
         return up_unchanged(&s, &planned, &mut progress, options);
     }
-    let lock = realise_configs(&s, &mut progress)?;
+    let names: Vec<String> = s.profile.nodes.iter().map(|n| n.name.clone()).collect();
+    crate::progress::install(&names);
+    let result = up_locked(&s, timing, jobs, options, &mut progress);
+    let changes = crate::progress::finish();
+    if progress.realised.keys().any(|id| id.kind() == "apply")
+        || progress
+            .failed
+            .keys()
+            .chain(&progress.skipped)
+            .any(|id| !graph::BUILD_KINDS.contains(&id.kind()))
+    {
+        print_summary(&s, &progress, &changes);
+    }
+    let (talosconfig, kubeconfig) = result?;
+    report!(
+        "{}: {} ran, {} cached; talosconfig {} ; kubeconfig {}",
+        s.profile.name,
+        progress.ran,
+        progress.cached,
+        talosconfig.display(),
+        kubeconfig.display()
+    );
+    Ok(())
+}
 
-    let cluster = ClusterEnv {
-        lock: SharedLock::new(s.profile.workspace.clone(), lock),
-        talosconfig: s.profile.workspace.talosconfig(),
-        kubeconfig: s.profile.workspace.kubeconfig(),
-        timing,
-    };
-    let env = crate::steps::StepEnv {
-        identities: s.identities.clone(),
-        cluster: Some(cluster.clone()),
-    };
+use crate::steps::cluster::{ClusterEnv, SharedLock, Timing};
+
+/// [`up`] once the store is locked: returns where the talosconfig and kubeconfig are.
+///
+/// One scheduled run covers the configuration and the cluster steps, so the discovery scan
+/// runs while configs render and a node is applied as soon as its own config is ready. What
+/// `build` does after its steps happens here as each one finishes (see [`UpObserver`]).
+fn up_locked(
+    s: &Session,
+    timing: Timing,
+    jobs: usize,
+    options: UpOptions,
+    progress: &mut Progress,
+) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    // The refs written below record where the profile lives: gc roots only live profiles.
+    s.store.set_ref_source(&s.profile.name, &s.profile.source)?;
+    let all = s.steps();
     let engine = s.engine();
-    // Scan only when some node must be applied: a fresh observation, never a stale one.
+    // Scan only when some node must (or may: its config is not built yet) be applied: a fresh
+    // observation, never a stale one.
     let must_apply = engine
         .plan(&all)?
         .iter()
@@ -208,12 +343,42 @@ pub(super) fn up(mut s: Session, options: UpOptions) -> Result<()> {
     } else {
         Default::default()
     };
-    let result = engine.realise_forcing(&all, &crate::steps::builders(&env), &force, |r, st| {
-        // The configuration steps were reported above.
-        if !graph::BUILD_KINDS.contains(&r.id.kind()) {
-            progress.report(r, st);
-        }
-    });
+    let mut lock = s.lock.clone();
+    if lock.contract.is_none() || s.contract.source == graph::ContractSource::Profile {
+        lock.contract = Some(s.contract.contract.to_string());
+    }
+    let cluster = ClusterEnv {
+        lock: SharedLock::new(s.profile.workspace.clone(), s.lock.clone()),
+        talosconfig: s.profile.workspace.talosconfig(),
+        kubeconfig: s.profile.workspace.kubeconfig(),
+        timing,
+        jobs,
+        rolling: Default::default(),
+        seen: Default::default(),
+        bootstrapped_now: Default::default(),
+    };
+    cluster
+        .lock
+        .update_with(|l| *l = lock)
+        .map_err(CliError::from)?;
+    let env = crate::steps::StepEnv {
+        identities: s.identities.clone(),
+        cluster: Some(cluster.clone()),
+    };
+    let mut observer = UpObserver {
+        s,
+        lock: &cluster.lock,
+        progress,
+        errors: Vec::new(),
+    };
+    let result = engine.realise_scheduled(
+        &all,
+        &crate::steps::builders(&env),
+        &force,
+        steps_in_flight(s, jobs),
+        &mut observer,
+    );
+    let written = observer.errors;
     // Whatever happened, hand the operator the kubeconfig if there is one (best effort: a
     // failure here must not hide the step error).
     let handed = (|| -> Result<Option<Vec<u8>>> {
@@ -254,17 +419,202 @@ pub(super) fn up(mut s: Session, options: UpOptions) -> Result<()> {
     if let (Err(_), Err(m)) = (&result, &merged) {
         eprintln!("warning: {}", m.message.trim_start_matches("error: "));
     }
-    result?;
+    if let Some(e) = written.into_iter().next() {
+        return Err(e);
+    }
+    if let Err(e) = result {
+        let failed: Vec<String> = e
+            .failures()
+            .iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>();
+        let mut message = if failed.len() == 1 {
+            format!("error: {}", failed[0])
+        } else {
+            format!(
+                "error: {} steps failed:\n{}",
+                failed.len(),
+                failed
+                    .iter()
+                    .map(|f| format!("- {f}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        };
+        if !progress.skipped.is_empty() {
+            message.push_str(&format!(
+                "\nnot run because of it: {}",
+                progress
+                    .skipped
+                    .iter()
+                    .map(StepId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        message.push_str(
+            "\nwhat succeeded is recorded; the next `talix up` continues with what failed",
+        );
+        return Err(CliError::failure(message));
+    }
     merged?;
-    report!(
-        "{}: {} ran, {} cached; talosconfig {} ; kubeconfig {}",
-        s.profile.name,
-        progress.ran,
-        progress.cached,
-        cluster.talosconfig.display(),
-        cluster.kubeconfig.display()
-    );
-    Ok(())
+    Ok((cluster.talosconfig, cluster.kubeconfig))
+}
+
+/// `up`'s observer: the progress lines and board, plus what `build` does after its steps,
+/// done as each step finishes (before anything that comes after it starts): node patches and
+/// the talosconfig written for the operator, the talosctl version and secrets hashes pinned in
+/// the lock file (through the run's one lock-file owner).
+struct UpObserver<'a> {
+    s: &'a Session,
+    lock: &'a SharedLock,
+    progress: &'a mut Progress,
+    errors: Vec<CliError>,
+}
+
+impl UpObserver<'_> {
+    fn after_config_step(&self, r: &Realised) -> Result<()> {
+        let s = self.s;
+        materialise(s, std::slice::from_ref(r))?;
+        match r.id.kind() {
+            "base-config" => {
+                if let Ok(v) = s.tools.get(crate::derivation::Tool::Talosctl) {
+                    self.lock
+                        .update_with(|l| l.talosctl_version = Some(v))
+                        .map_err(CliError::from)?;
+                }
+            }
+            "secrets" => {
+                if let Some(bundle) = s
+                    .store
+                    .manifest(&r.key)?
+                    .and_then(|m| m.outputs.get("bundle").map(|b| b.hash))
+                {
+                    let mut lock = self.lock.get();
+                    s.record_secrets(&mut lock, bundle)?;
+                    self.lock
+                        .update_with(|l| l.secrets = lock.secrets)
+                        .map_err(CliError::from)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Observer for UpObserver<'_> {
+    fn started(&mut self, step: &Step, status: &Status) {
+        self.progress.started(step, status);
+    }
+    fn finished(&mut self, r: &Realised, status: &Status) {
+        if graph::BUILD_KINDS.contains(&r.id.kind())
+            && let Err(e) = self.after_config_step(r)
+        {
+            self.errors.push(e);
+        }
+        self.progress.finished(r, status);
+    }
+    fn failed(&mut self, step: &Step, error: &EngineError) {
+        self.progress.failed(step, error);
+    }
+    fn skipped(&mut self, step: &Step, because: &[StepId]) {
+        self.progress.skipped(step, because);
+    }
+}
+
+/// The receipt of step `id` realised in this run, as JSON.
+fn receipt_of(s: &Session, progress: &Progress, id: &StepId) -> Option<serde_json::Value> {
+    let key = progress.realised.get(id)?.key;
+    let bytes = s.read_plain(&key, "receipt").ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The table at the end of `up` (stdout, like the step lines): one row per node.
+fn print_summary(s: &Session, progress: &Progress, changes: &BTreeMap<String, Vec<String>>) {
+    let verify = receipt_of(s, progress, &StepId::new("verify", None));
+    let lock = crate::lockfile::LockFile::load(s.profile.workspace.lock_file()).ok();
+    let mut rows = vec![[
+        "NODE".to_string(),
+        "ROLE".into(),
+        "ADDRESS".into(),
+        "TALOS".into(),
+        "READY".into(),
+        "EXTENSIONS".into(),
+        "CHANGED IN THIS RUN".into(),
+    ]];
+    for n in &s.profile.nodes {
+        let ready_id = StepId::new("ready", Some(&n.name));
+        let talos = receipt_of(s, progress, &ready_id)
+            .and_then(|r| r["talos"].as_str().map(str::to_string))
+            .or_else(|| {
+                lock.as_ref()
+                    .and_then(|l| l.nodes.get(&n.name))
+                    .and_then(|l| l.talos_version.clone())
+            })
+            .unwrap_or_else(|| "-".into());
+        let failed: Vec<&StepId> = progress
+            .failed
+            .keys()
+            .filter(|id| id.node() == Some(n.name.as_str()))
+            .collect();
+        let ready = match &verify {
+            Some(v) => match v["ready"].get(&n.name).and_then(|r| r.as_bool()) {
+                Some(true) => "yes",
+                Some(false) => "no",
+                // Receipts from before per-node readiness was recorded: verify passed, so
+                // every node was Ready.
+                None => "yes",
+            },
+            None if !failed.is_empty() => "no",
+            None if progress.realised.contains_key(&ready_id) => "api only",
+            None => "?",
+        };
+        let extensions = verify
+            .as_ref()
+            .and_then(|v| v["extensions"].get(&n.name).cloned())
+            .and_then(|e| serde_json::from_value::<Vec<String>>(e).ok())
+            .filter(|e| !e.is_empty())
+            .map(|e| e.join(","))
+            .unwrap_or_else(|| "-".into());
+        let mut what: Vec<String> = changes.get(&n.name).cloned().unwrap_or_default();
+        what.extend(failed.iter().map(|id| format!("FAILED {id}")));
+        let skipped = progress
+            .skipped
+            .iter()
+            .filter(|id| id.node() == Some(n.name.as_str()))
+            .count();
+        if skipped > 0 {
+            what.push(format!("{skipped} step(s) not run"));
+        }
+        let what = if what.is_empty() {
+            "-".to_string()
+        } else {
+            what.join("; ")
+        };
+        rows.push([
+            n.name.clone(),
+            n.role.to_string(),
+            n.ip.to_string(),
+            talos,
+            ready.to_string(),
+            extensions,
+            what,
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    report!("");
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        report!("{}", line.join("  ").trim_end());
+    }
+    report!("");
 }
 
 /// Merge the cluster's context into `$KUBECONFIG` (first entry) or `~/.kube/config` and say

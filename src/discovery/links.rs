@@ -127,6 +127,7 @@ fn run_with_limit(
     args: &[&str],
     limit: Duration,
 ) -> Result<Option<Finished>, ExecError> {
+    let _permit = crate::exec::ProcessPermit::acquire();
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())

@@ -267,6 +267,14 @@ pub struct Profile {
     /// Control-plane nodes first, each group in profile order.
     pub nodes: Vec<Node>,
     pub patches: Patches,
+    pub up: UpSettings,
+}
+
+/// How `talix up` runs: nothing here enters a key.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UpSettings {
+    /// talosctl/kubectl processes run at once (`up.jobs`; `--jobs` overrides it).
+    pub jobs: Option<usize>,
 }
 
 impl Profile {

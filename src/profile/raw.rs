@@ -53,6 +53,21 @@ pub struct RawProfile {
     /// all, role, node.
     #[serde(default)]
     pub patches: RawPatches,
+    /// How `talix up` runs (part of no key: changing it re-runs nothing).
+    pub up: Option<RawUp>,
+}
+
+/// How `talix up` runs (not part of any key).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Up")]
+pub struct RawUp {
+    /// talosctl/kubectl processes `up` runs at once; nodes are worked on in parallel, each
+    /// waiting for a free slot (`--jobs` overrides it).
+    #[schemars(range(min = 1, max = 256))]
+    #[schemars(extend("default" = 8))]
+    #[schemars(extend("x-runbook-step" = ["apply", "ready", "verify"]))]
+    pub jobs: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

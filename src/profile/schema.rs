@@ -268,6 +268,7 @@ fn field_orders() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("NodeGroup", field_order::<RawNodeGroup>()),
         ("Assignment", field_order::<RawAssignment>()),
         ("Patches", field_order::<RawPatches>()),
+        ("Up", field_order::<RawUp>()),
     ])
 }
 

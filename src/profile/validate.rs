@@ -726,6 +726,17 @@ fn resolve(
         }
     }
 
+    // --- up
+    let up_jobs = raw.up.as_ref().and_then(|u| u.jobs);
+    if let Some(jobs) = up_jobs
+        && !(1..=MAX_JOBS).contains(&(jobs as usize))
+    {
+        c.error(
+            "up.jobs",
+            format!("{jobs} must be between 1 and {MAX_JOBS}"),
+        );
+    }
+
     // --- discovery
     let d = raw.discovery.clone().unwrap_or(RawDiscovery {
         subnet: None,
@@ -1125,5 +1136,11 @@ fn resolve(
         },
         nodes,
         patches,
+        up: super::model::UpSettings {
+            jobs: up_jobs.map(|j| j as usize),
+        },
     })
 }
+
+/// The most steps `up` runs at once (`up.jobs`, `--jobs`): each may run a talosctl.
+pub const MAX_JOBS: usize = 256;

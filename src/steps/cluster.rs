@@ -85,10 +85,21 @@ impl SharedLock {
         cx: &BuildContext<'_>,
         f: impl FnOnce(&mut LockFile),
     ) -> Result<(), StepError> {
-        let mut lock = self.lock.lock().unwrap();
+        self.update_with(f).map_err(|e| cx.fail(e.to_string()))
+    }
+    /// Change the lock file and save it (only when something changed). Every writer of a run
+    /// goes through this one mutex, so concurrent steps never lose each other's records.
+    pub fn update_with(
+        &self,
+        f: impl FnOnce(&mut LockFile),
+    ) -> Result<(), crate::lockfile::LockFileError> {
+        let mut lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let before = lock.clone();
         f(&mut lock);
+        if *lock == before {
+            return Ok(());
+        }
         lock.save(&self.workspace)
-            .map_err(|e| cx.fail(e.to_string()))
     }
 }
 
@@ -101,6 +112,16 @@ pub struct ClusterEnv {
     /// `<config_dir>/kubeconfig` (0600), written by `up` after the kubeconfig step.
     pub kubeconfig: PathBuf,
     pub timing: Timing,
+    /// How many nodes are worked on at once (`up --jobs`), also inside one step (verify).
+    pub jobs: usize,
+    /// Held while a node is upgraded: upgrades roll, one node at a time, even when nodes are
+    /// otherwise handled in parallel (etcd keeps its quorum; workloads move one node at a time).
+    pub rolling: Arc<Mutex<()>>,
+    /// Nodes seen answering the authenticated API in this run: name -> (address, Talos
+    /// version). `ready/<node>` right after `upgrade/<node>` uses it instead of asking again.
+    pub seen: Arc<Mutex<BTreeMap<String, (IpAddr, String)>>>,
+    /// This run created the cluster (`talosctl bootstrap` succeeded, not `AlreadyExists`).
+    pub bootstrapped_now: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The `-e` value for a node's own API (see [`crate::address`]).
@@ -292,10 +313,11 @@ pub fn health_receipt(profile: &Profile) -> BTreeMap<String, BuiltOutput> {
     receipt(json!({"controlplane": cps, "workers": workers, "result": "healthy"}))
 }
 
-/// `kubectl --kubeconfig K get nodes -o json`.
+/// `kubectl --kubeconfig K get --raw /api/v1/nodes`: the `NodeList` `get nodes -o json` prints,
+/// without kubectl's API discovery round trips first.
 pub fn kubectl_nodes_args(kubeconfig: &std::path::Path) -> Vec<String> {
     let k = kubeconfig.display().to_string();
-    ["--kubeconfig", &k, "get", "nodes", "-o", "json"]
+    ["--kubeconfig", &k, "get", "--raw", "/api/v1/nodes"]
         .map(String::from)
         .to_vec()
 }
@@ -323,6 +345,10 @@ pub struct Spinner(indicatif::ProgressBar);
 
 impl Spinner {
     pub fn start(message: String) -> Self {
+        if crate::progress::installed() {
+            // The per-node board shows what is going on; a second live line would tear it.
+            return Self(indicatif::ProgressBar::hidden());
+        }
         if !spinner_allowed(
             std::io::IsTerminal::is_terminal(&std::io::stderr()),
             std::env::var_os("TERM").as_deref(),
@@ -424,11 +450,11 @@ impl Builder for ApplyBuilder {
             // A run was killed after sending this node its first config and before recording
             // it: the node answers with this cluster's talosconfig at its static address, so
             // the config it was sent is on it. Recorded, not applied twice.
-            eprintln!(
+            crate::progress::note(&format!(
                 "note: {}: the interrupted apply of config {} reached the node; recorded",
                 node.name,
                 config_hash.short()
-            );
+            ));
             record_apply(cx, env, node, config_hash, None)?;
             return Ok(apply_receipt(&node.name, config_hash));
         }
@@ -478,6 +504,14 @@ impl Builder for ApplyBuilder {
                 l.pending.applies.insert(node.name.clone(), config_hash);
             })?;
         }
+        crate::progress::state(
+            &node.name,
+            &format!(
+                "applying config {} at {target}{}",
+                config_hash.short(),
+                if insecure { " (maintenance mode)" } else { "" }
+            ),
+        );
         let ep = endpoint(cx.profile, target);
         let bare = crate::address::node_arg(target);
         let apply_target = if insecure {
@@ -509,9 +543,14 @@ impl Builder for ApplyBuilder {
             }
         }
         if !last_error.is_empty() {
-            return Err(cx.fail(last_error));
+            return Err(cx.fail(format!(
+                "{}: applying config {} at {target} failed: {last_error}",
+                node.name,
+                config_hash.short()
+            )));
         }
         record_apply(cx, env, node, config_hash, matched_by)?;
+        crate::progress::changed(&node.name, &format!("applied {}", config_hash.short()));
         // The receipt says what is on the node, not how it got there, so a receipt rebuilt from
         // the lock file is identical and nothing downstream re-runs.
         Ok(apply_receipt(&node.name, config_hash))
@@ -556,7 +595,22 @@ impl Builder for ReadyBuilder {
             "waiting for {} to answer at {}",
             node.name, node.ip
         ));
-        let server = server_version(cx, env, node, None)?;
+        let seen = env
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&node.name)
+            .filter(|(ip, _)| *ip == node.ip)
+            .map(|(_, tag)| tag.clone());
+        let server = match seen {
+            // upgrade/<node> of this run just saw it answer there.
+            Some(tag) => tag,
+            None => server_version(cx, env, node, None)?,
+        };
+        crate::progress::state(
+            &node.name,
+            &format!("ready at {} (Talos {server})", node.ip),
+        );
         Ok(ready_receipt(node, &server))
     }
 }
@@ -587,14 +641,19 @@ impl Builder for BootstrapBuilder {
         {
             // A run was killed after sending bootstrap and before recording it, and etcd has
             // members: it was bootstrapped. Recorded, not sent twice.
-            eprintln!(
+            crate::progress::note(&format!(
                 "note: the interrupted bootstrap of {} took effect (etcd has members); recorded",
                 node.name
-            );
+            ));
         } else {
             env.lock
                 .update(cx, |l| l.pending.bootstrap = Some(node.name.clone()))?;
+            crate::progress::state(
+                crate::progress::CLUSTER,
+                &format!("bootstrapping etcd on {}", node.name),
+            );
             bootstrap_once(cx, env, node)?;
+            crate::progress::changed(&node.name, "etcd bootstrapped");
         }
         env.lock.update(cx, |l| {
             l.bootstrap = Some(BootstrapLock {
@@ -629,7 +688,11 @@ fn bootstrap_once(cx: &BuildContext<'_>, env: &ClusterEnv, node: &Node) -> Resul
     let started = Instant::now();
     let result = loop {
         match talosctl_auth(cx, env, node.ip, BOOTSTRAP_ARGS) {
-            Ok(_) => break "bootstrapped",
+            Ok(_) => {
+                env.bootstrapped_now
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                break "bootstrapped";
+            }
             Err(e) => {
                 let text = stderr_of(&e);
                 if text.contains("AlreadyExists") {
@@ -678,6 +741,10 @@ impl Builder for HealthBuilder {
         let args = health_args(cx.profile, &env.timing);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let _spinner = Spinner::start("waiting for the cluster to become healthy".to_string());
+        crate::progress::state(
+            crate::progress::CLUSTER,
+            "waiting for the cluster to become healthy",
+        );
         talosctl_auth(cx, env, node.ip, &args)
             .map_err(|e| cx.fail(format!("cluster health check failed: {}", stderr_of(&e))))?;
         Ok(health_receipt(cx.profile))
@@ -692,9 +759,29 @@ impl Builder for VerifyBuilder {
         let cp = first_controlplane(cx)?;
         let mut problems = Vec::new();
 
-        // Kubernetes nodes (real kubectl against the kubeconfig the operator gets).
+        // Kubernetes nodes (real kubectl against the kubeconfig the operator gets), etcd
+        // members and the nodes' extensions are asked at the same time.
         write_kubeconfig(cx, env)?;
-        let nodes = kubernetes_nodes(cx, env)?;
+        let all_nodes: Vec<&Node> = cx.profile.nodes.iter().collect();
+        let want_extensions = !cx.profile.talos.extensions.is_empty();
+        let (nodes, etcd, answers) = std::thread::scope(|scope| {
+            let etcd = scope.spawn(|| talosctl_auth(cx, env, cp.ip, &["etcd", "members"]));
+            let extensions = scope.spawn(|| {
+                want_extensions.then(|| {
+                    extensions_at_once(cx, env, cp, &all_nodes)
+                        .unwrap_or_else(|| extensions_one_by_one(cx, env, &all_nodes))
+                })
+            });
+            let nodes = kubernetes_nodes(cx, env);
+            let etcd = etcd.join().unwrap_or_else(|_| {
+                Err(ExecError::Spawn {
+                    program: "talosctl".into(),
+                    source: std::io::Error::other("the etcd members query panicked"),
+                })
+            });
+            (nodes, etcd, extensions.join().unwrap_or_default())
+        });
+        let nodes = nodes?;
         let mut ready = BTreeMap::new();
         for item in &nodes {
             let name = item["metadata"]["name"]
@@ -717,8 +804,8 @@ impl Builder for VerifyBuilder {
         }
 
         // etcd members (trap 4: not `get members`).
-        let out = talosctl_auth(cx, env, cp.ip, ETCD_MEMBERS_ARGS)
-            .map_err(|e| cx.fail(format!("talosctl etcd members failed: {}", stderr_of(&e))))?;
+        let out =
+            etcd.map_err(|e| cx.fail(format!("talosctl etcd members failed: {}", stderr_of(&e))))?;
         let text = String::from_utf8_lossy(&out.stdout);
         let members = text
             .lines()
@@ -732,18 +819,12 @@ impl Builder for VerifyBuilder {
             ));
         }
 
-        // Extensions on every node.
+        // Extensions on every node, `jobs` nodes at a time.
         let mut extensions = BTreeMap::new();
-        if !cx.profile.talos.extensions.is_empty() {
-            for n in &cx.profile.nodes {
-                let out = talosctl_auth(cx, env, n.ip, GET_EXTENSIONS_ARGS).map_err(|e| {
-                    cx.fail(format!(
-                        "talosctl get extensions on {}: {}",
-                        n.name,
-                        stderr_of(&e)
-                    ))
-                })?;
-                let names = extension_names(&String::from_utf8_lossy(&out.stdout));
+        if let Some(answers) = answers {
+            for (n, got) in answers {
+                let names = got
+                    .map_err(|e| cx.fail(format!("talosctl get extensions on {}: {e}", n.name)))?;
                 for want in &cx.profile.talos.extensions {
                     let short = want.rsplit('/').next().unwrap_or(want);
                     if !names.iter().any(|have| have == want || have == short) {
@@ -761,9 +842,108 @@ impl Builder for VerifyBuilder {
             return Err(cx.fail(format!("verification failed:\n  {}", problems.join("\n  "))));
         }
         Ok(receipt(
-            json!({"kubernetes_nodes_ready": ready.len(), "etcd_members": members, "extensions": extensions}),
+            json!({"kubernetes_nodes_ready": ready.len(), "ready": ready, "etcd_members": members, "extensions": extensions}),
         ))
     }
+}
+
+/// Per-node answers of `get extensions`.
+type ExtensionAnswers<'n> = Vec<(&'n Node, Result<Vec<String>, String>)>;
+
+/// Every node's extensions with one `talosctl -e <cp> -n <all nodes> get extensions` (apid on
+/// the control plane asks each node; each resource names its node). `None` when that call
+/// fails (a node does not answer): then each node is asked on its own, to name it.
+fn extensions_at_once<'n>(
+    cx: &BuildContext<'_>,
+    env: &ClusterEnv,
+    cp: &Node,
+    nodes: &[&'n Node],
+) -> Option<ExtensionAnswers<'n>> {
+    let program = exec::locate(Tool::Talosctl).ok()?;
+    let tc = env.talosconfig.display().to_string();
+    let ep = endpoint(cx.profile, cp.ip);
+    let all = nodes
+        .iter()
+        .map(|n| crate::address::node_arg(n.ip))
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = exec::run_capture(
+        &program,
+        [
+            "--talosconfig",
+            &tc,
+            "-e",
+            &ep,
+            "-n",
+            &all,
+            "get",
+            "extensions",
+            "-o",
+            "json",
+        ],
+        |_| {},
+    )
+    .ok()?;
+    let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for v in serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter::<Value>()
+        .filter_map(Result::ok)
+    {
+        let (Some(node), Some(name)) = (v["node"].as_str(), v["spec"]["metadata"]["name"].as_str())
+        else {
+            continue;
+        };
+        by_node
+            .entry(node.to_string())
+            .or_default()
+            .push(name.to_string());
+    }
+    Some(
+        nodes
+            .iter()
+            .map(|n| {
+                let names = by_node
+                    .get(&crate::address::node_arg(n.ip))
+                    .cloned()
+                    .unwrap_or_default();
+                (*n, Ok(names))
+            })
+            .collect(),
+    )
+}
+
+/// Each node's extensions with its own `get extensions`, `env.jobs` nodes at a time.
+fn extensions_one_by_one<'n>(
+    cx: &BuildContext<'_>,
+    env: &ClusterEnv,
+    nodes: &[&'n Node],
+) -> ExtensionAnswers<'n> {
+    let per_thread = nodes.len().div_ceil(env.jobs.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = nodes
+            .chunks(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|n| {
+                            let got =
+                                talosctl_auth(cx, env, n.ip, &["get", "extensions", "-o", "json"])
+                                    .map(|out| {
+                                        extension_names(&String::from_utf8_lossy(&out.stdout))
+                                    })
+                                    .map_err(|e| stderr_of(&e));
+                            (*n, got)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
 }
 
 /// Extension names from a `get extensions -o json` stream.
@@ -775,6 +955,11 @@ pub fn extension_names(stream: &str) -> Vec<String> {
         .collect()
 }
 
+/// How often a rebooting node's API port is probed (a TCP connect, no child process).
+const PORT_POLL: Duration = Duration::from_millis(25);
+/// Bound of one such probe.
+const PORT_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// The Talos version a node reports (`Server:` block of `talosctl version`), waiting for it to
 /// answer (it may be rebooting after apply or upgrade).
 fn server_version(
@@ -785,7 +970,22 @@ fn server_version(
 ) -> Result<String, StepError> {
     let started = Instant::now();
     let mut last = String::new();
+    let api = std::net::SocketAddr::new(node.ip, cx.profile.talos.api_port);
     while started.elapsed() < env.timing.ready_timeout {
+        // While the API port does not even accept a connection (the node is rebooting), look
+        // again soon without starting a talosctl each time: the node is noticed within
+        // PORT_POLL of coming up, however long the configured poll interval is.
+        if std::net::TcpStream::connect_timeout(&api, PORT_PROBE_TIMEOUT).is_err() {
+            if last.is_empty() {
+                crate::progress::state(
+                    &node.name,
+                    &format!("waiting for the Talos API at {}", node.ip),
+                );
+            }
+            last = format!("{api} does not accept connections");
+            std::thread::sleep(PORT_POLL.min(env.timing.poll));
+            continue;
+        }
         match talosctl_auth(cx, env, node.ip, VERSION_ARGS) {
             Ok(out) => {
                 let text = String::from_utf8_lossy(&out.stdout);
@@ -795,11 +995,23 @@ fn server_version(
                     .and_then(exec::first_version)
                     .unwrap_or_default();
                 if want.is_none_or(|w| w == tag) {
+                    env.seen
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(node.name.clone(), (node.ip, tag.clone()));
                     return Ok(tag);
                 }
                 last = format!("it reports {tag}");
             }
-            Err(e) => last = stderr_of(&e),
+            Err(e) => {
+                if last.is_empty() {
+                    crate::progress::state(
+                        &node.name,
+                        &format!("waiting for the Talos API at {}", node.ip),
+                    );
+                }
+                last = stderr_of(&e);
+            }
         }
         std::thread::sleep(env.timing.poll);
     }
@@ -831,6 +1043,9 @@ impl Builder for UpgradeBuilder {
         let _spinner = Spinner::start(format!("checking the Talos version of {}", node.name));
         let running = server_version(cx, env, node, None)?;
         if running != target {
+            // Rolling: one node at a time (the version check above runs in parallel).
+            let _turn = env.rolling.lock().unwrap_or_else(|e| e.into_inner());
+            crate::progress::state(&node.name, &format!("upgrading from {running} to {target}"));
             // Trap 6: the installer image in the config changed, but only `upgrade` moves a
             // running node to it. One node at a time; --wait (the default) blocks until done.
             let image = cx.profile.talos.installer_image();
@@ -838,7 +1053,10 @@ impl Builder for UpgradeBuilder {
             // the *endpoint*; only control planes serve it ("kubeconfig is only available on
             // control plane nodes"), so a worker is upgraded through a control-plane endpoint.
             let via = upgrade_endpoint(cx, node)?;
-            eprintln!("upgrading {} from {running} to {target}", node.name);
+            crate::progress::note(&format!(
+                "upgrading {} from {running} to {target}",
+                node.name
+            ));
             let args = upgrade_args(&image);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             talosctl_via(cx, env, via, node.ip, &args).map_err(|e| {
@@ -849,6 +1067,7 @@ impl Builder for UpgradeBuilder {
                 ))
             })?;
             server_version(cx, env, node, Some(&target))?;
+            crate::progress::changed(&node.name, &format!("upgraded {running} -> {target}"));
         }
         env.lock.update(cx, |l| {
             if let Some(n) = l.nodes.get_mut(&node.name) {
@@ -870,7 +1089,9 @@ fn write_kubeconfig(cx: &BuildContext<'_>, env: &ClusterEnv) -> Result<(), StepE
         .map_err(|e| cx.fail(format!("{}: {e}", env.kubeconfig.display())))
 }
 
-/// `kubectl get nodes -o json` items, with the written kubeconfig.
+/// The `NodeList` items (what `kubectl get nodes -o json` prints), with the written
+/// kubeconfig: `get --raw /api/v1/nodes` is the same list without kubectl's API discovery
+/// round trips first.
 fn kubernetes_nodes(cx: &BuildContext<'_>, env: &ClusterEnv) -> Result<Vec<Value>, StepError> {
     let kubectl = exec::locate(Tool::Kubectl).map_err(|e| cx.fail(e.to_string()))?;
     let out = exec::run_capture(&kubectl, kubectl_nodes_args(&env.kubeconfig), |_| {})
@@ -909,6 +1130,18 @@ impl Builder for UpgradeK8sBuilder {
         write_kubeconfig(cx, env)?;
         let want = &cx.profile.talos.kubernetes_version;
         let target = format!("v{want}");
+        if env
+            .bootstrapped_now
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            // This run created the cluster from the configs it applied, every one of which
+            // carries `want` (render/<node> is an input of apply/<node>): the control plane,
+            // kube-proxy and every kubelet start at it, so nothing can be behind. (verify still
+            // checks every node is Ready.)
+            env.lock
+                .update(cx, |l| l.kubernetes = Some(want.to_string()))?;
+            return Ok(receipt(json!({"kubernetes": target})));
+        }
         // Trap 12: re-applied configs move the kubelets and the static control-plane pods, but
         // kube-proxy and the bootstrap manifests move only with `upgrade-k8s`. So the cluster's
         // version is the lowest control-plane/kube-proxy version, as upstream detects it.
@@ -924,7 +1157,7 @@ impl Builder for UpgradeK8sBuilder {
                 check_kubernetes_path(from, want).map_err(|e| cx.fail(e))?;
             }
             let cp = first_controlplane(cx)?;
-            eprintln!(
+            crate::progress::note(&format!(
                 "upgrading Kubernetes from {} to {target}{}",
                 current
                     .as_ref()
@@ -935,7 +1168,7 @@ impl Builder for UpgradeK8sBuilder {
                 } else {
                     format!(" (kubelets behind: {})", kubelets_behind.join(", "))
                 }
-            );
+            ));
             let _spinner = Spinner::start(format!("talosctl upgrade-k8s --to {want}"));
             let to = want.to_string();
             let args = upgrade_k8s_args(&to);

@@ -52,6 +52,7 @@ pub fn talosctl_with_secrets(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let _permit = exec::ProcessPermit::acquire();
     let child = cmd
         .spawn()
         .map_err(|e| cx.fail(format!("could not start {}: {e}", program.display())))?;

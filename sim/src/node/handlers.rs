@@ -53,6 +53,44 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, me: usize, request: Request) -> Opt
     Some(Response { replies })
 }
 
+/// `Some(n)` when `request` is a maintenance apply-config to node `me` whose answer is held
+/// until `n` machines are configured (fault `apply_answer_waits_for_configured`).
+pub(crate) fn held_apply(shared: &Arc<Shared>, me: usize, request: &Request) -> Option<usize> {
+    let state = shared.lock();
+    let node = &state.nodes[me];
+    let want = node.spec.faults.apply_answer_waits_for_configured as usize;
+    (want > 0
+        && request.method == "apply_config"
+        && request.nodes.is_empty()
+        && node.phase == Phase::Maintenance)
+        .then_some(want)
+}
+
+/// Machines of the spec (not foreign ones) that have received a config.
+pub(crate) fn configured_count(shared: &Arc<Shared>) -> usize {
+    let state = shared.lock();
+    state
+        .nodes
+        .iter()
+        .filter(|n| !n.foreign && n.config.is_some())
+        .count()
+}
+
+/// The answer of a held apply whose bound expired.
+pub(crate) fn held_apply_expired(have: usize, want: usize) -> Response {
+    Response {
+        replies: vec![reply(
+            String::new(),
+            Err(RpcError::new(
+                "DeadlineExceeded",
+                format!(
+                    "context deadline exceeded (simulator: this answer waited for {want} configured machines, {have} were)"
+                ),
+            )),
+        )],
+    }
+}
+
 fn reply(node: String, result: CallResult) -> Reply {
     match result {
         Ok(v) => Reply {

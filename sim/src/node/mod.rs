@@ -448,13 +448,31 @@ async fn serve_connection<S>(
         let _ = tokio::io::AsyncWriteExt::shutdown(reader.get_mut()).await;
         return;
     }
-    let Some(response) = handlers::dispatch(&shared, idx, request) else {
+    let held = handlers::held_apply(&shared, idx, &request);
+    let Some(mut response) = handlers::dispatch(&shared, idx, request) else {
         // Fault: drop the connection without answering.
         return;
     };
+    if let Some(want) = held {
+        let deadline = tokio::time::Instant::now() + HELD_APPLY_BOUND;
+        loop {
+            let have = handlers::configured_count(&shared);
+            if have >= want {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                response = handlers::held_apply_expired(have, want);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     let _ = wire::write_json(reader.get_mut(), &response).await;
     let _ = tokio::io::AsyncWriteExt::shutdown(reader.get_mut()).await;
 }
+
+/// How long a held maintenance apply answer (`apply_answer_waits_for_configured`) waits.
+const HELD_APPLY_BOUND: Duration = Duration::from_secs(60);
 
 const SERVE_USAGE: &str =
     "usage: talix sim serve --spec FILE [--ready-file PATH] [--exit-on-stdin-eof]";

@@ -91,6 +91,12 @@ pub struct Faults {
     /// After apply-config the node never answers again.
     #[serde(default)]
     pub never_comes_back: bool,
+    /// The maintenance apply-config takes effect but its answer is held until this many
+    /// machines of the spec have received a config (this one included), for at most 60 s;
+    /// past that it answers `DeadlineExceeded`. Observes a client that applies machines
+    /// concurrently (one that waits for each answer before the next apply never gets one).
+    #[serde(default)]
+    pub apply_answer_waits_for_configured: u32,
     /// `get links` is refused (forces count-based matching in discovery).
     #[serde(default)]
     pub links_unsupported: bool,
