@@ -168,6 +168,12 @@ fn timestamp() -> String {
     )
 }
 
+/// One line of data on stdout, dropped when stdout is closed (`talix up | head -1`).
+fn data_line(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(crate::commands::DataOut::lock(), "{line}");
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -180,10 +186,4 @@ mod tests {
             "{t}"
         );
     }
-}
-
-/// One line of data on stdout, dropped when stdout is closed (`talix up | head -1`).
-fn data_line(line: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(crate::commands::DataOut::lock(), "{line}");
 }

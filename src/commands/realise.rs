@@ -394,7 +394,7 @@ fn up_locked(
                 .and_then(|p| p.key),
         };
         if let Some(key) = kubeconfig {
-            ensure_output(&s, &key, "kubeconfig", &cluster.kubeconfig, 0o600)?;
+            ensure_output(s, &key, "kubeconfig", &cluster.kubeconfig, 0o600)?;
             if options.merge_kubeconfig && s.profile.kubeconfig.merge {
                 return Ok(Some(s.read_plain(&key, "kubeconfig")?));
             }
