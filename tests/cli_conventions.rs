@@ -261,15 +261,26 @@ fn up_on_the_simulator_with_no_color_has_no_escape_codes() {
     );
     let stderr = text(&out.stderr);
     assert!(stderr.contains("INFO"), "{stderr}");
-    // The spinners became plain lines (one each), not silence and not cursor movement.
-    for line in [
-        "looking for 5 node(s) in maintenance mode on ",
-        "waiting for cp1 to answer at ",
-        "waiting for the cluster to become healthy ...",
+    // Off a terminal the per-node progress board (which replaces the spinners) is plain
+    // timestamped lines `<RFC 3339>Z <node> <state> (+<elapsed>s)`: not silence, not cursor
+    // movement.
+    for (who, state) in [
+        ("cluster", "looking for maintenance-mode machines"),
+        ("cp1", "waiting for the Talos API at "),
+        ("cluster", "waiting for the cluster to become healthy"),
     ] {
         assert!(
-            stderr.lines().any(|l| l.starts_with(line)),
-            "{line:?} missing in:\n{stderr}"
+            stderr.lines().any(|l| {
+                let mut parts = l.splitn(2, ' ');
+                let (stamp, rest) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                stamp.len() > 20
+                    && stamp.ends_with('Z')
+                    && stamp.as_bytes()[10] == b'T'
+                    && rest.starts_with(who)
+                    && rest[who.len()..].trim_start().starts_with(state)
+                    && l.ends_with("s)")
+            }),
+            "{who} {state:?} missing in:\n{stderr}"
         );
     }
     assert!(!stderr.contains('\r'), "{stderr:?}");

@@ -103,7 +103,7 @@ fn doing(kind: &str) -> &'static str {
         "ready" => "waiting until it answers",
         "bootstrap" => "bootstrapping etcd",
         "health" => "waiting for the cluster to become healthy",
-        "kubeconfig" => "fetching the kubeconfig",
+        "kubeconfig" => "deriving the kubeconfig",
         "upgrade-k8s" => "checking Kubernetes versions",
         "verify" => "verifying nodes, etcd members and extensions",
         _ => "working",
@@ -667,6 +667,7 @@ fn up_unchanged(
             duration_ms: 0,
         };
         progress.report(&r, &Status::Cached);
+        progress.realised.insert(r.id.clone(), r.clone());
         done.push(r);
     }
     materialise(s, &done)?;
@@ -690,6 +691,10 @@ fn up_unchanged(
             // when the operator's kubeconfig lacks (or differs in) this cluster's context.
             merge_kubeconfig(&s.read_plain(&r.key, "kubeconfig")?)?;
         }
+    }
+    // The table of a run that changed nothing: every node as its receipts say, nothing changed.
+    if done.iter().any(|r| r.id.kind() == "apply") {
+        print_summary(s, progress, &BTreeMap::new());
     }
     report!(
         "{}: {} ran, {} cached; talosconfig {} ; kubeconfig {}",

@@ -66,7 +66,7 @@ pub struct RawUp {
     /// waiting for a free slot (`--jobs` overrides it).
     #[schemars(range(min = 1, max = 256))]
     #[schemars(extend("default" = 8))]
-    #[schemars(extend("x-runbook-step" = ["apply", "ready", "verify"]))]
+    #[schemars(extend("x-runbook-step" = ["apply/<node>", "ready/<node>", "verify"]))]
     pub jobs: Option<u32>,
 }
 
