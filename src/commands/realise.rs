@@ -303,6 +303,12 @@ pub(super) fn up(mut s: Session, options: UpOptions) -> Result<()> {
         print_summary(&s, &progress, &changes);
     }
     let (talosconfig, kubeconfig) = result?;
+    report_up(&s, &progress, &talosconfig, &kubeconfig);
+    Ok(())
+}
+
+/// The last line of `up`: what ran, what was reused, and where the operator's files are.
+fn report_up(s: &Session, progress: &Progress, talosconfig: &Path, kubeconfig: &Path) {
     report!(
         "{}: {} ran, {} cached; talosconfig {} ; kubeconfig {}",
         s.profile.name,
@@ -311,7 +317,6 @@ pub(super) fn up(mut s: Session, options: UpOptions) -> Result<()> {
         talosconfig.display(),
         kubeconfig.display()
     );
-    Ok(())
 }
 
 use crate::steps::cluster::{ClusterEnv, SharedLock, Timing};
@@ -696,14 +701,7 @@ fn up_unchanged(
     if done.iter().any(|r| r.id.kind() == "apply") {
         print_summary(s, progress, &BTreeMap::new());
     }
-    report!(
-        "{}: {} ran, {} cached; talosconfig {} ; kubeconfig {}",
-        s.profile.name,
-        progress.ran,
-        progress.cached,
-        talosconfig.display(),
-        kubeconfig.display()
-    );
+    report_up(s, progress, &talosconfig, &kubeconfig);
     Ok(())
 }
 
