@@ -95,11 +95,45 @@ pub fn wait_within(child: &mut Child, limit: Duration) -> std::io::Result<Option
     }
 }
 
+/// Make the child die with talix: a talix killed mid-run (SIGKILL, OOM) must not leave a
+/// talosctl behind that is still applying a config while the next `talix up` decides, from the
+/// write-ahead `pending` record, whether that apply reached its node (issue 8/10: an orphaned
+/// apply landing after the re-run applied the node again is a double apply). Linux
+/// `PR_SET_PDEATHSIG` fires when the thread that spawned the child ends; talix's threads wait
+/// for their children, so that is when talix dies. If talix died between fork and the prctl,
+/// the child does not start.
+pub fn dies_with_talix(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other(
+                    "talix exited before its child started",
+                ));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// `cmd.output()` bounded by `limit`: stdout and stderr are drained concurrently; on expiry the
 /// child is killed and `Ok(None)` returned. Pipes still held open by a descendant after that are
 /// abandoned, not waited for. Waits for a [`ProcessPermit`] first.
 pub fn output_within(cmd: &mut Command, limit: Duration) -> std::io::Result<Option<Output>> {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    dies_with_talix(cmd);
     let _permit = ProcessPermit::acquire();
     child_output_within(cmd.spawn()?, limit)
 }
@@ -313,6 +347,27 @@ pub fn first_version(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The child of a talix that dies is killed with it (PR_SET_PDEATHSIG): here the spawning
+    /// thread ends without waiting, as a SIGKILLed talix would, and `sleep 600` must not
+    /// survive it. Without `dies_with_talix` the wait below would last the whole bound.
+    #[test]
+    fn a_child_dies_with_the_thread_that_started_it() {
+        let mut child = std::thread::spawn(|| {
+            let mut cmd = Command::new("sleep");
+            cmd.arg("600");
+            dies_with_talix(&mut cmd);
+            cmd.spawn().unwrap()
+        })
+        .join()
+        .unwrap();
+        let status = wait_within(&mut child, Duration::from_secs(120)).unwrap();
+        let status = status.expect("the child outlived the thread that started it");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
+    }
 
     /// Defect 8: a hung child is stopped at the bound instead of hanging talix.
     #[test]

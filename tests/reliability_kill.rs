@@ -81,6 +81,9 @@ if [ -n "$KILL_VERB" ]; then
   esac
 fi
 if [ "$hit" = 1 ] && [ "$KILL_WHEN" = before ]; then kill -9 "$PPID"; exit 137; fi
+# Not the call that kills: be talosctl itself (a direct child of talix, as in production), so
+# it dies with talix like every talosctl talix starts.
+[ "$hit" = 1 ] || exec "$real" "$@"
 "$real" "$@"; rc=$?
 if [ "$hit" = 1 ] && [ "$KILL_WHEN" = after ]; then kill -9 "$PPID"; fi
 exit $rc

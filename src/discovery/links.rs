@@ -128,16 +128,16 @@ fn run_with_limit(
     limit: Duration,
 ) -> Result<Option<Finished>, ExecError> {
     let _permit = crate::exec::ProcessPermit::acquire();
-    let mut child = Command::new(program)
-        .args(args)
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| ExecError::Spawn {
-            program: program.display().to_string(),
-            source,
-        })?;
+        .stderr(Stdio::piped());
+    crate::exec::dies_with_talix(&mut cmd);
+    let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
+        program: program.display().to_string(),
+        source,
+    })?;
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut bytes = Vec::new();

@@ -52,6 +52,7 @@ pub fn talosctl_with_secrets(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    exec::dies_with_talix(&mut cmd);
     let _permit = exec::ProcessPermit::acquire();
     let child = cmd
         .spawn()
