@@ -2,11 +2,10 @@
 //! scanned address can be tied to a profile node by MAC (step 5c of the runbook, without its
 //! `.spec.kind == "ether"` filter, which matches nothing: trap 3).
 
-use std::io::Read;
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -121,66 +120,20 @@ pub fn probe_links_within(
 
 type Finished = (std::process::ExitStatus, Vec<u8>, Vec<u8>);
 
-/// Runs `program args` with captured output; `Ok(None)` when it was killed after `limit`.
+/// Runs `program args` with captured output; `Ok(None)` when it was killed after `limit`
+/// ([`crate::exec::output_within`]: the process permit, dies with talix, pipes drained).
 fn run_with_limit(
     program: &Path,
     args: &[&str],
     limit: Duration,
 ) -> Result<Option<Finished>, ExecError> {
-    let _permit = crate::exec::ProcessPermit::acquire();
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    crate::exec::dies_with_talix(&mut cmd);
-    let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
+    cmd.args(args).stdin(Stdio::null());
+    let out = crate::exec::output_within(&mut cmd, limit).map_err(|source| ExecError::Spawn {
         program: program.display().to_string(),
         source,
     })?;
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                // The reader threads end when the pipes close; they are not waited for.
-                return Ok(None);
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(source) => {
-                return Err(ExecError::Spawn {
-                    program: program.display().to_string(),
-                    source,
-                });
-            }
-        }
-    };
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    Ok(Some((status, stdout, stderr)))
+    Ok(out.map(|o| (o.status, o.stdout, o.stderr)))
 }
 
 /// Whether talosctl's stderr says the links resource or the API is not available on this node:
@@ -363,7 +316,7 @@ mod probe_tests {
     fn a_hanging_talosctl_is_killed_at_the_limit() {
         let dir = tempfile::tempdir().unwrap();
         let talosctl = fake_talosctl(dir.path(), "exec sleep 30");
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let err = probe_links_within(
             &talosctl,
             "127.0.0.9".parse().unwrap(),
