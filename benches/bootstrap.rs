@@ -102,7 +102,17 @@ fn floor(spec: &ClusterSpec) -> Duration {
     )
 }
 
+/// When the last [`talix`] run started (Unix ms), for the kept logs.
+static LAST_START_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn talix(ws: &Path, log: &Path, args: &[&str]) -> (Duration, bool, String) {
+    LAST_START_MS.store(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let started = Instant::now();
     let out = Command::new(TALIX)
         .args(args)
@@ -110,6 +120,7 @@ fn talix(ws: &Path, log: &Path, args: &[&str]) -> (Duration, bool, String) {
         .env("TALIX_TALOSCTL", ws.join("bin/talosctl"))
         .env("TALIX_AGE_KEY_FILE", ws.join("key.txt"))
         .env("TALOSCTL_SIM_LOG", log)
+        .env("TALOSCTL_SIM_LOG_TIMING", "1")
         .env("TALIX_ALLOW_NETS", "127.0.0.0/8")
         .env("TALOSCTL_SIM_VERSION", talix::demo::DEMO_TALOS)
         .env("TALIX_POLL_MS", "100")
@@ -251,6 +262,7 @@ fn bench_talix(rt: &tokio::runtime::Runtime, reboot_ms: u64, rows: &mut Vec<Row>
     let (wall, ok, err) = talix(&ws, &log, &["up", p]);
     assert!(ok, "{err}");
     keep_log("3+2-first", &err);
+    keep_calls("3+2-first", &log);
     let fl = floor(&spec_sized(a, b, reboot_ms, 2));
     rows.push(Row {
         scenario: "talix up, first bootstrap 3+2".into(),
@@ -309,7 +321,20 @@ fn bench_talix(rt: &tokio::runtime::Runtime, reboot_ms: u64, rows: &mut Vec<Row>
 fn keep_log(name: &str, stderr: &str) {
     if let Some(dir) = std::env::var_os("BENCH_LOG_DIR") {
         let _ = std::fs::create_dir_all(&dir);
-        let _ = std::fs::write(Path::new(&dir).join(format!("{name}.stderr")), stderr);
+        let started = LAST_START_MS.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = std::fs::write(
+            Path::new(&dir).join(format!("{name}.stderr")),
+            format!("# talix started at {started} (Unix ms)\n{stderr}"),
+        );
+    }
+}
+
+/// `BENCH_LOG_DIR/<name>.calls`: the talosctl calls, one JSON line each with its start and
+/// duration.
+fn keep_calls(name: &str, log: &Path) {
+    if let Some(dir) = std::env::var_os("BENCH_LOG_DIR") {
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::copy(log, Path::new(&dir).join(format!("{name}.calls")));
     }
 }
 
@@ -336,6 +361,7 @@ fn bench_first_up(
     let (wall, ok, err) = talix(&ws, &log, &["up", p]);
     assert!(ok, "{err}");
     keep_log(&format!("3+{workers}-first"), &err);
+    keep_calls(&format!("3+{workers}-first"), &log);
     let fl = floor(&spec_sized(a, b, reboot_ms, workers));
     rows.push(Row {
         scenario: format!("talix up, first bootstrap 3+{workers}"),

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::derivation::Tool;
 
@@ -77,21 +77,45 @@ pub fn exec_timeout() -> Duration {
 }
 
 /// Wait for `child` at most `limit`; on expiry kill it, reap it and return `Ok(None)`.
+///
+/// The exit is noticed the moment it happens: a helper thread blocks in `waitid(WNOWAIT)`
+/// (which waits for the exit without reaping, so the pid stays the child's until this function
+/// reaps it and a kill on expiry can never hit a reused pid) and this thread waits on it with
+/// the deadline. Polling `try_wait` with a backoff cost up to 50 ms after every child's exit,
+/// on the critical path of every talosctl call (issue 10).
 pub fn wait_within(child: &mut Child, limit: Duration) -> std::io::Result<Option<ExitStatus>> {
-    let deadline = Instant::now() + limit;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
+    if let Some(status) = child.try_wait()? {
+        return Ok(Some(status));
+    }
+    let pid = child.id() as libc::id_t;
+    let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
+    std::thread::spawn(move || {
+        loop {
+            // SAFETY: waitid writes into the siginfo we own; WNOWAIT leaves the child
+            // unreaped (only the caller's `Child::wait` reaps it).
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            let rc =
+                unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
+            if rc == 0 {
+                let _ = tx.send(Ok(()));
+                return;
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                let _ = tx.send(Err(err));
+                return;
+            }
         }
-        let now = Instant::now();
-        if now >= deadline {
+    });
+    match rx.recv_timeout(limit) {
+        Ok(Ok(())) => child.wait().map(Some),
+        // waitid itself failed (it should not): fall back to a plain wait.
+        Ok(Err(_)) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => child.wait().map(Some),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
             let _ = child.kill();
             let _ = child.wait();
-            return Ok(None);
+            Ok(None)
         }
-        std::thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 

@@ -45,17 +45,39 @@ pub fn talosctl_main(args: Vec<OsString>) -> i32 {
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
+    let started = std::time::SystemTime::now();
     let exit = talosctl::main(args);
     if let Some(log_path) = std::env::var_os("TALOSCTL_SIM_LOG").filter(|p| !p.is_empty()) {
-        append_invocation_log(std::path::Path::new(&log_path), &logged, exit);
+        let timing = std::env::var_os("TALOSCTL_SIM_LOG_TIMING")
+            .filter(|v| !v.is_empty())
+            .map(|_| started);
+        append_invocation_log(std::path::Path::new(&log_path), &logged, exit, timing);
     }
     exit
 }
 
 /// Appends `{"argv": [...], "exit": N}` as one line with a single write (O_APPEND keeps lines
-/// whole when several simulator processes log at once).
-fn append_invocation_log(path: &std::path::Path, argv: &[String], exit: i32) {
-    let line = serde_json::json!({ "argv": argv, "exit": exit }).to_string() + "\n";
+/// whole when several simulator processes log at once). With `TALOSCTL_SIM_LOG_TIMING` set, the
+/// line also has `start_ms` (Unix time) and `ms` (how long the call took), for profiling.
+fn append_invocation_log(
+    path: &std::path::Path,
+    argv: &[String],
+    exit: i32,
+    timing: Option<std::time::SystemTime>,
+) {
+    let mut line = serde_json::json!({ "argv": argv, "exit": exit });
+    if let Some(started) = timing {
+        let since = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1000.0
+        };
+        line["start_ms"] = serde_json::json!(since(started));
+        line["ms"] =
+            serde_json::json!(started.elapsed().unwrap_or_default().as_secs_f64() * 1000.0);
+    }
+    let line = line.to_string() + "\n";
     let result = fs_err::OpenOptions::new()
         .create(true)
         .append(true)

@@ -956,7 +956,7 @@ pub fn extension_names(stream: &str) -> Vec<String> {
 }
 
 /// How often a rebooting node's API port is probed (a TCP connect, no child process).
-const PORT_POLL: Duration = Duration::from_millis(25);
+const PORT_POLL: Duration = Duration::from_millis(10);
 /// Bound of one such probe.
 const PORT_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
