@@ -114,10 +114,27 @@ fn talix(ws: &Path, log: &Path, args: &[&str]) -> (Duration, bool, String) {
         std::sync::atomic::Ordering::Relaxed,
     );
     let started = Instant::now();
-    let out = Command::new(TALIX)
+    // BENCH_PERF=DIR: every first `up` runs under `perf record` (DIR/up-<n>.data), for profiling.
+    let mut cmd = match std::env::var_os("BENCH_PERF") {
+        Some(dir) if args.first() == Some(&"up") => {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut c = Command::new("perf");
+            c.args(["record", "-F", "4000", "-g", "-q", "-o"])
+                .arg(Path::new(&dir).join(format!("up-{n}.data")))
+                .arg("--")
+                .arg(TALIX);
+            c
+        }
+        _ => Command::new(TALIX),
+    };
+    let out = cmd
         .args(args)
         .current_dir(ws)
-        .env("TALIX_TALOSCTL", ws.join("bin/talosctl"))
+        .env(
+            "TALIX_TALOSCTL",
+            std::env::var_os("BENCH_TALOSCTL").unwrap_or_else(|| ws.join("bin/talosctl").into()),
+        )
         .env("TALIX_AGE_KEY_FILE", ws.join("key.txt"))
         .env("TALOSCTL_SIM_LOG", log)
         .env("TALOSCTL_SIM_LOG_TIMING", "1")

@@ -156,15 +156,48 @@ pub fn dies_with_talix(cmd: &mut Command) {
 /// child is killed and `Ok(None)` returned. Pipes still held open by a descendant after that are
 /// abandoned, not waited for. Waits for a [`ProcessPermit`] first.
 pub fn output_within(cmd: &mut Command, limit: Duration) -> std::io::Result<Option<Output>> {
+    output_within_as(cmd, limit, Priority::Normal)
+}
+
+/// [`output_within`] with a [`Priority`] for the process permit.
+pub fn output_within_as(
+    cmd: &mut Command,
+    limit: Duration,
+    priority: Priority,
+) -> std::io::Result<Option<Output>> {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     dies_with_talix(cmd);
-    let _permit = ProcessPermit::acquire();
+    let _permit = ProcessPermit::acquire_as(priority);
     child_output_within(cmd.spawn()?, limit)
+}
+
+/// Which waiter gets a free process slot first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// Most children.
+    Normal,
+    /// Children every node waits for (discovery's `get links`: no node can be applied before
+    /// every machine has been named), served before any normal waiter.
+    High,
 }
 
 /// How many child processes talix runs at once (0: no limit); see [`set_process_limit`].
 static PROCESS_LIMIT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-static PROCESSES: (Mutex<usize>, std::sync::Condvar) = (Mutex::new(0), std::sync::Condvar::new());
+/// Children running and waiters by priority, and the condition waiters wait on.
+static PROCESSES: (Mutex<Slots>, std::sync::Condvar) = (
+    Mutex::new(Slots {
+        running: 0,
+        high_waiting: 0,
+        normal_waiting: 0,
+    }),
+    std::sync::Condvar::new(),
+);
+
+struct Slots {
+    running: usize,
+    high_waiting: usize,
+    normal_waiting: usize,
+}
 
 /// Bound the external programs (talosctl, kubectl) running at once to `n` (`up --jobs`):
 /// nodes are worked on in parallel, and each waits for a free slot to run one.
@@ -179,26 +212,47 @@ pub struct ProcessPermit(bool);
 
 impl ProcessPermit {
     pub fn acquire() -> Self {
-        let limit = PROCESS_LIMIT.load(std::sync::atomic::Ordering::SeqCst);
-        if limit == 0 {
+        Self::acquire_as(Priority::Normal)
+    }
+
+    /// A slot; a [`Priority::High`] waiter is served before every normal one.
+    pub fn acquire_as(priority: Priority) -> Self {
+        let limit = || {
+            PROCESS_LIMIT
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .max(1)
+        };
+        if PROCESS_LIMIT.load(std::sync::atomic::Ordering::SeqCst) == 0 {
             return Self(false);
         }
         let (lock, cvar) = &PROCESSES;
-        let mut running = lock.lock().unwrap_or_else(|e| e.into_inner());
-        while *running
-            >= PROCESS_LIMIT
-                .load(std::sync::atomic::Ordering::SeqCst)
-                .max(1)
-        {
-            running = cvar.wait(running).unwrap_or_else(|e| e.into_inner());
+        let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if priority == Priority::High {
+            state.high_waiting += 1;
+            while state.running >= limit() {
+                state = cvar.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+            state.high_waiting -= 1;
+        } else {
+            state.normal_waiting += 1;
+            while state.running >= limit() || state.high_waiting > 0 {
+                state = cvar.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+            state.normal_waiting -= 1;
         }
-        *running += 1;
+        state.running += 1;
         Self(true)
     }
 
     /// Child processes holding a permit right now.
     pub fn running() -> usize {
-        *PROCESSES.0.lock().unwrap_or_else(|e| e.into_inner())
+        PROCESSES.0.lock().unwrap_or_else(|e| e.into_inner()).running
+    }
+
+    /// Threads waiting for a permit: (high priority, normal).
+    pub fn waiting() -> (usize, usize) {
+        let state = PROCESSES.0.lock().unwrap_or_else(|e| e.into_inner());
+        (state.high_waiting, state.normal_waiting)
     }
 }
 
@@ -206,9 +260,11 @@ impl Drop for ProcessPermit {
     fn drop(&mut self) {
         if self.0 {
             let (lock, cvar) = &PROCESSES;
-            let mut running = lock.lock().unwrap_or_else(|e| e.into_inner());
-            *running = running.saturating_sub(1);
-            cvar.notify_one();
+            let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
+            state.running = state.running.saturating_sub(1);
+            // Every waiter looks again: a normal one must not take the slot a high one waits
+            // for, so waking just one could wake the wrong one and stall.
+            cvar.notify_all();
         }
     }
 }
@@ -371,6 +427,62 @@ pub fn first_version(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
+
+    /// The tests that change the process-wide limit run one at a time.
+    static LIMIT_TESTS: Mutex<()> = Mutex::new(());
+
+    /// Wait (bounded) until `cond` holds: a condition, not a duration.
+    fn eventually(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !cond() {
+            assert!(Instant::now() < deadline, "never: {what}");
+            std::thread::yield_now();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A waiter for discovery's `get links` (high) is served before a render that has been
+    /// waiting longer (normal): every node waits for discovery.
+    #[test]
+    fn a_high_priority_waiter_gets_the_next_slot_first() {
+        let _serial = LIMIT_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+        set_process_limit(1);
+        let held = ProcessPermit::acquire();
+        let order = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let _p = ProcessPermit::acquire_as(Priority::Normal);
+                order.lock().unwrap().push("normal");
+            });
+            eventually("the normal waiter waits", || ProcessPermit::waiting().1 == 1);
+            scope.spawn(|| {
+                let _p = ProcessPermit::acquire_as(Priority::High);
+                order.lock().unwrap().push("high");
+            });
+            eventually("the high waiter waits", || ProcessPermit::waiting().0 == 1);
+            drop(held);
+        });
+        set_process_limit(0);
+        assert_eq!(*order.lock().unwrap(), ["high", "normal"]);
+    }
+
+    /// The exit status is the child's, whether it ends before or after the wait starts.
+    #[test]
+    fn the_wait_returns_the_childs_own_status() {
+        for script in ["exit 3", "read x; exit 4"] {
+            let mut child = Command::new("sh")
+                .args(["-c", script])
+                .stdin(Stdio::piped())
+                .spawn()
+                .unwrap();
+            drop(child.stdin.take());
+            let status = wait_within(&mut child, Duration::from_secs(120))
+                .unwrap()
+                .unwrap();
+            assert_eq!(status.code(), Some(if script == "exit 3" { 3 } else { 4 }));
+        }
+    }
 
     /// The child of a talix that dies is killed with it (PR_SET_PDEATHSIG): here the spawning
     /// thread ends without waiting, as a SIGKILLed talix would, and `sleep 600` must not
@@ -414,6 +526,7 @@ mod tests {
 
     #[test]
     fn no_more_children_than_the_process_limit_run_at_once() {
+        let _serial = LIMIT_TESTS.lock().unwrap_or_else(|e| e.into_inner());
         set_process_limit(2);
         let peak = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|scope| {

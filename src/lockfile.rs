@@ -131,6 +131,9 @@ pub enum LockFileError {
         records.join(", ")
     )]
     WouldLose { path: PathBuf, records: Vec<String> },
+    /// A save this change was waiting for (it shared another change's save) failed.
+    #[error("{0}")]
+    Save(String),
 }
 
 /// A lock file holds a few hashes per node; anything this big is not one.

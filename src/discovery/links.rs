@@ -121,7 +121,9 @@ pub fn probe_links_within(
 type Finished = (std::process::ExitStatus, Vec<u8>, Vec<u8>);
 
 /// Runs `program args` with captured output; `Ok(None)` when it was killed after `limit`
-/// ([`crate::exec::output_within`]: the process permit, dies with talix, pipes drained).
+/// ([`crate::exec::output_within`]: the process permit, dies with talix, pipes drained). Its
+/// permit has [`crate::exec::Priority::High`]: no node can be applied before every machine is
+/// named, so a render waiting for a slot must not delay the scan (issue 10, 3+57 benchmark).
 fn run_with_limit(
     program: &Path,
     args: &[&str],
@@ -129,7 +131,8 @@ fn run_with_limit(
 ) -> Result<Option<Finished>, ExecError> {
     let mut cmd = Command::new(program);
     cmd.args(args).stdin(Stdio::null());
-    let out = crate::exec::output_within(&mut cmd, limit).map_err(|source| ExecError::Spawn {
+    let out = crate::exec::output_within_as(&mut cmd, limit, crate::exec::Priority::High)
+        .map_err(|source| ExecError::Spawn {
         program: program.display().to_string(),
         source,
     })?;

@@ -64,21 +64,56 @@ impl Timing {
 
 /// The lock file, shared by the steps of one run and saved after every change, so a run that
 /// fails half-way still records what it did (a bootstrap above all).
+///
+/// Saves are group-committed: a change returns only once a save that contains it is on disk
+/// (so a write-ahead record is durable before its side effect starts), but changes made while
+/// a save is in flight share the next save instead of queueing one save each. With 60 nodes
+/// applied at once, 120 records used to be 120 serialised whole-file saves (issue 10).
 #[derive(Clone)]
 pub struct SharedLock {
     pub workspace: crate::workspace::Workspace,
-    pub lock: Arc<Mutex<LockFile>>,
+    state: Arc<(Mutex<LockState>, std::sync::Condvar)>,
+}
+
+struct LockState {
+    lock: LockFile,
+    /// Changes made so far (a counter), and the last one a finished save contained.
+    changed: u64,
+    saved: u64,
+    /// A save is in flight (its writer does not hold the mutex while writing).
+    saving: bool,
+    /// The last failed save: every change up to this one failed with this message.
+    failed: Option<(u64, String)>,
+    /// How many saves were written (for tests).
+    saves: u64,
 }
 
 impl SharedLock {
     pub fn new(workspace: crate::workspace::Workspace, lock: LockFile) -> Self {
         Self {
             workspace,
-            lock: Arc::new(Mutex::new(lock)),
+            state: Arc::new((
+                Mutex::new(LockState {
+                    lock,
+                    changed: 0,
+                    saved: 0,
+                    saving: false,
+                    failed: None,
+                    saves: 0,
+                }),
+                std::sync::Condvar::new(),
+            )),
         }
     }
+    fn state(&self) -> std::sync::MutexGuard<'_, LockState> {
+        self.state.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
     pub fn get(&self) -> LockFile {
-        self.lock.lock().unwrap().clone()
+        self.state().lock.clone()
+    }
+    /// How many times the file was written by this run.
+    pub fn saves(&self) -> u64 {
+        self.state().saves
     }
     pub fn update(
         &self,
@@ -87,19 +122,56 @@ impl SharedLock {
     ) -> Result<(), StepError> {
         self.update_with(f).map_err(|e| cx.fail(e.to_string()))
     }
-    /// Change the lock file and save it (only when something changed). Every writer of a run
-    /// goes through this one mutex, so concurrent steps never lose each other's records.
+    /// Change the lock file and save it (only when something changed); returns once a save
+    /// holding the change is on disk. Every writer of a run goes through this one state, so
+    /// concurrent steps never lose each other's records.
     pub fn update_with(
         &self,
         f: impl FnOnce(&mut LockFile),
     ) -> Result<(), crate::lockfile::LockFileError> {
-        let mut lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        let before = lock.clone();
-        f(&mut lock);
-        if *lock == before {
+        let cvar = &self.state.1;
+        let mut st = self.state();
+        let before = st.lock.clone();
+        f(&mut st.lock);
+        if st.lock == before {
             return Ok(());
         }
-        lock.save(&self.workspace)
+        st.changed += 1;
+        let mine = st.changed;
+        loop {
+            if let Some((upto, message)) = &st.failed
+                && *upto >= mine
+                && st.saved < mine
+            {
+                return Err(crate::lockfile::LockFileError::Save(message.clone()));
+            }
+            if st.saved >= mine {
+                return Ok(());
+            }
+            if st.saving {
+                st = cvar.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            // This thread writes everything changed so far, without holding the mutex.
+            st.saving = true;
+            let snapshot = st.lock.clone();
+            let upto = st.changed;
+            drop(st);
+            let result = snapshot.save(&self.workspace);
+            st = self.state();
+            st.saving = false;
+            st.saves += 1;
+            match result {
+                Ok(()) => st.saved = st.saved.max(upto),
+                Err(e) => {
+                    let message = e.to_string();
+                    st.failed = Some((upto, message));
+                    cvar.notify_all();
+                    return Err(e);
+                }
+            }
+            cvar.notify_all();
+        }
     }
 }
 
@@ -955,8 +1027,39 @@ pub fn extension_names(stream: &str) -> Vec<String> {
         .collect()
 }
 
-/// How often a rebooting node's API port is probed (a TCP connect, no child process).
+/// How often a rebooting node's API port is probed (a TCP connect, no child process), when few
+/// nodes wait: it is on the critical path of every first bootstrap.
 const PORT_POLL: Duration = Duration::from_millis(10);
+/// ... and with many waiting, each probes less often, so all of them together make at most
+/// about 2000 connects a second (60 nodes at 10 ms were 12 % of talix's CPU at 3+57).
+const PORT_POLL_PER_WAITER: Duration = Duration::from_micros(500);
+/// Nodes waiting for their API port right now.
+static PORT_WAITERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// The first retry after the port accepts but talosctl fails (the API is still starting):
+/// doubled up to the poll interval.
+const API_RETRY_FIRST: Duration = Duration::from_millis(50);
+
+/// The pause between two probes of a rebooting node's port.
+fn port_poll(poll: Duration) -> Duration {
+    let waiters = PORT_WAITERS.load(std::sync::atomic::Ordering::Relaxed) as u32;
+    PORT_POLL.max(PORT_POLL_PER_WAITER * waiters).min(poll)
+}
+
+/// Counts a node among [`PORT_WAITERS`] while it lives.
+struct PortWaiter;
+
+impl PortWaiter {
+    fn new() -> Self {
+        PORT_WAITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self
+    }
+}
+
+impl Drop for PortWaiter {
+    fn drop(&mut self) {
+        PORT_WAITERS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 /// Bound of one such probe.
 const PORT_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -971,10 +1074,12 @@ fn server_version(
     let started = Instant::now();
     let mut last = String::new();
     let api = std::net::SocketAddr::new(node.ip, cx.profile.talos.api_port);
+    let mut retry = API_RETRY_FIRST;
     while started.elapsed() < env.timing.ready_timeout {
         // While the API port does not even accept a connection (the node is rebooting), look
         // again soon without starting a talosctl each time: the node is noticed within
         // PORT_POLL of coming up, however long the configured poll interval is.
+        let waiting = PortWaiter::new();
         if std::net::TcpStream::connect_timeout(&api, PORT_PROBE_TIMEOUT).is_err() {
             if last.is_empty() {
                 crate::progress::state(
@@ -983,9 +1088,10 @@ fn server_version(
                 );
             }
             last = format!("{api} does not accept connections");
-            std::thread::sleep(PORT_POLL.min(env.timing.poll));
+            std::thread::sleep(port_poll(env.timing.poll));
             continue;
         }
+        drop(waiting);
         match talosctl_auth(cx, env, node.ip, VERSION_ARGS) {
             Ok(out) => {
                 let text = String::from_utf8_lossy(&out.stdout);
@@ -1013,7 +1119,10 @@ fn server_version(
                 last = stderr_of(&e);
             }
         }
-        std::thread::sleep(env.timing.poll);
+        // The port accepts, so the node is up and its API starting: look again soon, then
+        // less and less often.
+        std::thread::sleep(retry.min(env.timing.poll));
+        retry *= 2;
     }
     Err(cx.fail(format!(
         "{} at {}: no answer{} within {:?}: {last}",
@@ -1296,6 +1405,77 @@ mod spinner_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shared_lock(dir: &std::path::Path) -> SharedLock {
+        let (ws, _) = crate::workspace::Workspace::resolve(
+            &dir.join("x.yaml"),
+            "x",
+            Default::default(),
+            Default::default(),
+        );
+        SharedLock::new(ws, LockFile::default())
+    }
+
+    fn node_lock(i: u8) -> NodeLock {
+        NodeLock {
+            applied_config: crate::digest::Digest::from_bytes([i; 32]),
+            address: Some(format!("127.0.0.{i}")),
+            at: "2026-01-01T00:00:00Z".into(),
+            talos_version: None,
+            mac: None,
+            matched_by: None,
+        }
+    }
+
+    /// Group commit keeps the write-ahead rule: every change is on disk when its update
+    /// returns, however many threads change the lock file at once, and none is lost.
+    #[test]
+    fn every_change_is_on_disk_when_its_update_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared_lock(dir.path());
+        let path = shared.workspace.lock_file().to_path_buf();
+        std::thread::scope(|scope| {
+            for i in 1..=32u8 {
+                let shared = shared.clone();
+                let path = path.clone();
+                scope.spawn(move || {
+                    let name = format!("n{i}");
+                    shared
+                        .update_with(|l| {
+                            l.nodes.insert(name.clone(), node_lock(i));
+                        })
+                        .unwrap();
+                    let on_disk = LockFile::load(&path).unwrap();
+                    assert_eq!(on_disk.nodes.get(&name), Some(&node_lock(i)));
+                });
+            }
+        });
+        let on_disk = LockFile::load(&path).unwrap();
+        assert_eq!(on_disk.nodes.len(), 32);
+        assert_eq!(on_disk, shared.get());
+        assert!((1..=32).contains(&shared.saves()), "{}", shared.saves());
+        // A change that changes nothing writes nothing.
+        let saves = shared.saves();
+        shared.update_with(|_| {}).unwrap();
+        assert_eq!(shared.saves(), saves);
+    }
+
+    /// A save that fails fails the update that waited for it (here: another run recorded a
+    /// node this run's lock file does not hold, so saving would lose it).
+    #[test]
+    fn a_failed_save_fails_the_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared_lock(dir.path());
+        let mut other = LockFile::default();
+        other.nodes.insert("w9".into(), node_lock(9));
+        other.save(&shared.workspace).unwrap();
+        let e = shared
+            .update_with(|l| {
+                l.nodes.insert("cp1".into(), node_lock(1));
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("the record of node w9"), "{e}");
+    }
 
     fn v(s: &str) -> KubeVersion {
         s.parse().unwrap()
