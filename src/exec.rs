@@ -83,11 +83,11 @@ pub fn exec_timeout() -> Duration {
 /// reaps it and a kill on expiry can never hit a reused pid) and this thread waits on it with
 /// the deadline. Polling `try_wait` with a backoff cost up to 50 ms after every child's exit,
 /// on the critical path of every talosctl call (issue 10).
-pub fn wait_within(child: &mut Child, limit: Duration) -> std::io::Result<Option<ExitStatus>> {
-    if let Some(status) = child.try_wait()? {
+pub fn wait_within<C: Reap>(child: &mut C, limit: Duration) -> std::io::Result<Option<ExitStatus>> {
+    if let Some(status) = child.try_reap()? {
         return Ok(Some(status));
     }
-    let pid = child.id() as libc::id_t;
+    let pid = child.pid() as libc::id_t;
     let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
     std::thread::spawn(move || {
         loop {
@@ -108,14 +108,69 @@ pub fn wait_within(child: &mut Child, limit: Duration) -> std::io::Result<Option
         }
     });
     match rx.recv_timeout(limit) {
-        Ok(Ok(())) => child.wait().map(Some),
+        Ok(Ok(())) => child.reap().map(Some),
         // waitid itself failed (it should not): fall back to a plain wait.
-        Ok(Err(_)) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => child.wait().map(Some),
+        Ok(Err(_)) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => child.reap().map(Some),
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = child.kill_now();
+            let _ = child.reap();
             Ok(None)
         }
+    }
+}
+
+/// A child process talix waits for: std's, or one [`crate::spawn`] started.
+pub trait Reap {
+    fn pid(&self) -> u32;
+    fn try_reap(&mut self) -> std::io::Result<Option<ExitStatus>>;
+    fn reap(&mut self) -> std::io::Result<ExitStatus>;
+    fn kill_now(&mut self) -> std::io::Result<()>;
+    /// Its stdout and stderr pipes, taken (each at most once).
+    fn take_pipes(&mut self) -> (Option<Pipe>, Option<Pipe>);
+}
+
+/// A child's output pipe.
+pub type Pipe = Box<dyn Read + Send>;
+
+impl Reap for Child {
+    fn pid(&self) -> u32 {
+        self.id()
+    }
+    fn try_reap(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        self.try_wait()
+    }
+    fn reap(&mut self) -> std::io::Result<ExitStatus> {
+        self.wait()
+    }
+    fn kill_now(&mut self) -> std::io::Result<()> {
+        self.kill()
+    }
+    fn take_pipes(&mut self) -> (Option<Pipe>, Option<Pipe>) {
+        (
+            self.stdout.take().map(|p| Box::new(p) as Pipe),
+            self.stderr.take().map(|p| Box::new(p) as Pipe),
+        )
+    }
+}
+
+impl Reap for crate::spawn::FastChild {
+    fn pid(&self) -> u32 {
+        self.id()
+    }
+    fn try_reap(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        self.try_wait()
+    }
+    fn reap(&mut self) -> std::io::Result<ExitStatus> {
+        self.wait()
+    }
+    fn kill_now(&mut self) -> std::io::Result<()> {
+        self.kill()
+    }
+    fn take_pipes(&mut self) -> (Option<Pipe>, Option<Pipe>) {
+        (
+            self.stdout.take().map(|p| Box::new(p) as Pipe),
+            self.stderr.take().map(|p| Box::new(p) as Pipe),
+        )
     }
 }
 
@@ -165,9 +220,13 @@ pub fn output_within_as(
     limit: Duration,
     priority: Priority,
 ) -> std::io::Result<Option<Output>> {
+    let _permit = ProcessPermit::acquire_as(priority);
+    if crate::spawn::can_spawn(cmd) {
+        // The cheap way (no copy of talix; stdin /dev/null, as every caller sets it).
+        return child_output_within(crate::spawn::spawn(cmd, &[])?, limit);
+    }
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     dies_with_talix(cmd);
-    let _permit = ProcessPermit::acquire_as(priority);
     child_output_within(cmd.spawn()?, limit)
 }
 
@@ -246,7 +305,11 @@ impl ProcessPermit {
 
     /// Child processes holding a permit right now.
     pub fn running() -> usize {
-        PROCESSES.0.lock().unwrap_or_else(|e| e.into_inner()).running
+        PROCESSES
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .running
     }
 
     /// Threads waiting for a permit: (high priority, normal).
@@ -270,11 +333,11 @@ impl Drop for ProcessPermit {
 }
 
 /// [`output_within`] for a child already spawned (with piped stdout and stderr).
-pub fn child_output_within(
-    mut child: std::process::Child,
+pub fn child_output_within<C: Reap>(
+    mut child: C,
     limit: Duration,
 ) -> std::io::Result<Option<Output>> {
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+    let drain = |pipe: Option<Pipe>| {
         std::thread::spawn(move || {
             let mut bytes = Vec::new();
             if let Some(mut pipe) = pipe {
@@ -283,18 +346,9 @@ pub fn child_output_within(
             bytes
         })
     };
-    let out = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let err = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
+    let (stdout, stderr) = child.take_pipes();
+    let out = drain(stdout);
+    let err = drain(stderr);
     let Some(status) = wait_within(&mut child, limit)? else {
         return Ok(None);
     };
@@ -455,7 +509,9 @@ mod tests {
                 let _p = ProcessPermit::acquire_as(Priority::Normal);
                 order.lock().unwrap().push("normal");
             });
-            eventually("the normal waiter waits", || ProcessPermit::waiting().1 == 1);
+            eventually("the normal waiter waits", || {
+                ProcessPermit::waiting().1 == 1
+            });
             scope.spawn(|| {
                 let _p = ProcessPermit::acquire_as(Priority::High);
                 order.lock().unwrap().push("high");

@@ -20,6 +20,7 @@ pub mod profile;
 pub mod progress;
 pub mod proxmox;
 pub mod secrets;
+pub mod spawn;
 pub mod steps;
 pub mod store;
 pub mod workspace;

@@ -273,11 +273,14 @@ pub(super) fn up(mut s: Session, options: UpOptions) -> Result<()> {
     let timing = Timing::from_env().map_err(|e| CliError::input(format!("error: {e}")))?;
     check_kubernetes_jump(&s)?;
     // Every step of `up` keys on both tools: probe them in the background while the store is
-    // read; only after the checks that refuse without running anything.
-    s.tools.prefetch([
-        crate::derivation::Tool::Talosctl,
-        crate::derivation::Tool::Kubectl,
-    ]);
+    // read; only after the checks that refuse without running anything. On a first bootstrap
+    // kubectl is needed only at the end (verify), and its probe (~100 ms of CPU) would compete
+    // with the renders and applies that every node's reboot waits for: it is probed once the
+    // first node is rebooting and the CPU idles (`server_version`).
+    s.tools.prefetch([crate::derivation::Tool::Talosctl]);
+    if s.lock.cluster_exists() {
+        s.tools.prefetch([crate::derivation::Tool::Kubectl]);
+    }
     let jobs = jobs_for(&s, options.jobs);
     resolve_proxmox_macs(&mut s.profile)?;
     let _guard = s.store.lock(true)?;

@@ -131,11 +131,12 @@ fn run_with_limit(
 ) -> Result<Option<Finished>, ExecError> {
     let mut cmd = Command::new(program);
     cmd.args(args).stdin(Stdio::null());
-    let out = crate::exec::output_within_as(&mut cmd, limit, crate::exec::Priority::High)
-        .map_err(|source| ExecError::Spawn {
-        program: program.display().to_string(),
-        source,
-    })?;
+    let out = crate::exec::output_within_as(&mut cmd, limit, crate::exec::Priority::High).map_err(
+        |source| ExecError::Spawn {
+            program: program.display().to_string(),
+            source,
+        },
+    )?;
     Ok(out.map(|o| (o.status, o.stdout, o.stderr)))
 }
 

@@ -46,6 +46,25 @@ impl SecretPipe {
         cmd: &mut Command,
         secret: SecretBytes,
     ) -> Result<(String, PipeFeeder), SecretsError> {
+        let (path, feeder) = Self::open(secret)?;
+        let child_fd = feeder.child_fd().expect("a new feeder holds its read end");
+        // SAFETY: the closure only calls fcntl, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                let flags = libc::fcntl(child_fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(child_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok((path, feeder))
+    }
+
+    /// [`SecretPipe::attach`] without a command: the child must be started by
+    /// [`crate::spawn::spawn`] with [`PipeFeeder::child_fd`] among the descriptors it keeps.
+    pub fn open(secret: SecretBytes) -> Result<(String, PipeFeeder), SecretsError> {
         let mut fds = [0 as RawFd; 2];
         // SAFETY: fds has room for the two descriptors pipe2 writes.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -58,17 +77,6 @@ impl SecretPipe {
         let (read_end, write_end) =
             unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         let child_fd = read_end.as_raw_fd();
-        // SAFETY: the closure only calls fcntl, which is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(move || {
-                let flags = libc::fcntl(child_fd, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(child_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         let writer = std::thread::Builder::new()
             .name("talix-secret-pipe".into())
             .spawn(move || {
@@ -94,6 +102,11 @@ impl SecretPipe {
 }
 
 impl PipeFeeder {
+    /// The read end the child reads as `/dev/fd/N` (until [`PipeFeeder::child_spawned`]).
+    pub fn child_fd(&self) -> Option<RawFd> {
+        self.read_end.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
     /// Close talix's copy of the read end; call right after the child was spawned, so the
     /// writer sees the pipe close when the child exits.
     pub fn child_spawned(&mut self) {

@@ -1086,6 +1086,8 @@ fn server_version(
                     &node.name,
                     &format!("waiting for the Talos API at {}", node.ip),
                 );
+                // The node reboots: the CPU is free for the probe verify will need.
+                cx.tools.prefetch([crate::derivation::Tool::Kubectl]);
             }
             last = format!("{api} does not accept connections");
             std::thread::sleep(port_poll(env.timing.poll));

@@ -38,30 +38,47 @@ pub fn talosctl_with_secrets(
 ) -> Result<Vec<u8>, StepError> {
     let program = exec::locate(Tool::Talosctl).map_err(|e| cx.fail(e.to_string()))?;
     let mut cmd = Command::new(&program);
+    // Started without copying talix when its path allows (crate::spawn); else by std.
+    let fast = crate::spawn::can_spawn(&cmd);
     let mut feeders = Vec::new();
     let mut paths = Vec::new();
+    let mut keep = Vec::new();
     for secret in secrets {
-        let (path, feeder) =
-            SecretPipe::attach(&mut cmd, secret).map_err(|e| cx.fail(e.to_string()))?;
+        let (path, feeder) = if fast {
+            SecretPipe::open(secret)
+        } else {
+            SecretPipe::attach(&mut cmd, secret)
+        }
+        .map_err(|e| cx.fail(e.to_string()))?;
+        keep.extend(feeder.child_fd());
         paths.push(path);
         feeders.push(feeder);
     }
     let argv = args(&paths);
     crate::steps::dry::record_local(&cx.step.id, &argv, &paths);
-    cmd.args(&argv)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    exec::dies_with_talix(&mut cmd);
+    cmd.args(&argv);
     let _permit = exec::ProcessPermit::acquire();
-    let child = cmd
-        .spawn()
-        .map_err(|e| cx.fail(format!("could not start {}: {e}", program.display())))?;
-    for f in &mut feeders {
-        f.child_spawned();
-    }
+    let spawn_error =
+        |e: std::io::Error| cx.fail(format!("could not start {}: {e}", program.display()));
     let limit = exec::exec_timeout();
-    let output = exec::child_output_within(child, limit)
+    let output = if fast {
+        let child = crate::spawn::spawn(&cmd, &keep).map_err(spawn_error)?;
+        for f in &mut feeders {
+            f.child_spawned();
+        }
+        exec::child_output_within(child, limit)
+    } else {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        exec::dies_with_talix(&mut cmd);
+        let child = cmd.spawn().map_err(spawn_error)?;
+        for f in &mut feeders {
+            f.child_spawned();
+        }
+        exec::child_output_within(child, limit)
+    };
+    let output = output
         .map_err(|e| cx.fail(format!("{}: {e}", program.display())))?
         .ok_or_else(|| {
             cx.fail(format!(
