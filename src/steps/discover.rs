@@ -69,6 +69,10 @@ pub fn find_nodes(
     // was built, commands::realise::resolve_proxmox_macs), so the patches select the same NIC.
     let no_vm_macs = BTreeMap::new();
     let mut attempt = 0;
+    let started = std::time::Instant::now();
+    let ready_timeout = crate::steps::cluster::Timing::from_env()
+        .map(|t| t.ready_timeout)
+        .unwrap_or(std::time::Duration::from_secs(600));
     loop {
         attempt += 1;
         for node in &unrecorded {
@@ -103,6 +107,23 @@ pub fn find_nodes(
             Err(DiscoveryError::Missing { .. }) if attempt < attempts => {
                 tracing::info!(attempt, "nodes not all found yet; rescanning");
                 std::thread::sleep(params.retry_wait);
+                continue;
+            }
+            // Every node still missing was sent its first config by a run that was killed
+            // before recording it (a write-ahead `pending` record): it is not in maintenance
+            // mode any more, so it is installing and rebooting into its static address. Wait
+            // for it there as long as for any rebooting node, instead of failing after the
+            // scan attempts (a re-run right after the kill came before the reboot ended).
+            Err(DiscoveryError::Missing { ref nodes, .. })
+                if !nodes.is_empty()
+                    && nodes.iter().all(|n| lock.pending.applies.contains_key(n))
+                    && started.elapsed() < ready_timeout =>
+            {
+                eprintln!(
+                    "note: discover: waiting for {} (sent a config by an interrupted run) to come up at its static address",
+                    nodes.join(", ")
+                );
+                std::thread::sleep(params.retry_wait.min(std::time::Duration::from_secs(1)));
                 continue;
             }
             Err(DiscoveryError::Missing {
