@@ -233,3 +233,91 @@ fn sigkill_at_every_point_then_one_rerun_converges() {
     assert_eq!(counts.corrupt_objects, 0, "{counts:?}");
     assert_eq!(counts.leftover_temp_files, 0, "{counts:?}");
 }
+
+/// A run killed right after its only apply that reached a node went to a *worker*: the control
+/// planes' applies never reached theirs (they hung until talix died). On the re-run that worker
+/// is neither in maintenance mode nor trusted yet (a worker's certificate comes from a control
+/// plane, none of which is configured), so discovery cannot name it and the authenticated
+/// check fails. The re-run must still converge: apply the other four once, record the worker
+/// from its `pending` record once it answers, never apply it twice. (Before the fix the re-run
+/// failed: "nodes not found ... w1"; seen in CI as a race of `After("apply-config", 1)`.)
+#[test]
+fn a_killed_run_that_configured_only_a_worker_converges_on_the_rerun() {
+    let (c, sim) = Cluster::with_sim(100, |_| {});
+    let (a, b) = sim.subnet;
+    let w1_maintenance = format!("127.{a}.{b}.104");
+    let real = c.root().join("bin/real");
+    std::fs::create_dir_all(&real).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_talix"), real.join("talosctl")).unwrap();
+    let wrapper = c.root().join("bin/talosctl");
+    std::fs::remove_file(&wrapper).unwrap();
+    std::fs::write(
+        &wrapper,
+        r#"#!/bin/bash
+real="$(dirname "$0")/real/talosctl"
+if [ -n "$ONLY_APPLY" ]; then
+  case " $* " in
+    *" apply-config "*" $ONLY_APPLY "*) "$real" "$@"; rc=$?; kill -9 "$PPID"; exit $rc ;;
+    # Any other apply never reaches its node: it waits (as talosctl, so it dies with talix).
+    *" apply-config "*) exec sleep 600 ;;
+  esac
+fi
+exec "$real" "$@"
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let first = c
+        .talix_fast()
+        .args(["up", P])
+        .env("ONLY_APPLY", &w1_maintenance)
+        .output()
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&first.status),
+        Some(9),
+        "the first run was killed at w1's apply: {}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let lock = std::fs::read_to_string(c.root().join("profiles/demo.lock")).unwrap_or_default();
+    assert!(lock.contains("w1:"), "w1's pending record: {lock}");
+    let applies_before = c
+        .calls()
+        .iter()
+        .filter(|a| a.iter().any(|x| x == "apply-config"))
+        .count();
+    let rerun = c.talix_fast().args(["up", P]).output().unwrap();
+    assert!(
+        rerun.status.success(),
+        "the re-run converges: {}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    let applies: Vec<Vec<String>> = c
+        .calls()
+        .into_iter()
+        .filter(|a| a.iter().any(|x| x == "apply-config"))
+        .collect();
+    assert_eq!(applies_before, 1, "one apply logged by the killed run");
+    assert_eq!(
+        applies.len(),
+        5,
+        "w1 once, then the four others once: {applies:?}"
+    );
+    let w1_static = format!("127.{a}.{b}.21");
+    let to_w1 = applies
+        .iter()
+        .filter(|argv| argv.iter().any(|x| *x == w1_maintenance || *x == w1_static))
+        .count();
+    assert_eq!(to_w1, 1, "w1 is never applied twice: {applies:?}");
+    let lock = std::fs::read_to_string(c.root().join("profiles/demo.lock")).unwrap();
+    assert!(lock.contains("bootstrap:"), "{lock}");
+    let stderr = String::from_utf8_lossy(&rerun.stderr);
+    assert!(
+        stderr.contains("interrupted run's config reached it"),
+        "{stderr}"
+    );
+}

@@ -53,7 +53,9 @@ struct NodeReport {
     /// Where it answers: its maintenance address, or where it is configured.
     address: Option<IpAddr>,
     /// `mac`, `count` (runbook step 5d), `static-address` (already answers this cluster's
-    /// talosconfig there) or `lock-file` (recorded as configured).
+    /// talosconfig there), `interrupted-apply` (a killed run sent it its first config: it left
+    /// maintenance mode, and `up` records it once it answers) or `lock-file` (recorded as
+    /// configured).
     matched_by: Option<&'static str>,
     /// For configured nodes: how the lock file says it was matched at its first apply.
     first_matched_by: Option<String>,
@@ -135,6 +137,8 @@ pub(super) fn discover(profile_path: &Path, policy: PathPolicy, json: bool) -> R
             ("configured", Some(at), Some("lock-file"))
         } else if outcome.already_configured.contains(&n.name) {
             ("configured", Some(n.ip), Some("static-address"))
+        } else if outcome.interrupted.contains(&n.name) {
+            ("configured", Some(n.ip), Some("interrupted-apply"))
         } else if let Some(ip) = matching.assigned.get(&n.name) {
             let how = if matching.by_count.contains(&n.name) {
                 "count"
@@ -240,6 +244,7 @@ fn table(r: &Report) -> String {
             Some("mac") => "MAC".to_string(),
             Some("count") => "count (runbook 5d)".to_string(),
             Some("static-address") => "static address already configured".to_string(),
+            Some("interrupted-apply") => "sent its config by an interrupted run".to_string(),
             Some("lock-file") => match &n.first_matched_by {
                 Some(first) => format!("lock file (first matched by {first})"),
                 None => "lock file".to_string(),

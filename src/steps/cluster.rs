@@ -515,9 +515,12 @@ impl Builder for ApplyBuilder {
             );
             return Ok(apply_receipt(&node.name, config_hash));
         }
-        if recorded.is_none()
-            && env.lock.get().pending.applies.get(&node.name) == Some(&config_hash)
-            && answers_authenticated(cx, env, node.ip)
+        let pending_here = recorded.is_none()
+            && env.lock.get().pending.applies.get(&node.name) == Some(&config_hash);
+        if pending_here
+            && (answers_authenticated(cx, env, node.ip)
+                || (!found_in_maintenance(cx, &node.name)
+                    && comes_up_authenticated(cx, env, node, config_hash)?))
         {
             // A run was killed after sending this node its first config and before recording
             // it: the node answers with this cluster's talosconfig at its static address, so
@@ -1124,13 +1127,57 @@ fn server_version(
         // The port accepts, so the node is up and its API starting: look again soon, then
         // less and less often.
         std::thread::sleep(retry.min(env.timing.poll));
-        retry *= 2;
+        retry = (retry * 2).min(env.timing.poll);
     }
     Err(cx.fail(format!(
         "{} at {}: no answer{} within {:?}: {last}",
         node.name,
         node.ip,
         want.map(|w| format!(" with {w}")).unwrap_or_default(),
+        env.timing.ready_timeout
+    )))
+}
+
+/// Whether the discovery of this run found `node` in maintenance mode.
+fn found_in_maintenance(cx: &BuildContext<'_>, node: &str) -> bool {
+    cx.latest_output(&StepId::new("discover", None), "nodes")
+        .ok()
+        .and_then(|b| serde_json::from_slice::<BTreeMap<String, IpAddr>>(&b).ok())
+        .is_some_and(|found| found.contains_key(node))
+}
+
+/// A node that a killed run sent its first config and that left maintenance mode: wait (as
+/// for any rebooting node) until it answers with this cluster's talosconfig at its static
+/// address. A worker may take until a control plane is up (its certificate comes from one),
+/// which this run's other steps are configuring meanwhile.
+fn comes_up_authenticated(
+    cx: &BuildContext<'_>,
+    env: &ClusterEnv,
+    node: &Node,
+    config_hash: Digest,
+) -> Result<bool, StepError> {
+    crate::progress::state(
+        &node.name,
+        &format!(
+            "waiting for it at {} (an interrupted run sent it config {})",
+            node.ip,
+            config_hash.short()
+        ),
+    );
+    let started = Instant::now();
+    let mut pause = API_RETRY_FIRST;
+    while started.elapsed() < env.timing.ready_timeout {
+        if answers_authenticated(cx, env, node.ip) {
+            return Ok(true);
+        }
+        std::thread::sleep(pause.min(env.timing.poll));
+        pause = (pause * 2).min(env.timing.poll);
+    }
+    Err(cx.fail(format!(
+        "{}: an interrupted run sent it config {}; it left maintenance mode but did not answer with this cluster's talosconfig at {} within {:?}",
+        node.name,
+        config_hash.short(),
+        node.ip,
         env.timing.ready_timeout
     )))
 }

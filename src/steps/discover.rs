@@ -24,6 +24,9 @@ pub struct Outcome {
     /// Nodes the lock file does not record that already answer this cluster's talosconfig at
     /// their static address (an apply whose answer was lost, a lost lock file): not looked for.
     pub already_configured: Vec<String>,
+    /// Nodes with a pending first apply (a killed run sent them their config) that are no
+    /// longer in maintenance mode: their apply step waits for them and records them.
+    pub interrupted: Vec<String>,
     /// The nodes looked for (profile order) and what they were expected to show.
     pub expected: Vec<ExpectedNode>,
     /// The matching, or why it failed (the errors carry what could be matched).
@@ -54,6 +57,7 @@ pub fn find_nodes(
         Err(e) => {
             return Ok(Outcome {
                 already_configured: vec![],
+                interrupted: vec![],
                 expected: vec![],
                 result: Err(e),
             });
@@ -69,10 +73,7 @@ pub fn find_nodes(
     // was built, commands::realise::resolve_proxmox_macs), so the patches select the same NIC.
     let no_vm_macs = BTreeMap::new();
     let mut attempt = 0;
-    let started = std::time::Instant::now();
-    let ready_timeout = crate::steps::cluster::Timing::from_env()
-        .map(|t| t.ready_timeout)
-        .unwrap_or(std::time::Duration::from_secs(600));
+    let mut interrupted = Vec::new();
     loop {
         attempt += 1;
         for node in &unrecorded {
@@ -110,21 +111,23 @@ pub fn find_nodes(
                 continue;
             }
             // Every node still missing was sent its first config by a run that was killed
-            // before recording it (a write-ahead `pending` record): it is not in maintenance
-            // mode any more, so it is installing and rebooting into its static address. Wait
-            // for it there as long as for any rebooting node, instead of failing after the
-            // scan attempts (a re-run right after the kill came before the reboot ended).
-            Err(DiscoveryError::Missing { ref nodes, .. })
-                if !nodes.is_empty()
-                    && nodes.iter().all(|n| lock.pending.applies.contains_key(n))
-                    && started.elapsed() < ready_timeout =>
+            // before recording it (a write-ahead `pending` record), and it is not in
+            // maintenance mode any more: the config reached it, and it is installing,
+            // rebooting, or up but not yet trusted (a worker gets its certificate from a
+            // control plane that may not be configured yet). Not found is not missing: its
+            // apply step waits for it to answer with this cluster's credentials and records
+            // it, while the other nodes are applied (a re-run right after the kill came
+            // before its reboot ended and failed here).
+            Err(DiscoveryError::Missing { nodes, partial, .. })
+                if nodes.iter().all(|n| lock.pending.applies.contains_key(n)) =>
             {
-                eprintln!(
-                    "note: discover: waiting for {} (sent a config by an interrupted run) to come up at its static address",
-                    nodes.join(", ")
-                );
-                std::thread::sleep(params.retry_wait.min(std::time::Duration::from_secs(1)));
-                continue;
+                for n in &nodes {
+                    eprintln!(
+                        "note: discover: {n} is not in maintenance mode any more: the interrupted run's config reached it"
+                    );
+                }
+                interrupted.extend(nodes);
+                Ok(*partial)
             }
             Err(DiscoveryError::Missing {
                 nodes,
@@ -145,6 +148,7 @@ pub fn find_nodes(
         };
         return Ok(Outcome {
             already_configured,
+            interrupted,
             expected,
             result,
         });
