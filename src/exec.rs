@@ -132,47 +132,34 @@ pub trait Reap {
 /// A child's output pipe.
 pub type Pipe = Box<dyn Read + Send>;
 
-impl Reap for Child {
-    fn pid(&self) -> u32 {
-        self.id()
-    }
-    fn try_reap(&mut self) -> std::io::Result<Option<ExitStatus>> {
-        self.try_wait()
-    }
-    fn reap(&mut self) -> std::io::Result<ExitStatus> {
-        self.wait()
-    }
-    fn kill_now(&mut self) -> std::io::Result<()> {
-        self.kill()
-    }
-    fn take_pipes(&mut self) -> (Option<Pipe>, Option<Pipe>) {
-        (
-            self.stdout.take().map(|p| Box::new(p) as Pipe),
-            self.stderr.take().map(|p| Box::new(p) as Pipe),
-        )
-    }
+/// Both child types have the same methods under the same names.
+macro_rules! impl_reap {
+    ($child:ty) => {
+        impl Reap for $child {
+            fn pid(&self) -> u32 {
+                self.id()
+            }
+            fn try_reap(&mut self) -> std::io::Result<Option<ExitStatus>> {
+                self.try_wait()
+            }
+            fn reap(&mut self) -> std::io::Result<ExitStatus> {
+                self.wait()
+            }
+            fn kill_now(&mut self) -> std::io::Result<()> {
+                self.kill()
+            }
+            fn take_pipes(&mut self) -> (Option<Pipe>, Option<Pipe>) {
+                (
+                    self.stdout.take().map(|p| Box::new(p) as Pipe),
+                    self.stderr.take().map(|p| Box::new(p) as Pipe),
+                )
+            }
+        }
+    };
 }
 
-impl Reap for crate::spawn::FastChild {
-    fn pid(&self) -> u32 {
-        self.id()
-    }
-    fn try_reap(&mut self) -> std::io::Result<Option<ExitStatus>> {
-        self.try_wait()
-    }
-    fn reap(&mut self) -> std::io::Result<ExitStatus> {
-        self.wait()
-    }
-    fn kill_now(&mut self) -> std::io::Result<()> {
-        self.kill()
-    }
-    fn take_pipes(&mut self) -> (Option<Pipe>, Option<Pipe>) {
-        (
-            self.stdout.take().map(|p| Box::new(p) as Pipe),
-            self.stderr.take().map(|p| Box::new(p) as Pipe),
-        )
-    }
-}
+impl_reap!(Child);
+impl_reap!(crate::spawn::FastChild);
 
 /// Make the child die with talix: a talix killed mid-run (SIGKILL, OOM) must not leave a
 /// talosctl behind that is still applying a config while the next `talix up` decides, from the

@@ -62,13 +62,8 @@ const FULL: &[Kill] = &[
 
 /// A `talosctl` wrapper that counts matching calls and SIGKILLs its parent (talix) at one.
 fn install_killer(root: &Path) {
-    let real = root.join("bin/real");
-    std::fs::create_dir_all(&real).unwrap();
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_talix"), real.join("talosctl")).unwrap();
-    let wrapper = root.join("bin/talosctl");
-    std::fs::remove_file(&wrapper).unwrap();
-    std::fs::write(
-        &wrapper,
+    write_wrapper(
+        root,
         r#"#!/bin/bash
 real="$(dirname "$0")/real/talosctl"
 hit=0
@@ -88,8 +83,18 @@ if [ "$hit" = 1 ] && [ "$KILL_WHEN" = before ]; then kill -9 "$PPID"; exit 137; 
 if [ "$hit" = 1 ] && [ "$KILL_WHEN" = after ]; then kill -9 "$PPID"; fi
 exit $rc
 "#,
-    )
-    .unwrap();
+    );
+}
+
+/// `bin/talosctl` becomes `script` (executable), and the real talosctl moves to
+/// `bin/real/talosctl`.
+fn write_wrapper(root: &Path, script: &str) {
+    let real = root.join("bin/real");
+    std::fs::create_dir_all(&real).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_talix"), real.join("talosctl")).unwrap();
+    let wrapper = root.join("bin/talosctl");
+    std::fs::remove_file(&wrapper).unwrap();
+    std::fs::write(&wrapper, script).unwrap();
     std::fs::set_permissions(
         &wrapper,
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
@@ -246,13 +251,8 @@ fn a_killed_run_that_configured_only_a_worker_converges_on_the_rerun() {
     let (c, sim) = Cluster::with_sim(100, |_| {});
     let (a, b) = sim.subnet;
     let w1_maintenance = format!("127.{a}.{b}.104");
-    let real = c.root().join("bin/real");
-    std::fs::create_dir_all(&real).unwrap();
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_talix"), real.join("talosctl")).unwrap();
-    let wrapper = c.root().join("bin/talosctl");
-    std::fs::remove_file(&wrapper).unwrap();
-    std::fs::write(
-        &wrapper,
+    write_wrapper(
+        c.root(),
         r#"#!/bin/bash
 real="$(dirname "$0")/real/talosctl"
 if [ -n "$ONLY_APPLY" ]; then
@@ -264,13 +264,7 @@ if [ -n "$ONLY_APPLY" ]; then
 fi
 exec "$real" "$@"
 "#,
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    );
     let first = c
         .talix_fast()
         .args(["up", P])
