@@ -217,32 +217,41 @@ pub fn output_within_as(
     child_output_within(cmd.spawn()?, limit)
 }
 
-/// Which waiter gets a free process slot first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which waiter gets a free process slot first: a waiter is served only when no waiter of a
+/// higher priority waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Priority {
-    /// Most children.
-    Normal,
+    /// Most children (workers' renders and applies, readiness checks).
+    Normal = 0,
+    /// The critical path of a first bootstrap: the base configs and the control planes' renders
+    /// and applies (etcd is bootstrapped on the first one, and workers get their certificates
+    /// from them, so a worker up before any control plane is not trusted yet).
+    Critical = 1,
     /// Children every node waits for (discovery's `get links`: no node can be applied before
-    /// every machine has been named), served before any normal waiter.
-    High,
+    /// every machine has been named).
+    High = 2,
 }
-
 /// How many child processes talix runs at once (0: no limit); see [`set_process_limit`].
 static PROCESS_LIMIT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// Children running and waiters by priority, and the condition waiters wait on.
 static PROCESSES: (Mutex<Slots>, std::sync::Condvar) = (
     Mutex::new(Slots {
         running: 0,
-        high_waiting: 0,
-        normal_waiting: 0,
+        waiting: [0; 3],
     }),
     std::sync::Condvar::new(),
 );
 
 struct Slots {
     running: usize,
-    high_waiting: usize,
-    normal_waiting: usize,
+    /// Waiters by [`Priority`] (its discriminant).
+    waiting: [usize; 3],
+}
+
+impl Slots {
+    fn higher_waits(&self, priority: Priority) -> bool {
+        self.waiting[priority as usize + 1..].iter().any(|&n| n > 0)
+    }
 }
 
 /// Bound the external programs (talosctl, kubectl) running at once to `n` (`up --jobs`):
@@ -261,7 +270,7 @@ impl ProcessPermit {
         Self::acquire_as(Priority::Normal)
     }
 
-    /// A slot; a [`Priority::High`] waiter is served before every normal one.
+    /// A slot; a waiter is served before every waiter of a lower [`Priority`].
     pub fn acquire_as(priority: Priority) -> Self {
         let limit = || {
             PROCESS_LIMIT
@@ -273,19 +282,11 @@ impl ProcessPermit {
         }
         let (lock, cvar) = &PROCESSES;
         let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
-        if priority == Priority::High {
-            state.high_waiting += 1;
-            while state.running >= limit() {
-                state = cvar.wait(state).unwrap_or_else(|e| e.into_inner());
-            }
-            state.high_waiting -= 1;
-        } else {
-            state.normal_waiting += 1;
-            while state.running >= limit() || state.high_waiting > 0 {
-                state = cvar.wait(state).unwrap_or_else(|e| e.into_inner());
-            }
-            state.normal_waiting -= 1;
+        state.waiting[priority as usize] += 1;
+        while state.running >= limit() || state.higher_waits(priority) {
+            state = cvar.wait(state).unwrap_or_else(|e| e.into_inner());
         }
+        state.waiting[priority as usize] -= 1;
         state.running += 1;
         Self(true)
     }
@@ -299,10 +300,13 @@ impl ProcessPermit {
             .running
     }
 
-    /// Threads waiting for a permit: (high priority, normal).
-    pub fn waiting() -> (usize, usize) {
-        let state = PROCESSES.0.lock().unwrap_or_else(|e| e.into_inner());
-        (state.high_waiting, state.normal_waiting)
+    /// Threads waiting for a permit of `priority`.
+    pub fn waiting(priority: Priority) -> usize {
+        PROCESSES
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .waiting[priority as usize]
     }
 }
 
@@ -483,31 +487,30 @@ mod tests {
         }
     }
 
-    /// A waiter for discovery's `get links` (high) is served before a render that has been
-    /// waiting longer (normal): every node waits for discovery.
+    /// Waiters are served by priority, whatever order they came in: discovery's `get links`
+    /// (high), then a control plane's render (critical), then a worker's (normal).
     #[test]
-    fn a_high_priority_waiter_gets_the_next_slot_first() {
+    fn waiters_get_the_next_slots_by_priority() {
         let _serial = LIMIT_TESTS.lock().unwrap_or_else(|e| e.into_inner());
         set_process_limit(1);
         let held = ProcessPermit::acquire();
         let order = Mutex::new(Vec::new());
         std::thread::scope(|scope| {
-            scope.spawn(|| {
-                let _p = ProcessPermit::acquire_as(Priority::Normal);
-                order.lock().unwrap().push("normal");
-            });
-            eventually("the normal waiter waits", || {
-                ProcessPermit::waiting().1 == 1
-            });
-            scope.spawn(|| {
-                let _p = ProcessPermit::acquire_as(Priority::High);
-                order.lock().unwrap().push("high");
-            });
-            eventually("the high waiter waits", || ProcessPermit::waiting().0 == 1);
+            for priority in [Priority::Normal, Priority::Critical, Priority::High] {
+                let order = &order;
+                scope.spawn(move || {
+                    let _p = ProcessPermit::acquire_as(priority);
+                    order.lock().unwrap().push(priority);
+                });
+                eventually("the waiter waits", || ProcessPermit::waiting(priority) == 1);
+            }
             drop(held);
         });
         set_process_limit(0);
-        assert_eq!(*order.lock().unwrap(), ["high", "normal"]);
+        assert_eq!(
+            *order.lock().unwrap(),
+            [Priority::High, Priority::Critical, Priority::Normal]
+        );
     }
 
     /// The exit status is the child's, whether it ends before or after the wait starts.

@@ -57,7 +57,17 @@ pub fn talosctl_with_secrets(
     let argv = args(&paths);
     crate::steps::dry::record_local(&cx.step.id, &argv, &paths);
     cmd.args(&argv);
-    let _permit = exec::ProcessPermit::acquire();
+    // The base configs and everything of a control plane are on the bootstrap's critical path.
+    let critical = cx.step.id.node().is_none_or(|name| {
+        cx.profile
+            .node(name)
+            .is_some_and(|n| n.role == Role::Controlplane)
+    });
+    let _permit = exec::ProcessPermit::acquire_as(if critical {
+        exec::Priority::Critical
+    } else {
+        exec::Priority::Normal
+    });
     let spawn_error =
         |e: std::io::Error| cx.fail(format!("could not start {}: {e}", program.display()));
     let limit = exec::exec_timeout();
@@ -222,13 +232,37 @@ impl Builder for BaseConfigBuilder {
             .map_err(|e| cx.fail(e))?;
         check_talosctl_for_contract(&talosctl, contract).map_err(|e| cx.fail(e))?;
         let bundle = bundle(cx, &self.identities)?;
+        // Both roles at once: every node's render waits for these.
+        let configs: Vec<(&str, Result<Vec<u8>, StepError>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = [Role::Controlplane, Role::Worker]
+                .into_iter()
+                .map(|role| {
+                    let kind = crate::graph::role_output(role);
+                    let bundle = bundle.clone();
+                    (
+                        kind,
+                        scope.spawn(move || {
+                            talosctl_with_secrets(cx, vec![bundle], |fds| {
+                                gen_config_args(cx.profile, contract, &fds[0], kind)
+                            })
+                        }),
+                    )
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|(kind, h)| {
+                    (
+                        kind,
+                        h.join()
+                            .unwrap_or_else(|_| Err(cx.fail("gen config thread panicked"))),
+                    )
+                })
+                .collect()
+        });
         let mut out = BTreeMap::new();
-        for role in [Role::Controlplane, Role::Worker] {
-            let kind = crate::graph::role_output(role);
-            let config = talosctl_with_secrets(cx, vec![bundle.clone()], |fds| {
-                gen_config_args(cx.profile, contract, &fds[0], kind)
-            })?;
-            out.insert(kind.to_string(), BuiltOutput::Content(config));
+        for (kind, config) in configs {
+            out.insert(kind.to_string(), BuiltOutput::Content(config?));
         }
         Ok(out)
     }
