@@ -316,9 +316,15 @@ impl Drop for ProcessPermit {
             let (lock, cvar) = &PROCESSES;
             let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
             state.running = state.running.saturating_sub(1);
-            // Every waiter looks again: a normal one must not take the slot a high one waits
-            // for, so waking just one could wake the wrong one and stall.
-            cvar.notify_all();
+            // Waiters of one priority only: any one of them may take the slot. Of several
+            // priorities, every waiter looks again (waking one could wake a lower one, which
+            // must leave the slot to the higher). Waking all of 60 waiting nodes on every exit
+            // was 5 % of talix's CPU at 3+57.
+            if state.waiting.iter().filter(|&&n| n > 0).count() > 1 {
+                cvar.notify_all();
+            } else {
+                cvar.notify_one();
+            }
         }
     }
 }

@@ -276,7 +276,7 @@ pub(super) fn up(mut s: Session, options: UpOptions) -> Result<()> {
     // read; only after the checks that refuse without running anything. On a first bootstrap
     // kubectl is needed only at the end (verify), and its probe (~100 ms of CPU) would compete
     // with the renders and applies that every node's reboot waits for: it is probed once the
-    // first node is rebooting and the CPU idles (`server_version`).
+    // first node is back from its reboot and the CPU idles (`server_version`).
     s.tools.prefetch([crate::derivation::Tool::Talosctl]);
     if s.lock.cluster_exists() {
         s.tools.prefetch([crate::derivation::Tool::Kubectl]);

@@ -1089,8 +1089,6 @@ fn server_version(
                     &node.name,
                     &format!("waiting for the Talos API at {}", node.ip),
                 );
-                // The node reboots: the CPU is free for the probe verify will need.
-                cx.tools.prefetch([crate::derivation::Tool::Kubectl]);
             }
             last = format!("{api} does not accept connections");
             std::thread::sleep(port_poll(env.timing.poll));
@@ -1106,6 +1104,10 @@ fn server_version(
                     .and_then(exec::first_version)
                     .unwrap_or_default();
                 if want.is_none_or(|w| w == tag) {
+                    // A node is up after its reboot: the applies are done or nearly, and the
+                    // CPU idles until the last node is back; probe kubectl (verify needs it)
+                    // now rather than while every node's config is rendered and applied.
+                    cx.tools.prefetch([crate::derivation::Tool::Kubectl]);
                     env.seen
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
