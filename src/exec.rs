@@ -300,6 +300,17 @@ impl ProcessPermit {
             .running
     }
 
+    /// Whether no thread waits for a permit (the processes talix runs do not fill the slots).
+    pub fn uncontended() -> bool {
+        PROCESSES
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .waiting
+            .iter()
+            .all(|&n| n == 0)
+    }
+
     /// Threads waiting for a permit of `priority`.
     pub fn waiting(priority: Priority) -> usize {
         PROCESSES

@@ -1089,6 +1089,12 @@ fn server_version(
                     &node.name,
                     &format!("waiting for the Talos API at {}", node.ip),
                 );
+                // A small cluster: nothing waits for a process slot, so the probe verify will
+                // need (kubectl) can run now without delaying any node (else: below, once a
+                // node is back).
+                if exec::ProcessPermit::uncontended() {
+                    cx.tools.prefetch([crate::derivation::Tool::Kubectl]);
+                }
             }
             last = format!("{api} does not accept connections");
             std::thread::sleep(port_poll(env.timing.poll));
