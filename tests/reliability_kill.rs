@@ -241,8 +241,10 @@ fn sigkill_at_every_point_then_one_rerun_converges() {
 
 /// A run killed right after its only apply that reached a node went to a *worker*: the control
 /// planes' applies never reached theirs (they hung until talix died). On the re-run that worker
-/// is neither in maintenance mode nor trusted yet (a worker's certificate comes from a control
-/// plane, none of which is configured), so discovery cannot name it and the authenticated
+/// is neither in maintenance mode nor trusted yet (a worker's API certificate comes from trustd
+/// on a control plane -- `generateWorker` uses `gen.NewRemoteGenerator` in
+/// internal/app/machined/pkg/controllers/secrets/api.go@v1.14.0-rc.1 -- and none is
+/// configured), so discovery cannot name it and the authenticated
 /// check fails. The re-run must still converge: apply the other four once, record the worker
 /// from its `pending` record once it answers, never apply it twice. (Before the fix the re-run
 /// failed: "nodes not found ... w1"; seen in CI as a race of `After("apply-config", 1)`.)
