@@ -161,6 +161,24 @@ macro_rules! impl_reap {
 impl_reap!(Child);
 impl_reap!(crate::spawn::FastChild);
 
+impl<R: Reap + ?Sized> Reap for Box<R> {
+    fn pid(&self) -> u32 {
+        (**self).pid()
+    }
+    fn try_reap(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        (**self).try_reap()
+    }
+    fn reap(&mut self) -> std::io::Result<ExitStatus> {
+        (**self).reap()
+    }
+    fn kill_now(&mut self) -> std::io::Result<()> {
+        (**self).kill_now()
+    }
+    fn take_pipes(&mut self) -> (Option<Pipe>, Option<Pipe>) {
+        (**self).take_pipes()
+    }
+}
+
 /// Make the child die with talix: a talix killed mid-run (SIGKILL, OOM) must not leave a
 /// talosctl behind that is still applying a config while the next `talix up` decides, from the
 /// write-ahead `pending` record, whether that apply reached its node (issue 8/10: an orphaned
@@ -208,13 +226,45 @@ pub fn output_within_as(
     priority: Priority,
 ) -> std::io::Result<Option<Output>> {
     let _permit = ProcessPermit::acquire_as(priority);
+    child_output_within(spawn_piped(cmd, &[])?, limit)
+}
+
+/// Start `cmd` with stdin `/dev/null` and piped stdout and stderr, keeping the descriptors
+/// `keep` open in the child (secret pipes) and dying with talix: without copying talix
+/// ([`crate::spawn`]) when its program is a path, else by std (`fork` with a `pre_exec` hook).
+/// Take a [`ProcessPermit`] first.
+pub fn spawn_piped(
+    cmd: &mut Command,
+    keep: &[std::os::fd::RawFd],
+) -> std::io::Result<Box<dyn Reap + Send>> {
     if crate::spawn::can_spawn(cmd) {
-        // The cheap way (no copy of talix; stdin /dev/null, as every caller sets it).
-        return child_output_within(crate::spawn::spawn(cmd, &[])?, limit);
+        return Ok(Box::new(crate::spawn::spawn(cmd, keep)?));
     }
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    for &fd in keep {
+        keep_in_child(cmd, fd);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     dies_with_talix(cmd);
-    child_output_within(cmd.spawn()?, limit)
+    Ok(Box::new(cmd.spawn()?))
+}
+
+/// Make `cmd`'s child keep `fd` open across `exec` (talix opens every descriptor
+/// close-on-exec; only the child clears the flag on its copy, so no other child started
+/// concurrently inherits it).
+pub fn keep_in_child(cmd: &mut Command, fd: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure only calls fcntl, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Which waiter gets a free process slot first: a waiter is served only when no waiter of a

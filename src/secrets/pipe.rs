@@ -4,7 +4,6 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::thread::JoinHandle;
 
@@ -48,22 +47,12 @@ impl SecretPipe {
     ) -> Result<(String, PipeFeeder), SecretsError> {
         let (path, feeder) = Self::open(secret)?;
         let child_fd = feeder.child_fd().expect("a new feeder holds its read end");
-        // SAFETY: the closure only calls fcntl, which is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(move || {
-                let flags = libc::fcntl(child_fd, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(child_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        crate::exec::keep_in_child(cmd, child_fd);
         Ok((path, feeder))
     }
 
     /// [`SecretPipe::attach`] without a command: the child must be started by
-    /// [`crate::spawn::spawn`] with [`PipeFeeder::child_fd`] among the descriptors it keeps.
+    /// [`crate::exec::spawn_piped`] with [`PipeFeeder::child_fd`] among the descriptors it keeps.
     pub fn open(secret: SecretBytes) -> Result<(String, PipeFeeder), SecretsError> {
         let mut fds = [0 as RawFd; 2];
         // SAFETY: fds has room for the two descriptors pipe2 writes.

@@ -11,7 +11,7 @@
 //!    the config shape.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -38,18 +38,11 @@ pub fn talosctl_with_secrets(
 ) -> Result<Vec<u8>, StepError> {
     let program = exec::locate(Tool::Talosctl).map_err(|e| cx.fail(e.to_string()))?;
     let mut cmd = Command::new(&program);
-    // Started without copying talix when its path allows (crate::spawn); else by std.
-    let fast = crate::spawn::can_spawn(&cmd);
     let mut feeders = Vec::new();
     let mut paths = Vec::new();
     let mut keep = Vec::new();
     for secret in secrets {
-        let (path, feeder) = if fast {
-            SecretPipe::open(secret)
-        } else {
-            SecretPipe::attach(&mut cmd, secret)
-        }
-        .map_err(|e| cx.fail(e.to_string()))?;
+        let (path, feeder) = SecretPipe::open(secret).map_err(|e| cx.fail(e.to_string()))?;
         keep.extend(feeder.child_fd());
         paths.push(path);
         feeders.push(feeder);
@@ -68,26 +61,13 @@ pub fn talosctl_with_secrets(
     } else {
         exec::Priority::Normal
     });
-    let spawn_error =
-        |e: std::io::Error| cx.fail(format!("could not start {}: {e}", program.display()));
+    let child = exec::spawn_piped(&mut cmd, &keep)
+        .map_err(|e| cx.fail(format!("could not start {}: {e}", program.display())))?;
+    for f in &mut feeders {
+        f.child_spawned();
+    }
     let limit = exec::exec_timeout();
-    let output = if fast {
-        let child = crate::spawn::spawn(&cmd, &keep).map_err(spawn_error)?;
-        for f in &mut feeders {
-            f.child_spawned();
-        }
-        exec::child_output_within(child, limit)
-    } else {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        exec::dies_with_talix(&mut cmd);
-        let child = cmd.spawn().map_err(spawn_error)?;
-        for f in &mut feeders {
-            f.child_spawned();
-        }
-        exec::child_output_within(child, limit)
-    };
+    let output = exec::child_output_within(child, limit);
     let output = output
         .map_err(|e| cx.fail(format!("{}: {e}", program.display())))?
         .ok_or_else(|| {
