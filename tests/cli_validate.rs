@@ -40,7 +40,7 @@ talos:
     schematic_id: abc
   vip: { interface: eth0, ip: 10.0.0.11 }
 secrets:
-  recipients: [age1pqxyz, "hello"]
+  recipients: [age1pq1xyz, "hello"]
 nodes:
   controlplane:
     assignments:

@@ -170,6 +170,41 @@ fn generated_profiles_pass_the_schema() {
     }
 }
 
+/// An X25519 recipient whose bech32 data begins with "pq" (1 key in 1024; this one was made by
+/// `age-keygen`) is not a post-quantum one (those are `age1pq1...`): both the parser and the
+/// schema take it. Both refused it before, which failed a CI run whose random test key
+/// happened to start so.
+#[test]
+fn an_x25519_recipient_that_begins_with_pq_is_not_post_quantum() {
+    let v = validator();
+    let ws = Workspace::with_examples();
+    let path = ws.write(
+        "profiles/demo.yaml",
+        &talix::demo::profile_yaml(
+            127,
+            42,
+            "age1pqyf9heryrlk9r78xt8rn8m9m5e5u7qe7uz2z9rw2hnfk3rvcseqwluu4l",
+        ),
+    );
+    ws.talix()
+        .args(["validate", "profiles/demo.yaml"])
+        .assert()
+        .success();
+    let errors = schema_errors(&v, &as_json(&path).unwrap());
+    assert!(errors.is_empty(), "{errors:#?}");
+    // A post-quantum one is still refused by both.
+    let pq = ws.write(
+        "profiles/demo.yaml",
+        &talix::demo::profile_yaml(127, 42, "age1pq1qqqqqqqqqqqqqqqqqqqqqqqqqq"),
+    );
+    ws.talix()
+        .args(["validate", "profiles/demo.yaml"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("post-quantum"));
+    assert!(!schema_errors(&v, &as_json(&pq).unwrap()).is_empty());
+}
+
 /// Mistakes a schema can see: unknown keys, wrong types, malformed values, out-of-range
 /// numbers, missing keys. (Cross-field ones such as overlapping networks are validate's.)
 const SCHEMA_LEVEL: &[&str] = &[

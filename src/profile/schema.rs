@@ -139,10 +139,10 @@ string_format!(
     "^\\S+$"
 );
 string_format!(
-    /// An age recipient: X25519 `age1...` (not post-quantum `age1pq...`) or an SSH public key
+    /// An age recipient: X25519 `age1...` (not post-quantum `age1pq1...`) or an SSH public key
     /// `ssh-ed25519 AAAA...`.
     Recipient,
-    "^\\s*(age1(?!pq)|ssh-ed25519 |ssh-rsa )"
+    "^\\s*(age1(?!pq1)|ssh-ed25519 |ssh-rsa )"
 );
 string_format!(
     /// An `https://` URL.

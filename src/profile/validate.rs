@@ -689,7 +689,9 @@ fn resolve(
     }
     for (i, r) in raw.secrets.recipients.iter().enumerate() {
         let r = r.trim();
-        if r.starts_with("age1pq") {
+        // Post-quantum recipients have the bech32 prefix `age1pq` (`age1pq1…`); an X25519
+        // recipient's data may itself begin with "pq" (`age1pqyf9…`: 1 in 1024 keys).
+        if r.starts_with("age1pq1") {
             c.error(&format!("secrets.recipients[{i}]"), "post-quantum (age1pq...) recipients are not supported; use an X25519 age1... or ssh-ed25519 recipient");
         } else if !(r.starts_with("age1")
             || r.starts_with("ssh-ed25519 ")
