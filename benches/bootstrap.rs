@@ -126,6 +126,15 @@ fn talix(ws: &Path, log: &Path, args: &[&str]) -> (Duration, bool, String) {
                 .arg(TALIX);
             c
         }
+        // BENCH_WRAP="strace -f -c -o /tmp/up.strace": every first `up` runs under that
+        // command (split on spaces), e.g. to count its system calls.
+        _ if args.first() == Some(&"up") && std::env::var_os("BENCH_WRAP").is_some() => {
+            let wrap = std::env::var("BENCH_WRAP").unwrap();
+            let mut words = wrap.split_whitespace();
+            let mut c = Command::new(words.next().expect("BENCH_WRAP names a command"));
+            c.args(words).arg(TALIX);
+            c
+        }
         _ => Command::new(TALIX),
     };
     let out = cmd

@@ -452,6 +452,20 @@ impl<'a> Engine<'a> {
         jobs: usize,
         observer: &mut dyn Observer,
     ) -> Result<Vec<Realised>, EngineError> {
+        self.realise_publishing(steps, builders, force, jobs, observer, &())
+    }
+
+    /// [`Engine::realise_scheduled`], with `publish` told of each finished step on the thread
+    /// that ran it, before the step counts as finished (see [`Publish`]).
+    pub fn realise_publishing(
+        &self,
+        steps: &[Step],
+        builders: &Builders,
+        force: &std::collections::BTreeSet<StepId>,
+        jobs: usize,
+        observer: &mut dyn Observer,
+        publish: &dyn Publish,
+    ) -> Result<Vec<Realised>, EngineError> {
         let jobs = jobs.max(1);
         let index: BTreeMap<&StepId, usize> =
             steps.iter().enumerate().map(|(i, s)| (&s.id, i)).collect();
@@ -504,6 +518,9 @@ impl<'a> Engine<'a> {
                                         message: "the step's builder panicked".into(),
                                     }))
                                 });
+                            if let Ok(o) = &outcome {
+                                publish.published(&steps[i], &o.realised);
+                            }
                             if tx.send(Msg::Done(i, outcome)).is_err() {
                                 return;
                             }
@@ -577,6 +594,9 @@ impl<'a> Engine<'a> {
                         let _ = to_workers.send(job);
                     } else {
                         let outcome = self.run_one(step, builders, job, &to_main);
+                        if let Ok(o) = &outcome {
+                            publish.published(step, &o.realised);
+                        }
                         let _ = to_main.send(Msg::Done(i, outcome));
                     }
                 }
@@ -642,6 +662,8 @@ impl<'a> Engine<'a> {
             dep_keys,
             observed,
         } = job;
+        // Step timing for profiling (`TALIX_LOG=talix::engine=debug`): where a run's time goes.
+        tracing::debug!(step = %step.id, "step: looking it up");
         if let Some(m) = self.cached(step, &key, forced, true)?.filter(|_| !forced) {
             self.store.set_ref(&self.profile.name, &step.id, &key)?;
             return Ok(Ran {
@@ -674,7 +696,9 @@ impl<'a> Engine<'a> {
             dep_keys: &dep_keys,
             observed: &observed,
         };
+        tracing::debug!(step = %step.id, "step: building");
         let built = builder.build(&cx)?;
+        tracing::debug!(step = %step.id, ms = started.elapsed().as_millis() as u64, "step: built");
         let fresh = forced.then(|| {
             built
                 .iter()
@@ -747,6 +771,7 @@ impl<'a> Engine<'a> {
         // existing key that is the first realisation (objects are immutable); the fresh
         // observation reaches this run's builders through `latest_output`.
         let stored_manifest = self.store.manifest(&key)?.unwrap_or(manifest);
+        tracing::debug!(step = %step.id, "step: stored");
         Ok(Ran {
             outputs: stored_manifest.output_hashes(),
             realised: Realised {
@@ -772,6 +797,21 @@ pub trait Observer {
     fn failed(&mut self, _step: &Step, _error: &EngineError) {}
     /// The step did not run because `because` failed (or were skipped themselves).
     fn skipped(&mut self, _step: &Step, _because: &[StepId]) {}
+}
+
+/// Told of each finished step (reused or built and stored) on the thread that ran it, before
+/// the scheduler counts it as finished: nothing that depends on the step or comes after it
+/// starts before `published` returns, and the [`Observer`] hears of it afterwards. For work
+/// that must follow a step at once without holding up the scheduler (files written outside
+/// the store for the operator and for later steps: the scheduler's thread serialised 60 such
+/// writes before any render could start, issue 10). Not called for a failed step.
+pub trait Publish: Sync {
+    fn published(&self, step: &Step, r: &Realised);
+}
+
+/// Nothing to publish.
+impl Publish for () {
+    fn published(&self, _step: &Step, _r: &Realised) {}
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1118,6 +1158,106 @@ mod tests {
         }
         // Only the step that succeeded left an object.
         assert_eq!(store.keys().unwrap().len(), 1);
+    }
+
+    /// Events shared by the builders and the publisher of the publishing test, with a wait for
+    /// one of them (generous bound: only a scheduler that stalls can miss it).
+    #[derive(Default)]
+    struct Events(std::sync::Mutex<Vec<String>>, std::sync::Condvar);
+    impl Events {
+        fn push(&self, e: String) {
+            self.0.lock().unwrap().push(e);
+            self.1.notify_all();
+        }
+        fn wait_for(&self, e: &str) -> bool {
+            let (guard, t) = self
+                .1
+                .wait_timeout_while(
+                    self.0.lock().unwrap(),
+                    std::time::Duration::from_secs(60),
+                    |v| !v.iter().any(|x| x == e),
+                )
+                .unwrap();
+            drop(guard);
+            !t.timed_out()
+        }
+        fn all(&self) -> Vec<String> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+    struct Gate(std::sync::Arc<Events>);
+    impl Builder for Gate {
+        fn build(&self, cx: &BuildContext<'_>) -> Result<BTreeMap<String, BuiltOutput>, StepError> {
+            let id = cx.step.id.to_string();
+            // g/x finishes only once g/a is being published.
+            if id == "g/x" && !self.0.wait_for("publishing g/a") {
+                return Err(cx.fail("g/a was never published"));
+            }
+            self.0.push(format!("build {id}"));
+            Ok([("out".to_string(), BuiltOutput::Content(id.into_bytes()))].into())
+        }
+    }
+    impl Publish for Gate {
+        fn published(&self, step: &Step, _r: &Realised) {
+            if step.id.as_str() == "g/a" {
+                self.0.push("publishing g/a".into());
+                // Held until g/b (which needs g/x) has started: the scheduler must go on
+                // starting steps while a step is being published.
+                let met = self.0.wait_for("build g/b");
+                self.0
+                    .push(format!("published g/a{}", if met { "" } else { " alone" }));
+            }
+        }
+    }
+
+    #[test]
+    fn a_step_being_published_holds_up_only_what_comes_after_it() {
+        let (p, store, tools) = (profile(), MemoryStore::default(), ToolVersions::default());
+        let events = std::sync::Arc::new(Events::default());
+        let mut b = Builders::default();
+        b.register("g", Box::new(Gate(events.clone())));
+        let step = |id: &str| Step::new(StepId(id.into()), 1, Effect::Pure).value("v", id);
+        let steps = vec![
+            step("g/a"),
+            step("g/x"),
+            step("g/b").dep(StepId("g/x".into()), &["out"]),
+            step("g/c").after(StepId("g/a".into())),
+        ];
+        let engine = Engine {
+            profile: &p,
+            store: &store,
+            tools: &tools,
+            cipher: None,
+        };
+        let mut seen = Seen::default();
+        engine
+            .realise_publishing(
+                &steps,
+                &b,
+                &Default::default(),
+                4,
+                &mut seen,
+                &Gate(events.clone()),
+            )
+            .unwrap();
+        let all = events.all();
+        let at = |e: &str| {
+            all.iter()
+                .position(|x| x == e)
+                .unwrap_or_else(|| panic!("{e}: {all:?}"))
+        };
+        // While g/a was being published, g/x finished and g/b started.
+        assert!(at("publishing g/a") < at("build g/b"), "{all:?}");
+        assert!(at("published g/a") > at("build g/b"), "{all:?}");
+        // What comes after g/a waited for its publication, and so did the observer.
+        assert!(at("build g/c") > at("published g/a"), "{all:?}");
+        let done_a = seen.order.iter().position(|x| x == "done g/a").unwrap();
+        let done_b = seen.order.iter().position(|x| x == "done g/b").unwrap();
+        assert!(
+            done_b < done_a,
+            "g/a is finished once published: {:?}",
+            seen.order
+        );
     }
 
     #[test]

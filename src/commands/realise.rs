@@ -373,20 +373,24 @@ fn up_locked(
         identities: s.identities.clone(),
         cluster: Some(cluster.clone()),
     };
-    let mut observer = UpObserver {
+    let publisher = UpPublisher {
         s,
         lock: &cluster.lock,
-        progress,
-        errors: Vec::new(),
+        errors: Default::default(),
     };
-    let result = engine.realise_scheduled(
+    let mut observer = UpObserver { progress };
+    let result = engine.realise_publishing(
         &all,
         &crate::steps::builders(&env),
         &force,
         steps_in_flight(s, jobs),
         &mut observer,
+        &publisher,
     );
-    let written = observer.errors;
+    let written = publisher
+        .errors
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
     // Whatever happened, hand the operator the kubeconfig if there is one (best effort: a
     // failure here must not hide the step error).
     let handed = (|| -> Result<Option<Vec<u8>>> {
@@ -469,18 +473,36 @@ fn up_locked(
     Ok((cluster.talosconfig, cluster.kubeconfig))
 }
 
-/// `up`'s observer: the progress lines and board, plus what `build` does after its steps,
-/// done as each step finishes (before anything that comes after it starts): node patches and
-/// the talosconfig written for the operator, the talosctl version and secrets hashes pinned in
-/// the lock file (through the run's one lock-file owner).
-struct UpObserver<'a> {
+/// What `build` does after its steps, done by `up` as each step finishes, on the thread that
+/// ran it and before anything that comes after it starts ([`crate::engine::Publish`]): node
+/// patches and the talosconfig written for the operator (discovery and applies read that
+/// talosconfig), the talosctl version and secrets hashes pinned in the lock file (through the
+/// run's one lock-file owner). Errors are kept for the end of the run.
+struct UpPublisher<'a> {
     s: &'a Session,
     lock: &'a SharedLock,
-    progress: &'a mut Progress,
-    errors: Vec<CliError>,
+    errors: std::sync::Mutex<Vec<CliError>>,
 }
 
-impl UpObserver<'_> {
+impl crate::engine::Publish for UpPublisher<'_> {
+    fn published(&self, _step: &Step, r: &Realised) {
+        if graph::BUILD_KINDS.contains(&r.id.kind())
+            && let Err(e) = self.after_config_step(r)
+        {
+            self.errors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(e);
+        }
+    }
+}
+
+/// `up`'s observer: the progress lines and board.
+struct UpObserver<'a> {
+    progress: &'a mut Progress,
+}
+
+impl UpPublisher<'_> {
     fn after_config_step(&self, r: &Realised) -> Result<()> {
         let s = self.s;
         materialise(s, std::slice::from_ref(r))?;
@@ -516,11 +538,6 @@ impl Observer for UpObserver<'_> {
         self.progress.started(step, status);
     }
     fn finished(&mut self, r: &Realised, status: &Status) {
-        if graph::BUILD_KINDS.contains(&r.id.kind())
-            && let Err(e) = self.after_config_step(r)
-        {
-            self.errors.push(e);
-        }
         self.progress.finished(r, status);
     }
     fn failed(&mut self, step: &Step, error: &EngineError) {
