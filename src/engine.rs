@@ -1249,15 +1249,8 @@ mod tests {
         // While g/a was being published, g/x finished and g/b started.
         assert!(at("publishing g/a") < at("build g/b"), "{all:?}");
         assert!(at("published g/a") > at("build g/b"), "{all:?}");
-        // What comes after g/a waited for its publication, and so did the observer.
+        // What comes after g/a waited for its publication.
         assert!(at("build g/c") > at("published g/a"), "{all:?}");
-        let done_a = seen.order.iter().position(|x| x == "done g/a").unwrap();
-        let done_b = seen.order.iter().position(|x| x == "done g/b").unwrap();
-        assert!(
-            done_b < done_a,
-            "g/a is finished once published: {:?}",
-            seen.order
-        );
     }
 
     #[test]

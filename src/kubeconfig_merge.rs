@@ -12,7 +12,13 @@
 //!   fsync of the directory), its directory created 0700 when missing; a symlinked file is
 //!   written through to its target;
 //! - nothing is written when the merge changes nothing, and a file talix cannot parse is left
-//!   untouched (its content is never echoed: it holds other clusters' credentials).
+//!   untouched (its content is never echoed: it holds other clusters' credentials);
+//! - the read, merge and write happen under kubectl's own lock on the file, `<file>.lock`
+//!   created exclusively and removed afterwards (client-go `tools/clientcmd/loader.go`,
+//!   `lockFile`/`unlockFile`, which `kubectl config` takes through `ModifyConfig`), so two
+//!   talix runs bringing up two clusters at once, or a `kubectl config use-context` beside
+//!   one, cannot lose each other's change. A held lock is waited for up to [`LOCK_WAIT`], then
+//!   refused naming the lock file (a crashed kubectl can leave one behind).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -21,6 +27,10 @@ use serde_json::{Map, Value};
 
 /// A kubeconfig larger than this is not one.
 const MAX_KUBECONFIG_BYTES: u64 = 16 << 20;
+
+/// How long a merge waits for another writer's `<file>.lock` (a kubectl write takes
+/// milliseconds; client-go itself retries 5 × 100 ms).
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The sections whose entries are `{name, <kind>: {...}}` and merge by name.
 const SECTIONS: [&str; 3] = ["clusters", "users", "contexts"];
@@ -31,6 +41,15 @@ pub enum MergeError {
     Existing { path: PathBuf, reason: String },
     #[error("the cluster's kubeconfig cannot be merged: {0}")]
     Incoming(String),
+    #[error(
+        "{}: another kubectl or talix has been writing {} for {}s (this is its lock file); it was left untouched\nhint: if no kubectl or talix is running, remove {} and run again",
+        lock.display(), file.display(), waited.as_secs(), lock.display()
+    )]
+    Locked {
+        lock: PathBuf,
+        file: PathBuf,
+        waited: std::time::Duration,
+    },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -148,18 +167,84 @@ pub fn merge(existing: &Value, incoming: &Value) -> Result<(Value, String), (boo
     Ok((Value::Object(out), context))
 }
 
+/// kubectl's lock on a kubeconfig, held while it exists: `<file>.lock`, created with
+/// `O_CREAT | O_EXCL` and removed when dropped (client-go `tools/clientcmd/loader.go`).
+struct FileLock(PathBuf);
+
+impl FileLock {
+    /// Takes the lock on `file` (the name kubectl uses: a symlink's own path), waiting up to
+    /// `wait` for another writer to release it.
+    fn acquire(file: &Path, wait: std::time::Duration) -> Result<Self, MergeError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut name = file.as_os_str().to_owned();
+        name.push(".lock");
+        let lock = PathBuf::from(name);
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(5);
+        loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&lock)
+            {
+                Ok(_) => return Ok(FileLock(lock)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if started.elapsed() >= wait {
+                        return Err(MergeError::Locked {
+                            lock,
+                            file: file.to_path_buf(),
+                            waited: started.elapsed(),
+                        });
+                    }
+                    std::thread::sleep(pause.min(wait.saturating_sub(started.elapsed())));
+                    pause = (pause * 2).min(std::time::Duration::from_millis(100));
+                }
+                Err(source) => return Err(MergeError::Io { path: lock, source }),
+            }
+        }
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Merges `incoming` (kubeconfig bytes) into the file at `target` (see the module docs).
 pub fn merge_file(target: &Path, incoming: &[u8]) -> Result<Outcome, MergeError> {
+    merge_file_within(target, incoming, LOCK_WAIT)
+}
+
+/// [`merge_file`], waiting up to `lock_wait` for another writer's lock.
+pub fn merge_file_within(
+    target: &Path,
+    incoming: &[u8],
+    lock_wait: std::time::Duration,
+) -> Result<Outcome, MergeError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| MergeError::Io { path, source }
     };
+    let incoming = parse(incoming).map_err(MergeError::Incoming)?;
+    if let Some(dir) = target.parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.exists()
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(dir))?;
+    }
+    let _lock = FileLock::acquire(target, lock_wait)?;
     // Through a symlink (a dotfile manager's ~/.kube/config) to the file it names.
     let path = match std::fs::symlink_metadata(target) {
         Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(target).map_err(io(target))?,
         _ => target.to_path_buf(),
     };
-    let incoming = parse(incoming).map_err(MergeError::Incoming)?;
     let existing = if path.exists() {
         let bytes =
             crate::profile::validate::read_regular_bounded(&path, MAX_KUBECONFIG_BYTES, "the file")
@@ -388,6 +473,95 @@ mod tests {
             std::fs::read_to_string(&real)
                 .unwrap()
                 .contains("admin@demo")
+        );
+    }
+
+    #[test]
+    fn a_held_lock_is_waited_for_then_refused_naming_it_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("config");
+        std::fs::write(&target, OTHER).unwrap();
+        let lock = dir.path().join("config.lock");
+        std::fs::write(&lock, "").unwrap();
+        let inc = talos_kubeconfig("demo", "https://10.0.0.10:6443");
+        let err = merge_file_within(
+            &target,
+            inc.as_bytes(),
+            std::time::Duration::from_millis(50),
+        )
+        .unwrap_err();
+        assert!(matches!(err, MergeError::Locked { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&lock.display().to_string()), "{text}");
+        assert!(text.contains("left untouched"), "{text}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), OTHER);
+        assert!(lock.exists(), "another writer's lock is not ours to remove");
+    }
+
+    #[test]
+    fn merges_at_the_same_time_keep_every_cluster() {
+        // Two clusters brought up at once merge into one ~/.kube/config: without the lock,
+        // one run's read-merge-write overwrote what the other had just written.
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("config");
+        std::fs::write(&target, OTHER).unwrap();
+        let names: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+        std::thread::scope(|scope| {
+            for name in &names {
+                let target = &target;
+                scope.spawn(move || {
+                    let inc = talos_kubeconfig(name, "https://10.0.0.10:6443");
+                    merge_file(target, inc.as_bytes()).unwrap();
+                });
+            }
+        });
+        let merged = yaml(&std::fs::read_to_string(&target).unwrap());
+        let contexts: Vec<&str> = merged["contexts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(entry_name)
+            .collect();
+        for name in &names {
+            assert!(
+                contexts.contains(&format!("admin@{name}").as_str()),
+                "{contexts:?}"
+            );
+        }
+        assert_eq!(contexts.len(), names.len() + 1, "{contexts:?}");
+        assert!(!dir.path().join("config.lock").exists());
+    }
+
+    #[test]
+    fn kubectl_respects_the_lock_talix_takes() {
+        // The lock is kubectl's own convention: the real kubectl refuses to change the file
+        // while talix holds it (client-go tools/clientcmd/loader.go `lockFile`).
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("config");
+        std::fs::write(&target, OTHER).unwrap();
+        let held = FileLock::acquire(&target, std::time::Duration::ZERO).unwrap();
+        let kubectl = |args: &[&str]| {
+            std::process::Command::new("kubectl")
+                .args(args)
+                .arg("--kubeconfig")
+                .arg(&target)
+                .output()
+                .expect("kubectl is installed (.ci/run installs it)")
+        };
+        let out = kubectl(&["config", "set-context", "other", "--namespace=x"]);
+        assert!(!out.status.success(), "kubectl wrote through talix's lock");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("config.lock"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), OTHER);
+        drop(held);
+        let out = kubectl(&["config", "set-context", "other", "--namespace=x"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 }
