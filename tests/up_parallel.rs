@@ -1,7 +1,8 @@
 //! `talix up` handles nodes in parallel (issue 10): applies overlap (observed by the simulator,
 //! not timed), etcd is bootstrapped once, right after the first control plane answers; a node
 //! that fails stops only itself, and the next `up` finishes just that node; progress is plain
-//! timestamped lines when stderr is not a terminal, and a summary table ends the run.
+//! timestamped lines when stderr is not a terminal (or with NO_COLOR), one live line per node
+//! on a terminal, and a summary table ends the run.
 
 mod common;
 
@@ -270,4 +271,139 @@ fn jobs_in_the_profile_are_checked() {
         .args(["validate", "profiles/homelab.yaml"])
         .assert()
         .success();
+}
+
+/// `text` without CSI escape sequences (`ESC [ params letter`) and carriage returns.
+fn strip_escapes(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for d in chars.by_ref() {
+                        if d.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                }
+            }
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `talix up` on a pseudo-terminal (stdout and stderr both the tty, merged) via util-linux
+/// `script`, with the cluster's simulator as talosctl.
+fn up_on_a_terminal(c: &Cluster, no_color: bool) -> Vec<u8> {
+    let exe = env!("CARGO_BIN_EXE_talix");
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &format!("'{exe}' up --jobs 5 {P}"), "/dev/null"])
+        .current_dir(c.root())
+        .env_remove("NO_COLOR")
+        .env_remove("TALIX_LOG")
+        .env_remove("RUST_LOG")
+        .env_remove("TALIX_STORE")
+        .env_remove("KUBECONFIG")
+        .env("TERM", "xterm-256color")
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", c.root())
+        .env("TALIX_ALLOW_NETS", "127.0.0.0/8")
+        .env("TALIX_TALOSCTL", c.root().join("bin/talosctl"))
+        .env("TALIX_AGE_KEY_FILE", c.root().join("key.txt"))
+        .env("TALOSCTL_SIM_LOG", c.root().join("talosctl.log"))
+        .env("TALIX_POLL_MS", "50")
+        .env("TALIX_READY_TIMEOUT_S", "60")
+        .env("TALIX_BOOTSTRAP_TIMEOUT_S", "60")
+        .env("TALIX_HEALTH_TIMEOUT_S", "60");
+    if no_color {
+        cmd.env("NO_COLOR", "1");
+    }
+    let out = cmd
+        .output()
+        .expect("util-linux `script` is installed (.ci/run installs bsdutils)");
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    out.stdout
+}
+
+#[test]
+fn on_a_terminal_each_node_has_a_live_line_that_is_cleared_at_the_end() {
+    // cp1's maintenance apply is answered only once all 5 machines have their config, so every
+    // node's line is on the board together, whatever the machine's speed.
+    let (c, _sim) = Cluster::with_sim(300, |spec| {
+        spec.nodes[0].faults.apply_answer_waits_for_configured = 5;
+    });
+    let out = up_on_a_terminal(&c, false);
+    let all = text(&out);
+    assert_eq!(count(&c, "apply-config"), 5, "{:?}", c.calls());
+    // Live lines: drawn and redrawn in place (cursor movement, line erase), one per node and
+    // one for the cluster, each with the node's state and its elapsed time.
+    assert!(
+        all.contains("\u{1b}[2K"),
+        "no line erased in place:\n{all:?}"
+    );
+    assert!(all.contains("\u{1b}[1A"), "no cursor moved up:\n{all:?}");
+    // The board as drawn: escape sequences and carriage returns taken out (its lines are
+    // padded to the terminal's width, not ended by newlines).
+    let drawn = strip_escapes(&all);
+    for node in ["cp1", "cp2", "cp3", "w1", "w2", "cluster"] {
+        let prefix = format!("{node:<7} ");
+        let live = drawn.match_indices(&prefix).any(|(i, _)| {
+            let line: String = drawn[i + prefix.len()..].chars().take(72).collect();
+            // A spinner (braille), the node's state, its elapsed time: `⠙ ready (1s)`.
+            line.chars()
+                .next()
+                .is_some_and(|c| ('\u{2800}'..='\u{28ff}').contains(&c))
+                && line.contains(" (")
+                && line.contains("s)")
+        });
+        assert!(live, "no live line for {node}:\n{drawn}");
+    }
+    // No plain timestamped progress line on a terminal: the board replaced them.
+    assert!(
+        !drawn.lines().any(|l| {
+            let b = l.as_bytes();
+            b.len() > 25 && b[4] == b'-' && b[10] == b'T' && b[23] == b'Z'
+        }),
+        "{drawn}"
+    );
+    // The board is cleared at the end: the summary table is the last thing shown, and every
+    // node is in it.
+    let tail = &all[all.rfind("NODE").expect("a summary table")..];
+    assert!(
+        !tail.contains('\u{1b}'),
+        "the board was drawn after the table:\n{tail:?}"
+    );
+    for node in ["cp1", "cp2", "cp3", "w1", "w2"] {
+        assert!(
+            tail.lines().any(|l| l.starts_with(&format!("{node} "))),
+            "{tail}"
+        );
+    }
+}
+
+#[test]
+fn on_a_terminal_with_no_color_progress_is_plain_timestamped_lines() {
+    let (c, _sim) = Cluster::with_sim(50, |_| {});
+    let out = up_on_a_terminal(&c, true);
+    let all = text(&out);
+    assert!(
+        !out.contains(&0x1b),
+        "an escape code with NO_COLOR:\n{all:?}"
+    );
+    for node in ["cp1", "cp2", "cp3", "w1", "w2", "cluster"] {
+        assert!(
+            all.lines().any(|l| {
+                let b = l.as_bytes();
+                b.len() > 25
+                    && b[10] == b'T'
+                    && b[23] == b'Z'
+                    && l.split_whitespace().nth(1) == Some(node)
+            }),
+            "no timestamped line for {node}:\n{all}"
+        );
+    }
 }
