@@ -474,23 +474,137 @@ where
 }
 
 /// Tool versions, resolved once per process and only for tools a step actually uses.
+///
+/// A probed version is also remembered between runs ([`ToolVersions::remembering`]), keyed by
+/// the identity of the binary that answered: its real path, device, inode, size, mtime and
+/// ctime, so an upgraded, replaced or re-linked binary is probed again. `kubectl version
+/// --client` alone took ~85 ms, most of a no-op `up` or a `plan` (issue 10). Only an ELF
+/// executable whose own file name begins with the tool's name is remembered: a script, or a
+/// dispatcher such as a mise shim (a link to `mise`), may answer for a different binary
+/// depending on the directory or the environment, so it is asked every time.
 #[derive(Debug, Default)]
 pub struct ToolVersions {
     cache: Mutex<BTreeMap<Tool, Slot>>,
+    /// Where versions are remembered between runs (`None`: not at all).
+    remembered: Option<RememberedVersions>,
+}
+
+/// Versions remembered between runs, one small file per binary identity under
+/// `<cache>/talix/tool-versions-v1/` (`$XDG_CACHE_HOME`, else `~/.cache`). Read by every
+/// command; written only by commands that may write (`plan` leaves no trace).
+#[derive(Debug, Clone)]
+struct RememberedVersions {
+    dir: PathBuf,
+    write: bool,
+}
+
+impl RememberedVersions {
+    /// The directory under the user's cache dir, from `env` (absolute paths only).
+    fn dir_from(env: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf> {
+        let base = env("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| {
+                env("HOME")
+                    .map(PathBuf::from)
+                    .filter(|p| p.is_absolute())
+                    .map(|h| h.join(".cache"))
+            })?;
+        Some(base.join("talix").join("tool-versions-v1"))
+    }
+
+    fn get(&self, identity: &str) -> Option<String> {
+        let bytes = crate::store::local::read_optional(&self.dir.join(identity)).ok()??;
+        let text = String::from_utf8(bytes).ok()?;
+        let version = text.strip_suffix('\n')?;
+        // Anything but one plausible version line is not ours: ask the tool.
+        (!version.is_empty()
+            && version.len() <= 128
+            && version.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| version.to_string())
+    }
+
+    fn put(&self, identity: &str, version: &str) {
+        if !self.write || version.len() > 128 || !version.bytes().all(|b| b.is_ascii_graphic()) {
+            return;
+        }
+        // Best effort: a cache that cannot be written is a cache miss next time. A torn file
+        // (power loss) fails the check in `get`; no fsync.
+        let _ = std::fs::create_dir_all(&self.dir).and_then(|()| {
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".tmp-")
+                .tempfile_in(&self.dir)?;
+            std::io::Write::write_all(&mut tmp, format!("{version}\n").as_bytes())?;
+            tmp.persist(self.dir.join(identity)).map_err(|e| e.error)?;
+            Ok(())
+        });
+    }
+}
+
+/// The identity a remembered version of `tool` at `program` is filed under, or `None` when the
+/// binary must be asked every time (see [`ToolVersions`]).
+fn binary_identity(tool: Tool, program: &Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let real = std::fs::canonicalize(program).ok()?;
+    if !real.file_name()?.to_str()?.starts_with(tool.name()) {
+        return None;
+    }
+    let mut file = std::fs::File::open(&real).ok()?;
+    let meta = file.metadata().ok()?;
+    let mut magic = [0u8; 4];
+    file.read_exact(&mut magic).ok()?;
+    if !meta.is_file() || magic != *b"\x7fELF" {
+        return None;
+    }
+    let mut h = blake3::Hasher::new();
+    h.update(tool.name().as_bytes());
+    h.update(&[0]);
+    h.update(real.as_os_str().as_encoded_bytes());
+    h.update(&[0]);
+    for n in [
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime() as u64,
+        meta.mtime_nsec() as u64,
+        meta.ctime() as u64,
+        meta.ctime_nsec() as u64,
+    ] {
+        h.update(&n.to_le_bytes());
+    }
+    Some(h.finalize().to_hex().to_string())
 }
 
 /// One tool's version, probed at most once (a second asker waits for the first probe).
 type Slot = std::sync::Arc<std::sync::OnceLock<Result<String, String>>>;
 
 impl ToolVersions {
+    /// Versions remembered between runs in the user's cache dir (`$XDG_CACHE_HOME/talix`, else
+    /// `~/.cache/talix`); `write` lets this process add to them.
+    pub fn remembering(write: bool) -> Self {
+        Self::remembering_in(
+            RememberedVersions::dir_from(&|name| std::env::var_os(name)),
+            write,
+        )
+    }
+
+    fn remembering_in(dir: Option<PathBuf>, write: bool) -> Self {
+        Self {
+            cache: Default::default(),
+            remembered: dir.map(|dir| RememberedVersions { dir, write }),
+        }
+    }
+
     fn slot(&self, tool: Tool) -> Slot {
         self.cache.lock().unwrap().entry(tool).or_default().clone()
     }
 
     /// The version string of `tool` (`v1.11.5`), or why it is unavailable.
     pub fn get(&self, tool: Tool) -> Result<String, String> {
+        let remembered = self.remembered.clone();
         self.slot(tool)
-            .get_or_init(|| probe(tool).map_err(|e| e.to_string()))
+            .get_or_init(|| probe_remembered(tool, remembered.as_ref()).map_err(|e| e.to_string()))
             .clone()
     }
 
@@ -503,16 +617,44 @@ impl ToolVersions {
         for tool in tools {
             let slot = self.slot(tool);
             if slot.get().is_none() {
+                let remembered = self.remembered.clone();
                 std::thread::spawn(move || {
-                    slot.get_or_init(|| probe(tool).map_err(|e| e.to_string()));
+                    slot.get_or_init(|| {
+                        probe_remembered(tool, remembered.as_ref()).map_err(|e| e.to_string())
+                    });
                 });
             }
         }
     }
 }
 
-fn probe(tool: Tool) -> Result<String, ExecError> {
+/// [`probe`], answered from `remembered` when the same binary was asked before.
+fn probe_remembered(
+    tool: Tool,
+    remembered: Option<&RememberedVersions>,
+) -> Result<String, ExecError> {
+    let Some(remembered) = remembered else {
+        return probe(tool);
+    };
     let program = locate(tool)?;
+    let Some(identity) = binary_identity(tool, &program) else {
+        return probe_at(tool, &program);
+    };
+    if let Some(version) = remembered.get(&identity) {
+        tracing::debug!(tool = tool.name(), %version, "tool version remembered");
+        return Ok(version);
+    }
+    let version = probe_at(tool, &program)?;
+    remembered.put(&identity, &version);
+    Ok(version)
+}
+
+fn probe(tool: Tool) -> Result<String, ExecError> {
+    probe_at(tool, &locate(tool)?)
+}
+
+fn probe_at(tool: Tool, program: &Path) -> Result<String, ExecError> {
+    let program = program.to_path_buf();
     let args: &[&str] = match tool {
         Tool::Talosctl => &["version", "--client", "--short"],
         Tool::Kubectl => &["version", "--client", "-o", "json"],

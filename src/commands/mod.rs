@@ -254,7 +254,8 @@ impl Session {
             lock,
             contract,
             store,
-            tools: ToolVersions::default(),
+            // Versions remembered between runs; a command that may write adds to them.
+            tools: ToolVersions::remembering(access == Access::Write),
             identities,
             cipher,
             _workspace_lock: workspace_lock,
