@@ -328,7 +328,7 @@ use crate::steps::cluster::{ClusterEnv, SharedLock, Timing};
 ///
 /// One scheduled run covers the configuration and the cluster steps, so the discovery scan
 /// runs while configs render and a node is applied as soon as its own config is ready. What
-/// `build` does after its steps happens here as each one finishes (see [`UpObserver`]).
+/// `build` does after its steps happens here as each one finishes (see [`UpPublisher`]).
 fn up_locked(
     s: &Session,
     timing: Timing,
@@ -378,13 +378,12 @@ fn up_locked(
         lock: &cluster.lock,
         errors: Default::default(),
     };
-    let mut observer = UpObserver { progress };
     let result = engine.realise_publishing(
         &all,
         &crate::steps::builders(&env),
         &force,
         steps_in_flight(s, jobs),
-        &mut observer,
+        progress,
         &publisher,
     );
     let written = publisher
@@ -497,11 +496,6 @@ impl crate::engine::Publish for UpPublisher<'_> {
     }
 }
 
-/// `up`'s observer: the progress lines and board.
-struct UpObserver<'a> {
-    progress: &'a mut Progress,
-}
-
 impl UpPublisher<'_> {
     fn after_config_step(&self, r: &Realised) -> Result<()> {
         let s = self.s;
@@ -530,21 +524,6 @@ impl UpPublisher<'_> {
             _ => {}
         }
         Ok(())
-    }
-}
-
-impl Observer for UpObserver<'_> {
-    fn started(&mut self, step: &Step, status: &Status) {
-        self.progress.started(step, status);
-    }
-    fn finished(&mut self, r: &Realised, status: &Status) {
-        self.progress.finished(r, status);
-    }
-    fn failed(&mut self, step: &Step, error: &EngineError) {
-        self.progress.failed(step, error);
-    }
-    fn skipped(&mut self, step: &Step, because: &[StepId]) {
-        self.progress.skipped(step, because);
     }
 }
 
