@@ -171,7 +171,13 @@ fn timestamp() -> String {
 /// One line of data on stdout, dropped when stdout is closed (`talix up | head -1`).
 fn data_line(line: &str) {
     use std::io::Write as _;
-    let _ = writeln!(crate::commands::DataOut::lock(), "{line}");
+    // One write (stdout is line-buffered: `writeln!` flushed the text and the newline apart).
+    let mut text = String::with_capacity(line.len() + 1);
+    text.push_str(line);
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    let _ = crate::commands::DataOut::lock().write_all(text.as_bytes());
 }
 
 #[cfg(test)]

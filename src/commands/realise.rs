@@ -17,7 +17,10 @@ use crate::store::local::atomic_write;
 macro_rules! report {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(super::DataOut::lock(), $($arg)*);
+        // One write per line (see `outln!`).
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        let _ = super::DataOut::lock().write_all(line.as_bytes());
     }};
 }
 
@@ -90,6 +93,9 @@ struct Progress {
     /// Failed steps with the first line of their error.
     failed: BTreeMap<StepId, String>,
     skipped: BTreeSet<StepId>,
+    /// Result lines held back to be printed as one block (a run where every step is cached
+    /// prints them all at once: one write, not one per step).
+    held: Option<String>,
 }
 
 /// What the board says while a step of `kind` runs.
@@ -190,7 +196,14 @@ impl Progress {
             ));
         } else {
             self.cached += 1;
-            crate::progress::println(&format!("  cached   {}", r.id.as_str()));
+            let line = format!("  cached   {}", r.id.as_str());
+            match &mut self.held {
+                Some(held) => {
+                    held.push_str(&line);
+                    held.push('\n');
+                }
+                None => crate::progress::println(&line),
+            }
         }
     }
 }
@@ -549,14 +562,23 @@ fn print_summary(s: &Session, progress: &Progress, changes: &BTreeMap<String, Ve
     ]];
     for n in &s.profile.nodes {
         let ready_id = StepId::new("ready", Some(&n.name));
-        let talos = receipt_of(s, progress, &ready_id)
-            .and_then(|r| r["talos"].as_str().map(str::to_string))
-            .or_else(|| {
-                lock.as_ref()
-                    .and_then(|l| l.nodes.get(&n.name))
-                    .and_then(|l| l.talos_version.clone())
-            })
-            .unwrap_or_else(|| "-".into());
+        let from_receipt = || {
+            receipt_of(s, progress, &ready_id).and_then(|r| r["talos"].as_str().map(str::to_string))
+        };
+        // The version the upgrade step confirmed and recorded in the lock file, which is what
+        // the ready receipt says too; read from the receipt only when the node was handled in
+        // this run (a no-op `up` at 250 nodes read 250 receipts just for this column).
+        let from_lock = || {
+            lock.as_ref()
+                .and_then(|l| l.nodes.get(&n.name))
+                .and_then(|l| l.talos_version.clone())
+        };
+        let talos = if progress.realised.get(&ready_id).is_some_and(|r| r.ran) {
+            from_receipt().or_else(from_lock)
+        } else {
+            from_lock().or_else(from_receipt)
+        }
+        .unwrap_or_else(|| "-".into());
         let failed: Vec<&StepId> = progress
             .failed
             .keys()
@@ -609,16 +631,18 @@ fn print_summary(s: &Session, progress: &Progress, changes: &BTreeMap<String, Ve
     let widths: Vec<usize> = (0..7)
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
-    report!("");
+    // One block, one write.
+    let mut table = String::from("\n");
     for r in &rows {
         let line: Vec<String> = r
             .iter()
             .zip(&widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
-        report!("{}", line.join("  ").trim_end());
+        table.push_str(line.join("  ").trim_end());
+        table.push('\n');
     }
-    report!("");
+    report!("{table}");
 }
 
 /// Merge the cluster's context into `$KUBECONFIG` (first entry) or `~/.kube/config` and say
@@ -661,9 +685,14 @@ fn up_unchanged(
     options: UpOptions,
 ) -> Result<()> {
     let mut done = Vec::new();
+    progress.held = Some(String::new());
+    let mut failed = None;
     for p in planned {
         let key = p.key.expect("cached steps have keys");
-        s.store.set_ref(&s.profile.name, &p.step.id, &key)?;
+        if let Err(e) = s.store.set_ref(&s.profile.name, &p.step.id, &key) {
+            failed = Some(e);
+            break;
+        }
         let r = Realised {
             id: p.step.id.clone(),
             ran: false,
@@ -674,7 +703,17 @@ fn up_unchanged(
         progress.realised.insert(r.id.clone(), r.clone());
         done.push(r);
     }
-    materialise(s, &done)?;
+    if let Some(held) = progress.held.take().filter(|h| !h.is_empty()) {
+        crate::progress::println(&held);
+    }
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let known = planned
+        .iter()
+        .filter_map(|p| p.outputs.as_ref().map(|o| (&p.step.id, o)))
+        .collect();
+    materialise_known(s, &done, &known)?;
     let lock = pin_lock(s, s.lock.clone(), &done)?;
     if lock != s.lock {
         lock.save(&s.profile.workspace)?;
@@ -768,13 +807,24 @@ pub(super) fn resolve_proxmox_macs(profile: &mut crate::profile::Profile) -> Res
 /// `<config_dir>/<patches_dir>/<node>.yaml`, and the talosconfig 0600 to
 /// `<config_dir>/talosconfig`. Files are rewritten only when their content differs.
 fn materialise(s: &Session, done: &[Realised]) -> Result<()> {
+    materialise_known(s, done, &BTreeMap::new())
+}
+
+/// [`materialise`], with the output hashes a plan already verified (`known`, by step): their
+/// manifests are not read again.
+fn materialise_known(
+    s: &Session,
+    done: &[Realised],
+    known: &BTreeMap<&StepId, &BTreeMap<String, crate::digest::Digest>>,
+) -> Result<()> {
     for r in done {
         let (target, output, mode) = match (r.id.kind(), r.id.node()) {
             ("patch", Some(node)) => (s.profile.workspace.node_patch(node), "patch", 0o644),
             ("talosconfig", None) => (s.profile.workspace.talosconfig(), "talosconfig", 0o600),
             _ => continue,
         };
-        ensure_output(s, &r.key, output, &target, mode)?;
+        let want = known.get(&r.id).and_then(|o| o.get(output)).copied();
+        ensure_output_hashed(s, &r.key, output, want, &target, mode)?;
     }
     Ok(())
 }
@@ -789,10 +839,26 @@ pub(super) fn ensure_output(
     target: &Path,
     mode: u32,
 ) -> Result<()> {
-    let want = s
-        .store
-        .manifest(key)?
-        .and_then(|m| m.outputs.get(output).map(|o| o.hash));
+    ensure_output_hashed(s, key, output, None, target, mode)
+}
+
+/// [`ensure_output`] given the output's plaintext hash when a verified manifest said it
+/// (`want`), else read from the manifest.
+fn ensure_output_hashed(
+    s: &Session,
+    key: &crate::digest::Digest,
+    output: &str,
+    want: Option<crate::digest::Digest>,
+    target: &Path,
+    mode: u32,
+) -> Result<()> {
+    let want = match want {
+        Some(w) => Some(w),
+        None => s
+            .store
+            .manifest(key)?
+            .and_then(|m| m.outputs.get(output).map(|o| o.hash)),
+    };
     let is_file = std::fs::symlink_metadata(target).is_ok_and(|m| m.file_type().is_file());
     let have = is_file
         .then(|| std::fs::read(target).ok())
