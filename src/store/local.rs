@@ -926,14 +926,22 @@ mod tests {
         assert_eq!(store.get_ref("p", &step).unwrap(), Some(b.key));
     }
 
-    #[test]
-    fn a_symlinked_object_directory_or_a_fifo_output_is_damage() {
+    type Object = (Manifest, BTreeMap<String, Vec<u8>>);
+
+    /// A store in a temporary directory holding two objects (patch/a "p", patch/b "q").
+    fn two_objects() -> (tempfile::TempDir, LocalStore, Object, Object) {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
         let (a, out_a) = conformance::manifest_for("patch/a", "x", &[("patch", b"p")]);
         let (b, out_b) = conformance::manifest_for("patch/b", "y", &[("patch", b"q")]);
         store.put(&a, &out_a).unwrap();
         store.put(&b, &out_b).unwrap();
+        (dir, store, (a, out_a), (b, out_b))
+    }
+
+    #[test]
+    fn a_symlinked_object_directory_or_a_fifo_output_is_damage() {
+        let (dir, store, (a, _), (b, _)) = two_objects();
         // The objects directory is now held open by the fast path.
         assert_eq!(store.read_output(&a.key, "patch").unwrap(), b"p");
         // b's whole object directory becomes a symlink to a copy elsewhere.
@@ -970,12 +978,7 @@ mod tests {
 
     #[test]
     fn a_symlinked_object_or_out_dir_is_damage_and_prune_removes_damage() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(dir.path()).unwrap();
-        let (a, out_a) = conformance::manifest_for("patch/a", "x", &[("patch", b"p")]);
-        let (b, out_b) = conformance::manifest_for("patch/b", "y", &[("patch", b"q")]);
-        store.put(&a, &out_a).unwrap();
-        store.put(&b, &out_b).unwrap();
+        let (_dir, store, (a, _), (b, out_b)) = two_objects();
         // b's out/ becomes a symlink to a's.
         let b_out = store.object_dir(&b.key).join("out");
         fs::remove_dir_all(&b_out).unwrap();
