@@ -174,9 +174,7 @@ fn data_line(line: &str) {
     // One write (stdout is line-buffered: `writeln!` flushed the text and the newline apart).
     let mut text = String::with_capacity(line.len() + 1);
     text.push_str(line);
-    if !text.ends_with('\n') {
-        text.push('\n');
-    }
+    text.push('\n');
     let _ = crate::commands::DataOut::lock().write_all(text.as_bytes());
 }
 

@@ -123,6 +123,24 @@ fn applies_overlap_etcd_is_bootstrapped_once_and_the_run_ends_with_a_summary() {
             .any(|l| l.starts_with("w2 ") && l.trim_end().ends_with(" -")),
         "{stdout}"
     );
+    // Every step once, as a whole line, then the same table (printed as one block each); the
+    // Talos column of nodes not handled in this run comes from the lock file.
+    let cached: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("  cached   "))
+        .collect();
+    assert_eq!(cached.len(), 5 * 5 + 9, "{stdout}");
+    assert!(cached.contains(&"  cached   ready/w2"), "{stdout}");
+    let header = stdout
+        .lines()
+        .position(|l| l.starts_with("NODE") && l.contains("TALOS"))
+        .unwrap_or_else(|| panic!("no summary table in:\n{stdout}"));
+    assert_eq!(stdout.lines().nth(header - 1), Some(""), "{stdout}");
+    for row in stdout.lines().skip(header + 1).take(5) {
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[3], common::LEGACY_TALOS, "{row}");
+        assert_eq!(cells[4], "yes", "{row}");
+    }
 }
 
 #[test]

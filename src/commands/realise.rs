@@ -704,7 +704,7 @@ fn up_unchanged(
         done.push(r);
     }
     if let Some(held) = progress.held.take().filter(|h| !h.is_empty()) {
-        crate::progress::println(&held);
+        crate::progress::println(held.trim_end_matches('\n'));
     }
     if let Some(e) = failed {
         return Err(e.into());
