@@ -170,12 +170,7 @@ fn timestamp() -> String {
 
 /// One line of data on stdout, dropped when stdout is closed (`talix up | head -1`).
 fn data_line(line: &str) {
-    use std::io::Write as _;
-    // One write (stdout is line-buffered: `writeln!` flushed the text and the newline apart).
-    let mut text = String::with_capacity(line.len() + 1);
-    text.push_str(line);
-    text.push('\n');
-    let _ = crate::commands::DataOut::lock().write_all(text.as_bytes());
+    let _ = crate::commands::DataOut::line(line);
 }
 
 #[cfg(test)]

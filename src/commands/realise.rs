@@ -16,11 +16,7 @@ use crate::store::local::atomic_write;
 /// never stops a run half-way: the line is dropped and the work goes on.
 macro_rules! report {
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        // One write per line (see `outln!`).
-        let mut line = format!($($arg)*);
-        line.push('\n');
-        let _ = super::DataOut::lock().write_all(line.as_bytes());
+        let _ = super::DataOut::line(&format!($($arg)*));
     }};
 }
 
@@ -853,7 +849,7 @@ fn ensure_output_hashed(
     mode: u32,
 ) -> Result<()> {
     let want = match want {
-        Some(w) => Some(w),
+        Some(_) => want,
         None => s
             .store
             .manifest(key)?
