@@ -8,7 +8,12 @@
 //! counts of the first-bootstrap rows (default `2,22,57`); `BENCH_JOBS` the profile's `up.jobs`
 //! (default: talix's); `BENCH_RUNBOOK` the runbook script
 //! (default `../shared/bench/runbook.sh` beside the workspace); `BENCH_LOG_DIR` keeps each
-//! run's stderr (talix's timestamped progress lines) there.
+//! run's stderr (talix's timestamped progress lines) there; `BENCH_TALIX` runs another build
+//! of talix (before/after on the same machine; the simulated talosctl stays this build's).
+//!
+//! talix and the runbook run without the `LD_LIBRARY_PATH` cargo sets for a bench (six build
+//! directories): with it, every talosctl the run started searched them all for its shared
+//! libraries first, ~80 failed `openat`s per process, a cost no operator's shell has.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -18,6 +23,11 @@ use std::time::{Duration, Instant};
 use talos_sim::node::{ClusterSpec, SimCluster};
 
 const TALIX: &str = env!("CARGO_BIN_EXE_talix");
+
+/// The talix that runs: this build, or `BENCH_TALIX`.
+fn talix_bin() -> std::ffi::OsString {
+    std::env::var_os("BENCH_TALIX").unwrap_or_else(|| TALIX.into())
+}
 const RUNBOOK_MACS: [&str; 5] = [
     "02:54:00:00:01:51",
     "02:54:00:00:01:52",
@@ -123,7 +133,7 @@ fn talix(ws: &Path, log: &Path, args: &[&str]) -> (Duration, bool, String) {
             c.args(["record", "-F", "4000", "-g", "-q", "-o"])
                 .arg(Path::new(&dir).join(format!("up-{n}.data")))
                 .arg("--")
-                .arg(TALIX);
+                .arg(talix_bin());
             c
         }
         // BENCH_WRAP="strace -f -c -o /tmp/up.strace": every first `up` runs under that
@@ -132,10 +142,10 @@ fn talix(ws: &Path, log: &Path, args: &[&str]) -> (Duration, bool, String) {
             let wrap = std::env::var("BENCH_WRAP").unwrap();
             let mut words = wrap.split_whitespace();
             let mut c = Command::new(words.next().expect("BENCH_WRAP names a command"));
-            c.args(words).arg(TALIX);
+            c.args(words).arg(talix_bin());
             c
         }
-        _ => Command::new(TALIX),
+        _ => Command::new(talix_bin()),
     };
     let out = cmd
         .args(args)
@@ -151,6 +161,7 @@ fn talix(ws: &Path, log: &Path, args: &[&str]) -> (Duration, bool, String) {
         .env("TALOSCTL_SIM_VERSION", talix::demo::DEMO_TALOS)
         .env("TALIX_POLL_MS", "100")
         .env_remove("TALIX_STORE")
+        .env_remove("LD_LIBRARY_PATH")
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -238,6 +249,7 @@ fn bench_runbook(rt: &tokio::runtime::Runtime, reboot_ms: u64, rows: &mut Vec<Ro
         .env("HOME", &ws)
         .env("NET", format!("127.{a}.{b}"))
         .env("TALOSCTL_SIM_LOG", &log)
+        .env_remove("LD_LIBRARY_PATH")
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -241,6 +241,12 @@ pub struct Step {
     /// observations read through `latest_output` (apply after discover) and for the runbook's
     /// order where no output flows (bootstrap after the first control plane is ready).
     pub after: Vec<StepId>,
+    /// A side effect that looks before it acts (a readiness wait, a health check, an upgrade
+    /// that first asks the running version), so running it again after its receipt was lost
+    /// changes nothing. Its receipt is not synced to disk, and a damaged one is rebuilt like a
+    /// pure step's object. Not part of the key. Never set on `apply` or `bootstrap`: their
+    /// receipts are what keeps a re-run from repeating them.
+    pub replayable: bool,
 }
 
 impl Step {
@@ -254,6 +260,7 @@ impl Step {
             secret: false,
             effect,
             after: vec![],
+            replayable: false,
         }
     }
     pub fn value(mut self, name: &str, v: impl Serialize) -> Self {
@@ -291,6 +298,24 @@ impl Step {
     pub fn after(mut self, step: StepId) -> Self {
         self.after.push(step);
         self
+    }
+    /// See [`Step::replayable`].
+    pub fn replayable(mut self) -> Self {
+        debug_assert_eq!(
+            self.effect,
+            Effect::SideEffect,
+            "only receipts are replayable"
+        );
+        self.replayable = true;
+        self
+    }
+    /// How much this step's stored object must survive a power loss.
+    pub fn durability(&self) -> crate::store::Durability {
+        if self.effect == Effect::SideEffect && !self.replayable {
+            crate::store::Durability::Synced
+        } else {
+            crate::store::Durability::Relaxed
+        }
     }
 }
 

@@ -313,9 +313,9 @@ impl<'a> Engine<'a> {
     }
 
     /// The object under `key` when it can be used as it is: every stored output checked
-    /// against its manifest. A damaged object of a pure step is a miss (`rebuild` discards it
-    /// first, as does a step that runs anyway); for other steps it is an error naming the
-    /// object and the repair command.
+    /// against its manifest. A damaged object of a pure step or a damaged receipt of a
+    /// replayable one is a miss (`rebuild` discards it first, as does a step that runs
+    /// anyway); for other steps it is an error naming the object and the repair command.
     fn cached(
         &self,
         step: &Step,
@@ -325,7 +325,10 @@ impl<'a> Engine<'a> {
     ) -> Result<Option<Manifest>, StoreError> {
         match self.store.checked(key) {
             Ok(m) => Ok(m),
-            Err(e) if e.is_damage() && (step.effect == Effect::Pure || runs_anyway) => {
+            Err(e)
+                if e.is_damage()
+                    && (step.effect == Effect::Pure || step.replayable || runs_anyway) =>
+            {
                 let first = e.to_string();
                 let first = first.lines().next().unwrap_or_default();
                 if rebuild {
@@ -765,7 +768,7 @@ impl<'a> Engine<'a> {
             // The objects this one was built from: its closure, for gc and export.
             deps: dep_keys,
         };
-        self.store.put(&manifest, &stored)?;
+        self.store.put_with(&manifest, &stored, step.durability())?;
         self.store.set_ref(&self.profile.name, &step.id, &key)?;
         // Dependants key on what the store holds under this key: for a forced re-run of an
         // existing key that is the first realisation (objects are immutable); the fresh
@@ -1283,6 +1286,77 @@ mod tests {
             Some(done[0].key),
             "the ordering edge is not in the key"
         );
+    }
+
+    #[test]
+    fn a_damaged_receipt_of_a_replayable_step_is_run_again_one_of_an_apply_stops() {
+        let (p, store, tools) = (profile(), MemoryStore::default(), ToolVersions::default());
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut b = Builders::default();
+        b.register("apply", Box::new(Emit("applied", runs.clone())));
+        b.register("ready", Box::new(Emit("ready", runs.clone())));
+        let engine = Engine {
+            profile: &p,
+            store: &store,
+            tools: &tools,
+            cipher: Some(&Xor),
+        };
+        let steps = || {
+            vec![
+                Step::new(StepId("apply/a".into()), 1, Effect::SideEffect).value("v", "1"),
+                Step::new(StepId("ready/a".into()), 1, Effect::SideEffect)
+                    .value("v", "1")
+                    .replayable(),
+            ]
+        };
+        assert_eq!(
+            steps().iter().map(|s| s.durability()).collect::<Vec<_>>(),
+            [
+                crate::store::Durability::Synced,
+                crate::store::Durability::Relaxed
+            ]
+        );
+        let done = engine.realise(&steps(), &b, |_, _| {}).unwrap();
+        let damage = |key: &Digest| {
+            store
+                .objects
+                .lock()
+                .unwrap()
+                .get_mut(key)
+                .unwrap()
+                .1
+                .get_mut("out")
+                .unwrap()[0] ^= 1
+        };
+        // A power loss tore the readiness receipt: plan says it runs, up runs the check again.
+        damage(&done[1].key);
+        assert_eq!(engine.plan(&steps()).unwrap()[1].status.word(), "run");
+        let mut ran = Vec::new();
+        engine
+            .realise(&steps(), &b, |r, _| ran.push((r.id.to_string(), r.ran)))
+            .unwrap();
+        assert_eq!(
+            ran,
+            [
+                ("apply/a".to_string(), false),
+                ("ready/a".to_string(), true)
+            ]
+        );
+        assert!(
+            store.checked(&done[1].key).unwrap().is_some(),
+            "rebuilt intact"
+        );
+        // The apply's receipt damaged: never sent again on a guess; the error names the repair.
+        damage(&done[0].key);
+        let e = engine
+            .realise(&steps(), &b, |_, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&done[0].key.to_string()) && e.contains("talix store prune"),
+            "{e}"
+        );
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
     #[test]

@@ -238,7 +238,9 @@ pub fn spawn_piped(
     keep: &[std::os::fd::RawFd],
 ) -> std::io::Result<Box<dyn Reap + Send>> {
     if crate::spawn::can_spawn(cmd) {
-        return Ok(Box::new(crate::spawn::spawn(cmd, keep)?));
+        return Ok(Box::new(while_text_busy(|| {
+            crate::spawn::spawn(cmd, keep)
+        })?));
     }
     for &fd in keep {
         keep_in_child(cmd, fd);
@@ -247,7 +249,28 @@ pub fn spawn_piped(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     dies_with_talix(cmd);
-    Ok(Box::new(cmd.spawn()?))
+    Ok(Box::new(while_text_busy(|| cmd.spawn())?))
+}
+
+/// Start a program again while `execve` says it is open for writing (`ETXTBSY`), up to 5 s:
+/// a program just written (a package upgrade, a test's fake talosctl) stays "busy" for as long
+/// as any process forked meanwhile holds a copy of the writer's descriptor, that is until that
+/// child has exec'd -- moments, but not never.
+fn while_text_busy<T>(mut start: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match start() {
+            Err(e)
+                if e.raw_os_error() == Some(libc::ETXTBSY)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Make `cmd`'s child keep `fd` open across `exec` (talix opens every descriptor
@@ -685,6 +708,35 @@ mod tests {
 
     /// The tests that change the process-wide limit run one at a time.
     static LIMIT_TESTS: Mutex<()> = Mutex::new(());
+
+    #[test]
+    fn a_program_still_open_for_writing_is_started_once_the_writer_closes_it() {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("talosctl");
+        let mut writer = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o755)
+            .open(&path)
+            .unwrap();
+        writer.write_all(b"#!/bin/sh\necho started\n").unwrap();
+        // While the writer is open, execve refuses: ETXTBSY (the failure the unit tests of
+        // discovery met when another test forked meanwhile).
+        let busy = Command::new(&path).output().unwrap_err();
+        assert_eq!(busy.raw_os_error(), Some(libc::ETXTBSY), "{busy}");
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            drop(writer);
+        });
+        let child = spawn_piped(&mut Command::new(&path), &[]).unwrap();
+        let out = child_output_within(child, Duration::from_secs(60))
+            .unwrap()
+            .unwrap();
+        closer.join().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "started\n");
+    }
 
     /// Wait (bounded) until `cond` holds: a condition, not a duration.
     fn eventually(what: &str, cond: impl Fn() -> bool) {

@@ -275,7 +275,9 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
             .value("node.ip", node.ip.to_string())
             .value("installer_image", t.installer_image())
             .dep(StepId::new("apply", Some(&node.name)), &[])
-            .tool(Tool::Talosctl),
+            .tool(Tool::Talosctl)
+            // It asks the running version first and upgrades only a node behind.
+            .replayable(),
         );
     }
     for node in &p.nodes {
@@ -286,7 +288,8 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
                 Effect::SideEffect,
             )
             .value("node.ip", node.ip.to_string())
-            .dep(StepId::new("upgrade", Some(&node.name)), &[]),
+            .dep(StepId::new("upgrade", Some(&node.name)), &[])
+            .replayable(),
         );
     }
     let first_cp = p.controlplanes().next().map(|n| n.name.clone());
@@ -310,7 +313,8 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
         Effect::SideEffect,
     )
     .dep(StepId::new("bootstrap", None), &[])
-    .tool(Tool::Talosctl);
+    .tool(Tool::Talosctl)
+    .replayable();
     for node in &p.nodes {
         health = health.dep(StepId::new("ready", Some(&node.name)), &[]);
     }
@@ -337,7 +341,9 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
         .dep(StepId::new("health", None), &[])
         .dep(StepId::new("kubeconfig", None), &[])
         .tool(Tool::Talosctl)
-        .tool(Tool::Kubectl),
+        .tool(Tool::Kubectl)
+        // It reads the running versions first and upgrades only what is behind.
+        .replayable(),
     );
     out.push(
         Step::new(
@@ -353,7 +359,8 @@ pub fn steps(profile: &Profile, contract: Contract) -> Vec<Step> {
         .dep(StepId::new("upgrade-k8s", None), &[])
         .dep(StepId::new("kubeconfig", None), &[])
         .tool(Tool::Kubectl)
-        .tool(Tool::Talosctl),
+        .tool(Tool::Talosctl)
+        .replayable(),
     );
     out
 }
@@ -575,6 +582,30 @@ patches:
                     StepId::new("discover", None),
                     StepId::new("talosconfig", None)
                 ]
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_receipts_a_re_run_must_not_repeat_are_synced() {
+        use crate::store::Durability;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cp1-extra.yaml"), "machine: {}\n").unwrap();
+        let profile = write(dir.path(), PROFILE);
+        let all = steps(&profile, profile.talos.version.contract());
+        let synced: BTreeSet<String> = all
+            .iter()
+            .filter(|s| s.durability() == Durability::Synced)
+            .map(|s| s.id.kind().to_string())
+            .collect();
+        assert_eq!(synced, set(&["apply", "bootstrap"]));
+        // The checks that look before they act are side effects all the same (never cached
+        // like a pure step by plan), only their receipts are relaxed.
+        for kind in ["upgrade", "ready", "health", "upgrade-k8s", "verify"] {
+            let step = all.iter().find(|s| s.id.kind() == kind).unwrap();
+            assert!(
+                step.replayable && step.effect == Effect::SideEffect,
+                "{kind}"
             );
         }
     }

@@ -1,6 +1,13 @@
 //! The on-disk store: `<root>/v1/objects/<key>/{manifest.json,out/<name>}`, refs under
 //! `<root>/v1/refs/<profile>/`, a writer lock at `<root>/v1/lock`, scratch in `<root>/v1/tmp/`
 //! (same filesystem, so publishing an object is one `rename`).
+//!
+//! What is synced to disk ([`Durability`]): receipts a re-run must not repeat and pins, each
+//! before the call returns. Objects that can be had again and refs are written and renamed
+//! into place, not synced: a kill loses none of them, a power loss may, and what it damages
+//! fails verification and is rebuilt (objects) or ignored (refs). Before this, syncing every
+//! ref and every receipt of a readiness check was ~1,500 of the ~1,800 `fsync`s of a 3+57
+//! first bootstrap, most of them queued on the disk while the last nodes came back (issue 10).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -12,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 
 use fs_err as fs;
 
-use super::{LAYOUT_VERSION, Manifest, Pin, Store, StoreError, WriteLock};
+use super::{Durability, LAYOUT_VERSION, Manifest, Pin, Store, StoreError, WriteLock};
 use crate::derivation::StepId;
 use crate::digest::Digest;
 
@@ -95,12 +102,18 @@ impl LocalStore {
             .join(pin.key.to_string())
     }
 
-    /// Replace `path` with `bytes` atomically through the store's scratch (swept by prune).
-    fn replace_file(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    /// Replace `path` with `bytes` atomically through the store's scratch (swept by prune),
+    /// synced to disk (file and directory) when `durability` says so.
+    fn replace_file(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        durability: Durability,
+    ) -> Result<(), StoreError> {
         let tmp = self.tmp_path("ref");
         fs::create_dir_all(self.base().join("tmp"))?;
         fs::create_dir_all(path.parent().expect("store files have a parent"))?;
-        write_synced(&tmp, bytes)?;
+        write_file(&tmp, bytes, durability)?;
         if let Err(e) = std::fs::rename(&tmp, path) {
             let _ = std::fs::remove_file(&tmp);
             return Err(StoreError::Io(std::io::Error::new(
@@ -108,7 +121,9 @@ impl LocalStore {
                 format!("{}: {e}", path.display()),
             )));
         }
-        sync_dir(path.parent().expect("store files have a parent"))?;
+        if durability == Durability::Synced {
+            sync_dir(path.parent().expect("store files have a parent"))?;
+        }
         Ok(())
     }
 
@@ -456,14 +471,31 @@ fn remove_any(path: &Path) -> std::io::Result<()> {
     }
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Create `path` with `bytes`, synced when `durability` says so.
+fn write_file(path: &Path, bytes: &[u8], durability: Durability) -> std::io::Result<()> {
     let mut f = fs::File::create(path)?;
     f.write_all(bytes)?;
-    f.sync_all()
+    if durability == Durability::Synced {
+        count_sync();
+        f.sync_all()?;
+    }
+    Ok(())
 }
 
 fn sync_dir(path: &Path) -> std::io::Result<()> {
+    count_sync();
     fs::File::open(path)?.sync_all()
+}
+
+// `fsync`s of store writes made by this thread, for tests of what is synced.
+#[cfg(test)]
+thread_local! {
+    pub(crate) static SYNCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn count_sync() {
+    #[cfg(test)]
+    SYNCS.with(|n| n.set(n.get() + 1));
 }
 
 /// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
@@ -544,30 +576,24 @@ impl Store for LocalStore {
         Ok(Some(total))
     }
 
-    fn put(
+    fn put_with(
         &self,
         manifest: &Manifest,
         stored: &BTreeMap<String, Vec<u8>>,
+        durability: Durability,
     ) -> Result<(), StoreError> {
         let target = self.object_dir(&manifest.key);
         if std::fs::symlink_metadata(target.join("manifest.json")).is_ok() {
             return Ok(()); // immutable: the first realisation stays
         }
         fs::create_dir_all(self.base().join("objects"))?;
-        // Receipts (what a side effect did) are synced to disk before they are published.
-        // Objects of pure and observing steps are not: every read verifies an object against
-        // its manifest and a damaged one is rebuilt (`Engine::checked`), so a power loss costs
-        // a rebuild, never a wrong answer -- and their fsyncs were 12 % of talix's CPU before
-        // the last apply of a 3+57 first bootstrap (issue 10). Nix does the same by default
-        // (`fsync-store-paths = false`).
-        let durable = manifest.effect == crate::derivation::Effect::SideEffect;
-        let write = |path: &Path, bytes: &[u8]| -> std::io::Result<()> {
-            if durable {
-                write_synced(path, bytes)
-            } else {
-                fs::write(path, bytes)
-            }
-        };
+        // Receipts a re-run must not repeat are synced to disk before they are published.
+        // Other objects are not: every read verifies an object against its manifest and a
+        // damaged one is rebuilt (`Engine::cached`), so a power loss costs a rebuild, never a
+        // wrong answer -- and their fsyncs were 12 % of talix's CPU before the last apply of
+        // a 3+57 first bootstrap (issue 10).
+        let durable = durability == Durability::Synced;
+        let write = |path: &Path, bytes: &[u8]| write_file(path, bytes, durability);
         let tmp = self.tmp_path(&manifest.key.short());
         fs::create_dir_all(tmp.join("out"))?;
         for (name, bytes) in stored {
@@ -624,7 +650,7 @@ impl Store for LocalStore {
             return Ok(());
         }
         // Scratch in the store's tmp/ (swept by prune), never beside the refs.
-        self.replace_file(&path, line.as_bytes())
+        self.replace_file(&path, line.as_bytes(), Durability::Relaxed)
     }
 
     fn refs(&self, profile: &str) -> Result<BTreeMap<StepId, Digest>, StoreError> {
@@ -688,7 +714,7 @@ impl Store for LocalStore {
             return Ok(());
         }
         bytes.push(b'\n');
-        self.replace_file(&path, &bytes)
+        self.replace_file(&path, &bytes, Durability::Synced)
     }
 
     fn ref_source(&self, profile: &str) -> Result<Option<PathBuf>, StoreError> {
@@ -710,7 +736,7 @@ impl Store for LocalStore {
         if std::fs::symlink_metadata(&path).is_ok() {
             return Ok(());
         }
-        self.replace_file(&path, b"")
+        self.replace_file(&path, b"", Durability::Synced)
     }
 
     fn unpin(&self, pin: &Pin) -> Result<bool, StoreError> {
@@ -924,6 +950,55 @@ mod tests {
         store.set_ref("p", &step, &b.key).unwrap();
         assert_ne!(fs::metadata(&path).unwrap().ino(), before.ino());
         assert_eq!(store.get_ref("p", &step).unwrap(), Some(b.key));
+    }
+
+    #[test]
+    fn receipts_and_pins_are_synced_relaxed_objects_and_refs_are_not() {
+        let syncs = || SYNCS.with(|n| n.get());
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let (mut apply, out) = conformance::manifest_for("apply/cp1", "1", &[("receipt", b"r")]);
+        apply.effect = crate::derivation::Effect::SideEffect;
+        let before = syncs();
+        store.put(&apply, &out).unwrap();
+        // The output, the manifest, out/, the object directory and objects/ (the rename).
+        assert_eq!(syncs() - before, 5, "a receipt is on disk when put returns");
+
+        let (mut ready, out) = conformance::manifest_for("ready/cp1", "1", &[("receipt", b"r")]);
+        ready.effect = crate::derivation::Effect::SideEffect;
+        let (render, rout) = conformance::manifest_for("render/cp1", "1", &[("config", b"c")]);
+        let before = syncs();
+        store.put_with(&ready, &out, Durability::Relaxed).unwrap();
+        store.put(&render, &rout).unwrap();
+        store
+            .set_ref("p", &StepId("ready/cp1".into()), &ready.key)
+            .unwrap();
+        assert_eq!(
+            syncs() - before,
+            0,
+            "relaxed objects and refs are not synced"
+        );
+        // ...and are there, verified, all the same.
+        assert_eq!(store.checked(&ready.key).unwrap().as_ref(), Some(&ready));
+        assert_eq!(store.read_output(&render.key, "config").unwrap(), b"c");
+        assert_eq!(
+            store.get_ref("p", &StepId("ready/cp1".into())).unwrap(),
+            Some(ready.key)
+        );
+
+        let before = syncs();
+        store
+            .pin(&Pin {
+                profile: "p".into(),
+                step: StepId("apply/cp1".into()),
+                key: apply.key,
+            })
+            .unwrap();
+        assert_eq!(
+            syncs() - before,
+            2,
+            "a pin (a gc root) is synced, file and directory"
+        );
     }
 
     type Object = (Manifest, BTreeMap<String, Vec<u8>>);

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::{Manifest, Pin, Store, StoreError, WriteLock};
+use super::{Durability, Manifest, Pin, Store, StoreError, WriteLock};
 use crate::derivation::StepId;
 use crate::digest::Digest;
 
@@ -107,10 +107,12 @@ impl Store for MemoryStore {
     fn pins(&self) -> Result<Vec<Pin>, StoreError> {
         Ok(self.pins.lock().unwrap().iter().cloned().collect())
     }
-    fn put(
+    /// Memory has no disk: every durability is the same.
+    fn put_with(
         &self,
         manifest: &Manifest,
         stored: &BTreeMap<String, Vec<u8>>,
+        _durability: Durability,
     ) -> Result<(), StoreError> {
         let json = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
         self.objects

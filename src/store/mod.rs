@@ -175,11 +175,39 @@ pub struct Pin {
     pub key: Digest,
 }
 
+/// How much a stored object or record must survive a power loss (a killed process loses
+/// nothing either way: the kernel still has every byte written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// On disk before the call returns: receipts of side effects a re-run must not repeat
+    /// (apply, bootstrap) and gc roots (pins).
+    Synced,
+    /// Written, not synced: what can be had again. An object that a power loss damages fails
+    /// verification on its next read and is rebuilt (pure and observing steps, receipts of
+    /// [replayable](crate::derivation::Step::replayable) steps); a ref is a hint for `plan`
+    /// and `why`, and a damaged one is ignored. Nix stores the same way by default
+    /// (`fsync-store-paths = false`).
+    Relaxed,
+}
+
+impl Durability {
+    /// The durability an object needs when the caller cannot say more than its manifest does:
+    /// receipts synced, everything else relaxed.
+    pub fn of(manifest: &Manifest) -> Self {
+        if manifest.effect == crate::derivation::Effect::SideEffect {
+            Durability::Synced
+        } else {
+            Durability::Relaxed
+        }
+    }
+}
+
 /// The store service boundary.
 ///
 /// Invariants every backend keeps (the conformance suite checks them):
 /// - `put` is atomic: after it returns, `manifest(key)` and every output are readable; if it
-///   fails or the process dies, the object is absent, never partial.
+///   fails or the process dies, the object is absent, never partial. With
+///   [`Durability::Synced`] (what `put` picks for receipts) the object is also on disk.
 /// - objects are immutable: a second `put` of an existing key leaves the first one in place
 ///   (a damaged object is [`Store::discard`]ed first).
 /// - `stored bytes` are returned exactly as put (ciphertext stays ciphertext).
@@ -257,11 +285,24 @@ pub trait Store: Send + Sync {
         Ok(Some(m))
     }
 
+    /// Store an object with the durability its manifest calls for ([`Durability::of`]).
     fn put(
         &self,
         manifest: &Manifest,
         stored: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        self.put_with(manifest, stored, Durability::of(manifest))
+    }
+    /// Store an object, synced to disk or not as `durability` says (the engine knows more
+    /// than the manifest: the receipt of a replayable step is relaxed).
+    fn put_with(
+        &self,
+        manifest: &Manifest,
+        stored: &BTreeMap<String, Vec<u8>>,
+        durability: Durability,
     ) -> Result<(), StoreError>;
+    /// Point `profile`'s ref of `step` at `key` (relaxed: a ref is a hint, see
+    /// [`Durability::Relaxed`]).
     fn set_ref(&self, profile: &str, step: &StepId, key: &Digest) -> Result<(), StoreError>;
     fn get_ref(&self, profile: &str, step: &StepId) -> Result<Option<Digest>, StoreError>;
     /// Every ref of `profile`: step -> key of its last realisation.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::memory::MemoryStore;
-use super::{Manifest, Pin, Store, StoreError, WriteLock};
+use super::{Durability, Manifest, Pin, Store, StoreError, WriteLock};
 use crate::derivation::StepId;
 use crate::digest::Digest;
 
@@ -78,10 +78,11 @@ impl Store for Overlay<'_> {
         Ok(())
     }
 
-    fn put(
+    fn put_with(
         &self,
         manifest: &Manifest,
         stored: &BTreeMap<String, Vec<u8>>,
+        durability: Durability,
     ) -> Result<(), StoreError> {
         // Immutable like every store: an object below (not discarded) stays the one read.
         if !self.in_upper(&manifest.key)
@@ -95,7 +96,7 @@ impl Store for Overlay<'_> {
         {
             return Ok(());
         }
-        self.upper.put(manifest, stored)
+        self.upper.put_with(manifest, stored, durability)
     }
 
     fn set_ref(&self, profile: &str, step: &StepId, key: &Digest) -> Result<(), StoreError> {
