@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+use crate::store::Durability;
+
 /// How strictly profile paths are confined. The default confines them to the workspace; only
 /// the command line (`--allow-outside-workspace`) can loosen it, never the profile itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -439,6 +441,18 @@ impl Workspace {
         bytes: &[u8],
         mode: Option<u32>,
     ) -> std::io::Result<()> {
+        self.replace(path, bytes, mode, Durability::Synced)
+    }
+
+    /// [`Workspace::write_atomic`], syncing the file and its directory only when `durability`
+    /// says so (the rename is atomic either way).
+    fn replace(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        mode: Option<u32>,
+        durability: Durability,
+    ) -> std::io::Result<()> {
         let scratch = self.scratch_dir();
         let ready = fs_err::create_dir_all(&scratch).and_then(|()| {
             let ignore = scratch.parent().unwrap_or(&scratch).join(".gitignore");
@@ -470,7 +484,10 @@ impl Workspace {
                     .set_permissions(std::fs::Permissions::from_mode(mode))?;
             }
             f.write_all(bytes)?;
-            f.sync_all()?;
+            if durability == Durability::Synced {
+                count_sync();
+                f.sync_all()?;
+            }
             crash_point(&format!(
                 "workspace-write:{}",
                 path.file_name().unwrap_or_default().to_string_lossy()
@@ -490,7 +507,11 @@ impl Workspace {
                     ));
                 }
             }
-            fs_err::File::open(dir)?.sync_all()
+            if durability == Durability::Synced {
+                count_sync();
+                fs_err::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
@@ -500,11 +521,18 @@ impl Workspace {
 
     /// Make `path` hold exactly `bytes` with `mode`: rewritten (atomically) only when the
     /// content differs; the mode is enforced either way.
+    ///
+    /// For copies of store outputs (patches, configs, talosconfig, kubeconfig): renamed into
+    /// place, not synced. A file a power loss damages differs from its object, and the next
+    /// run writes it again (kubectl writes its kubeconfig the same way). The lock file, the
+    /// secrets and profile edits -- records nothing else holds -- are synced
+    /// ([`Workspace::write_atomic`]). Syncing each patch delayed the talosconfig (and with it
+    /// discovery) by ~50 ms at 3+57 (issue 10).
     pub fn ensure_file(&self, path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
         let same = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
             && std::fs::read(path).ok().as_deref() == Some(bytes);
         if !same {
-            return self.write_atomic(path, bytes, Some(mode));
+            return self.replace(path, bytes, Some(mode), Durability::Relaxed);
         }
         use std::os::unix::fs::PermissionsExt;
         if fs_err::metadata(path)?.permissions().mode() & 0o777 != mode {
@@ -555,9 +583,21 @@ impl Workspace {
 #[derive(Debug)]
 pub struct WorkspaceLock(#[allow(dead_code)] std::fs::File);
 
+// `fsync`s of workspace writes made by this thread, for tests of what is synced.
+#[cfg(test)]
+thread_local! {
+    static SYNCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn count_sync() {
+    #[cfg(test)]
+    SYNCS.with(|n| n.set(n.get() + 1));
+}
+
 /// Kill point for the reliability suite: when `TALIX_TEST_CRASH_AT` names `point` (or
 /// `point#N`: its N-th passage in this process, from 1), the process SIGKILLs itself here (no
-/// destructor, no cleanup: what a power cut or an OOM kill leaves).
+/// destructor, no cleanup: what an OOM kill leaves; a power cut may also lose what was not
+/// synced, see [`Durability`]).
 pub fn crash_point(point: &str) {
     let Some(want) = std::env::var_os("TALIX_TEST_CRASH_AT") else {
         return;
@@ -724,6 +764,27 @@ mod tests {
         assert!(
             problems[0].message.contains("is patches.nodes.cp1[0]"),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn the_lock_file_is_synced_copies_of_store_outputs_are_not() {
+        let syncs = || SYNCS.with(|n| n.get());
+        let dir = tempfile::tempdir().unwrap();
+        let (w, _) = ws(dir.path(), WrittenPaths::default());
+        let before = syncs();
+        w.write_atomic(w.lock_file(), b"one", Some(0o644)).unwrap();
+        assert_eq!(syncs() - before, 2, "the file and its directory");
+        let patch = w.node_patch("cp1");
+        let before = syncs();
+        w.ensure_file(&patch, b"machine: {}\n", 0o644).unwrap();
+        w.ensure_file(&patch, b"machine: {}\n", 0o600).unwrap();
+        assert_eq!(syncs() - before, 0);
+        assert_eq!(fs_err::read(&patch).unwrap(), b"machine: {}\n");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs_err::metadata(&patch).unwrap().permissions().mode() & 0o777,
+            0o600
         );
     }
 
