@@ -43,6 +43,16 @@ fn built() -> Cluster {
     c
 }
 
+/// The first output file of object `key` (a receipt has one).
+fn first_output(c: &Cluster, key: &str) -> PathBuf {
+    std::fs::read_dir(object(c, key).join("out"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
 fn verify_ok(c: &Cluster, profile: &str) {
     c.talix()
         .args(["store", "verify", profile])
@@ -229,13 +239,7 @@ fn on_up_tampered_configs_never_reach_a_node_and_damaged_receipts_name_the_repai
     assert_eq!(applied(&c), 0, "the lock file remembers: {:?}", c.calls());
     // A deleted receipt output of apply: the same.
     let apply = key_of(&c, D, "apply/w1");
-    let receipt = std::fs::read_dir(object(&c, &apply).join("out"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    std::fs::remove_file(receipt).unwrap();
+    std::fs::remove_file(first_output(&c, &apply)).unwrap();
     let out = c.talix_fast().args(["up", D]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -252,13 +256,7 @@ fn on_up_tampered_configs_never_reach_a_node_and_damaged_receipts_name_the_repai
     // The receipt of a check that looks before it acts (verify; synced to disk no more, so a
     // power loss may tear it): checked again, nothing applied, no repair needed.
     let verify = key_of(&c, D, "verify");
-    let receipt = std::fs::read_dir(object(&c, &verify).join("out"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    std::fs::remove_file(receipt).unwrap();
+    std::fs::remove_file(first_output(&c, &verify)).unwrap();
     c.clear_calls();
     let out = c.talix_fast().args(["up", D]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
