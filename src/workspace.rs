@@ -485,8 +485,7 @@ impl Workspace {
             }
             f.write_all(bytes)?;
             if durability == Durability::Synced {
-                count_sync();
-                f.sync_all()?;
+                crate::store::local::sync_file(f.file())?;
             }
             crash_point(&format!(
                 "workspace-write:{}",
@@ -508,8 +507,7 @@ impl Workspace {
                 }
             }
             if durability == Durability::Synced {
-                count_sync();
-                fs_err::File::open(dir)?.sync_all()?;
+                crate::store::local::sync_dir(dir)?;
             }
             Ok(())
         })();
@@ -582,17 +580,6 @@ impl Workspace {
 /// The held workspace lock; released on drop (and by the kernel when the process dies).
 #[derive(Debug)]
 pub struct WorkspaceLock(#[allow(dead_code)] std::fs::File);
-
-// `fsync`s of workspace writes made by this thread, for tests of what is synced.
-#[cfg(test)]
-thread_local! {
-    static SYNCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-fn count_sync() {
-    #[cfg(test)]
-    SYNCS.with(|n| n.set(n.get() + 1));
-}
 
 /// Kill point for the reliability suite: when `TALIX_TEST_CRASH_AT` names `point` (or
 /// `point#N`: its N-th passage in this process, from 1), the process SIGKILLs itself here (no
@@ -769,7 +756,7 @@ mod tests {
 
     #[test]
     fn the_lock_file_is_synced_copies_of_store_outputs_are_not() {
-        let syncs = || SYNCS.with(|n| n.get());
+        let syncs = || crate::store::local::SYNCS.with(|n| n.get());
         let dir = tempfile::tempdir().unwrap();
         let (w, _) = ws(dir.path(), WrittenPaths::default());
         let before = syncs();

@@ -476,18 +476,25 @@ fn write_file(path: &Path, bytes: &[u8], durability: Durability) -> std::io::Res
     let mut f = fs::File::create(path)?;
     f.write_all(bytes)?;
     if durability == Durability::Synced {
-        count_sync();
-        f.sync_all()?;
+        sync_file(f.file())?;
     }
     Ok(())
 }
 
-fn sync_dir(path: &Path) -> std::io::Result<()> {
+/// `fsync` an open file: every sync of the store's and the workspace's writes goes through here
+/// or [`sync_dir`], so tests can count them ([`SYNCS`]).
+pub(crate) fn sync_file(f: &File) -> std::io::Result<()> {
+    count_sync();
+    f.sync_all()
+}
+
+/// `fsync` a directory (after a rename into it).
+pub(crate) fn sync_dir(path: &Path) -> std::io::Result<()> {
     count_sync();
     fs::File::open(path)?.sync_all()
 }
 
-// `fsync`s of store writes made by this thread, for tests of what is synced.
+// `fsync`s made by this thread, for tests of what is synced.
 #[cfg(test)]
 thread_local! {
     pub(crate) static SYNCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
@@ -516,7 +523,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::io::Re
             .set_permissions(std::fs::Permissions::from_mode(mode))?;
     }
     tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
+    sync_file(tmp.as_file())?;
     tmp.persist(path).map_err(|e| {
         std::io::Error::new(e.error.kind(), format!("{}: {}", path.display(), e.error))
     })?;
